@@ -1,0 +1,430 @@
+"""The contract: pydantic models shared by agent, gateway, workflow, channels and audit.
+
+Every edge validates against these definitions; nothing else defines the same shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    field_validator,
+)
+
+Effect = Literal["allow", "deny", "require_approval"]
+Risk = Literal["low", "medium", "high", "critical"]
+DecisionKind = Literal["approve", "deny"]
+PrincipalKind = Literal["human", "agent"]
+
+RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Parse '90s', '30m', '4h', '2d' or '1h30m' into a timedelta; pass other forms to pydantic."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and _DURATION_PART.sub("", text) == "":
+            return timedelta(
+                seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            )
+        if not text.startswith("p"):
+            raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d (e.g. 30m)")
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta the way policy files write it ('1h30m')."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class Contract(BaseModel):
+    """Base for contract models: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- the digest -----------------------------------------------------------------------------
+
+
+def _normalise(value: Any) -> Any:
+    # NFC so that the same visible text always hashes the same, whatever the sender's keyboard.
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {unicodedata.normalize("NFC", str(k)): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: NFC strings, sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
+    return json.dumps(
+        _normalise(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+def action_digest(action: str, target: str, params: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of (action, target, params): what an approver signs."""
+    body = canonical_json({"action": action, "target": target, "params": params})
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+# --- requests -------------------------------------------------------------------------------
+
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$"
+
+
+class ActionSubmission(Contract):
+    """What an agent asks for. The gateway adds the authenticated requester."""
+
+    action: str = Field(
+        pattern=ACTION_PATTERN, max_length=100, description="Action type, e.g. sql.execute"
+    )
+    target: str = Field(
+        pattern=NAME_PATTERN, max_length=100, description="A named system, e.g. prod-db"
+    )
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    justification: str = Field(min_length=1, max_length=4000)
+    risk: Risk | None = Field(default=None, description="Risk the agent claims; policy may raise it")
+    on_behalf_of: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("justification")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("justification must not be blank")
+        return value
+
+    @property
+    def digest(self) -> str:
+        """The action digest of this request."""
+        return action_digest(self.action, self.target, self.params)
+
+
+class ActionRequest(ActionSubmission):
+    """A submission bound to the principal the gateway authenticated."""
+
+    requester: str = Field(min_length=1, max_length=200)
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+class Principal(Contract):
+    """A person or agent as resolved from the directory at the time it is needed."""
+
+    id: str
+    kind: PrincipalKind
+    groups: list[str] = Field(default_factory=list)
+    owner: str | None = None
+    email: str | None = None
+    slack_user_id: str | None = None
+    teams_aad_object_id: str | None = None
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+
+class ApprovalRequirement(Contract):
+    """N-of-M: at least `min` distinct approvers from `group`."""
+
+    group: str
+    min: int = Field(default=1, ge=1)
+
+
+class EscalationStage(Contract):
+    """After `after` (from the request), notify more groups and widen who may approve."""
+
+    after: Duration
+    notify: list[str] = Field(default_factory=list)
+    add_groups: list[str] = Field(default_factory=list)
+
+
+class Verdict(Contract):
+    """The policy's answer for one request; lands in workflow history as evaluated."""
+
+    effect: Effect
+    rule_id: str
+    reason: str
+    risk: Risk
+    approvals: list[ApprovalRequirement] = Field(default_factory=list)
+    escalation: list[EscalationStage] = Field(default_factory=list)
+    expires_after: Duration | None = None
+    policy_digest: str
+
+
+class ExecutorSpec(Contract):
+    """How the workflow must run an action type: retries only when it is idempotent."""
+
+    action: str
+    idempotent: bool
+    timeout: Duration = timedelta(minutes=5)
+    heartbeat_timeout: Duration = timedelta(seconds=30)
+
+
+class Evaluation(Contract):
+    """Everything the workflow learns before it waits: verdict, people, executor, channels."""
+
+    verdict: Verdict
+    requester: Principal | None = None
+    executor: ExecutorSpec | None = None
+    channels: list[str] = Field(default_factory=list)
+    ui_base_url: str | None = None
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+
+class DecisionRequest(Contract):
+    """A decision as submitted through a channel; `approver` is the authenticated principal."""
+
+    approver: str = Field(min_length=1, max_length=200)
+    decision: DecisionKind
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str = Field(default="", max_length=2000)
+    channel: str = Field(default="api", max_length=40)
+
+
+class Decision(DecisionRequest):
+    """An accepted decision, with the workflow time it was taken."""
+
+    at: datetime
+
+
+class RefusalCode(StrEnum):
+    """Why a decision was refused."""
+
+    UNKNOWN_PRINCIPAL = "unknown_principal"
+    AGENT_APPROVER = "agent_approver"
+    SELF_APPROVAL = "self_approval"
+    NOT_ELIGIBLE = "not_eligible"
+    DIGEST_MISMATCH = "digest_mismatch"
+    DUPLICATE = "duplicate"
+    NOT_PENDING = "not_pending"
+    MISSING_REASON = "missing_reason"
+
+
+class RefusedAttempt(Contract):
+    """A decision the workflow refused; kept so security can see who tried what."""
+
+    approver: str
+    decision: DecisionKind
+    channel: str
+    digest: str
+    code: RefusalCode
+    message: str
+    at: datetime
+
+
+class DecisionRefused(Contract):
+    """The structured details of a refused decision, carried by the update's failure."""
+
+    code: RefusalCode
+    message: str
+
+
+class CancelRequest(Contract):
+    """A request to cancel a pending action; only the requester may."""
+
+    by: str
+    reason: str = Field(default="", max_length=2000)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    """Lifecycle of an action."""
+
+    EVALUATING = "evaluating"
+    PENDING_APPROVAL = "pending_approval"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DENIED = "denied"
+    DENIED_BY_POLICY = "denied_by_policy"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing more can happen to the action."""
+        return self not in (Status.EVALUATING, Status.PENDING_APPROVAL, Status.EXECUTING)
+
+
+class RequirementProgress(Contract):
+    """How far one approval requirement is: '1 of 2 from security'."""
+
+    group: str
+    min: int
+    approved_by: list[str] = Field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        """Whether enough approvers have counted toward this requirement."""
+        return len(self.approved_by) >= self.min
+
+
+class NotificationRef(Contract):
+    """Where a request was posted, so the message can be found and updated again."""
+
+    channel: str
+    destination: str
+    ref: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    stage: int = 0
+
+
+class ActionStatus(Contract):
+    """The state of one action, as the workflow's `status` query and the API return it."""
+
+    id: str
+    digest: str
+    request: ActionRequest
+    status: Status
+    verdict: Verdict | None = None
+    decisions: list[Decision] = Field(default_factory=list)
+    refused: list[RefusedAttempt] = Field(default_factory=list)
+    progress: list[RequirementProgress] = Field(default_factory=list)
+    eligible_groups: list[str] = Field(default_factory=list)
+    escalation_level: int = 0
+    created_at: datetime
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    notifications: list[NotificationRef] = Field(default_factory=list)
+    result: JsonValue = None
+    error: str | None = None
+    owner: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the action has finished."""
+        return self.status.terminal
+
+    @property
+    def notification_failures(self) -> list[NotificationRef]:
+        """Notifications that could not be delivered."""
+        return [n for n in self.notifications if n.error]
+
+
+Outcome: TypeAlias = ActionStatus
+"""The workflow's result: the final `ActionStatus`."""
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+class NotifyInput(Contract):
+    """Ask one channel to post (or re-post on escalation) an approval request."""
+
+    channel: str
+    status: ActionStatus
+    groups: list[str]
+    stage: int = 0
+    ui_url: str | None = None
+
+
+class NotifyResult(Contract):
+    """What a channel posted."""
+
+    refs: list[NotificationRef] = Field(default_factory=list)
+
+
+class NotifyUpdateInput(Contract):
+    """Ask one channel to bring its posted messages up to date with the status."""
+
+    channel: str
+    status: ActionStatus
+    refs: list[NotificationRef]
+    ui_url: str | None = None
+
+
+# --- execution ------------------------------------------------------------------------------
+
+
+class ExecuteInput(Contract):
+    """Run an approved action; the idempotency key is the workflow id."""
+
+    request: ActionRequest
+    idempotency_key: str
+
+
+class ExecuteResult(Contract):
+    """What an executor returned."""
+
+    result: JsonValue = None
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+class AuditKind(StrEnum):
+    """Kinds of ledger events."""
+
+    REQUESTED = "requested"
+    VERDICT = "verdict"
+    NOTIFIED = "notified"
+    DECISION = "decision"
+    REFUSED = "refused"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_RESULT = "execution_result"
+    OUTCOME = "outcome"
+
+
+class AuditEvent(Contract):
+    """One ledger row before it is chained; (action_id, seq) makes writes idempotent."""
+
+    action_id: str
+    seq: int = Field(ge=0)
+    kind: AuditKind
+    digest: str
+    actor: str | None = None
+    channel: str | None = None
+    at: datetime
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class AuditBatch(Contract):
+    """Events written together, in order, by one activity call."""
+
+    events: list[AuditEvent]

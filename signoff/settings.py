@@ -1,0 +1,72 @@
+"""Settings for every signoff process, read from `SIGNOFF_*` environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "policies" / "examples"
+
+
+class Settings(BaseSettings):
+    """Configuration of worker, gateway and tools; each field is `SIGNOFF_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "signoff"
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = Field(default=None, description="client cert (mTLS)")
+    temporal_tls_key: Path | None = Field(default=None, description="client key (mTLS)")
+    temporal_tls_ca: Path | None = Field(default=None, description="server CA bundle")
+    temporal_api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key")
+    ui_url: str = Field(default="http://localhost:8233", description="Temporal Web UI base URL")
+
+    # Policy, identity and targets
+    policy: Path = EXAMPLES_DIR / "policy.yaml"
+    directory: Path = EXAMPLES_DIR / "directory.yaml"
+    targets: Path = EXAMPLES_DIR / "targets.yaml"
+    executor_modules: list[str] = Field(
+        default_factory=list, description="modules that register extra executors on import"
+    )
+
+    # Worker tuning
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    max_cached_workflows: int = 2000
+    max_concurrent_activities: int = 200
+    worker_metrics_port: int | None = None
+
+    # Audit ledger
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".signoff")
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+
+    # CLI and SDK
+    gateway: str = "http://127.0.0.1:8080"
+    token: SecretStr | None = None
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    # Microsoft Teams
+    teams_app_id: str | None = None
+    teams_app_password: SecretStr | None = None
+    teams_tenant_id: str | None = None
+    teams_openid_metadata_url: str = (
+        "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    )
+    teams_allowed_service_urls: list[str] = Field(
+        default_factory=lambda: ["smba.trafficmanager.net"]
+    )
