@@ -199,6 +199,18 @@ class ExecutorSpec(Contract):
     heartbeat_timeout: Duration = timedelta(seconds=30)
 
 
+class PrincipalLookup(Contract):
+    """Ask the directory who a principal is, at the moment it matters."""
+
+    id: str
+
+
+class PrincipalLookupResult(Contract):
+    """The directory's answer; `principal` is None when nobody has that id."""
+
+    principal: Principal | None = None
+
+
 class Evaluation(Contract):
     """Everything the workflow learns before it waits: verdict, people, executor, channels."""
 

@@ -8,6 +8,20 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+from signoff.cli import worker as _worker  # noqa: E402
+
+app.command()(_worker.worker)
+
+from signoff.cli import policy as _policy  # noqa: E402
+
+app.add_typer(_policy.app, name="policy")
+
+from signoff.cli import audit as _audit  # noqa: E402
+from signoff.cli import db as _db  # noqa: E402
+
+app.add_typer(_audit.app, name="audit")
+app.add_typer(_db.app, name="db")
+
 
 def main() -> None:
     """Run the signoff CLI."""

@@ -1,0 +1,81 @@
+"""Policy and identity activities: the workflow's only way to read policy and directory.
+
+Running these as activities puts their answers in history, so a policy edit never changes
+how a running action replays.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity
+
+from activities.executors import ExecutorRegistry
+from policies.directory import Directory
+from policies.engine import Policy
+from signoff.models import (
+    ActionRequest,
+    Evaluation,
+    PrincipalLookup,
+    PrincipalLookupResult,
+    Verdict,
+)
+
+
+class PolicyActivities:
+    """Evaluates requests against the loaded policy and resolves principals."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        directory: Directory,
+        executors: ExecutorRegistry,
+        *,
+        channels: list[str],
+        ui_base_url: str | None = None,
+        heartbeat_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.policy = policy
+        self.directory = directory
+        self.executors = executors
+        self.channels = channels
+        self.ui_base_url = ui_base_url
+        self.heartbeat_timeout = heartbeat_timeout
+
+    @activity.defn(name="evaluate_policy")
+    async def evaluate_policy(self, request: ActionRequest) -> Evaluation:
+        """Decide allow, deny or require_approval for one request, with everything it implies."""
+        requester = await self.directory.principal(request.requester)
+        spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
+        verdict = self.policy.evaluate(request, requester)
+        if requester is None:
+            verdict = self._refuse(verdict, "unknown-requester", f"{request.requester} is unknown")
+        elif spec is None:
+            known = ", ".join(self.executors.actions())
+            verdict = self._refuse(
+                verdict,
+                "unknown-action",
+                f"unknown action type {request.action!r}; this worker runs: {known}",
+            )
+        return Evaluation(
+            verdict=verdict,
+            requester=requester,
+            executor=spec,
+            channels=self.channels,
+            ui_base_url=self.ui_base_url,
+        )
+
+    @activity.defn(name="resolve_principal")
+    async def resolve_principal(self, lookup: PrincipalLookup) -> PrincipalLookupResult:
+        """Who a principal is now: kind and groups as the directory says at decision time."""
+        return PrincipalLookupResult(principal=await self.directory.principal(lookup.id))
+
+    @staticmethod
+    def _refuse(verdict: Verdict, rule_id: str, reason: str) -> Verdict:
+        return Verdict(
+            effect="deny",
+            rule_id=rule_id,
+            reason=reason,
+            risk=verdict.risk,
+            policy_digest=verdict.policy_digest,
+        )

@@ -1,0 +1,54 @@
+"""The notifier interface every approval channel implements, and what they share."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from signoff.models import ActionStatus, NotificationRef, NotifyInput, NotifyUpdateInput
+
+RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+RISK_COLOUR = {"low": "#2eb67d", "medium": "#ecb22e", "high": "#e8912d", "critical": "#e01e5a"}
+
+
+class NotifierError(Exception):
+    """A permanent channel failure (bad token, unknown channel): retrying will not help."""
+
+
+class Notifier(Protocol):
+    """Posts approval requests to one channel and keeps the posted messages current."""
+
+    channel: str
+
+    async def post(self, request: NotifyInput) -> list[NotificationRef]:
+        """Post the request to each group's destination; return where it landed."""
+        ...
+
+    async def update(self, request: NotifyUpdateInput) -> None:
+        """Update posted messages in place: progress, final status, buttons gone."""
+        ...
+
+
+def requirement_text(status: ActionStatus) -> str:
+    """Who must approve, as people read it: '2 of security, 1 of dba'."""
+    if status.progress:
+        return ", ".join(f"{p.min} of {p.group}" for p in status.progress)
+    return ", ".join(status.eligible_groups) or "nobody"
+
+
+def progress_text(status: ActionStatus) -> str:
+    """How far approval is: '1 of 2 from security (carol)'."""
+    parts = []
+    for p in status.progress:
+        who = f" ({', '.join(p.approved_by)})" if p.approved_by else ""
+        parts.append(f"{len(p.approved_by)} of {p.min} from {p.group}{who}")
+    return "; ".join(parts)
+
+
+def compact_params(status: ActionStatus, limit: int = 600) -> str:
+    """The params as compact JSON, cut at `limit` characters on a safe boundary."""
+    from signoff.models import canonical_json
+
+    text = canonical_json(status.request.params)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + "…"

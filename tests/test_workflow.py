@@ -1,0 +1,332 @@
+"""The action workflow against a real Temporal dev server, real worker and real Postgres ledger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError
+
+from activities.audit import Ledger
+from signoff.models import (
+    ActionStatus,
+    CancelRequest,
+    DecisionRequest,
+    RefusalCode,
+    Status,
+    action_digest,
+)
+from signoff.settings import Settings
+from tests.conftest import Gate, running_worker
+from workflows.action import ActionWorkflow
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def status_digest(details: str) -> str:
+    """The digest shown in the workflow's current details."""
+    return details.split("Digest: `")[1].split("`")[0]
+
+
+async def refused(gate: Gate, handle, approver: str, **kwargs) -> ApplicationError:  # type: ignore[no-untyped-def]
+    """Send a decision that must be refused; return the failure's cause."""
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await gate.decide(handle, approver, **kwargs)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "DecisionRefused"
+    return cause
+
+
+async def test_allowed_action_runs_without_approval(gate: Gate) -> None:
+    handle = await gate.submit("sandbox-1", {"x": 1})
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.result == {"echo": {"x": 1}}
+    assert outcome.verdict is not None
+    assert outcome.verdict.rule_id == "sandbox-allowed"
+    assert outcome.decisions == []
+
+
+async def test_policy_deny_returns_reason_and_never_executes(gate: Gate) -> None:
+    handle = await gate.submit("forbidden")
+    outcome = await handle.result()
+    assert outcome.status is Status.DENIED_BY_POLICY
+    assert outcome.error == "forbidden is off limits"
+    assert outcome.result is None
+
+
+async def test_unknown_action_type_is_denied_by_policy(gate: Gate) -> None:
+    handle = await gate.submit("sandbox-1", action="rocket.launch")
+    outcome = await handle.result()
+    assert outcome.status is Status.DENIED_BY_POLICY
+    assert "unknown action type 'rocket.launch'" in (outcome.error or "")
+
+
+async def test_single_approval_executes(gate: Gate) -> None:
+    handle = await gate.submit("one-db", {"n": 1})
+    pending = await gate.wait_for(handle, "pending_approval")
+    assert pending.eligible_groups == ["dba"]
+    assert pending.expires_at is not None
+    status = await gate.decide(handle, "alice@example.com", reason="fine")
+    assert status.status in (Status.EXECUTING, Status.SUCCEEDED)
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert [(d.approver, d.decision) for d in outcome.decisions] == [
+        ("alice@example.com", "approve")
+    ]
+    assert outcome.progress[0].approved_by == ["alice@example.com"]
+    assert outcome.decided_at is not None
+
+
+async def test_two_of_n_quorum_needs_two_distinct_approvers(gate: Gate) -> None:
+    handle = await gate.submit("two-keys")
+    await gate.wait_for(handle, "pending_approval")
+    first = await gate.decide(handle, "bob@example.com")
+    assert first.status is Status.PENDING_APPROVAL
+    assert (first.progress[0].min, first.progress[0].approved_by) == (2, ["bob@example.com"])
+    second = await gate.decide(handle, "carol@example.com")
+    assert second.status is not Status.PENDING_APPROVAL
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert sorted(outcome.progress[0].approved_by) == ["bob@example.com", "carol@example.com"]
+
+
+async def test_one_person_in_both_groups_cannot_meet_a_two_group_rule(gate: Gate) -> None:
+    # dave is in dba and security; the rule needs one of each, so two people.
+    handle = await gate.submit("pair-1", requester="erin@example.com")
+    await gate.wait_for(handle, "pending_approval")
+    status = await gate.decide(handle, "dave@example.com")
+    assert status.status is Status.PENDING_APPROVAL
+    status = await gate.decide(handle, "alice@example.com")
+    # matching moves dave to security and counts alice for dba
+    assert status.status is not Status.PENDING_APPROVAL
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert {p.group: p.approved_by for p in outcome.progress} == {
+        "dba": ["alice@example.com"],
+        "security": ["dave@example.com"],
+    }
+
+
+async def test_any_deny_ends_the_action_with_the_reason(gate: Gate) -> None:
+    handle = await gate.submit("two-keys")
+    await gate.wait_for(handle, "pending_approval")
+    await gate.decide(handle, "bob@example.com")
+    await gate.decide(handle, "carol@example.com", "deny", reason="use the read replica instead")
+    outcome = await handle.result()
+    assert outcome.status is Status.DENIED
+    assert outcome.error == "Denied by carol@example.com: use the read replica instead"
+    assert outcome.result is None
+
+
+@pytest.mark.parametrize(
+    ("approver", "extra", "code"),
+    [
+        ("agent:bot", {}, RefusalCode.AGENT_APPROVER),
+        ("dave@example.com", {}, RefusalCode.SELF_APPROVAL),  # the agent's owner
+        ("alice@example.com", {"on_behalf_of": "alice@example.com"}, RefusalCode.SELF_APPROVAL),
+        ("erin@example.com", {}, RefusalCode.NOT_ELIGIBLE),
+        ("oscar@example.com", {}, RefusalCode.NOT_ELIGIBLE),  # on-call only after escalation
+        ("mallory@example.com", {}, RefusalCode.UNKNOWN_PRINCIPAL),
+    ],
+)
+async def test_refused_attempts_are_refused_and_recorded(
+    gate: Gate, client: Client, approver: str, extra: dict[str, str], code: RefusalCode
+) -> None:
+    handle = await gate.submit("one-db", **extra)
+    await gate.wait_for(handle, "pending_approval")
+    cause = await refused(gate, handle, approver)
+    assert approver in cause.message or code is RefusalCode.NOT_ELIGIBLE
+    status = await handle.query(ActionWorkflow.status)
+    assert status.status is Status.PENDING_APPROVAL
+    assert [(r.approver, r.code) for r in status.refused] == [(approver, code)]
+    assert status.decisions == []
+    # The attempt is in history too: an accepted update whose outcome is that failure.
+    history = await handle.fetch_history()
+    failures = [
+        e.workflow_execution_update_completed_event_attributes.outcome.failure.message
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
+    ]
+    assert failures == [cause.message]
+    await handle.terminate("test done")
+
+
+async def test_requester_cannot_approve_own_request(gate: Gate) -> None:
+    handle = await gate.submit("one-db", requester="alice@example.com")
+    await gate.wait_for(handle, "pending_approval")
+    cause = await refused(gate, handle, "alice@example.com")
+    assert "requester" in cause.message
+    status = await handle.query(ActionWorkflow.status)
+    assert status.refused[0].code is RefusalCode.SELF_APPROVAL
+    await handle.terminate("test done")
+
+
+async def test_digest_mismatch_is_refused(gate: Gate) -> None:
+    handle = await gate.submit("one-db", {"statement": "select 1"})
+    await gate.wait_for(handle, "pending_approval")
+    other = action_digest("noop", "one-db", {"statement": "drop table users"})
+    cause = await refused(gate, handle, "alice@example.com", digest=other)
+    assert "does not match" in cause.message
+    status = await handle.query(ActionWorkflow.status)
+    assert status.refused[0].code is RefusalCode.DIGEST_MISMATCH
+    assert status.status is Status.PENDING_APPROVAL
+    await handle.terminate("test done")
+
+
+async def test_duplicate_decision_is_refused(gate: Gate) -> None:
+    handle = await gate.submit("two-keys")
+    await gate.wait_for(handle, "pending_approval")
+    await gate.decide(handle, "bob@example.com")
+    cause = await refused(gate, handle, "bob@example.com")
+    assert "already decided" in cause.message
+    status = await handle.query(ActionWorkflow.status)
+    assert len(status.decisions) == 1
+    assert status.refused[0].code is RefusalCode.DUPLICATE
+    await handle.terminate("test done")
+
+
+async def test_deny_without_reason_is_refused(gate: Gate) -> None:
+    handle = await gate.submit("one-db")
+    await gate.wait_for(handle, "pending_approval")
+    await refused(gate, handle, "alice@example.com", decision="deny")
+    assert (await handle.query(ActionWorkflow.status)).status is Status.PENDING_APPROVAL
+    await handle.terminate("test done")
+
+
+async def test_decision_once_no_longer_pending_is_refused_and_recorded(gate: Gate) -> None:
+    handle = await gate.submit("one-db", {"sleep_seconds": 2})
+    await gate.wait_for(handle, "pending_approval")
+    await gate.decide(handle, "alice@example.com")
+    cause = await refused(gate, handle, "bob@example.com")
+    assert "not pending" in cause.message
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert [r.code for r in outcome.refused] == [RefusalCode.NOT_PENDING]
+    # Once closed, Temporal itself rejects the update; the gateway answers 409.
+    with pytest.raises(RPCError, match="already completed"):
+        await gate.decide(handle, "dave@example.com")
+
+
+async def test_escalation_widens_approvers_then_expiry_fails_closed(gate: Gate) -> None:
+    handle = await gate.submit("esc-1")
+    await gate.wait_for(handle, "pending_approval")
+    await refused(gate, handle, "oscar@example.com")  # on-call cannot decide yet
+    for _ in range(100):
+        status = await handle.query(ActionWorkflow.status)
+        if status.escalation_level == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert status.escalation_level == 1
+    assert status.eligible_groups == ["dba", "oncall"]
+    # a second action, left alone, expires
+    other = await gate.submit("esc-2")
+    decided = await gate.decide(handle, "oscar@example.com")
+    assert decided.status is not Status.PENDING_APPROVAL
+    assert (await handle.result()).status is Status.SUCCEEDED
+    expired = await other.result()
+    assert expired.status is Status.EXPIRED
+    assert expired.result is None
+    assert expired.escalation_level == 1
+    with pytest.raises(Exception):  # noqa: B017, PT011 - closed workflows reject updates
+        await gate.decide(other, "alice@example.com")
+
+
+async def test_cancel_only_by_requester(gate: Gate) -> None:
+    handle = await gate.submit("one-db")
+    await gate.wait_for(handle, "pending_approval")
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await handle.execute_update(
+            ActionWorkflow.cancel, CancelRequest(by="alice@example.com")
+        )
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "NotRequester"
+    status = await handle.execute_update(
+        ActionWorkflow.cancel, CancelRequest(by="agent:bot", reason="plan changed")
+    )
+    assert status.status is Status.CANCELLED
+    outcome = await handle.result()
+    assert outcome.status is Status.CANCELLED
+    assert outcome.error == "cancelled by agent:bot: plan changed"
+
+
+async def test_executor_failure_fails_the_action(gate: Gate) -> None:
+    handle = await gate.submit("sandbox-1", {"fail": "disk full"})
+    outcome = await handle.result()
+    assert outcome.status is Status.FAILED
+    assert "disk full" in (outcome.error or "")
+
+
+async def test_signal_decision_is_accepted_and_refusals_recorded(gate: Gate) -> None:
+    handle = await gate.submit("one-db")
+    status = await gate.wait_for(handle, "pending_approval")
+    await handle.signal(
+        ActionWorkflow.decision,
+        DecisionRequest(approver="agent:bot", decision="approve", digest=status.digest),
+    )
+    await handle.signal(
+        ActionWorkflow.decision,
+        DecisionRequest(approver="alice@example.com", decision="approve", digest=status.digest),
+    )
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert [r.code for r in outcome.refused] == [RefusalCode.AGENT_APPROVER]
+
+
+async def test_cel_condition_decides_which_rule_applies(gate: Gate) -> None:
+    small = await (await gate.submit("cel-1", {"rows": 10})).result()
+    assert small.status is Status.SUCCEEDED
+    assert small.verdict is not None
+    assert small.verdict.rule_id == "small-noop-allowed"
+    big = await gate.submit("cel-1", {"rows": 5000})
+    status = await gate.wait_for(big, "pending_approval")
+    assert status.verdict is not None
+    assert status.verdict.rule_id == "big-noop-needs-dba"
+    await big.terminate("test done")
+
+
+async def test_search_attributes_and_details_show_what_waits_on_whom(
+    gate: Gate, client: Client
+) -> None:
+    handle = await gate.submit("one-db")
+    await gate.wait_for(handle, "pending_approval")
+    query = f'WorkflowId = "{handle.id}" AND SignoffStatus = "pending_approval"'
+    found = []
+    for _ in range(50):
+        found = [w async for w in client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert [w.id for w in found] == [handle.id]
+    attrs = found[0].typed_search_attributes
+    values = {pair.key.name: pair.value for pair in attrs}
+    assert values["SignoffAction"] == "noop"
+    assert values["SignoffTarget"] == "one-db"
+    assert values["SignoffRequester"] == "agent:bot"
+    assert values["SignoffRisk"] == "medium"
+    assert list(values["SignoffGroups"]) == ["dba"]
+    # The UI reads current details through this built-in query.
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "Waits for: 0 of 1 from dba" in metadata.current_details
+    assert status_digest(metadata.current_details) == (await handle.query(ActionWorkflow.status)).digest
+    await handle.terminate("test done")
+
+
+async def test_pending_approval_survives_worker_replacement(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    other = settings.model_copy(update={"task_queue": settings.task_queue + "-replaced"})
+    gate = Gate(client, other)
+    async with running_worker(client, other, ledger):
+        handle = await gate.submit("one-db")
+        await gate.wait_for(handle, "pending_approval")
+    # The first worker is gone; a new one picks the action up from history.
+    async with running_worker(client, other, ledger):
+        await gate.decide(handle, "alice@example.com")
+        outcome: ActionStatus = await handle.result()
+    assert outcome.status is Status.SUCCEEDED

@@ -1,0 +1,124 @@
+"""The signoff worker: runs the action workflow and the activities that hold credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.audit import Ledger
+from activities.execute import Executors
+from activities.executors import ExecutorRegistry, registry
+from activities.notify import Notifications
+from activities.policy import PolicyActivities
+from activities.targets import Targets, load_targets
+from channels.console import ConsoleNotifier
+from channels.notifier import Notifier
+from policies.directory import Directory
+from policies.engine import Policy
+from policies.loader import load_directory, load_policy
+from signoff.settings import Settings
+from workers.temporal import connect
+from workflows.action import ActionWorkflow
+
+log = logging.getLogger("signoff.worker")
+
+# Our contract and pydantic are deterministic and side-effect free; re-importing them for every
+# workflow run would only cost time and memory.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "pydantic", "pydantic_core", "annotated_types", "signoff", "workflows"
+    )
+)
+
+
+@dataclass
+class WorkerParts:
+    """Everything a worker needs besides the Temporal client."""
+
+    policy: Policy
+    directory: Directory
+    ledger: Ledger
+    targets: Targets
+    executors: ExecutorRegistry = field(default_factory=lambda: registry)
+    notifiers: Sequence[Notifier] = field(default_factory=lambda: [ConsoleNotifier()])
+
+
+def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Worker:
+    """A worker for the settings' task queue with the workflow and all activities registered."""
+    notifications = Notifications(parts.notifiers)
+    policy = PolicyActivities(
+        parts.policy,
+        parts.directory,
+        parts.executors,
+        channels=notifications.channels,
+        ui_base_url=settings.ui_url,
+        heartbeat_timeout=settings.heartbeat_timeout,
+    )
+    executors = Executors(parts.executors, parts.targets)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[ActionWorkflow],
+        activities=[
+            policy.evaluate_policy,
+            policy.resolve_principal,
+            notifications.notify,
+            notifications.notify_update,
+            executors.execute_action,
+            parts.ledger.record_audit_events,
+        ],
+        workflow_runner=SANDBOX,
+        max_cached_workflows=settings.max_cached_workflows,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
+    """The channels this deployment is configured for; the console one is always on."""
+    notifiers: list[Notifier] = [ConsoleNotifier()]
+    return notifiers
+
+
+async def run_worker(settings: Settings) -> None:
+    """Load configuration, connect, and run until SIGINT or SIGTERM."""
+    from signoff.database import resolve_database_url
+
+    policy = load_policy(settings.policy)
+    directory = load_directory(settings.directory)
+    targets = load_targets(settings.targets)
+    registry.load_modules(settings.executor_modules)
+    ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))
+    client = await connect(settings)
+    parts = WorkerParts(
+        policy=policy,
+        directory=directory,
+        ledger=ledger,
+        targets=targets,
+        notifiers=notifiers_for(settings, directory),
+    )
+    worker = build_worker(client, settings, parts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker on %s namespace %s task queue %s (policy %s)",
+        settings.temporal_address,
+        settings.temporal_namespace,
+        settings.task_queue,
+        policy.digest[:12],
+    )
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await ledger.close()

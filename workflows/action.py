@@ -1,0 +1,621 @@
+"""The action workflow: one durable run per privileged action an agent asks for.
+
+Evaluate policy, then deny, run, or wait for enough authorised humans; escalate on durable
+timers; expire closed; execute only after approval; record every step for the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    AuditBatch,
+    AuditEvent,
+    AuditKind,
+    CancelRequest,
+    Decision,
+    DecisionRefused,
+    DecisionRequest,
+    Evaluation,
+    ExecuteInput,
+    ExecuteResult,
+    NotificationRef,
+    NotifyInput,
+    NotifyResult,
+    NotifyUpdateInput,
+    PrincipalLookup,
+    PrincipalLookupResult,
+    RefusalCode,
+    RefusedAttempt,
+    RequirementProgress,
+    Status,
+    Verdict,
+    format_duration,
+)
+from workflows import search_attributes as sa
+from workflows.quorum import assign_approvers
+
+WORKFLOW_NAME = "SignoffAction"
+DECISION_REFUSED = "DecisionRefused"
+NOT_PENDING = "NotPending"
+NOT_REQUESTER = "NotRequester"
+
+# Audit and identity lookups must never be skipped: retry until Postgres or the directory is back.
+FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+NOTIFY_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    initial_interval=timedelta(seconds=1),
+    non_retryable_error_types=["NotifierError"],
+)
+IDEMPOTENT_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    initial_interval=timedelta(seconds=1),
+    non_retryable_error_types=["ExecutorError"],
+)
+AT_MOST_ONCE = RetryPolicy(maximum_attempts=1)
+OUTCOME_UNKNOWN = (
+    "outcome unknown, verify manually: the worker stopped responding while running "
+    "this non-idempotent action, so it was not retried"
+)
+
+
+def workflow_id_for(request: ActionRequest) -> str:
+    """The workflow id: derived from (requester, idempotency key) so retries find one action."""
+    if request.idempotency_key is None:
+        raise ValueError("only requests with an idempotency key have a derived workflow id")
+    material = f"{request.requester}\x00{request.idempotency_key}".encode()
+    return "act-" + hashlib.sha256(material).hexdigest()[:32]
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ActionWorkflow:
+    """One privileged action, from request to outcome."""
+
+    @workflow.init
+    def __init__(self, request: ActionRequest) -> None:
+        self._request = request
+        self._digest = request.digest
+        self._status = Status.EVALUATING
+        self._created_at = workflow.now()
+        self._evaluation: Evaluation | None = None
+        self._decisions: list[Decision] = []
+        self._approver_groups: dict[str, list[str]] = {}
+        self._refused: list[RefusedAttempt] = []
+        self._eligible: list[str] = []
+        self._level = 0
+        self._expires_at: datetime | None = None
+        self._decided_at: datetime | None = None
+        self._notifications: list[NotificationRef] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._result: object = None
+        self._error: str | None = None
+        self._approved = False
+        self._seq = 0
+
+    # --- the process ----------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: ActionRequest) -> ActionStatus:
+        """Evaluate, wait for approval when required, execute, and return the outcome."""
+        evaluation = await workflow.execute_local_activity(
+            "evaluate_policy",
+            request,
+            result_type=Evaluation,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FOREVER,
+            summary="evaluate policy",
+        )
+        self._evaluation = evaluation
+        verdict = evaluation.verdict
+        await self._audit(
+            self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
+            self._event(AuditKind.VERDICT, payload=verdict),
+        )
+
+        if verdict.effect == "deny":
+            return await self._finish(Status.DENIED_BY_POLICY, error=verdict.reason)
+
+        if verdict.effect == "require_approval":
+            outcome = await self._wait_for_approval(verdict)
+            if outcome is not None:
+                return await self._finish(outcome, error=self._error)
+
+        return await self._execute(evaluation)
+
+    async def _wait_for_approval(self, verdict: Verdict) -> Status | None:
+        """Notify and wait through each escalation stage; None means approved."""
+        assert verdict.expires_after is not None, "policy guarantees an expiry for approvals"
+        self._status = Status.PENDING_APPROVAL
+        self._eligible = sorted({r.group for r in verdict.approvals})
+        self._expires_at = self._created_at + verdict.expires_after
+        self._publish()
+        self._notify(self._eligible, stage=0)
+
+        deadlines = [(self._created_at + s.after, s) for s in verdict.escalation]
+        for deadline, stage in [*deadlines, (self._expires_at, None)]:
+            label = (
+                f"approval stage {self._level} ({format_duration(deadline - self._created_at)})"
+                if stage is not None
+                else f"expiry ({format_duration(deadline - self._created_at)})"
+            )
+            if await self._wait_until(deadline, label):
+                break
+            if stage is None:
+                # Close the door before awaiting anything, so no decision lands after expiry.
+                self._status = Status.EXPIRED
+                self._error = f"no decision before {self._expires_at:%Y-%m-%d %H:%M} UTC"
+                await self._audit(self._event(AuditKind.EXPIRED, payload={"level": self._level}))
+                return Status.EXPIRED
+            self._level += 1
+            self._eligible = sorted({*self._eligible, *stage.add_groups})
+            await self._audit(
+                self._event(
+                    AuditKind.ESCALATED,
+                    payload={
+                        "level": self._level,
+                        "notify": list(stage.notify),
+                        "eligible_groups": list(self._eligible),
+                    },
+                )
+            )
+            self._publish()
+            self._notify(list(stage.notify), stage=self._level)
+
+        if self._status is Status.PENDING_APPROVAL:
+            return None  # approved: quorum met
+        return self._status  # denied or cancelled by a handler
+
+    async def _wait_until(self, deadline: datetime, label: str) -> bool:
+        """Wait for a resolution until `deadline`; False when the time ran out first."""
+        remaining = deadline - workflow.now()
+        if remaining <= timedelta(0):
+            return self._resolved()
+        try:
+            await workflow.wait_condition(self._resolved, timeout=remaining, timeout_summary=label)
+        except asyncio.TimeoutError:
+            return self._resolved()
+        return True
+
+    def _resolved(self) -> bool:
+        return self._approved or self._status is not Status.PENDING_APPROVAL
+
+    async def _execute(self, evaluation: Evaluation) -> ActionStatus:
+        """Write the start to the ledger, then run the executor once approved or allowed."""
+        executor = evaluation.executor
+        assert executor is not None, "evaluate_policy denies action types without an executor"
+        self._status = Status.EXECUTING
+        self._publish()
+        self._update_notifications()
+        # Write-ahead: the action never runs unless its approval is on record first.
+        await self._audit(
+            self._event(
+                AuditKind.EXECUTION_STARTED, payload={"executor": executor.model_dump(mode="json")}
+            )
+        )
+        try:
+            result = await workflow.execute_activity(
+                "execute_action",
+                ExecuteInput(request=self._request, idempotency_key=workflow.info().workflow_id),
+                result_type=ExecuteResult,
+                start_to_close_timeout=executor.timeout,
+                heartbeat_timeout=executor.heartbeat_timeout,
+                retry_policy=IDEMPOTENT_RETRY if executor.idempotent else AT_MOST_ONCE,
+                summary=f"execute {self._request.action} on {self._request.target}",
+            )
+        except ActivityError as err:
+            self._error = _execution_error(err, idempotent=executor.idempotent)
+            return await self._finish(Status.FAILED, error=self._error)
+        self._result = result.result
+        return await self._finish(Status.SUCCEEDED, result_recorded=True)
+
+    async def _finish(
+        self, status: Status, *, error: str | None = None, result_recorded: bool = False
+    ) -> ActionStatus:
+        """Record the outcome, bring messages up to date, and return the final status."""
+        self._status = status
+        self._error = error
+        self._publish()
+        events = []
+        if status in (Status.SUCCEEDED, Status.FAILED):
+            events.append(
+                self._event(
+                    AuditKind.EXECUTION_RESULT,
+                    payload={"result": self._result if result_recorded else None, "error": error},
+                )
+            )
+        events.append(self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error}))
+        await self._audit(*events)
+        self._update_notifications()
+        # Messages first (their tasks may still be running), then any decision mid-flight.
+        while self._background:
+            pending, self._background = self._background, []
+            await asyncio.gather(*pending)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.status()
+
+    # --- decisions ------------------------------------------------------------------------
+
+    @workflow.update
+    async def decide(self, request: DecisionRequest) -> ActionStatus:
+        """Approve or deny; refused attempts are recorded and fail the update with the reason."""
+        refusal = await self._apply_decision(request)
+        if refusal is not None:
+            raise ApplicationError(
+                refusal.message, refusal, type=DECISION_REFUSED, non_retryable=True
+            )
+        return self.status()
+
+    @workflow.signal(name="decision")
+    async def decision(self, request: DecisionRequest) -> None:
+        """The same decision as a signal, for tools that can only signal; refusals are recorded."""
+        await self._apply_decision(request)
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> ActionStatus:
+        """Cancel a pending action; only its requester may."""
+        if request.by != self._request.requester:
+            raise ApplicationError(
+                "only the requester may cancel this action", type=NOT_REQUESTER, non_retryable=True
+            )
+        if self._status is not Status.PENDING_APPROVAL or self._approved:
+            raise ApplicationError(
+                f"the action is {self._status.value}, not pending", type=NOT_PENDING
+            )
+        self._status = Status.CANCELLED
+        self._error = f"cancelled by {request.by}" + (f": {request.reason}" if request.reason else "")
+        self._decided_at = workflow.now()
+        await self._audit(
+            self._event(AuditKind.CANCELLED, actor=request.by, payload={"reason": request.reason})
+        )
+        return self.status()
+
+    @workflow.query
+    def status(self) -> ActionStatus:
+        """The action's current status."""
+        verdict = self._evaluation.verdict if self._evaluation else None
+        requester = self._evaluation.requester if self._evaluation else None
+        return ActionStatus(
+            id=workflow.info().workflow_id,
+            digest=self._digest,
+            request=self._request,
+            status=self._status,
+            verdict=verdict,
+            decisions=list(self._decisions),
+            refused=list(self._refused),
+            progress=self._progress(),
+            eligible_groups=list(self._eligible) if self._status is Status.PENDING_APPROVAL else [],
+            escalation_level=self._level,
+            created_at=self._created_at,
+            expires_at=self._expires_at,
+            decided_at=self._decided_at,
+            notifications=list(self._notifications),
+            result=self._result,  # type: ignore[arg-type]
+            error=self._error,
+            owner=requester.owner if requester else None,
+        )
+
+    async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
+        """Authorise one decision in the workflow; refusal or acceptance lands in history."""
+        found = PrincipalLookupResult()
+        refusal = self._precheck(request)
+        if refusal is None:
+            found = await workflow.execute_local_activity(
+                "resolve_principal",
+                PrincipalLookup(id=request.approver),
+                result_type=PrincipalLookupResult,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=FOREVER,
+                summary=f"resolve approver {request.approver}",
+            )
+            # Re-check: another decision may have resolved the action while we looked up.
+            refusal = self._precheck(request) or self._authorise(request, found)
+        if refusal is not None or found.principal is None:
+            refusal = refusal or DecisionRefused(
+                code=RefusalCode.UNKNOWN_PRINCIPAL, message=f"{request.approver} is unknown"
+            )
+            attempt = RefusedAttempt(
+                approver=request.approver,
+                decision=request.decision,
+                channel=request.channel,
+                digest=request.digest,
+                code=refusal.code,
+                message=refusal.message,
+                at=workflow.now(),
+            )
+            self._refused.append(attempt)
+            self._publish()
+            await self._audit(
+                self._event(
+                    AuditKind.REFUSED,
+                    actor=request.approver,
+                    channel=request.channel,
+                    payload=attempt,
+                )
+            )
+            return attempt
+
+        accepted = Decision(**request.model_dump(), at=workflow.now())
+        self._decisions.append(accepted)
+        self._approver_groups[request.approver] = list(found.principal.groups)
+        if request.decision == "deny":
+            self._status = Status.DENIED
+            self._error = f"Denied by {request.approver}: {request.reason}"
+            self._decided_at = accepted.at
+        elif all(p.met for p in self._progress()):
+            self._approved = True
+            self._decided_at = accepted.at
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.DECISION,
+                actor=request.approver,
+                channel=request.channel,
+                payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
+            )
+        )
+        self._update_notifications()
+        return None
+
+    def _precheck(self, request: DecisionRequest) -> DecisionRefused | None:
+        """Refusals that need no identity: state, digest and repetition."""
+        if self._status is not Status.PENDING_APPROVAL or self._approved:
+            return DecisionRefused(
+                code=RefusalCode.NOT_PENDING,
+                message=f"the action is {self._public_status().value}, not pending approval",
+            )
+        if request.digest != self._digest:
+            return DecisionRefused(
+                code=RefusalCode.DIGEST_MISMATCH,
+                message=(
+                    f"digest {request.digest[:12]}… does not match the action "
+                    f"({self._digest[:12]}…); you were shown a different action"
+                ),
+            )
+        if any(d.approver == request.approver for d in self._decisions):
+            return DecisionRefused(
+                code=RefusalCode.DUPLICATE,
+                message=f"{request.approver} has already decided this action",
+            )
+        if request.decision == "deny" and not request.reason.strip():
+            return DecisionRefused(
+                code=RefusalCode.MISSING_REASON,
+                message="a denial needs a reason, so the agent learns why",
+            )
+        return None
+
+    def _authorise(
+        self, request: DecisionRequest, found: PrincipalLookupResult
+    ) -> DecisionRefused | None:
+        """Who may decide: a known human, not party to the request, in an eligible group."""
+        approver = found.principal
+        if approver is None:
+            return DecisionRefused(
+                code=RefusalCode.UNKNOWN_PRINCIPAL,
+                message=f"{request.approver} is not in the directory",
+            )
+        if approver.kind == "agent":
+            return DecisionRefused(
+                code=RefusalCode.AGENT_APPROVER,
+                message=f"{approver.id} is an agent; agents never decide actions",
+            )
+        parties = {
+            self._request.requester: "the requester",
+            self._request.on_behalf_of: "the principal it is on behalf of",
+        }
+        requester = self._evaluation.requester if self._evaluation else None
+        if requester is not None and requester.owner:
+            parties.setdefault(requester.owner, "the requesting agent's owner")
+        if approver.id in parties:
+            return DecisionRefused(
+                code=RefusalCode.SELF_APPROVAL,
+                message=f"{approver.id} is {parties[approver.id]}; nobody decides their own action",
+            )
+        if not set(approver.groups) & set(self._eligible):
+            return DecisionRefused(
+                code=RefusalCode.NOT_ELIGIBLE,
+                message=(
+                    f"{approver.id} is not in a group that may decide at this stage "
+                    f"({', '.join(self._eligible)})"
+                ),
+            )
+        return None
+
+    def _progress(self) -> list[RequirementProgress]:
+        """Each requirement with the approvers counted toward it (each person counts once)."""
+        verdict = self._evaluation.verdict if self._evaluation else None
+        if verdict is None or verdict.effect != "require_approval":
+            return []
+        widened = set(self._eligible) - {r.group for r in verdict.approvals}
+        approvers = {
+            d.approver: self._approver_groups.get(d.approver, [])
+            for d in self._decisions
+            if d.decision == "approve"
+        }
+        assignment = assign_approvers(verdict.approvals, approvers, widened)
+        return [
+            RequirementProgress(group=r.group, min=r.min, approved_by=assignment[i])
+            for i, r in enumerate(verdict.approvals)
+        ]
+
+    # --- visibility, notifications and audit ---------------------------------------------
+
+    def _public_status(self) -> Status:
+        return Status.EXECUTING if self._approved and not self._status.terminal else self._status
+
+    def _publish(self) -> None:
+        """Upsert search attributes and current details so the UI shows what waits on whom."""
+        verdict = self._evaluation.verdict if self._evaluation else None
+        status = self._public_status()
+        eligible = list(self._eligible) if status is Status.PENDING_APPROVAL else []
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set(status.value),
+                sa.ACTION.value_set(self._request.action),
+                sa.TARGET.value_set(self._request.target),
+                sa.REQUESTER.value_set(self._request.requester),
+                sa.RISK.value_set(verdict.risk if verdict else self._request.risk or "unknown"),
+                sa.ESCALATION.value_set(self._level),
+                sa.GROUPS.value_set(eligible),
+            ]
+        )
+        workflow.set_current_details(self._details(status))
+
+    def _details(self, status: Status) -> str:
+        """Markdown for the Temporal UI's workflow page."""
+        req = self._request
+        lines = [f"**{req.action}** on **{req.target}** by {req.requester} — **{status.value}**"]
+        if status is Status.PENDING_APPROVAL:
+            waits = ", ".join(
+                f"{len(p.approved_by)} of {p.min} from {p.group}" for p in self._progress()
+            )
+            lines.append(f"Waits for: {waits} (eligible now: {', '.join(self._eligible)})")
+            if self._expires_at:
+                lines.append(f"Expires: {self._expires_at:%Y-%m-%d %H:%M} UTC")
+        if self._decisions:
+            lines.append(
+                "Decisions: " + "; ".join(f"{d.approver} {d.decision}" for d in self._decisions)
+            )
+        if self._refused:
+            lines.append(
+                f"Refused attempts: {len(self._refused)} ("
+                + "; ".join(f"{r.approver}: {r.code.value}" for r in self._refused[-5:])
+                + ")"
+            )
+        if failed := [n for n in self._notifications if n.error]:
+            lines.append(f"Notification failures: {len(failed)} ({failed[-1].error})")
+        if self._error:
+            lines.append(f"Reason: {self._error}")
+        lines.append(f"Digest: `{self._digest}`")
+        return "\n\n".join(lines)
+
+    def _notify(self, groups: list[str], *, stage: int) -> None:
+        """Post the request to every configured channel, without holding up the decision."""
+        assert self._evaluation is not None
+        for channel in self._evaluation.channels:
+            self._background.append(asyncio.create_task(self._notify_one(channel, groups, stage)))
+
+    async def _notify_one(self, channel: str, groups: list[str], stage: int) -> None:
+        try:
+            result = await workflow.execute_activity(
+                "notify",
+                NotifyInput(
+                    channel=channel,
+                    status=self.status(),
+                    groups=groups,
+                    stage=stage,
+                    ui_url=self._ui_url(),
+                ),
+                result_type=NotifyResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify {channel} {', '.join(groups)} (stage {stage})",
+            )
+            refs = result.refs
+        except ActivityError as err:
+            # A broken channel never blocks the approval: the API still decides, and the
+            # status shows what failed.
+            refs = [
+                NotificationRef(
+                    channel=channel,
+                    destination=", ".join(groups),
+                    error=_cause_message(err),
+                    stage=stage,
+                )
+            ]
+        self._notifications.extend(refs)
+        self._publish()
+        delivered = [r for r in refs if not r.error]
+        if delivered:
+            await self._audit(
+                self._event(
+                    AuditKind.NOTIFIED,
+                    channel=channel,
+                    payload={"refs": [r.model_dump(mode="json") for r in delivered]},
+                )
+            )
+
+    def _update_notifications(self) -> None:
+        """Bring posted messages up to date (progress, final status, buttons removed)."""
+        by_channel: dict[str, list[NotificationRef]] = {}
+        for ref in self._notifications:
+            if not ref.error:
+                by_channel.setdefault(ref.channel, []).append(ref)
+        for channel, refs in by_channel.items():
+            self._background.append(asyncio.create_task(self._update_one(channel, refs)))
+
+    async def _update_one(self, channel: str, refs: list[NotificationRef]) -> None:
+        try:
+            await workflow.execute_activity(
+                "notify_update",
+                NotifyUpdateInput(
+                    channel=channel, status=self.status(), refs=refs, ui_url=self._ui_url()
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"update {channel} messages",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not update %s messages: %s", channel, err)
+
+    def _ui_url(self) -> str | None:
+        base = self._evaluation.ui_base_url if self._evaluation else None
+        if not base:
+            return None
+        info = workflow.info()
+        return f"{base.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
+
+    def _event(
+        self,
+        kind: AuditKind,
+        *,
+        actor: str | None = None,
+        channel: str | None = None,
+        payload: object = None,
+    ) -> AuditEvent:
+        """A ledger event with the next per-action sequence number and workflow time."""
+        if hasattr(payload, "model_dump"):
+            payload = payload.model_dump(mode="json")
+        event = AuditEvent(
+            action_id=workflow.info().workflow_id,
+            seq=self._seq,
+            kind=kind,
+            digest=self._digest,
+            actor=actor,
+            channel=channel,
+            at=workflow.now(),
+            payload=payload or {},  # type: ignore[arg-type]
+        )
+        self._seq += 1
+        return event
+
+    async def _audit(self, *events: AuditEvent) -> None:
+        """Append events to the ledger; retried until Postgres accepts them, never skipped."""
+        await workflow.execute_local_activity(
+            "record_audit_events",
+            AuditBatch(events=list(events)),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="audit " + ", ".join(e.kind.value for e in events),
+        )
+
+
+def _cause_message(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError | TimeoutError):
+        return cause.message
+    return str(cause or err)
+
+
+def _execution_error(err: ActivityError, *, idempotent: bool) -> str:
+    """Explain an execution failure; a vanished non-idempotent run is never guessed at."""
+    if isinstance(err.cause, TimeoutError) and not idempotent:
+        return OUTCOME_UNKNOWN
+    return _cause_message(err)
