@@ -23,7 +23,7 @@ from channels.console import ConsoleNotifier
 from channels.notifier import Notifier
 from policies.directory import Directory
 from policies.engine import Policy
-from policies.loader import load_directory, load_policy
+from policies.loader import load_policy_and_directory
 from signoff.settings import Settings
 from workers.temporal import connect
 from workflows.action import ActionWorkflow
@@ -92,8 +92,7 @@ async def run_worker(settings: Settings) -> None:
     """Load configuration, connect, and run until SIGINT or SIGTERM."""
     from signoff.database import resolve_database_url
 
-    policy = load_policy(settings.policy)
-    directory = load_directory(settings.directory)
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     targets = load_targets(settings.targets)
     registry.load_modules(settings.executor_modules)
     ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))

@@ -1,0 +1,308 @@
+"""The gateway's side of Temporal: submit, read, decide, cancel and list actions.
+
+HTTP routes, Slack and Teams all go through this one service, so a decision means the same
+thing whichever door it came through. Errors are typed; each door maps them to its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.executors import ExecutorRegistry
+from policies.directory import Directory
+from policies.engine import Policy
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    ActionSubmission,
+    CancelRequest,
+    DecisionRequest,
+    Principal,
+    RefusalCode,
+    RefusedAttempt,
+    Status,
+    Verdict,
+)
+from signoff.settings import Settings
+from workflows import search_attributes as sa
+from workflows.action import (
+    DECISION_REFUSED,
+    NOT_PENDING,
+    NOT_REQUESTER,
+    ActionWorkflow,
+    workflow_id_for,
+)
+
+AUDITORS = "auditors"
+MAX_WAIT = 60.0
+_SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
+
+
+class ActionError(Exception):
+    """Base of the service's errors; `code` is stable for APIs and channels."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ActionNotFound(ActionError):
+    """No such action, or the caller may not see it (the two look the same on purpose)."""
+
+    code = "not_found"
+
+
+class ActionNotPending(ActionError):
+    """The action can no longer be decided or cancelled."""
+
+    code = "not_pending"
+
+
+class UnknownAction(ActionError):
+    """The action type has no executor."""
+
+    code = "unknown_action"
+
+
+class IdempotencyConflict(ActionError):
+    """The idempotency key was used before for a different action."""
+
+    code = "idempotency_conflict"
+
+
+class NotRequester(ActionError):
+    """Only the requester may cancel."""
+
+    code = "not_requester"
+
+
+class DecisionRefusedError(ActionError):
+    """The workflow refused the decision; the attempt is recorded in history and ledger."""
+
+    def __init__(self, attempt: RefusedAttempt) -> None:
+        super().__init__(attempt.message)
+        self.attempt = attempt
+        self.code = attempt.code.value
+
+
+def party_to(principal_id: str, status: ActionStatus) -> bool:
+    """Whether the principal asked for the action, or it is on their behalf or their agent's."""
+    request = status.request
+    return principal_id in {request.requester, request.on_behalf_of, status.owner}
+
+
+def decider_groups(status: ActionStatus) -> set[str]:
+    """Every group that may decide the action at some stage of its policy."""
+    verdict = status.verdict
+    if verdict is None:
+        return set()
+    groups = {r.group for r in verdict.approvals}
+    for stage in verdict.escalation:
+        groups.update(stage.add_groups)
+    return groups
+
+
+def can_decide_now(principal: Principal, status: ActionStatus) -> bool:
+    """Whether the principal could approve or deny this action right now."""
+    return (
+        status.status is Status.PENDING_APPROVAL
+        and principal.kind == "human"
+        and not party_to(principal.id, status)
+        and bool(set(principal.groups) & set(status.eligible_groups))
+        and all(d.approver != principal.id for d in status.decisions)
+    )
+
+
+def can_view(principal: Principal, status: ActionStatus) -> bool:
+    """Requester (and whom it is for), anyone who may decide it, and auditors may look."""
+    return (
+        party_to(principal.id, status)
+        or AUDITORS in principal.groups
+        or any(d.approver == principal.id for d in status.decisions)
+        or (principal.kind == "human" and bool(set(principal.groups) & decider_groups(status)))
+    )
+
+
+def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str:
+    """The one-line summary an SRE sees in the Temporal UI's workflow list."""
+    head = f"{request.action} on {request.target} by {request.requester}"
+    if verdict.effect == "allow":
+        return f"{head}, allowed by {verdict.rule_id}"
+    if verdict.effect == "deny":
+        return f"{head}, denied by {verdict.rule_id}"
+    needs = ", ".join(f"{r.min} of {r.group}" for r in verdict.approvals)
+    expiry = ""
+    if verdict.expires_after is not None:
+        expiry = f", expires {now + verdict.expires_after:%H:%M} UTC"
+    return f"{head}, waits for {needs}{expiry}"
+
+
+class ActionService:
+    """Temporal operations on actions, for authenticated principals."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        policy: Policy,
+        directory: Directory,
+        executors: ExecutorRegistry,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.policy = policy
+        self.directory = directory
+        self.executors = executors
+
+    def _handle(self, action_id: str) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
+        return self.client.get_workflow_handle_for(ActionWorkflow.run, action_id)
+
+    async def submit(self, requester: Principal, submission: ActionSubmission) -> ActionStatus:
+        """Start the action's workflow, or find the one its idempotency key already started."""
+        if self.executors.spec(submission.action) is None:
+            known = ", ".join(self.executors.actions())
+            raise UnknownAction(f"unknown action type {submission.action!r}; known: {known}")
+        request = ActionRequest(**submission.model_dump(), requester=requester.id)
+        if request.idempotency_key is not None:
+            action_id = workflow_id_for(request)
+        else:
+            action_id = f"act-{uuid.uuid4().hex}"
+        # A preview for the UI's summary only; the workflow's own evaluation decides.
+        preview = self.policy.evaluate(request, requester)
+        try:
+            await self.client.start_workflow(
+                ActionWorkflow.run,
+                request,
+                id=action_id,
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        sa.STATUS.value_set(Status.EVALUATING.value),
+                        sa.ACTION.value_set(request.action),
+                        sa.TARGET.value_set(request.target),
+                        sa.REQUESTER.value_set(request.requester),
+                        sa.RISK.value_set(preview.risk),
+                    ]
+                ),
+                static_summary=summary_text(request, preview, datetime.now().astimezone()),
+                static_details=(
+                    f"**Justification:** {request.justification}\n\n"
+                    f"**Digest:** `{request.digest}`"
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # the key's action already finished: hand it back, never start a second
+        status = await self.status(action_id)
+        if status.digest != request.digest:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for a different "
+                f"action ({status.id}); use a new key for a new action"
+            )
+        return status
+
+    async def status(self, action_id: str) -> ActionStatus:
+        """The action's status: its result once closed, else the workflow's `status` query."""
+        handle = self._handle(action_id)
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            return await handle.query(ActionWorkflow.status)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise ActionNotFound(f"no action {action_id}") from None
+            raise
+
+    async def wait(self, action_id: str, seconds: float) -> ActionStatus:
+        """Long-poll up to `seconds` (at most a minute) for the action to finish."""
+        seconds = max(0.0, min(seconds, MAX_WAIT))
+        status = await self.status(action_id)
+        if status.terminal or seconds == 0:
+            return status
+        try:
+            return await asyncio.wait_for(self._handle(action_id).result(), timeout=seconds)
+        except (TimeoutError, WorkflowFailureError):
+            return await self.status(action_id)
+
+    async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
+        """Send one decision through the workflow's `decide` update."""
+        await self.status(action_id)  # a clean 404 for unknown ids
+        try:
+            return await self._handle(action_id).execute_update(ActionWorkflow.decide, decision)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == DECISION_REFUSED:
+                attempt = RefusedAttempt.model_validate(cause.details[0])
+                if attempt.code is RefusalCode.NOT_PENDING:
+                    raise ActionNotPending(attempt.message) from None
+                raise DecisionRefusedError(attempt) from None
+            raise ActionNotPending(f"action {action_id} finished before the decision") from None
+        except RPCError as err:
+            if "already completed" in err.message:
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            raise
+
+    async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
+        """Cancel a pending action on its requester's behalf."""
+        await self.status(action_id)
+        try:
+            return await self._handle(action_id).execute_update(ActionWorkflow.cancel, request)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
+                raise NotRequester(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == NOT_PENDING:
+                raise ActionNotPending(cause.message) from None
+            raise ActionNotPending(f"action {action_id} finished before the cancel") from None
+        except RPCError as err:
+            if "already completed" in err.message:
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            raise
+
+    async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
+        """Pending actions the principal may decide now, newest first."""
+        groups = [g for g in principal.groups if _SAFE_GROUP.match(g)]
+        if principal.kind != "human" or not groups:
+            return []
+        quoted = ", ".join(f'"{g}"' for g in groups)
+        query = f'SignoffStatus = "pending_approval" AND SignoffGroups IN ({quoted})'
+        ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
+        statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
+        mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
+        return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def _quiet_status(self, action_id: str) -> ActionStatus | None:
+        try:
+            return await self.status(action_id)
+        except ActionNotFound:
+            return None
+
+    async def ready(self, timeout: timedelta = timedelta(seconds=2)) -> bool:
+        """Whether Temporal answers."""
+        try:
+            await asyncio.wait_for(self.client.service_client.check_health(), timeout.seconds)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+        return True
