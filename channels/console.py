@@ -36,7 +36,9 @@ class ConsoleNotifier:
                 status.id,
                 f"; {request.ui_url}" if request.ui_url else "",
             )
-            refs.append(NotificationRef(channel=self.channel, destination=group, stage=request.stage))
+            refs.append(
+                NotificationRef(channel=self.channel, destination=group, stage=request.stage)
+            )
         return refs
 
     async def update(self, request: NotifyUpdateInput) -> None:

@@ -14,7 +14,9 @@ def _find(name: str, package: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    raise FileNotFoundError(f"{name} not found: install the {package} package (pip install {package})")
+    raise FileNotFoundError(
+        f"{name} not found: install the {package} package (pip install {package})"
+    )
 
 
 def temporal_cli() -> Path:

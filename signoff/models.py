@@ -43,7 +43,9 @@ def parse_duration(value: Any) -> Any:
                 seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
             )
         if not text.startswith("p"):
-            raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d (e.g. 30m)")
+            raise ValueError(
+                f"invalid duration {value!r}: use a number with s, m, h or d (e.g. 30m)"
+            )
     return value
 
 
@@ -121,7 +123,9 @@ class ActionSubmission(Contract):
     )
     params: dict[str, JsonValue] = Field(default_factory=dict)
     justification: str = Field(min_length=1, max_length=4000)
-    risk: Risk | None = Field(default=None, description="Risk the agent claims; policy may raise it")
+    risk: Risk | None = Field(
+        default=None, description="Risk the agent claims; policy may raise it"
+    )
     on_behalf_of: str | None = Field(default=None, max_length=200)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 

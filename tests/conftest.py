@@ -78,7 +78,9 @@ def settings(temporal_env: WorkflowEnvironment) -> Settings:
     )
 
 
-def worker_parts(settings: Settings, ledger: Ledger, notifiers: list[Notifier] | None = None) -> WorkerParts:
+def worker_parts(
+    settings: Settings, ledger: Ledger, notifiers: list[Notifier] | None = None
+) -> WorkerParts:
     """Worker parts loaded from the settings' files, as `signoff worker` loads them."""
     parts = WorkerParts(
         policy=load_policy(settings.policy),

@@ -8,8 +8,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from activities.audit import Ledger
 from signoff.models import (
@@ -241,9 +241,7 @@ async def test_cancel_only_by_requester(gate: Gate) -> None:
     handle = await gate.submit("one-db")
     await gate.wait_for(handle, "pending_approval")
     with pytest.raises(WorkflowUpdateFailedError) as info:
-        await handle.execute_update(
-            ActionWorkflow.cancel, CancelRequest(by="alice@example.com")
-        )
+        await handle.execute_update(ActionWorkflow.cancel, CancelRequest(by="alice@example.com"))
     assert isinstance(info.value.cause, ApplicationError)
     assert info.value.cause.type == "NotRequester"
     status = await handle.execute_update(
@@ -313,7 +311,10 @@ async def test_search_attributes_and_details_show_what_waits_on_whom(
     # The UI reads current details through this built-in query.
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert "Waits for: 0 of 1 from dba" in metadata.current_details
-    assert status_digest(metadata.current_details) == (await handle.query(ActionWorkflow.status)).digest
+    assert (
+        status_digest(metadata.current_details)
+        == (await handle.query(ActionWorkflow.status)).digest
+    )
     await handle.terminate("test done")
 
 

@@ -7,6 +7,7 @@ thing whichever door it came through. Errors are typed; each door maps them to i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -189,7 +191,8 @@ class ActionService:
             action_id = f"act-{uuid.uuid4().hex}"
         # A preview for the UI's summary only; the workflow's own evaluation decides.
         preview = self.policy.evaluate(request, requester)
-        try:
+        # AlreadyStarted: the key's action already finished; hand it back, never start a second.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await self.client.start_workflow(
                 ActionWorkflow.run,
                 request,
@@ -199,21 +202,18 @@ class ActionService:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(
                     [
-                        sa.STATUS.value_set(Status.EVALUATING.value),
-                        sa.ACTION.value_set(request.action),
-                        sa.TARGET.value_set(request.target),
-                        sa.REQUESTER.value_set(request.requester),
-                        sa.RISK.value_set(preview.risk),
+                        SearchAttributePair(sa.STATUS, Status.EVALUATING.value),
+                        SearchAttributePair(sa.ACTION, request.action),
+                        SearchAttributePair(sa.TARGET, request.target),
+                        SearchAttributePair(sa.REQUESTER, request.requester),
+                        SearchAttributePair(sa.RISK, preview.risk),
                     ]
                 ),
                 static_summary=summary_text(request, preview, datetime.now().astimezone()),
                 static_details=(
-                    f"**Justification:** {request.justification}\n\n"
-                    f"**Digest:** `{request.digest}`"
+                    f"**Justification:** {request.justification}\n\n**Digest:** `{request.digest}`"
                 ),
             )
-        except WorkflowAlreadyStartedError:
-            pass  # the key's action already finished: hand it back, never start a second
         status = await self.status(action_id)
         if status.digest != request.digest:
             raise IdempotencyConflict(
@@ -299,10 +299,10 @@ class ActionService:
         except ActionNotFound:
             return None
 
-    async def ready(self, timeout: timedelta = timedelta(seconds=2)) -> bool:
+    async def ready(self, within: timedelta = timedelta(seconds=2)) -> bool:
         """Whether Temporal answers."""
         try:
-            await asyncio.wait_for(self.client.service_client.check_health(), timeout.seconds)
-        except Exception:  # noqa: BLE001 - any failure means not ready
+            await self.client.service_client.check_health(timeout=within)
+        except Exception:
             return False
         return True

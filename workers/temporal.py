@@ -39,9 +39,7 @@ async def connect(
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         tls=tls_config(settings),
-        api_key=settings.temporal_api_key.get_secret_value()
-        if settings.temporal_api_key
-        else None,
+        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         interceptors=interceptors,
         runtime=runtime,
     )

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 from signoff.models import (
     ActionRequest,
@@ -180,7 +181,7 @@ class ActionWorkflow:
             return self._resolved()
         try:
             await workflow.wait_condition(self._resolved, timeout=remaining, timeout_summary=label)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._resolved()
         return True
 
@@ -231,7 +232,9 @@ class ActionWorkflow:
                     payload={"result": self._result if result_recorded else None, "error": error},
                 )
             )
-        events.append(self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error}))
+        events.append(
+            self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error})
+        )
         await self._audit(*events)
         self._update_notifications()
         # Messages first (their tasks may still be running), then any decision mid-flight.
@@ -270,7 +273,9 @@ class ActionWorkflow:
                 f"the action is {self._status.value}, not pending", type=NOT_PENDING
             )
         self._status = Status.CANCELLED
-        self._error = f"cancelled by {request.by}" + (f": {request.reason}" if request.reason else "")
+        self._error = f"cancelled by {request.by}" + (
+            f": {request.reason}" if request.reason else ""
+        )
         self._decided_at = workflow.now()
         await self._audit(
             self._event(AuditKind.CANCELLED, actor=request.by, payload={"reason": request.reason})
@@ -297,7 +302,7 @@ class ActionWorkflow:
             expires_at=self._expires_at,
             decided_at=self._decided_at,
             notifications=list(self._notifications),
-            result=self._result,  # type: ignore[arg-type]
+            result=self._result,
             error=self._error,
             owner=requester.owner if requester else None,
         )
@@ -591,7 +596,7 @@ class ActionWorkflow:
             actor=actor,
             channel=channel,
             at=workflow.now(),
-            payload=payload or {},  # type: ignore[arg-type]
+            payload=payload or {},
         )
         self._seq += 1
         return event
@@ -609,13 +614,13 @@ class ActionWorkflow:
 
 def _cause_message(err: ActivityError) -> str:
     cause = err.cause
-    if isinstance(cause, ApplicationError | TimeoutError):
+    if isinstance(cause, ApplicationError | ActivityTimeout):
         return cause.message
     return str(cause or err)
 
 
 def _execution_error(err: ActivityError, *, idempotent: bool) -> str:
     """Explain an execution failure; a vanished non-idempotent run is never guessed at."""
-    if isinstance(err.cause, TimeoutError) and not idempotent:
+    if isinstance(err.cause, ActivityTimeout) and not idempotent:
         return OUTCOME_UNKNOWN
     return _cause_message(err)

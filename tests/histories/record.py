@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pgserver
-from temporalio.client import Client, WorkflowHandle
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -37,10 +38,8 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
 
         approved = handles["approved_after_refusal"] = await gate.submit("two-keys")
         await gate.wait_for(approved, "pending_approval")
-        try:
-            await gate.decide(approved, "dave@example.com")  # the agent's owner: refused
-        except Exception:  # noqa: S110 - the refusal is the point of this path
-            pass
+        with pytest.raises(WorkflowUpdateFailedError):  # the agent's owner: refused
+            await gate.decide(approved, "dave@example.com")
         await gate.decide(approved, "bob@example.com")
         await gate.decide(approved, "carol@example.com")
 
