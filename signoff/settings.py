@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from signoff.models import Duration
+
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "policies" / "examples"
 
 
@@ -36,7 +38,9 @@ class Settings(BaseSettings):
     )
 
     # Worker tuning
-    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    heartbeat_timeout: Duration = timedelta(seconds=30)
+    # Long enough for running executors to finish before a deploy replaces the worker.
+    worker_shutdown_timeout: Duration = timedelta(seconds=30)
     max_cached_workflows: int = 2000
     max_concurrent_activities: int = 200
     worker_metrics_port: int | None = None
@@ -68,5 +72,14 @@ class Settings(BaseSettings):
         "https://login.botframework.com/v1/.well-known/openidconfiguration"
     )
     teams_allowed_service_urls: list[str] = Field(
-        default_factory=lambda: ["smba.trafficmanager.net"]
+        default_factory=lambda: ["smba.trafficmanager.net"],
+        description="hosts that may receive our bot token (the serviceUrl of an activity)",
+    )
+    teams_certificate_path: Path | None = Field(
+        default=None, description="PFX certificate instead of the app password"
+    )
+    teams_certificate_password: SecretStr | None = None
+    teams_service_url: str = Field(
+        default="https://smba.trafficmanager.net/teams/",
+        description="where to post to a conversation the bot has no stored reference for",
     )

@@ -78,7 +78,7 @@ def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Work
         workflow_runner=SANDBOX,
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=settings.worker_shutdown_timeout,
     )
 
 

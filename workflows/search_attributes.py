@@ -1,6 +1,13 @@
 """Custom search attributes: how SREs and the inbox find actions in Temporal visibility."""
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
 
 STATUS = SearchAttributeKey.for_keyword("SignoffStatus")
 ACTION = SearchAttributeKey.for_keyword("SignoffAction")
@@ -25,3 +32,26 @@ def dev_server_flags() -> list[str]:
     for key in ALL:
         flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
     return flags
+
+
+async def register(client: Client, namespace: str) -> None:
+    """Register every signoff search attribute on a namespace; existing ones are kept."""
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        known = set(existing.custom_attributes)
+    except RPCError as err:
+        # The time-skipping test server can add attributes but cannot list them.
+        if err.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise
+        known = set()
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in ALL
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )

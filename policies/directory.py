@@ -1,0 +1,249 @@
+"""Who is who: principals (people and agents), their tokens, and the groups they belong to.
+
+`Directory` is the interface the gateway, workflow and channels use. `StaticDirectory` reads a
+YAML file; a directory backed by Entra ID can implement the same Protocol and resolve group
+membership when asked instead of up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from policies.model import FieldError
+from signoff.models import Contract, Principal
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# Plaintext dev tokens (principal id -> token). Only valid against the example directory in
+# policies/examples/directory.yaml, which stores just their SHA-256; never use them elsewhere.
+DEV_TOKENS: dict[str, str] = {
+    "alice@example.com": "dev-alice",
+    "bob@example.com": "dev-bob",
+    "carol@example.com": "dev-carol",
+    "dave@example.com": "dev-dave",
+    "erin@example.com": "dev-erin",
+    "agent:etl-bot": "dev-etl-bot",
+    "agent:audit": "dev-audit",
+}
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex of a bearer token, as stored in the directory."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Token(Contract):
+    """A bearer token, stored only as its SHA-256."""
+
+    sha256: str
+    description: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA256.fullmatch(value):
+            raise ValueError(
+                "must be the 64 hex characters of the token's SHA-256 "
+                "(e.g. printf %s TOKEN | sha256sum)"
+            )
+        return value
+
+
+class DirectoryEntry(Principal):
+    """A principal as the directory file writes it: the resolved identity plus its tokens."""
+
+    tokens: list[Token] = Field(default_factory=list)
+
+    def principal(self) -> Principal:
+        """The identity without its tokens."""
+        return Principal.model_validate(self.model_dump(exclude={"tokens"}))
+
+
+class GroupTargets(Contract):
+    """Where to reach a group: its Slack channel, Teams conversation and Slack mention."""
+
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+    slack_mention: str | None = Field(default=None, description="e.g. <!subteam^S123>")
+
+
+class DirectoryFile(Contract):
+    """The directory YAML file: principals and groups."""
+
+    principals: list[DirectoryEntry] = Field(default_factory=list)
+    groups: dict[str, GroupTargets] = Field(default_factory=dict)
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _empty_groups(cls, value: Any) -> Any:
+        # `auditors:` with nothing after it reads as null; it means "no targets".
+        if isinstance(value, dict):
+            return {name: {} if targets is None else targets for name, targets in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DirectoryFile:
+        by_id = {}
+        seen: dict[str, dict[str, int]] = {
+            "email": {},
+            "slack_user_id": {},
+            "teams_aad_object_id": {},
+        }
+        hashes: dict[str, int] = {}
+        for index, entry in enumerate(self.principals):
+            if entry.id in by_id:
+                raise FieldError(f"principals.{index}.id", "duplicate principal id")
+            by_id[entry.id] = entry
+            # Channels resolve approvers by these ids, so two principals must never share one.
+            for field, values in seen.items():
+                value = getattr(entry, field)
+                if value is None:
+                    continue
+                key = value.lower() if field == "email" else value
+                if key in values:
+                    other = self.principals[values[key]].id
+                    raise FieldError(f"principals.{index}.{field}", f"already used by {other!r}")
+                values[key] = index
+            for t, token in enumerate(entry.tokens):
+                if token.sha256 in hashes:
+                    other = self.principals[hashes[token.sha256]].id
+                    raise FieldError(
+                        f"principals.{index}.tokens.{t}.sha256", f"already used by {other!r}"
+                    )
+                hashes[token.sha256] = index
+            for g, group in enumerate(entry.groups):
+                if group not in self.groups:
+                    raise FieldError(
+                        f"principals.{index}.groups.{g}",
+                        f"unknown group {group!r} (add it under 'groups')",
+                    )
+        for index, entry in enumerate(self.principals):
+            if entry.kind == "human" and entry.owner is not None:
+                raise FieldError(f"principals.{index}.owner", "only agents have an owner")
+            if entry.kind == "agent":
+                if entry.owner is None:
+                    raise FieldError(
+                        f"principals.{index}.owner", "required for agents (a human principal)"
+                    )
+                owner = by_id.get(entry.owner)
+                if owner is None:
+                    raise FieldError(
+                        f"principals.{index}.owner", f"unknown principal {entry.owner!r}"
+                    )
+                if owner.kind != "human":
+                    raise FieldError(
+                        f"principals.{index}.owner", f"{entry.owner!r} is not a human principal"
+                    )
+        return self
+
+    @staticmethod
+    def models() -> list[type[BaseModel]]:
+        """The models of this file, for suggesting the right spelling of an unknown key."""
+        return [DirectoryFile, DirectoryEntry, Token, GroupTargets]
+
+
+class Directory(Protocol):
+    """Look up principals and groups; lookups are async so a remote directory can back it."""
+
+    async def principal(self, id: str) -> Principal | None:
+        """The principal with this id."""
+        ...
+
+    async def by_token(self, token: str) -> Principal | None:
+        """The principal holding this bearer token."""
+        ...
+
+    async def by_slack_user(self, slack_user_id: str) -> Principal | None:
+        """The principal with this Slack user id."""
+        ...
+
+    async def by_email(self, email: str) -> Principal | None:
+        """The principal with this email address (case-insensitive)."""
+        ...
+
+    async def by_aad_object_id(self, oid: str) -> Principal | None:
+        """The principal with this Entra ID (AAD) object id."""
+        ...
+
+    async def members(self, group: str) -> list[Principal]:
+        """Everyone in the group, agents included (they can never approve; callers check)."""
+        ...
+
+    def group(self, name: str) -> GroupTargets | None:
+        """Where to reach the group, or None if there is no such group."""
+        ...
+
+    def groups(self) -> dict[str, GroupTargets]:
+        """Every group by name."""
+        ...
+
+
+class StaticDirectory:
+    """A directory read from a YAML file; see `policies.loader.load_directory`."""
+
+    def __init__(self, document: DirectoryFile, source: str = "<directory>") -> None:
+        self.source = source
+        self._entries = list(document.principals)
+        self._principals = {e.id: e.principal() for e in self._entries}
+        self._groups = dict(document.groups)
+        self._hashes = [(t.sha256, e.id) for e in self._entries for t in e.tokens]
+
+    def principals(self) -> list[Principal]:
+        """Every principal, in file order."""
+        return [self._principals[e.id].model_copy(deep=True) for e in self._entries]
+
+    def _find(self, field: str, value: str) -> Principal | None:
+        for entry in self._principals.values():
+            if getattr(entry, field) == value:
+                return entry.model_copy(deep=True)
+        return None
+
+    async def principal(self, id: str) -> Principal | None:
+        """The principal with this id."""
+        found = self._principals.get(id)
+        return None if found is None else found.model_copy(deep=True)
+
+    async def by_token(self, token: str) -> Principal | None:
+        """The principal holding this bearer token."""
+        digest = hash_token(token)
+        match = None
+        # Compare against every stored hash without stopping early, so timing says little.
+        for stored, principal_id in self._hashes:
+            if hmac.compare_digest(stored, digest):
+                match = principal_id
+        return None if match is None else await self.principal(match)
+
+    async def by_slack_user(self, slack_user_id: str) -> Principal | None:
+        """The principal with this Slack user id."""
+        return self._find("slack_user_id", slack_user_id)
+
+    async def by_email(self, email: str) -> Principal | None:
+        """The principal with this email address (case-insensitive)."""
+        wanted = email.lower()
+        for entry in self._principals.values():
+            if entry.email is not None and entry.email.lower() == wanted:
+                return entry.model_copy(deep=True)
+        return None
+
+    async def by_aad_object_id(self, oid: str) -> Principal | None:
+        """The principal with this Entra ID (AAD) object id."""
+        return self._find("teams_aad_object_id", oid)
+
+    async def members(self, group: str) -> list[Principal]:
+        """Everyone in the group, agents included (they can never approve; callers check)."""
+        return [p.model_copy(deep=True) for p in self._principals.values() if group in p.groups]
+
+    def group(self, name: str) -> GroupTargets | None:
+        """Where to reach the group, or None if there is no such group."""
+        found = self._groups.get(name)
+        return None if found is None else found.model_copy()
+
+    def groups(self) -> dict[str, GroupTargets]:
+        """Every group by name."""
+        return {name: targets.model_copy() for name, targets in self._groups.items()}

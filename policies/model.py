@@ -1,0 +1,181 @@
+"""Pydantic models of the policy file, with the checks that need no other file.
+
+Checks that name a field beyond the one pydantic is validating raise `FieldError`, so the
+loader can point at the exact field (`escalation.1.after`) rather than at the whole rule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import cel
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from signoff.models import (
+    NAME_PATTERN,
+    ApprovalRequirement,
+    Contract,
+    Duration,
+    Effect,
+    EscalationStage,
+    Risk,
+)
+
+# The names a `when` expression may use: the request, plus the requester's directory entry.
+CEL_VARIABLES = frozenset(
+    {
+        "action",
+        "target",
+        "params",
+        "justification",
+        "risk",
+        "on_behalf_of",
+        "requester",
+        "principal",
+    }
+)
+
+# `Program.variables()` also lists the loop variables of macros such as `xs.all(x, ...)`.
+_MACRO_BINDING = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+class FieldError(ValueError):
+    """A validation problem in a named field below the model being validated."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def compile_when(expression: str) -> cel.Program:
+    """Compile a `when` expression and check it names only known variables."""
+    try:
+        program = cel.compile(expression)
+    except ValueError as exc:
+        # The library prefixes the whole expression; the position and caret are what help.
+        text = str(exc)
+        marker = text.find("ERROR: ")
+        raise ValueError(f"invalid CEL: {text[marker:] if marker >= 0 else text}") from None
+    bound = set(_MACRO_BINDING.findall(expression))
+    unknown = sorted(set(program.variables()) - CEL_VARIABLES - bound)
+    if unknown:
+        names = ", ".join(repr(n) for n in unknown)
+        allowed = ", ".join(sorted(CEL_VARIABLES))
+        raise ValueError(f"unknown variable {names} in CEL expression; use one of: {allowed}")
+    return program
+
+
+class Match(Contract):
+    """Globs (fnmatch, case-sensitive) on action type and target; a list means any of them."""
+
+    action: list[str] = Field(default_factory=lambda: ["*"])
+    target: list[str] = Field(default_factory=lambda: ["*"])
+
+    @field_validator("action", "target", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        return value
+
+    @field_validator("action", "target")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one glob")
+        if any(not glob for glob in value):
+            raise ValueError("globs must not be empty strings")
+        return value
+
+
+class Outcome(Contract):
+    """What applies when a rule (or the default) is chosen."""
+
+    description: str | None = None
+    effect: Effect
+    risk: Risk | None = None
+    reason: str | None = None
+    approvals: list[ApprovalRequirement] = Field(default_factory=list)
+    escalation: list[EscalationStage] = Field(default_factory=list)
+    expires_after: Duration | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Outcome:
+        if self.effect != "require_approval":
+            for name in ("approvals", "escalation", "expires_after"):
+                if getattr(self, name):
+                    raise FieldError(name, f"not allowed when effect is {self.effect!r}")
+            return self
+        if not self.approvals:
+            raise FieldError("approvals", "required when effect is 'require_approval'")
+        if self.expires_after is None:
+            raise FieldError("expires_after", "required when effect is 'require_approval'")
+        # Every offset counts from when the request was made, so stages must be in order.
+        for index, stage in enumerate(self.escalation):
+            if stage.after.total_seconds() <= 0:
+                raise FieldError(f"escalation.{index}.after", "must be greater than 0")
+            if index and stage.after <= self.escalation[index - 1].after:
+                raise FieldError(
+                    f"escalation.{index}.after",
+                    f"must be later than escalation.{index - 1}.after (stages are offsets "
+                    "from when the request was made, so they must increase)",
+                )
+            if not stage.notify and not stage.add_groups:
+                raise FieldError(f"escalation.{index}", "needs notify or add_groups")
+            if stage.after >= self.expires_after:
+                raise FieldError("expires_after", f"must be later than escalation.{index}.after")
+        if self.expires_after.total_seconds() <= 0:
+            raise FieldError("expires_after", "must be greater than 0")
+        return self
+
+    def groups(self) -> list[tuple[str, str]]:
+        """The (field path, group name) pairs this outcome refers to."""
+        named = [(f"approvals.{i}.group", a.group) for i, a in enumerate(self.approvals)]
+        for i, stage in enumerate(self.escalation):
+            named += [(f"escalation.{i}.notify.{j}", g) for j, g in enumerate(stage.notify)]
+            named += [(f"escalation.{i}.add_groups.{j}", g) for j, g in enumerate(stage.add_groups)]
+        return named
+
+
+class Rule(Outcome):
+    """A policy rule: chosen when its globs match and its `when` (if any) is true."""
+
+    id: str = Field(pattern=NAME_PATTERN, max_length=100)
+    match: Match = Field(default_factory=Match)
+    when: str | None = None
+
+    _program: cel.Program | None = PrivateAttr(default=None)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == "default":
+            raise ValueError("'default' is reserved for the policy's default")
+        return value
+
+    @model_validator(mode="after")
+    def _compile_when(self) -> Rule:
+        # Compiled once at load time, so a broken expression is a load error, not a surprise.
+        if self.when is not None:
+            if not self.when.strip():
+                raise FieldError("when", "must not be blank; leave it out to always match")
+            try:
+                self._program = compile_when(self.when)
+            except ValueError as exc:
+                raise FieldError("when", str(exc)) from None
+        return self
+
+    @property
+    def program(self) -> cel.Program | None:
+        """The compiled `when` expression, if the rule has one."""
+        return self._program
+
+
+class PolicyFile(Contract):
+    """One policy file: a default and/or rules. A single-file policy needs both."""
+
+    version: Literal[1]
+    default: Outcome | None = None
+    rules: list[Rule] = Field(default_factory=list)
