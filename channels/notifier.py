@@ -52,3 +52,42 @@ def compact_params(status: ActionStatus, limit: int = 600) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1].rstrip() + "…"
+
+
+# --- shared wording for chat channels (Slack, Teams) ---------------------------------------
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marked with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def requester_text(status: ActionStatus) -> str:
+    """Who asked, and for whom: 'agent:bot (owner dave@example.com)'."""
+    request = status.request
+    if request.on_behalf_of:
+        return f"{request.requester} on behalf of {request.on_behalf_of}"
+    if status.owner:
+        return f"{request.requester} (owner {status.owner})"
+    return request.requester
+
+
+def outcome_recipient(status: ActionStatus) -> str:
+    """Who is told the outcome: the requesting agent's owner, else whom it was for or by."""
+    return status.owner or status.request.on_behalf_of or status.request.requester
+
+
+def outcome_text(status: ActionStatus) -> str:
+    """The final word on an action: 'succeeded (approved by bob, carol)', 'denied by …'."""
+    approvers = [d.approver for d in status.decisions if d.decision == "approve"]
+    by = f" (approved by {', '.join(approvers)})" if approvers else ""
+    value = status.status.value.replace("_", " ")
+    if status.status.value in ("succeeded", "executing"):
+        return f"{value}{by}"
+    if status.status.value == "failed":
+        return f"failed{by}: {status.error or 'unknown error'}"
+    if status.status.value == "denied" and status.error:
+        return status.error[:1].lower() + status.error[1:]  # "denied by alice: reason"
+    return f"{value}: {status.error}" if status.error else value

@@ -136,6 +136,20 @@ class ActionSubmission(Contract):
             raise ValueError("justification must not be blank")
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _hashable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # The digest must be computable, or nobody could ever sign the action: JSON parsers
+        # accept NaN and lone surrogates in escapes, canonical JSON and UTF-8 do not.
+        try:
+            canonical_json(value).encode("utf-8")
+        except ValueError:
+            raise ValueError(
+                "params must hold finite numbers and valid Unicode text (no NaN, Infinity or "
+                "lone surrogates)"
+            ) from None
+        return value
+
     @property
     def digest(self) -> str:
         """The action digest of this request."""
@@ -228,13 +242,20 @@ class Evaluation(Contract):
 # --- decisions ------------------------------------------------------------------------------
 
 
-class DecisionRequest(Contract):
+class DecisionBody(Contract):
+    """A decision as an approver sends it to the API; the gateway adds who and through what."""
+
+    decision: DecisionKind
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="The digest of the action the approver was shown"
+    )
+    reason: str = Field(default="", max_length=2000, description="Required to deny")
+
+
+class DecisionRequest(DecisionBody):
     """A decision as submitted through a channel; `approver` is the authenticated principal."""
 
     approver: str = Field(min_length=1, max_length=200)
-    decision: DecisionKind
-    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
-    reason: str = Field(default="", max_length=2000)
     channel: str = Field(default="api", max_length=40)
 
 
@@ -276,11 +297,16 @@ class DecisionRefused(Contract):
     message: str
 
 
-class CancelRequest(Contract):
+class CancelBody(Contract):
+    """A cancellation as the requester sends it to the API."""
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class CancelRequest(CancelBody):
     """A request to cancel a pending action; only the requester may."""
 
     by: str
-    reason: str = Field(default="", max_length=2000)
 
 
 # --- status ---------------------------------------------------------------------------------

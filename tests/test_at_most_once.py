@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,14 @@ def spawn_worker(client: Client, settings: Settings, postgres_url: str) -> subpr
 
 
 @pytest.fixture
-def shell_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+def shell_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose shell target allows only the test's recording command."""
     targets = tmp_path / "targets.yaml"
     allowed = [[sys.executable, str(DATA / "record_run.py")]]
     targets.write_text(
         yaml.safe_dump({"targets": {"ops-shell": {"kind": "shell", "allowed": allowed}}})
     )
-    yield settings.model_copy(update={"targets": targets})
+    return settings.model_copy(update={"targets": targets})
 
 
 async def wait_for_lines(path: Path, count: int) -> list[str]:

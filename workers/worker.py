@@ -7,7 +7,6 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
