@@ -41,6 +41,7 @@ from signoff.models import (
     Verdict,
     format_duration,
 )
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.quorum import assign_approvers
 
@@ -156,6 +157,7 @@ class ActionWorkflow:
                 await self._audit(self._event(AuditKind.EXPIRED, payload={"level": self._level}))
                 return Status.EXPIRED
             self._level += 1
+            metrics.escalated()
             self._eligible = sorted({*self._eligible, *stage.add_groups})
             await self._audit(
                 self._event(
@@ -224,6 +226,7 @@ class ActionWorkflow:
         self._status = status
         self._error = error
         self._publish()
+        metrics.action_finished(self._request.action, status.value)
         events = []
         if status in (Status.SUCCEEDED, Status.FAILED):
             events.append(
@@ -336,6 +339,7 @@ class ActionWorkflow:
                 at=workflow.now(),
             )
             self._refused.append(attempt)
+            metrics.refused(attempt.code.value)
             self._publish()
             await self._audit(
                 self._event(
@@ -357,6 +361,8 @@ class ActionWorkflow:
         elif all(p.met for p in self._progress()):
             self._approved = True
             self._decided_at = accepted.at
+        if self._decided_at is not None:
+            metrics.decided(self._decided_at - self._created_at)
         self._publish()
         await self._audit(
             self._event(

@@ -1,0 +1,41 @@
+"""Metrics the workflow emits through Temporal's replay-safe metric meter.
+
+The worker's runtime exports them on its Prometheus endpoint with the SDK's own metrics.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+ACTIONS = "signoff_actions_total"
+REFUSED = "signoff_refused_attempts_total"
+ESCALATIONS = "signoff_escalations_total"
+TIME_TO_DECISION = "signoff_time_to_decision_seconds"
+
+
+def action_finished(action: str, status: str) -> None:
+    """Count a finished action by type and final status."""
+    workflow.metric_meter().create_counter(ACTIONS, "Actions by final status").add(
+        1, {"action": action, "status": status}
+    )
+
+
+def refused(reason: str) -> None:
+    """Count a refused decision attempt by reason."""
+    workflow.metric_meter().create_counter(REFUSED, "Refused decision attempts").add(
+        1, {"reason": reason}
+    )
+
+
+def escalated() -> None:
+    """Count an escalation stage reached."""
+    workflow.metric_meter().create_counter(ESCALATIONS, "Escalation stages reached").add(1)
+
+
+def decided(after: timedelta) -> None:
+    """Record how long humans took to reach a decision."""
+    workflow.metric_meter().create_histogram_float(
+        TIME_TO_DECISION, "Time from request to decision", "s"
+    ).record(after.total_seconds())
