@@ -16,6 +16,7 @@ from policies.engine import Policy
 from signoff.models import (
     ActionRequest,
     Evaluation,
+    ExecutorSpec,
     PrincipalLookup,
     PrincipalLookupResult,
     Verdict,
@@ -34,6 +35,7 @@ class PolicyActivities:
         channels: list[str],
         ui_base_url: str | None = None,
         heartbeat_timeout: timedelta = timedelta(seconds=30),
+        caller_timeout: timedelta = timedelta(hours=1),
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -41,12 +43,19 @@ class PolicyActivities:
         self.channels = channels
         self.ui_base_url = ui_base_url
         self.heartbeat_timeout = heartbeat_timeout
+        self.caller_timeout = caller_timeout
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: ActionRequest) -> Evaluation:
         """Decide allow, deny or require_approval for one request, with everything it implies."""
         requester = await self.directory.principal(request.requester)
-        spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
+        if request.execution == "caller":
+            # The caller runs it; the worker only needs to know how long to wait for the report.
+            spec: ExecutorSpec | None = ExecutorSpec(
+                action=request.action, idempotent=False, timeout=self.caller_timeout
+            )
+        else:
+            spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
         verdict = self.policy.evaluate(request, requester)
         if requester is None:
             verdict = self._refuse(verdict, "unknown-requester", f"{request.requester} is unknown")

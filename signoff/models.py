@@ -128,6 +128,13 @@ class ActionSubmission(Contract):
     )
     on_behalf_of: str | None = Field(default=None, max_length=200)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    execution: Literal["worker", "caller"] = Field(
+        default="worker",
+        description=(
+            "worker: the worker runs the action with credentials the agent never holds; "
+            "caller: after approval the requester runs it and reports the result"
+        ),
+    )
 
     @field_validator("justification")
     @classmethod
@@ -426,6 +433,14 @@ class ExecuteInput(Contract):
 
     request: ActionRequest
     idempotency_key: str
+
+
+class ExecutionReport(Contract):
+    """What a caller-mode requester reports after running the approved action itself."""
+
+    by: str
+    result: JsonValue = None
+    error: str | None = Field(default=None, max_length=4000)
 
 
 class ExecuteResult(Contract):

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # Worker tuning
     heartbeat_timeout: Duration = timedelta(seconds=30)
+    # How long a caller-mode action waits for its requester to report the result.
+    caller_report_timeout: Duration = timedelta(hours=1)
     # Long enough for running executors to finish before a deploy replaces the worker.
     worker_shutdown_timeout: Duration = timedelta(seconds=30)
     max_cached_workflows: int = 2000

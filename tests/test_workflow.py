@@ -16,6 +16,7 @@ from signoff.models import (
     ActionStatus,
     CancelRequest,
     DecisionRequest,
+    ExecutionReport,
     RefusalCode,
     Status,
     action_digest,
@@ -331,3 +332,39 @@ async def test_pending_approval_survives_worker_replacement(
         await gate.decide(handle, "alice@example.com")
         outcome: ActionStatus = await handle.result()
     assert outcome.status is Status.SUCCEEDED
+
+
+async def test_caller_mode_runs_in_the_caller_after_approval_and_records_the_report(
+    gate: Gate, ledger: Ledger
+) -> None:
+    handle = await gate.submit("one-db", {"n": 7}, action="report.build", execution="caller")
+    await gate.wait_for(handle, "pending_approval")
+    early = ExecutionReport(by="agent:bot", result={"rows": 7})
+    with pytest.raises(WorkflowUpdateFailedError):  # nothing to report before approval
+        await handle.execute_update(ActionWorkflow.report, early)
+    await gate.decide(handle, "alice@example.com")
+    await gate.wait_for(handle, "executing")
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await handle.execute_update(
+            ActionWorkflow.report, ExecutionReport(by="alice@example.com", result="forged")
+        )
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "NotRequester"
+    final = await handle.execute_update(ActionWorkflow.report, early)
+    assert final.status is Status.SUCCEEDED
+    outcome = await handle.result()
+    assert outcome.result == {"rows": 7}
+    kinds = [(e.kind, e.payload.get("runs_in")) for e in await ledger.events(handle.id)]
+    assert ("execution_started", "caller") in kinds
+    assert [k for k, _ in kinds][-2:] == ["execution_result", "outcome"]
+
+
+async def test_caller_mode_error_report_fails_the_action(gate: Gate) -> None:
+    handle = await gate.submit("sandbox-1", action="report.build", execution="caller")
+    await gate.wait_for(handle, "executing")
+    await handle.execute_update(
+        ActionWorkflow.report, ExecutionReport(by="agent:bot", error="ValueError: bad month")
+    )
+    outcome = await handle.result()
+    assert outcome.status is Status.FAILED
+    assert outcome.error == "ValueError: bad month"

@@ -37,6 +37,7 @@ from signoff.models import (
     ActionSubmission,
     CancelRequest,
     DecisionRequest,
+    ExecutionReport,
     Principal,
     RefusalCode,
     RefusedAttempt,
@@ -47,6 +48,7 @@ from signoff.settings import Settings
 from workflows import search_attributes as sa
 from workflows.action import (
     DECISION_REFUSED,
+    NOT_AWAITING_REPORT,
     NOT_PENDING,
     NOT_REQUESTER,
     ActionWorkflow,
@@ -181,7 +183,7 @@ class ActionService:
 
     async def submit(self, requester: Principal, submission: ActionSubmission) -> ActionStatus:
         """Start the action's workflow, or find the one its idempotency key already started."""
-        if self.executors.spec(submission.action) is None:
+        if submission.execution == "worker" and self.executors.spec(submission.action) is None:
             known = ", ".join(self.executors.actions())
             raise UnknownAction(f"unknown action type {submission.action!r}; known: {known}")
         request = ActionRequest(**submission.model_dump(), requester=requester.id)
@@ -276,6 +278,23 @@ class ActionService:
             if isinstance(cause, ApplicationError) and cause.type == NOT_PENDING:
                 raise ActionNotPending(cause.message) from None
             raise ActionNotPending(f"action {action_id} finished before the cancel") from None
+        except RPCError as err:
+            if "already completed" in err.message:
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            raise
+
+    async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
+        """Caller mode: record what happened when the requester ran the approved action."""
+        await self.status(action_id)
+        try:
+            return await self._handle(action_id).execute_update(ActionWorkflow.report, report)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
+                raise NotRequester(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING_REPORT:
+                raise ActionNotPending(cause.message) from None
+            raise
         except RPCError as err:
             if "already completed" in err.message:
                 raise ActionNotPending(f"action {action_id} has already finished") from None

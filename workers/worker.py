@@ -60,6 +60,7 @@ def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Work
         channels=notifications.channels,
         ui_base_url=settings.ui_url,
         heartbeat_timeout=settings.heartbeat_timeout,
+        caller_timeout=settings.caller_report_timeout,
     )
     executors = Executors(parts.executors, parts.targets)
     return Worker(
@@ -84,6 +85,14 @@ def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Work
 def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
     """The channels this deployment is configured for; the console one is always on."""
     notifiers: list[Notifier] = [ConsoleNotifier()]
+    if settings.slack_bot_token:
+        from channels.slack import SlackNotifier  # only Slack deployments load its stack
+
+        notifiers.append(SlackNotifier.from_settings(settings, directory))
+    if settings.teams_app_id:
+        from channels.teams import TeamsNotifier  # only Teams deployments load its stack
+
+        notifiers.append(TeamsNotifier.from_settings(settings, directory))
     return notifiers
 
 

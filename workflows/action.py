@@ -28,6 +28,7 @@ from signoff.models import (
     Evaluation,
     ExecuteInput,
     ExecuteResult,
+    ExecutionReport,
     NotificationRef,
     NotifyInput,
     NotifyResult,
@@ -49,6 +50,7 @@ WORKFLOW_NAME = "SignoffAction"
 DECISION_REFUSED = "DecisionRefused"
 NOT_PENDING = "NotPending"
 NOT_REQUESTER = "NotRequester"
+NOT_AWAITING_REPORT = "NotAwaitingReport"
 
 # Audit and identity lookups must never be skipped: retry until Postgres or the directory is back.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -100,6 +102,7 @@ class ActionWorkflow:
         self._result: object = None
         self._error: str | None = None
         self._approved = False
+        self._report: ExecutionReport | None = None
         self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
@@ -200,9 +203,15 @@ class ActionWorkflow:
         # Write-ahead: the action never runs unless its approval is on record first.
         await self._audit(
             self._event(
-                AuditKind.EXECUTION_STARTED, payload={"executor": executor.model_dump(mode="json")}
+                AuditKind.EXECUTION_STARTED,
+                payload={
+                    "executor": executor.model_dump(mode="json"),
+                    "runs_in": self._request.execution,
+                },
             )
         )
+        if self._request.execution == "caller":
+            return await self._await_caller(executor.timeout)
         try:
             result = await workflow.execute_activity(
                 "execute_action",
@@ -217,6 +226,26 @@ class ActionWorkflow:
             self._error = _execution_error(err, idempotent=executor.idempotent)
             return await self._finish(Status.FAILED, error=self._error)
         self._result = result.result
+        return await self._finish(Status.SUCCEEDED, result_recorded=True)
+
+    async def _await_caller(self, timeout: timedelta) -> ActionStatus:
+        """Caller mode: the requester runs the approved action and reports how it went."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._report is not None,
+                timeout=timeout,
+                timeout_summary=f"caller runs {self._request.action}",
+            )
+        except TimeoutError:
+            self._error = (
+                f"outcome unknown, verify manually: the caller did not report within "
+                f"{format_duration(timeout)}"
+            )
+            return await self._finish(Status.FAILED, error=self._error)
+        assert self._report is not None
+        if self._report.error is not None:
+            return await self._finish(Status.FAILED, error=self._report.error)
+        self._result = self._report.result
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
     async def _finish(
@@ -284,6 +313,29 @@ class ActionWorkflow:
             self._event(AuditKind.CANCELLED, actor=request.by, payload={"reason": request.reason})
         )
         return self.status()
+
+    @workflow.update
+    async def report(self, report: ExecutionReport) -> ActionStatus:
+        """Caller mode: the requester reports the result of running the approved action."""
+        self._report = report
+        await workflow.wait_condition(lambda: self._status.terminal)
+        return self.status()
+
+    @report.validator
+    def _validate_report(self, report: ExecutionReport) -> None:
+        if report.by != self._request.requester:
+            raise ApplicationError(
+                "only the requester reports a caller-run action", type=NOT_REQUESTER
+            )
+        if (
+            self._request.execution != "caller"
+            or self._status is not Status.EXECUTING
+            or self._report is not None
+        ):
+            raise ApplicationError(
+                f"the action is {self._public_status().value}; nothing to report",
+                type=NOT_AWAITING_REPORT,
+            )
 
     @workflow.query
     def status(self) -> ActionStatus:
