@@ -84,6 +84,10 @@ def outcome_text(status: ActionStatus) -> str:
     approvers = [d.approver for d in status.decisions if d.decision == "approve"]
     by = f" (approved by {', '.join(approvers)})" if approvers else ""
     value = status.status.value.replace("_", " ")
+    if status.status.value == "pending_approval" and status.progress:
+        if all(p.met for p in status.progress):
+            return f"approved{by}, about to run"
+        return f"pending approval: {progress_text(status)}"
     if status.status.value in ("succeeded", "executing"):
         return f"{value}{by}"
     if status.status.value == "failed":

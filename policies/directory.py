@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from datetime import timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from policies.model import FieldError
-from signoff.models import Contract, Principal
+from signoff.models import Contract, Duration, Principal
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -73,11 +74,30 @@ class GroupTargets(Contract):
     slack_mention: str | None = Field(default=None, description="e.g. <!subteam^S123>")
 
 
+class EntraConfig(Contract):
+    """Resolve membership of some policy groups from Entra ID (Microsoft Graph) when asked.
+
+    The app registration needs the Graph application permission GroupMember.Read.All; its
+    secret is read from the environment variable named here, never from this file.
+    """
+
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret_env: str = Field(default="SIGNOFF_ENTRA_CLIENT_SECRET", min_length=1)
+    authority_url: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    cache_ttl: Duration = Field(default=timedelta(minutes=5))
+    groups: dict[str, str] = Field(
+        default_factory=dict, description="policy group -> Entra group object id"
+    )
+
+
 class DirectoryFile(Contract):
     """The directory YAML file: principals and groups."""
 
     principals: list[DirectoryEntry] = Field(default_factory=list)
     groups: dict[str, GroupTargets] = Field(default_factory=dict)
+    entra: EntraConfig | None = None
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -123,6 +143,11 @@ class DirectoryFile(Contract):
                         f"principals.{index}.groups.{g}",
                         f"unknown group {group!r} (add it under 'groups')",
                     )
+        for group in self.entra.groups if self.entra else {}:
+            if group not in self.groups:
+                raise FieldError(
+                    f"entra.groups.{group}", f"unknown group {group!r} (add it under 'groups')"
+                )
         for index, entry in enumerate(self.principals):
             if entry.kind == "human" and entry.owner is not None:
                 raise FieldError(f"principals.{index}.owner", "only agents have an owner")
@@ -145,7 +170,7 @@ class DirectoryFile(Contract):
     @staticmethod
     def models() -> list[type[BaseModel]]:
         """The models of this file, for suggesting the right spelling of an unknown key."""
-        return [DirectoryFile, DirectoryEntry, Token, GroupTargets]
+        return [DirectoryFile, DirectoryEntry, Token, GroupTargets, EntraConfig]
 
 
 class Directory(Protocol):
@@ -193,6 +218,7 @@ class StaticDirectory:
         self._principals = {e.id: e.principal() for e in self._entries}
         self._groups = dict(document.groups)
         self._hashes = [(t.sha256, e.id) for e in self._entries for t in e.tokens]
+        self.entra = document.entra
 
     def principals(self) -> list[Principal]:
         """Every principal, in file order."""

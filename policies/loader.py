@@ -192,7 +192,7 @@ def load_policy(path: Path) -> Policy:
 
 
 def load_directory(path: Path) -> StaticDirectory:
-    """Load a directory (people, agents, groups) YAML file."""
+    """Load a directory (people, agents, groups) YAML file; with `entra:`, an EntraDirectory."""
     path = Path(path)
     if not path.is_file():
         raise PolicyError([f"{path}: no such file"])
@@ -201,6 +201,11 @@ def load_directory(path: Path) -> StaticDirectory:
         parsed = DirectoryFile.model_validate(data)
     except ValidationError as exc:
         raise format_errors(path, data, exc, DirectoryFile.models()) from None
+    if parsed.entra is not None:
+        # Imported here: only deployments that map groups to Entra ID need msal and Graph.
+        from policies.entra import EntraDirectory
+
+        return EntraDirectory(parsed, source=str(path))
     return StaticDirectory(parsed, source=str(path))
 
 

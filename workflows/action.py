@@ -228,18 +228,18 @@ class ActionWorkflow:
         self._result = result.result
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
-    async def _await_caller(self, timeout: timedelta) -> ActionStatus:
+    async def _await_caller(self, allowed: timedelta) -> ActionStatus:
         """Caller mode: the requester runs the approved action and reports how it went."""
         try:
             await workflow.wait_condition(
                 lambda: self._report is not None,
-                timeout=timeout,
+                timeout=allowed,
                 timeout_summary=f"caller runs {self._request.action}",
             )
         except TimeoutError:
             self._error = (
                 f"outcome unknown, verify manually: the caller did not report within "
-                f"{format_duration(timeout)}"
+                f"{format_duration(allowed)}"
             )
             return await self._finish(Status.FAILED, error=self._error)
         assert self._report is not None

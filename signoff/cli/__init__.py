@@ -12,6 +12,20 @@ from signoff.cli import worker as _worker  # noqa: E402
 
 app.command()(_worker.worker)
 
+from signoff.cli import actions as _actions  # noqa: E402
+from signoff.cli import gateway as _gateway  # noqa: E402
+
+app.command()(_gateway.gateway)
+for _command in (
+    _actions.submit,
+    _actions.status,
+    _actions.approve,
+    _actions.deny,
+    _actions.cancel,
+    _actions.pending,
+):
+    app.command()(_command)
+
 from signoff.cli import policy as _policy  # noqa: E402
 
 app.add_typer(_policy.app, name="policy")
@@ -25,6 +39,7 @@ app.add_typer(_db.app, name="db")
 from signoff.cli import dev as _dev  # noqa: E402
 
 app.command()(_dev.dev)
+app.command()(_dev.demo)
 
 
 def main() -> None:
