@@ -89,6 +89,16 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def canonical_json(value: Any) -> str:
     """Canonical JSON: NFC strings, sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
     return json.dumps(
@@ -143,18 +153,12 @@ class ActionSubmission(Contract):
             raise ValueError("justification must not be blank")
         return value
 
-    @field_validator("params")
+    @field_validator("params", "justification", "on_behalf_of", "idempotency_key")
     @classmethod
-    def _hashable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        # The digest must be computable, or nobody could ever sign the action: JSON parsers
-        # accept NaN and lone surrogates in escapes, canonical JSON and UTF-8 do not.
-        try:
-            canonical_json(value).encode("utf-8")
-        except ValueError:
-            raise ValueError(
-                "params must hold finite numbers and valid Unicode text (no NaN, Infinity or "
-                "lone surrogates)"
-            ) from None
+    def _no_nul(cls, value: Any) -> Any:
+        # NUL cannot be stored in Postgres text or jsonb, so the audit could never record it.
+        if _has_nul(value):
+            raise ValueError("must not contain NUL (\\u0000) characters")
         return value
 
     @property

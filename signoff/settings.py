@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_cached_workflows: int = 2000
     max_concurrent_activities: int = 200
     worker_metrics_port: int | None = None
+    # All interfaces: Prometheus and the Kubernetes probes reach the worker on its pod IP.
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104
+
+    # Gateway /metrics: how long a visibility count is reused, and what "expiring soon" means.
+    metrics_cache_seconds: float = 5.0
+    metrics_expiry_warning: Duration = timedelta(minutes=15)
+    metrics_expiry_scan_limit: int = 1000
 
     # Audit ledger
     database_url: SecretStr | None = None

@@ -57,6 +57,7 @@ from workflows.action import (
 
 AUDITORS = "auditors"
 MAX_WAIT = 60.0
+QUERY_TIMEOUT = timedelta(seconds=10)
 _SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 
 
@@ -92,6 +93,12 @@ class IdempotencyConflict(ActionError):
     """The idempotency key was used before for a different action."""
 
     code = "idempotency_conflict"
+
+
+class WorkerUnavailable(ActionError):
+    """No worker answered the action's status query in time; the action itself is safe."""
+
+    code = "worker_unavailable"
 
 
 class NotRequester(ActionError):
@@ -231,10 +238,17 @@ class ActionService:
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result()
-            return await handle.query(ActionWorkflow.status)
+            # Queries are answered by a worker; without one they would hang for the SDK's 30s.
+            return await handle.query(ActionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise ActionNotFound(f"no action {action_id}") from None
+            if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise WorkerUnavailable(
+                    f"no worker answered for action {action_id} within "
+                    f"{QUERY_TIMEOUT.total_seconds():.0f}s; is a worker running on task queue "
+                    f"{self.settings.task_queue!r}?"
+                ) from None
             raise
 
     async def wait(self, action_id: str, seconds: float) -> ActionStatus:
@@ -306,16 +320,21 @@ class ActionService:
         if principal.kind != "human" or not groups:
             return []
         quoted = ", ".join(f'"{g}"' for g in groups)
-        query = f'SignoffStatus = "pending_approval" AND SignoffGroups IN ({quoted})'
+        # Scoped to our task queue: another deployment sharing the namespace has its own workers.
+        query = (
+            f'TaskQueue = "{self.settings.task_queue}" AND SignoffStatus = "pending_approval" '
+            f"AND SignoffGroups IN ({quoted})"
+        )
         ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
         statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
         mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
 
     async def _quiet_status(self, action_id: str) -> ActionStatus | None:
+        # One unreadable action must not hide the rest of the inbox.
         try:
             return await self.status(action_id)
-        except ActionNotFound:
+        except (ActionNotFound, WorkerUnavailable):
             return None
 
     async def ready(self, within: timedelta = timedelta(seconds=2)) -> bool:

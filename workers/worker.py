@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import Ledger
@@ -23,6 +23,7 @@ from channels.notifier import Notifier
 from policies.directory import Directory
 from policies.engine import Policy
 from policies.loader import load_policy_and_directory
+from signoff import telemetry
 from signoff.settings import Settings
 from workers.temporal import connect
 from workflows.action import ActionWorkflow
@@ -33,7 +34,13 @@ log = logging.getLogger("signoff.worker")
 # workflow run would only cost time and memory.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic", "pydantic_core", "annotated_types", "signoff", "workflows"
+        "pydantic",
+        "pydantic_core",
+        "annotated_types",
+        "signoff",
+        "workflows",
+        # Tracing: the workflow's spans must use the host's OpenTelemetry context and tracer.
+        "opentelemetry",
     )
 )
 
@@ -50,8 +57,17 @@ class WorkerParts:
     notifiers: Sequence[Notifier] = field(default_factory=lambda: [ConsoleNotifier()])
 
 
-def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Worker:
-    """A worker for the settings' task queue with the workflow and all activities registered."""
+def build_worker(
+    client: Client,
+    settings: Settings,
+    parts: WorkerParts,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+) -> Worker:
+    """A worker for the settings' task queue with the workflow and all activities registered.
+
+    Tracing comes from the client's interceptors; `interceptors` adds worker-only ones.
+    """
     notifications = Notifications(parts.notifiers)
     policy = PolicyActivities(
         parts.policy,
@@ -79,6 +95,8 @@ def build_worker(client: Client, settings: Settings, parts: WorkerParts) -> Work
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=settings.worker_shutdown_timeout,
+        # Notification failures are counted per channel for alerting (telemetry).
+        interceptors=[telemetry.NotificationMetrics(), *interceptors],
     )
 
 
@@ -104,7 +122,13 @@ async def run_worker(settings: Settings) -> None:
     targets = load_targets(settings.targets)
     registry.load_modules(settings.executor_modules)
     ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))
-    client = await connect(settings)
+    # Telemetry: traces when OTEL_* asks for them, Prometheus when the metrics port is set.
+    tracer_provider = telemetry.setup_tracing("signoff-worker")
+    client = await connect(
+        settings,
+        interceptors=telemetry.client_interceptors(tracer_provider),
+        runtime=telemetry.worker_runtime(settings),
+    )
     parts = WorkerParts(
         policy=policy,
         directory=directory,
@@ -129,3 +153,4 @@ async def run_worker(settings: Settings) -> None:
             await stop.wait()
     finally:
         await ledger.close()
+        telemetry.shutdown_tracing(tracer_provider)

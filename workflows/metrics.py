@@ -1,6 +1,8 @@
 """Metrics the workflow emits through Temporal's replay-safe metric meter.
 
 The worker's runtime exports them on its Prometheus endpoint with the SDK's own metrics.
+The exporter appends `_total` to counters (see `signoff.telemetry.prometheus_runtime`), so
+counters are named without it here: `signoff_actions` is scraped as `signoff_actions_total`.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-ACTIONS = "signoff_actions_total"
-REFUSED = "signoff_refused_attempts_total"
-ESCALATIONS = "signoff_escalations_total"
+ACTIONS = "signoff_actions"
+REFUSED = "signoff_refused_attempts"
+ESCALATIONS = "signoff_escalations"
 TIME_TO_DECISION = "signoff_time_to_decision_seconds"
 
 
@@ -39,3 +41,4 @@ def decided(after: timedelta) -> None:
     workflow.metric_meter().create_histogram_float(
         TIME_TO_DECISION, "Time from request to decision", "s"
     ).record(after.total_seconds())
+

@@ -1,0 +1,362 @@
+"""Slack, outbound: post approval requests as Block Kit and keep the messages current.
+
+The inbound side (button clicks, the deny modal, Socket Mode) is in `channels.slack_inbound`.
+Messages are found again through the `channel` and `ts` stored in each `NotificationRef`, which
+the notify activity returns into workflow state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from channels.notifier import NotifierError, outcome_recipient
+from channels.slack_blocks import (
+    escalation_text,
+    fallback_text,
+    group_mention,
+    is_open,
+    outcome_reply,
+    request_attachments,
+)
+from policies.directory import Directory
+from signoff.models import ActionStatus, NotificationRef, NotifyInput, NotifyUpdateInput
+from signoff.settings import Settings
+
+log = logging.getLogger("signoff.slack")
+
+CHANNEL = "slack"
+REQUEST = "request"
+ESCALATION = "escalation"
+
+# Errors that will not go away by retrying, with what the operator should do about them.
+PERMANENT_ERRORS: dict[str, str] = {
+    "channel_not_found": (
+        "the channel does not exist or the app cannot see it; check the group's "
+        "slack_channel in the directory"
+    ),
+    "not_in_channel": "the app is not a member of the channel; /invite the app there",
+    "is_archived": "the channel is archived",
+    "channel_is_archived": "the channel is archived",
+    "restricted_action": "the workspace does not allow the app to post there",
+    "invalid_auth": "the bot token is not valid; check SIGNOFF_SLACK_BOT_TOKEN",
+    "not_authed": "no bot token was sent; set SIGNOFF_SLACK_BOT_TOKEN",
+    "account_inactive": "the bot token belongs to a deactivated app",
+    "token_revoked": "the bot token was revoked; reinstall the app",
+    "token_expired": "the bot token expired; reinstall the app",
+    "missing_scope": "the app lacks a scope; reinstall it from deploy/slack/manifest.yaml",
+    "no_permission": "the app has no permission for this; check its scopes",
+    "message_not_found": "the message was deleted",
+    "user_not_found": "no such Slack user",
+    "user_not_visible": "the app cannot see this Slack user",
+    "cant_update_message": "the message cannot be edited by the app",
+    "edit_window_closed": "the message is too old to edit",
+    "invalid_blocks": "Slack rejected the message blocks (a signoff bug; please report it)",
+    "msg_too_long": "the message is too long (a signoff bug; please report it)",
+}
+
+SEEN_MAX = 10_000
+
+
+class SlackPermanentError(NotifierError):
+    """Slack refused a call in a way that retrying will not fix; names the channel."""
+
+    def __init__(self, message: str, destination: str) -> None:
+        super().__init__(message)
+        self.destination = destination
+
+
+class SlackUnavailable(Exception):
+    """Slack could not be reached, or kept rate limiting, or failed on its side: retry later."""
+
+    def __init__(self, message: str, destination: str) -> None:
+        super().__init__(message)
+        self.destination = destination
+
+
+def slack_api_url(settings: Settings) -> str:
+    """The Web API base URL, with the trailing slash slack-sdk joins method names onto."""
+    return settings.slack_api_url.rstrip("/") + "/"
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """slack-sdk's own retries: rate limits wait out Retry-After; blips and 5xx retry briefly."""
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def slack_web_client(settings: Settings) -> AsyncWebClient:
+    """A Web API client with the bot token, the configured API URL and the retry handlers."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    # Without a token slack-sdk sends no Authorization header; Slack answers not_authed.
+    return AsyncWebClient(
+        token=token,
+        base_url=slack_api_url(settings),
+        timeout=10,
+        retry_handlers=retry_handlers(),
+    )
+
+
+async def call_slack(method: str, destination: str, call: Any, **kwargs: Any) -> AsyncSlackResponse:
+    """Call one Web API method, turning its failures into permanent or retryable errors."""
+    try:
+        response: AsyncSlackResponse = await call(**kwargs)
+        return response
+    except SlackApiError as err:
+        code = str(err.response.get("error") or f"HTTP {err.response.status_code}")
+        hint = PERMANENT_ERRORS.get(code)
+        if hint is not None:
+            raise SlackPermanentError(
+                f"Slack {method} to {destination} failed: {code} ({hint})", destination
+            ) from None
+        raise SlackUnavailable(
+            f"Slack {method} to {destination} failed: {code}", destination
+        ) from None
+    except (SlackClientError, aiohttp.ClientError, TimeoutError) as err:
+        raise SlackUnavailable(
+            f"Slack {method} to {destination} failed: {type(err).__name__} (is Slack reachable?)",
+            destination,
+        ) from None
+
+
+def raise_failures(failures: list[SlackPermanentError | SlackUnavailable]) -> None:
+    """Raise one error for several failed calls: retryable if any of them is worth a retry."""
+    if not failures:
+        return
+    message = "; ".join(str(f) for f in failures)
+    if any(isinstance(f, SlackUnavailable) for f in failures):
+        raise SlackUnavailable(message, failures[0].destination)
+    raise NotifierError(message)
+
+
+class SlackNotifier:
+    """Posts requests to each group's `slack_channel` and edits them as the action moves on."""
+
+    channel = CHANNEL
+
+    def __init__(self, client: AsyncWebClient, directory: Directory) -> None:
+        self.client = client
+        self.directory = directory
+        # Per worker process: which messages got their outcome reply, and how fresh each
+        # message's content is. Concurrent update activities must not post the outcome twice
+        # or put an older state back over a newer one.
+        self._freshness: OrderedDict[tuple[str, str], tuple[int, ...]] = OrderedDict()
+        self._told: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, directory: Directory) -> SlackNotifier:
+        """A notifier using the settings' bot token and API URL."""
+        return cls(slack_web_client(settings), directory)
+
+    # --- outbound -------------------------------------------------------------------------
+
+    async def post(self, request: NotifyInput) -> list[NotificationRef]:
+        """Post the request to each group's channel; on escalation, reply in earlier threads."""
+        status = request.status
+        mentions = await self._mentions(status)
+        refs: list[NotificationRef] = []
+        failures: list[SlackPermanentError | SlackUnavailable] = []
+        already: set[str] = set()
+        if request.stage > 0:
+            threads = [r for r in status.notifications if _is_request(r)]
+            already = {r.ref["channel"] for r in threads}
+            text = escalation_text(status, self._group_mentions(request.groups), request.stage)
+            verdict = status.verdict
+            last = verdict is not None and request.stage >= len(verdict.escalation)
+            for thread in threads:
+                channel, ts = thread.ref["channel"], thread.ref["ts"]
+                try:
+                    reply = await call_slack(
+                        "chat.postMessage",
+                        channel,
+                        self.client.chat_postMessage,
+                        channel=channel,
+                        thread_ts=ts,
+                        text=text,
+                        reply_broadcast=last,
+                    )
+                except (SlackPermanentError, SlackUnavailable) as err:
+                    failures.append(err)
+                    continue
+                refs.append(
+                    NotificationRef(
+                        channel=CHANNEL,
+                        destination=channel,
+                        ref={"kind": ESCALATION, "channel": channel, "ts": str(reply["ts"])},
+                        stage=request.stage,
+                    )
+                )
+        for channel, groups in self._destinations(request.groups).items():
+            if channel in already:
+                continue
+            try:
+                posted = await call_slack(
+                    "chat.postMessage",
+                    channel,
+                    self.client.chat_postMessage,
+                    channel=channel,
+                    text=fallback_text(status),
+                    attachments=request_attachments(status, request.ui_url, mentions),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+            except (SlackPermanentError, SlackUnavailable) as err:
+                failures.append(err)
+                continue
+            refs.append(
+                NotificationRef(
+                    channel=CHANNEL,
+                    destination=channel,
+                    ref={
+                        "kind": REQUEST,
+                        "channel": str(posted["channel"]),
+                        "ts": str(posted["ts"]),
+                        "groups": ",".join(groups),
+                    },
+                    stage=request.stage,
+                )
+            )
+        if not refs:
+            # Nothing landed, so a retry cannot post twice: let Temporal retry what may pass.
+            raise_failures(failures)
+        # Some messages landed: keep them (a retry would duplicate them) and show the rest.
+        for failure in failures:
+            log.warning("%s", failure)
+            refs.append(
+                NotificationRef(
+                    channel=CHANNEL,
+                    destination=failure.destination,
+                    error=str(failure),
+                    stage=request.stage,
+                )
+            )
+        return refs
+
+    async def update(self, request: NotifyUpdateInput) -> None:
+        """Edit each posted request in place; at the end, tell the owner in its thread."""
+        status = request.status
+        mentions = await self._mentions(status)
+        failures: list[SlackPermanentError | SlackUnavailable] = []
+        for ref in request.refs:
+            if not _is_request(ref):
+                continue
+            channel, ts = ref.ref["channel"], ref.ref["ts"]
+            if not self._fresh((channel, ts), status):
+                continue
+            try:
+                await call_slack(
+                    "chat.update",
+                    channel,
+                    self.client.chat_update,
+                    channel=channel,
+                    ts=ts,
+                    text=fallback_text(status),
+                    attachments=request_attachments(status, request.ui_url, mentions),
+                )
+                if status.terminal:
+                    await self._tell_outcome(channel, ts, status, mentions)
+            except (SlackPermanentError, SlackUnavailable) as err:
+                failures.append(err)
+        raise_failures(failures)
+
+    async def _tell_outcome(
+        self, channel: str, ts: str, status: ActionStatus, mentions: dict[str, str]
+    ) -> None:
+        """Reply once in the request's thread with the outcome, mentioning the owner."""
+        key = (channel, ts)
+        if key in self._told:
+            return
+        # Claimed before the first await, so a concurrent update of the same message skips it.
+        _remember(self._told, key, None)
+        recipient = outcome_recipient(status)
+        try:
+            await call_slack(
+                "chat.postMessage",
+                channel,
+                self.client.chat_postMessage,
+                channel=channel,
+                thread_ts=ts,
+                text=outcome_reply(status, mentions.get(recipient) or f"*{recipient}*"),
+            )
+        except BaseException:
+            self._told.pop(key, None)  # not told after all: the activity's retry tries again
+            raise
+
+    def _fresh(self, key: tuple[str, str], status: ActionStatus) -> bool:
+        """Whether `status` is at least as far along as what the message already shows."""
+        rank = (int(status.terminal), len(status.decisions), int(not is_open(status)))
+        if rank < self._freshness.get(key, (0, 0, 0)):
+            return False
+        _remember(self._freshness, key, rank)
+        return True
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _destinations(self, groups: list[str]) -> dict[str, list[str]]:
+        """Slack channel -> the groups it serves, in the order the groups came."""
+        channels: dict[str, list[str]] = {}
+        for group in groups:
+            targets = self.directory.group(group)
+            if targets is None or not targets.slack_channel:
+                log.info("group %s has no slack_channel; not posting to Slack for it", group)
+                continue
+            channels.setdefault(targets.slack_channel, []).append(group)
+        return channels
+
+    def _group_mentions(self, groups: list[str]) -> list[str]:
+        mentions = []
+        for group in groups:
+            targets = self.directory.group(group)
+            mentions.append(
+                group_mention(
+                    group,
+                    targets.slack_channel if targets else None,
+                    targets.slack_mention if targets else None,
+                )
+            )
+        return mentions
+
+    async def _mentions(self, status: ActionStatus) -> dict[str, str]:
+        """Principal id -> `<@U…>` for the people the message names who have a Slack id."""
+        ids = {status.request.requester, status.request.on_behalf_of, status.owner}
+        ids.update(d.approver for d in status.decisions)
+        mentions = {}
+        for principal_id in ids - {None}:
+            assert principal_id is not None
+            principal = await self.directory.principal(principal_id)
+            if principal is not None and principal.slack_user_id:
+                mentions[principal_id] = f"<@{principal.slack_user_id}>"
+        return mentions
+
+
+def _is_request(ref: NotificationRef) -> bool:
+    """Whether the ref is a posted Slack request message (not a reply, not a failure)."""
+    return (
+        ref.channel == CHANNEL
+        and not ref.error
+        and ref.ref.get("kind") == REQUEST
+        and bool(ref.ref.get("channel"))
+        and bool(ref.ref.get("ts"))
+    )
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > SEEN_MAX:
+        cache.popitem(last=False)

@@ -1,0 +1,632 @@
+"""Slack, inbound: verified button clicks and the deny modal become `ActionService.decide` calls.
+
+Two doors feed one handler: `POST /slack/interactions` (signed by Slack, verified here over the
+raw body) and Socket Mode (an outbound WebSocket authenticated by the app token). Decisions go
+through the same service, and so the same workflow update, as the HTTP API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from channels.slack import SlackPermanentError, SlackUnavailable, call_slack, slack_web_client
+from channels.slack_blocks import (
+    APPROVE_ACTION,
+    DENY_ACTION,
+    DENY_CALLBACK,
+    REASON_BLOCK,
+    REASON_INPUT,
+    REASON_MAX,
+    deny_modal,
+    is_open,
+    modal_metadata,
+    parse_button_value,
+    parse_modal_metadata,
+)
+from policies.directory import Directory
+from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.settings import Settings
+from workers.actions import (
+    ActionNotFound,
+    ActionNotPending,
+    ActionService,
+    DecisionRefusedError,
+)
+
+log = logging.getLogger("signoff.slack")
+
+MAX_SKEW = 5 * 60  # Slack's own recommendation for the timestamp window, in seconds
+KNOWN_TTL = 10 * 60.0
+UNKNOWN_TTL = 60.0
+DRAIN_SECONDS = 10.0
+
+
+class TTLSet:
+    """A bounded set whose members expire: for seen signatures and envelope ids."""
+
+    def __init__(self, ttl: float, maxsize: int = 50_000) -> None:
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str) -> bool:
+        """Add `key`; False when it was already there and had not expired."""
+        now = time.monotonic()
+        while self._items and next(iter(self._items.values())) <= now:
+            self._items.popitem(last=False)
+        if key in self._items:
+            return False
+        self._items[key] = now + self.ttl
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+        return True
+
+
+class TTLCache:
+    """A bounded mapping whose entries expire, each after its own time to live."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, str | None]:
+        """(found, value); expired entries are not found."""
+        item = self._items.get(key)
+        if item is None or item[0] <= time.monotonic():
+            self._items.pop(key, None)
+            return False, None
+        return True, item[1]
+
+    def put(self, key: str, value: str | None, ttl: float) -> None:
+        """Store `value` for `ttl` seconds."""
+        self._items[key] = (time.monotonic() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+class SlackModel(BaseModel):
+    """Slack sends many fields we do not use; they are ignored, the ones we use are checked."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+SLACK_ID = r"^[A-Za-z0-9_-]{1,40}$"  # U…, W…, C…, G…, D…: nothing that could forge a log line
+
+
+class SlackUser(SlackModel):
+    """Who clicked."""
+
+    id: str = Field(pattern=SLACK_ID)
+    team_id: str | None = None
+
+
+class SlackChannel(SlackModel):
+    """Where the clicked message is."""
+
+    id: str = Field(pattern=SLACK_ID)
+
+
+class SlackAction(SlackModel):
+    """One clicked element."""
+
+    action_id: str = Field(max_length=255)
+    block_id: str | None = None
+    value: str | None = Field(default=None, max_length=2000)
+
+
+class BlockActions(SlackModel):
+    """A `block_actions` payload: a button was clicked."""
+
+    type: Literal["block_actions"]
+    user: SlackUser
+    actions: list[SlackAction] = Field(min_length=1)
+    trigger_id: str | None = None
+    channel: SlackChannel | None = None
+    response_url: str | None = None
+
+
+class ViewState(SlackModel):
+    """The values of a modal's inputs, by block id and action id."""
+
+    values: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+
+class SlackView(SlackModel):
+    """A submitted modal."""
+
+    callback_id: str = ""
+    private_metadata: str = Field(default="", max_length=3000)
+    state: ViewState = Field(default_factory=ViewState)
+
+
+class ViewSubmission(SlackModel):
+    """A `view_submission` payload: the deny modal was submitted."""
+
+    type: Literal["view_submission"]
+    user: SlackUser
+    view: SlackView
+
+
+@dataclass
+class Reply:
+    """What to answer Slack: an HTTP status and, for modals, a response body."""
+
+    status: int
+    body: dict[str, Any] | None = None
+
+    def response(self) -> Response:
+        """This reply as a FastAPI response."""
+        if self.body is None:
+            return Response(status_code=self.status)
+        return JSONResponse(self.body, status_code=self.status)
+
+
+OK = Reply(200)
+ERRORS = {
+    400: ("bad_request", "the interaction was not accepted"),
+    401: ("unauthorized", "the request is not a verified Slack interaction"),
+    503: ("slack_unavailable", "Slack could not be reached; try again"),
+}
+
+
+def rejection(status: int) -> Reply:
+    """The gateway's error shape; the details are in the log, not told to the sender."""
+    code, message = ERRORS.get(status, ("error", "the interaction was not accepted"))
+    return Reply(status, {"error": {"code": code, "message": message}})
+
+
+class Rejected(Exception):
+    """Bad input: answered with `status`, logged with `reason`, and never decided."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# --- the handler ----------------------------------------------------------------------------
+
+
+class SlackInteractions:
+    """Verifies, parses and acts on Slack interactions; decisions go through the service."""
+
+    def __init__(
+        self,
+        service: ActionService,
+        directory: Directory,
+        client: AsyncWebClient,
+        signing_secret: str | None,
+    ) -> None:
+        self.service = service
+        self.directory = directory
+        self.client = client
+        self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        self._signatures = TTLSet(ttl=2 * MAX_SKEW)
+        self._users = TTLCache()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, service: ActionService, directory: Directory
+    ) -> SlackInteractions:
+        """A handler with the settings' signing secret, bot token and API URL."""
+        secret = settings.slack_signing_secret
+        return cls(
+            service,
+            directory,
+            slack_web_client(settings),
+            secret.get_secret_value() if secret else None,  # an empty secret is no secret
+        )
+
+    async def handle_http(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """Answer one `POST /slack/interactions`: verify the signature, then handle the payload."""
+        try:
+            self._verify(body, headers)
+            payload = _form_payload(body)
+        except Rejected as err:
+            log.warning("slack interaction rejected (%s): %s", err.status, err.reason)
+            return rejection(err.status)
+        return await self.handle_payload(payload)
+
+    async def handle_payload(self, payload: dict[str, Any]) -> Reply:
+        """Act on a verified payload (HTTP or Socket Mode); slow work goes on in the background."""
+        try:
+            kind = payload.get("type")
+            if kind == "block_actions":
+                return await self._block_actions(BlockActions.model_validate(payload))
+            if kind == "view_submission":
+                return await self._view_submission(ViewSubmission.model_validate(payload))
+        except ValidationError as err:
+            where = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors()[:3])
+            log.warning("slack interaction rejected (400): malformed %s payload (%s)", kind, where)
+            return rejection(400)
+        except Rejected as err:
+            log.warning("slack interaction rejected (%s): %s", err.status, err.reason)
+            return rejection(err.status)
+        # view_closed, shortcuts and the like: nothing of ours, but Slack wants a 200.
+        log.info("slack interaction of type %r ignored", kind)
+        return OK
+
+    def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Signature over the raw body, timestamp within five minutes, and never seen before."""
+        if self.verifier is None:
+            raise Rejected(401, "no signing secret is configured (SIGNOFF_SLACK_SIGNING_SECRET)")
+        timestamp = headers.get("x-slack-request-timestamp")
+        signature = headers.get("x-slack-signature")
+        if not timestamp or not signature:
+            raise Rejected(401, "missing X-Slack-Signature or X-Slack-Request-Timestamp")
+        if not timestamp.isdigit() or len(timestamp) > 12:
+            raise Rejected(401, "malformed X-Slack-Request-Timestamp")
+        skew = abs(time.time() - int(timestamp))
+        if skew > MAX_SKEW:
+            raise Rejected(401, f"stale timestamp ({int(skew)} s from now; at most {MAX_SKEW})")
+        if not self.verifier.is_valid(body, timestamp, signature):
+            raise Rejected(401, "bad signature")
+        # A valid signature covers the timestamp and body: seeing it twice means a replay.
+        if not self._signatures.add(signature):
+            raise Rejected(401, "replayed request (signature already seen)")
+
+    async def _block_actions(self, payload: BlockActions) -> Reply:
+        action = payload.actions[0]
+        if action.action_id not in (APPROVE_ACTION, DENY_ACTION):
+            raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
+        parsed = parse_button_value(action.value)
+        if parsed is None:
+            raise Rejected(400, f"malformed button value on {action.action_id}")
+        action_id, digest = parsed
+        channel = payload.channel.id if payload.channel else None
+        principal_id = await self._principal_for(payload.user.id, channel)
+        status = await self._checked_status(action_id, digest, principal_id)
+        if action.action_id == APPROVE_ACTION:
+            self._spawn(
+                self._decide(principal_id, payload.user.id, channel, action_id, digest, "approve")
+            )
+            return OK
+        if not is_open(status):
+            self._spawn(
+                self._ephemeral(
+                    channel, payload.user.id, f"This action is {status.status.value}, not pending."
+                )
+            )
+            return OK
+        if not payload.trigger_id:
+            raise Rejected(400, "deny click without a trigger_id")
+        view = deny_modal(status, modal_metadata(action_id, digest, channel))
+        # trigger_id is valid for three seconds, so the modal opens now, after the answer.
+        self._spawn(self._open_modal(payload.trigger_id, view.to_dict(), principal_id))
+        return OK
+
+    async def _view_submission(self, payload: ViewSubmission) -> Reply:
+        view = payload.view
+        if view.callback_id != DENY_CALLBACK:
+            raise Rejected(400, f"unknown view callback_id {view.callback_id[:40]!r}")
+        parsed = parse_modal_metadata(view.private_metadata)
+        if parsed is None:
+            raise Rejected(400, "malformed deny modal metadata")
+        action_id, digest, channel = parsed
+        value = view.state.values.get(REASON_BLOCK, {}).get(REASON_INPUT, {}).get("value")
+        reason = value.strip() if isinstance(value, str) else ""
+        if not reason or len(reason) > REASON_MAX:
+            # Shown under the input; the modal stays open for a better answer.
+            error = "Say why, so the agent learns" if not reason else "At most 2000 characters"
+            return Reply(200, {"response_action": "errors", "errors": {REASON_BLOCK: error}})
+        principal_id = await self._principal_for(payload.user.id, channel)
+        await self._checked_status(action_id, digest, principal_id)
+        self._spawn(
+            self._decide(principal_id, payload.user.id, channel, action_id, digest, "deny", reason)
+        )
+        return OK
+
+    async def _checked_status(self, action_id: str, digest: str, principal_id: str) -> ActionStatus:
+        """The action's status, after checking it exists and the clicked digest is its digest."""
+        try:
+            status = await self.service.status(action_id)
+        except ActionNotFound:
+            raise Rejected(400, f"unknown action {action_id[:80]!r} (by {principal_id})") from None
+        if not hmac.compare_digest(status.digest, digest):
+            raise Rejected(
+                400,
+                f"digest {digest[:12]}… does not match action {action_id} "
+                f"({status.digest[:12]}…; by {principal_id})",
+            )
+        return status
+
+    async def _principal_for(self, user_id: str, channel: str | None) -> str:
+        """The directory principal of a Slack user: by Slack id, else by their Slack email."""
+        found, cached = self._users.get(user_id)
+        if not found:
+            cached = await self._lookup(user_id)
+            self._users.put(user_id, cached, KNOWN_TTL if cached else UNKNOWN_TTL)
+        if cached is None:
+            self._spawn(
+                self._ephemeral(
+                    channel,
+                    user_id,
+                    "Your Slack account is not linked to anyone in the signoff directory, so "
+                    "your click was not counted. Ask an admin to add your slack_user_id.",
+                )
+            )
+            raise Rejected(401, f"Slack user {user_id} is not in the directory")
+        return cached
+
+    async def _lookup(self, user_id: str) -> str | None:
+        principal = await self.directory.by_slack_user(user_id)
+        if principal is not None:
+            return principal.id
+        try:
+            info = await call_slack("users.info", user_id, self.client.users_info, user=user_id)
+        except SlackPermanentError as err:
+            log.warning("cannot look up Slack user: %s", err)
+            return None
+        except SlackUnavailable as err:
+            raise Rejected(503, f"cannot look up Slack user: {err}") from None
+        user = info.get("user") or {}
+        if user.get("deleted") or user.get("is_bot"):
+            return None
+        email = (user.get("profile") or {}).get("email")
+        if not isinstance(email, str) or not email:
+            return None
+        principal = await self.directory.by_email(email)
+        return principal.id if principal is not None else None
+
+    # --- background work ------------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run after the answer: Slack wants one within three seconds."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for background work to finish (tests, and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Let running decisions finish (for up to ten seconds), then stop."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout=DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("stopping with %d Slack interactions unfinished", len(self._tasks))
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _decide(
+        self,
+        principal_id: str,
+        user_id: str,
+        channel: str | None,
+        action_id: str,
+        digest: str,
+        decision: DecisionKind,
+        reason: str = "",
+    ) -> None:
+        request = DecisionRequest(
+            approver=principal_id, decision=decision, digest=digest, reason=reason, channel="slack"
+        )
+        try:
+            await self.service.decide(action_id, request)
+        except DecisionRefusedError as err:
+            log.info("slack %s by %s on %s refused: %s", decision, principal_id, action_id, err)
+            await self._ephemeral(channel, user_id, f"⛔ Your {decision} was refused: {err}")
+            return
+        except (ActionNotPending, ActionNotFound) as err:
+            await self._ephemeral(channel, user_id, f"Your {decision} was not counted: {err}")
+            return
+        except Exception:
+            log.exception("slack %s by %s on %s failed", decision, principal_id, action_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                f"Your {decision} could not be recorded; try again, or use `signoff "
+                f"{decision} {action_id}`.",
+            )
+            return
+        log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
+
+    async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
+        try:
+            await call_slack(
+                "views.open", principal_id, self.client.views_open, trigger_id=trigger_id, view=view
+            )
+        except (SlackPermanentError, SlackUnavailable) as err:
+            log.warning("cannot open the deny modal: %s", err)
+
+    async def _ephemeral(self, channel: str | None, user_id: str, text: str) -> None:
+        """Tell only the clicker; a message they cannot see is logged instead."""
+        if channel is None:
+            log.info("no channel to tell Slack user %s: %s", user_id, text)
+            return
+        try:
+            await call_slack(
+                "chat.postEphemeral",
+                channel,
+                self.client.chat_postEphemeral,
+                channel=channel,
+                user=user_id,
+                text=text,
+            )
+        except (SlackPermanentError, SlackUnavailable) as err:
+            log.warning("cannot tell Slack user %s: %s", user_id, err)
+
+
+def _form_payload(body: bytes) -> dict[str, Any]:
+    """The JSON in the `payload` form field of an interaction request."""
+    try:
+        form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise Rejected(400, "body is not a url-encoded form") from None
+    values = form.get("payload")
+    if not values or len(values) != 1:
+        raise Rejected(400, "no payload field in the form")
+    try:
+        payload = json.loads(values[0])
+    except ValueError:
+        raise Rejected(400, "payload is not JSON") from None
+    if not isinstance(payload, dict):
+        raise Rejected(400, "payload is not a JSON object")
+    return payload
+
+
+# --- Socket Mode ----------------------------------------------------------------------------
+
+
+class SlackSocketMode:
+    """Receives interactions over Socket Mode and feeds them to the same handler."""
+
+    def __init__(
+        self,
+        interactions: SlackInteractions,
+        app_token: str,
+        web_client: AsyncWebClient,
+    ) -> None:
+        self.interactions = interactions
+        self.app_token = app_token
+        self.web_client = web_client
+        self._envelopes = TTLSet(ttl=2 * MAX_SKEW)
+        self.client: SocketModeClient | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start connecting (apps.connections.open, then the WebSocket) in the background.
+
+        The SDK retries until it gets through; the gateway's API must not wait for Slack.
+        """
+        self.client = SocketModeClient(
+            app_token=self.app_token, web_client=self.web_client, logger=log
+        )
+        self.client.socket_mode_request_listeners.append(self._on_request)
+        self._connecting = asyncio.create_task(self._connect(self.client))
+
+    async def _connect(self, client: SocketModeClient) -> None:
+        await client.connect()
+        if not client.closed:
+            log.info("slack socket mode connected")
+
+    async def connected(self) -> bool:
+        """Whether the WebSocket is up."""
+        return self.client is not None and await self.client.is_connected()
+
+    async def stop(self) -> None:
+        """Close the WebSocket."""
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+            self._connecting = None
+
+    async def _on_request(
+        self, client: AsyncBaseSocketModeClient, request: SocketModeRequest
+    ) -> None:
+        """Acknowledge every envelope; interactive ones carry the modal's answer, if any."""
+        reply = OK
+        if request.type != "interactive":
+            log.info("slack socket mode envelope of type %r ignored", request.type)
+        elif not self._envelopes.add(request.envelope_id):
+            log.info("slack socket mode envelope %s redelivered; ignored", request.envelope_id)
+        else:
+            reply = await self.interactions.handle_payload(request.payload)
+        payload = reply.body if reply.status == 200 else None
+        await client.send_socket_mode_response(
+            SocketModeResponse(envelope_id=request.envelope_id, payload=payload)
+        )
+
+
+# --- the gateway's router -------------------------------------------------------------------
+
+
+def slack_router(
+    interactions: SlackInteractions,
+    socket: SlackSocketMode | None = None,
+    *,
+    max_body_bytes: int = 1024 * 1024,
+) -> APIRouter:
+    """`POST /slack/interactions`, plus Socket Mode for the app's lifetime when given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if socket is not None:
+            await socket.start()
+        try:
+            yield
+        finally:
+            if socket is not None:
+                await socket.stop()
+            await interactions.aclose()
+
+    router = APIRouter(lifespan=lifespan)
+
+    @router.post("/slack/interactions", include_in_schema=False)
+    async def slack_interactions(request: Request) -> Response:
+        """Slack's interactivity request URL."""
+        body = await _read_body(request, max_body_bytes)
+        if body is None:
+            log.warning("slack interaction rejected (413): body over %d bytes", max_body_bytes)
+            return Response(status_code=413)
+        reply = await interactions.handle_http(body, request.headers)
+        return reply.response()
+
+    return router
+
+
+def slack_router_for(
+    settings: Settings,
+    service: ActionService,
+    directory: Directory,
+    *,
+    socket_mode: bool | None = None,
+) -> APIRouter:
+    """The Slack router as the settings configure it; Socket Mode is on with an app token."""
+    interactions = SlackInteractions.from_settings(settings, service, directory)
+    if socket_mode is None:
+        socket_mode = bool(settings.slack_app_token)
+    socket = None
+    if socket_mode:
+        if not settings.slack_app_token:
+            raise ValueError(
+                "Slack Socket Mode needs an app-level token: set SIGNOFF_SLACK_APP_TOKEN (xapp-…)"
+            )
+        socket = SlackSocketMode(
+            interactions, settings.slack_app_token.get_secret_value(), slack_web_client(settings)
+        )
+    return slack_router(interactions, socket, max_body_bytes=settings.max_body_bytes)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The raw body (the signature covers its exact bytes), or None past `limit` bytes."""
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,226 @@
+"""The ledger on a real Postgres: chain, idempotency, concurrency, privileges, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pgserver
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.audit import LEDGER_CONFLICT, LEDGER_UNAVAILABLE, Ledger
+from activities.migrations import GENESIS_HASH, MIGRATIONS, WORKER_ROLE
+from signoff.audit_verify import verify_chain
+from signoff.models import AuditBatch, AuditKind
+from tests.pg import T0, action_batches, create_database, start, stop, with_database
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> str:
+    """A fresh, migrated database of its own for one test."""
+    url = await create_database(postgres_url)
+    ledger = await Ledger.connect(url, migrate=True)
+    await ledger.close()
+    return url
+
+
+@pytest.fixture
+async def ledger(db: str) -> AsyncIterator[Ledger]:
+    """A ledger on the test's database."""
+    ledger = await Ledger.connect(db)
+    yield ledger
+    await ledger.close()
+
+
+async def test_migrations_are_versioned_and_idempotent(db: str) -> None:
+    ledger = await Ledger.connect(db)
+    try:
+        assert await ledger.migrate() == []
+        async with ledger.pool.acquire() as conn:
+            versions = [
+                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+            ]
+    finally:
+        await ledger.close()
+    assert versions == [m.version for m in MIGRATIONS]
+
+
+async def test_chain_links_from_genesis_and_hashes_each_row(ledger: Ledger) -> None:
+    for batch in action_batches("act-1", self_attempts=1):
+        await ledger.record_audit_events(batch)
+    rows = [r async for r in ledger.rows()]
+    assert [r.chain_seq for r in rows] == list(range(len(rows)))
+    assert rows[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(rows):
+        assert after.prev_hash == before.hash
+    assert all(r.computed_hash() == r.hash for r in rows)
+    assert [r.kind for r in rows][:2] == [AuditKind.REQUESTED, AuditKind.VERDICT]
+    assert (await verify_chain(ledger)).ok
+
+
+async def test_retried_batch_writes_nothing_twice(ledger: Ledger) -> None:
+    batches = action_batches("act-retry")
+    for batch in batches:
+        await ledger.record_audit_events(batch)
+        await ledger.record_audit_events(batch)
+    # A retry of an earlier batch after later ones were written is still a no-op.
+    assert await ledger.append(batches[0].events) == 0
+    assert await ledger.count() == sum(len(b.events) for b in batches)
+    assert (await verify_chain(ledger)).ok
+
+
+async def test_a_different_event_under_an_existing_seq_is_refused(ledger: Ledger) -> None:
+    batch = action_batches("act-conflict")[0]
+    await ledger.record_audit_events(batch)
+    forged = batch.events[0].model_copy(update={"actor": "mallory"})
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.record_audit_events(AuditBatch(events=[forged]))
+    assert caught.value.type == LEDGER_CONFLICT
+    assert caught.value.non_retryable
+
+
+async def test_a_replayed_event_with_a_later_time_is_the_same_event(ledger: Ledger) -> None:
+    # After a workflow task retry a local activity runs again with a later workflow time.
+    batch = action_batches("act-replayed")[0]
+    await ledger.record_audit_events(batch)
+    later = [e.model_copy(update={"at": e.at + timedelta(seconds=3)}) for e in batch.events]
+    assert await ledger.append(later) == 0
+    stored = await ledger.events("act-replayed")
+    assert [r.at for r in stored] == [e.at for e in batch.events]
+    assert (await verify_chain(ledger)).ok
+
+
+async def test_payload_numbers_hash_as_postgres_stores_them(ledger: Ledger) -> None:
+    # jsonb rewrites 1e20 as 100000000000000000000: the hash must cover the stored form.
+    batch = action_batches("act-numbers", params={"big": 1e20, "small": 1e-7, "n": 3.0})[0]
+    await ledger.record_audit_events(batch)
+    await ledger.record_audit_events(batch)
+    assert (await verify_chain(ledger)).ok
+    assert await ledger.count() == 2
+
+
+@pytest.mark.slow
+async def test_concurrent_workers_with_retries_make_one_chain(db: str) -> None:
+    ledgers = [await Ledger.connect(db, max_size=5) for _ in range(4)]
+    try:
+        actions = {
+            f"act-{n:03d}": action_batches(f"act-{n:03d}", self_attempts=n % 2) for n in range(200)
+        }
+
+        async def run(action_id: str) -> None:
+            rng = random.Random(action_id)
+            for batch in actions[action_id]:
+                first, retry = rng.sample(ledgers, 2)
+                if rng.random() < 0.5:
+                    # A retry racing the original attempt, on another worker.
+                    await asyncio.gather(
+                        first.record_audit_events(batch), retry.record_audit_events(batch)
+                    )
+                else:
+                    await first.record_audit_events(batch)
+                    await retry.record_audit_events(batch)
+
+        await asyncio.gather(*(run(a) for a in actions))
+        expected = sum(len(b.events) for batches in actions.values() for b in batches)
+        report = await verify_chain(ledgers[0])
+        assert report.ok, report.broken
+        assert report.rows == expected
+        async with ledgers[0].pool.acquire() as conn:
+            duplicates = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT action_id, seq FROM audit_events"
+                " GROUP BY 1, 2 HAVING count(*) > 1) d"
+            )
+            per_action = await conn.fetch(
+                "SELECT action_id, array_agg(seq ORDER BY seq) AS seqs FROM audit_events GROUP BY 1"
+            )
+        assert duplicates == 0
+        for row in per_action:
+            assert row["seqs"] == list(range(len(row["seqs"])))
+        assert len(per_action) == 200
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+
+
+async def test_worker_role_may_only_insert_and_select(db: str) -> None:
+    admin = await asyncpg.connect(db)
+    try:
+        await admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'test_worker') "
+            f"THEN CREATE ROLE test_worker LOGIN IN ROLE {WORKER_ROLE}; END IF; END $$"
+        )
+    finally:
+        await admin.close()
+    worker = await Ledger.connect(with_database(db, user="test_worker"))
+    try:
+        for batch in action_batches("act-role"):
+            await worker.record_audit_events(batch)
+        assert (await verify_chain(worker)).ok
+        async with worker.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_user") == "test_worker"
+            for statement in (
+                "UPDATE audit_events SET actor = 'mallory'",
+                "DELETE FROM audit_events",
+                "TRUNCATE audit_events",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                    await conn.execute(statement)
+    finally:
+        await worker.close()
+
+
+async def test_trigger_refuses_changes_even_for_a_superuser(ledger: Ledger) -> None:
+    for batch in action_batches("act-trigger"):
+        await ledger.record_audit_events(batch)
+    async with ledger.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        for statement in (
+            "UPDATE audit_events SET actor = 'mallory' WHERE chain_seq = 1",
+            "DELETE FROM audit_events WHERE chain_seq = 1",
+            "TRUNCATE audit_events",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(statement)
+    assert (await verify_chain(ledger)).ok
+
+
+@pytest.mark.slow
+async def test_postgres_outage_fails_fast_then_recovers_without_loss(tmp_path: Path) -> None:
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    try:
+        ledger = await Ledger.connect(server.get_uri(), migrate=True)
+        try:
+            batches = {
+                f"act-{n}": action_batches(f"act-{n}", start=T0 + timedelta(minutes=n))
+                for n in range(5)
+            }
+            for batches_of in batches.values():
+                await ledger.record_audit_events(batches_of[0])
+            stop(server)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            with pytest.raises(ApplicationError) as caught:
+                await ledger.record_audit_events(batches["act-0"][1])
+            assert caught.value.type == LEDGER_UNAVAILABLE
+            assert not caught.value.non_retryable
+            assert loop.time() - began < 8
+            # A second attempt while still down fails the same way, it does not hang.
+            with pytest.raises(ApplicationError):
+                await ledger.record_audit_events(batches["act-0"][1])
+            start(server)
+            for batches_of in batches.values():
+                for batch in batches_of:
+                    await ledger.record_audit_events(batch)
+            report = await verify_chain(ledger)
+            assert report.ok, report.broken
+            assert report.rows == sum(len(b.events) for bs in batches.values() for b in bs)
+        finally:
+            await ledger.close()
+    finally:
+        server.cleanup()

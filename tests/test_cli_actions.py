@@ -1,0 +1,217 @@
+"""The action commands of the CLI against a live `signoff gateway`, worker and dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from temporalio.client import Client
+from typer.testing import CliRunner
+
+from activities.audit import Ledger
+from signoff.cli import app
+from signoff.models import ActionStatus, action_digest
+from tests.conftest import running_worker
+from tests.gateway_fixtures import LiveGateway, free_port, gateway_process, live_settings, token
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+async def live(
+    client: Client, ledger: Ledger, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveGateway]:
+    """`signoff gateway` as a child process, with a worker in this process."""
+    settings = live_settings(client)
+    log = Path(tmp_path_factory.mktemp("gateway")) / "gateway.log"
+    async with running_worker(client, settings, ledger), gateway_process(settings, log) as gw:
+        yield gw
+    # Stopped with SIGTERM, it shut down cleanly rather than dying of the signal.
+    assert gw.process.returncode == 0, gw.output()
+    assert "gateway stopped" in gw.output()
+
+
+async def cli(live: LiveGateway, who: str | None, *args: str) -> Result:
+    """Run `signoff ARGS` as `who` (SIGNOFF_GATEWAY/SIGNOFF_TOKEN) without blocking the worker."""
+    env = {"SIGNOFF_GATEWAY": live.url, "SIGNOFF_TOKEN": token(who) if who else ""}
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+def ok(result: Result) -> str:
+    """The output of a command that must have succeeded."""
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def failed(result: Result) -> str:
+    """The stderr of a command that must have failed plainly: exit 1, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    return result.stderr
+
+
+async def submit(live: LiveGateway, target: str = "one-cli", **params: Any) -> ActionStatus:
+    """`signoff submit --json` as the bot."""
+    args = [f"{key}={json.dumps(value)}" for key, value in params.items()]
+    result = await cli(
+        live,
+        "bot",
+        "submit",
+        "noop",
+        "--target",
+        target,
+        *[part for arg in args for part in ("--param", arg)],
+        "--justification",
+        "from the CLI",
+        "--json",
+    )
+    return ActionStatus.model_validate_json(ok(result))
+
+
+async def until_pending(live: LiveGateway, action_id: str) -> None:
+    """Wait until the action waits for a human."""
+    for _ in range(100):
+        status = ActionStatus.model_validate_json(
+            ok(await cli(live, "bot", "status", action_id, "--json"))
+        )
+        if status.status.value == "pending_approval":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{action_id} never pending")
+
+
+async def test_submit_json_parses_and_params_are_typed(live: LiveGateway) -> None:
+    status = await submit(live, rows=5, name="orders", flags=["a", "b"])
+    assert status.request.requester == "agent:bot"
+    assert status.request.params == {"rows": 5, "name": "orders", "flags": ["a", "b"]}
+    assert status.digest == action_digest("noop", "one-cli", status.request.params)
+
+
+async def test_submit_with_wait_shows_the_outcome(live: LiveGateway) -> None:
+    result = await cli(
+        live,
+        "bot",
+        "submit",
+        "noop",
+        "--target",
+        "sandbox-cli",
+        "--param",
+        "n=1",
+        "--param",
+        "word=plain text",
+        "--justification",
+        "a read",
+        "--wait",
+        "10",
+    )
+    output = ok(result)
+    assert "succeeded" in output
+    assert '"word": "plain text"' in output  # not JSON, so kept as a string
+
+
+async def test_status_human_and_json(live: LiveGateway) -> None:
+    action = await submit(live, rows=1)
+    human = ok(await cli(live, "erin", "status", action.id))
+    for expected in (action.id, "noop", "one-cli", "from the CLI", action.digest, "agent:bot"):
+        assert expected in human
+    as_json = json.loads(ok(await cli(live, "erin", "status", action.id, "--json")))
+    assert as_json["id"] == action.id
+    assert as_json["digest"] == action.digest
+
+
+async def test_approve_shows_what_is_signed_then_approves(live: LiveGateway) -> None:
+    action = await submit(live, rows=2)
+    await until_pending(live, action.id)
+    output = ok(await cli(live, "alice", "approve", action.id, "--reason", "looks right"))
+    shown, _, after = output.partition("approved")
+    assert "You are about to approve" in shown
+    for expected in (action.id, "noop", "one-cli", '"rows": 2', action.digest):
+        assert expected in shown
+    assert action.id in after
+    final = ActionStatus.model_validate_json(
+        ok(await cli(live, "bot", "status", action.id, "--wait", "10", "--json"))
+    )
+    assert final.status.value == "succeeded"
+    assert final.decisions[0].approver == "alice@example.com"
+    assert final.decisions[0].reason == "looks right"
+
+
+async def test_deny_needs_a_reason_and_reaches_the_agent(live: LiveGateway) -> None:
+    action = await submit(live, rows=3)
+    await until_pending(live, action.id)
+    missing = await cli(live, "alice", "deny", action.id)
+    assert missing.exit_code == 2  # a usage error: --reason is required
+    output = ok(await cli(live, "alice", "deny", action.id, "--reason", "use the replica"))
+    assert "You are about to deny" in output
+    assert "denied" in output
+    final = json.loads(ok(await cli(live, "bot", "status", action.id, "--json")))
+    assert final["status"] == "denied"
+    assert final["error"] == "Denied by alice@example.com: use the replica"
+
+
+async def test_self_approval_is_refused_plainly(live: LiveGateway) -> None:
+    action = await submit(live, rows=4)
+    await until_pending(live, action.id)
+    error = failed(await cli(live, "dave", "approve", action.id))
+    assert "self_approval" in error
+    status = ActionStatus.model_validate_json(
+        ok(await cli(live, "erin", "status", action.id, "--json"))
+    )
+    assert [a.approver for a in status.refused] == ["dave@example.com"]
+
+
+async def test_cancel_then_cancel_again(live: LiveGateway) -> None:
+    action = await submit(live, rows=5)
+    await until_pending(live, action.id)
+    failed(await cli(live, "alice", "cancel", action.id))  # not hers
+    assert action.id in ok(await cli(live, "bot", "cancel", action.id, "--reason", "not needed"))
+    assert "not_pending" in failed(await cli(live, "bot", "cancel", action.id))
+
+
+async def test_pending_is_the_inbox(live: LiveGateway) -> None:
+    action = await submit(live, target="two-cli", rows=6)  # needs two from security
+    await until_pending(live, action.id)
+    for _ in range(50):  # visibility is eventually consistent
+        inbox = json.loads(ok(await cli(live, "bob", "pending", "--json")))
+        if inbox:
+            break
+        await asyncio.sleep(0.1)
+    assert [item["id"] for item in inbox] == [action.id]
+    table = ok(await cli(live, "carol", "pending"))
+    assert action.id in table
+    assert "two-cli" in table
+    assert "0/2 security" in table
+    assert "nothing waits for you" in ok(await cli(live, "oscar", "pending"))
+
+
+async def test_flags_instead_of_environment(live: LiveGateway) -> None:
+    result = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["pending", "--gateway", live.url, "--token", token("alice"), "--json"],
+        env={"SIGNOFF_GATEWAY": "http://127.0.0.1:1", "SIGNOFF_TOKEN": "wrong"},
+    )
+    assert isinstance(json.loads(ok(result)), list)
+
+
+async def test_errors_are_plain_messages_with_exit_1(live: LiveGateway) -> None:
+    assert "no token" in failed(await cli(live, None, "pending"))
+    assert "unauthorized" in failed(await cli(live, "mallory", "pending"))
+    assert "not_found" in failed(await cli(live, "erin", "status", "act-" + "0" * 32))
+    assert "not_found" in failed(await cli(live, "erin", "status", "../../etc/passwd"))
+    assert "unknown_action" in failed(
+        await cli(live, "bot", "submit", "rm.rf", "--target", "x", "--justification", "no")
+    )
+    unreachable = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["status", "act-1"],
+        env={"SIGNOFF_GATEWAY": f"http://127.0.0.1:{free_port()}", "SIGNOFF_TOKEN": "t-erin"},
+    )
+    assert "cannot reach the gateway" in failed(unreachable)

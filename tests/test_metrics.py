@@ -1,0 +1,218 @@
+"""Metrics: the worker's Prometheus endpoint and the gateway's /metrics, scraped for real."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from activities.audit import Ledger
+from activities.executors import registry
+from channels.console import ConsoleNotifier
+from channels.notifier import NotifierError
+from policies.loader import load_policy_and_directory
+from signoff import telemetry
+from signoff.models import NotificationRef, NotifyInput, NotifyUpdateInput
+from signoff.settings import Settings
+from tests.conftest import Gate, worker_parts
+from workers.actions import ActionService
+from workers.gateway import create_app
+from workers.metrics import pending_query
+from workers.temporal import connect
+from workers.worker import build_worker
+
+Labels = dict[str, str]
+
+
+class BrokenChannel:
+    """A channel whose every post fails, as a revoked bot token would."""
+
+    channel = "broken"
+
+    async def post(self, request: NotifyInput) -> list[NotificationRef]:
+        """Fail the post."""
+        raise NotifierError("token revoked")
+
+    async def update(self, request: NotifyUpdateInput) -> None:
+        """Never reached: nothing was posted."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def samples(text: str, name: str) -> list[tuple[Labels, float]]:
+    """Every sample called `name` in a Prometheus text exposition."""
+    return [
+        (dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples of `name` whose labels include `labels`; None if none match."""
+    found = [v for ls, v in samples(text, name) if labels.items() <= ls.items()]
+    return sum(found) if found else None
+
+
+async def scrape_until(url: str, done: Callable[[str], bool], *, seconds: float = 15.0) -> str:
+    """Scrape until `done(text)` holds (metrics reach the exporter asynchronously)."""
+    text = ""
+    async with httpx.AsyncClient() as http:
+        for _ in range(int(seconds / 0.2)):
+            text = (await http.get(url)).text
+            if done(text):
+                return text
+            await asyncio.sleep(0.2)
+    return text
+
+
+async def test_worker_exports_action_metrics_with_the_issue_names(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    port = free_port()
+    runtime = telemetry.prometheus_runtime(f"127.0.0.1:{port}")
+    target = client.service_client.config.target_host
+    metered = await connect(
+        settings.model_copy(update={"temporal_address": target}), runtime=runtime
+    )
+    gate = Gate(metered, settings)
+    parts = worker_parts(settings, ledger, notifiers=[ConsoleNotifier(), BrokenChannel()])
+    tq = {"task_queue": settings.task_queue}
+
+    async with build_worker(metered, settings, parts):
+        allowed = await gate.submit("sandbox-1")
+        denied = await gate.submit("forbidden")
+        approved = await gate.submit("one-a")
+        escalated = await gate.submit("esc-1")
+        for target_name in ("one-b", "one-c"):
+            await gate.wait_for(await gate.submit(target_name), "pending_approval")
+        await gate.wait_for(approved, "pending_approval")
+        with pytest.raises(WorkflowUpdateFailedError):
+            await gate.decide(approved, "bob@example.com")  # security, not dba: refused
+        await gate.decide(approved, "alice@example.com")
+        for handle, status in [
+            (allowed, "succeeded"),
+            (denied, "denied_by_policy"),
+            (approved, "succeeded"),
+            (escalated, "expired"),  # escalates after 3 s, expires after 6 s
+        ]:
+            assert (await handle.result()).status.value == status
+
+        url = f"http://127.0.0.1:{port}/metrics"
+        text = await scrape_until(
+            url,
+            lambda t: (
+                value(t, "signoff_actions_total", status="expired", **tq) == 1
+                and value(t, "signoff_notification_failures_total", **tq) == 5
+            ),
+        )
+
+    def count(status: str) -> float | None:
+        return value(text, "signoff_actions_total", action="noop", status=status, **tq)
+
+    assert count("succeeded") == 2
+    assert count("denied_by_policy") == 1
+    assert count("expired") == 1
+    assert value(text, "signoff_refused_attempts_total", reason="not_eligible", **tq) == 1
+    assert value(text, "signoff_escalations_total", **tq) == 1
+    assert value(text, "signoff_time_to_decision_seconds_count", **tq) == 1
+    assert value(text, "signoff_time_to_decision_seconds_bucket", le="+Inf", **tq) == 1
+    # One failed post per notify: one-a, one-b, one-c, and esc-1 at stages 0 and 1.
+    assert (
+        value(
+            text, "signoff_notification_failures_total", channel="broken", activity="notify", **tq
+        )
+        == 5
+    )
+    assert value(text, "signoff_notification_failures_total", channel="console", **tq) is None
+    # Exactly the names of the issue: no double `_total`, no unit suffix.
+    names = {name for name, _ in _all(text) if name.startswith("signoff_")}
+    assert not {n for n in names if "_total_total" in n or n.endswith("_seconds_s")}
+    # The SDK's own metrics come with them.
+    assert value(text, "temporal_worker_task_slots_available", **tq) is not None
+
+
+def _all(text: str) -> list[tuple[str, float]]:
+    return [(s.name, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+async def test_gateway_metrics_count_pending_approvals(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    gate = Gate(client, settings)
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+
+    async with build_worker(client, settings, worker_parts(settings, ledger)):
+        pending = [await gate.submit(f"one-{i}") for i in range(3)]
+        done = await gate.submit("sandbox-2")
+        for handle in pending:
+            await gate.wait_for(handle, "pending_approval")
+        await done.result()
+        # Visibility is eventually consistent: wait until it sees the three.
+        for _ in range(100):
+            if (await client.count_workflows(pending_query(settings.task_queue))).count == 3:
+                break
+            await asyncio.sleep(0.1)
+
+        for window, expiring in [(timedelta(minutes=15), 0), (timedelta(hours=2), 3)]:
+            app = create_app(
+                ActionService(client, settings, policy, directory, registry),
+                directory,
+                settings.model_copy(update={"metrics_expiry_warning": window}),
+            )
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                response = await http.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            text = response.text
+            assert value(text, "signoff_visibility_up") == 1
+            assert value(text, "signoff_pending_approvals") == 3
+            # The policy expires them after 1 h: none within 15 minutes, all within 2 hours.
+            assert value(text, "signoff_pending_approvals_expiring_soon") == expiring
+
+        # An approved action leaves the gauge once the cache (5 s by default) has expired.
+        await gate.decide(pending[0], "alice@example.com")
+        await pending[0].result()
+        fast = settings.model_copy(update={"metrics_cache_seconds": 0.0})
+        app = create_app(
+            ActionService(client, settings, policy, directory, registry), directory, fast
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+        ) as http:
+            for _ in range(100):
+                text = (await http.get("/metrics")).text
+                if value(text, "signoff_pending_approvals") == 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert value(text, "signoff_pending_approvals") == 2
+        for handle in pending[1:]:
+            await handle.terminate("test over")
+
+
+async def test_unreachable_visibility_reports_down(settings: Settings) -> None:
+    """With Temporal gone, /metrics still answers, and says so."""
+    closed = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    app = create_app(
+        ActionService(closed, settings, policy, directory, registry), directory, settings
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as http:
+        text = (await http.get("/metrics")).text
+    assert value(text, "signoff_visibility_up") == 0
+    assert value(text, "signoff_pending_approvals") is None

@@ -1,0 +1,778 @@
+"""Slack end to end: the real slack-sdk clients against a local fake Slack, a real worker on the
+real Temporal dev server, and the gateway's Slack route (signed requests and Socket Mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+from slack_sdk.signature import SignatureVerifier
+from temporalio.client import Client
+from typer.testing import CliRunner
+
+from activities.audit import Ledger
+from activities.executors import registry
+from channels.notifier import NotifierError
+from channels.slack import SlackNotifier, SlackUnavailable
+from channels.slack_blocks import (
+    APPROVE_ACTION,
+    DENY_ACTION,
+    DENY_CALLBACK,
+    escape,
+    request_attachments,
+)
+from channels.slack_inbound import SlackInteractions, slack_router, slack_router_for
+from policies.directory import Directory
+from policies.loader import load_directory, load_policy
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    ActionSubmission,
+    ApprovalRequirement,
+    DecisionRequest,
+    NotificationRef,
+    NotifyInput,
+    RefusalCode,
+    RequirementProgress,
+    Status,
+    Verdict,
+)
+from signoff.settings import Settings
+from tests.conftest import DATA, running_worker
+from tests.fake_slack import Call, FakeSlack
+from workers.actions import ActionService
+from workers.gateway import channel_routers, create_app
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+T = TypeVar("T")
+
+# Slack users: three linked by slack_user_id in the directory, two only by their Slack email,
+# one whose email nobody in the directory has, and one Slack does not know.
+USERS = {
+    "U0BOB": {"profile": {"email": "Bob@Example.com"}},
+    "U0OSCAR": {"profile": {"email": "oscar@example.com"}},
+    "U0STRANGER": {"profile": {"email": "stranger@elsewhere.test"}},
+    "U0ALICE": {"profile": {"email": "alice@example.com"}},
+    "U0CAROL": {"profile": {}},
+    "U0DAVE": {"profile": {}},
+}
+SLACK_IDS = {
+    "alice@example.com": "U0ALICE",
+    "carol@example.com": "U0CAROL",
+    "dave@example.com": "U0DAVE",
+}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    """A fake Slack on a local port."""
+    fake = FakeSlack(users=json.loads(json.dumps(USERS)))
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def slack_directory(tmp_path: Path) -> Path:
+    """The test directory with Slack ids for some people and a user-group mention for oncall."""
+    document = yaml.safe_load((DATA / "directory.yaml").read_text())
+    for principal in document["principals"]:
+        if principal["id"] in SLACK_IDS:
+            principal["slack_user_id"] = SLACK_IDS[principal["id"]]
+    document["groups"]["oncall"]["slack_mention"] = "<!subteam^S0ONCALL>"
+    path = tmp_path / "directory.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture
+def slack_settings(settings: Settings, fake: FakeSlack, tmp_path: Path) -> Settings:
+    """The test settings pointed at the fake Slack, with a signing secret and a bot token."""
+    return settings.model_copy(
+        update={
+            "directory": slack_directory(tmp_path),
+            "slack_bot_token": SecretStr(fake.bot_token),
+            "slack_signing_secret": SecretStr(SECRET),
+            "slack_api_url": fake.url,
+        }
+    )
+
+
+def signed(body: bytes, *, timestamp: int | None = None, secret: str = SECRET) -> dict[str, str]:
+    """Headers Slack would send with `body`, signed with the real SignatureVerifier."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    assert signature is not None
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def form(payload: dict[str, Any]) -> bytes:
+    """An interaction body: the payload JSON in the `payload` form field."""
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def click(user: str, action_id: str, value: str, channel: str = "C0SEC") -> dict[str, Any]:
+    """A `block_actions` payload for a button click."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+        "team": {"id": "T0FAKE", "domain": "fake"},
+        "api_app_id": "A0FAKE",
+        "trigger_id": f"trig-{uuid.uuid4().hex}",
+        "channel": {"id": channel, "name": "approvals"},
+        "container": {"type": "message", "channel_id": channel, "message_ts": "1.0"},
+        "response_url": "https://hooks.slack.test/actions/x",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "signoff_decide",
+                "value": value,
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
+
+
+def submission(user: str, metadata: str, reason: str | None) -> dict[str, Any]:
+    """A `view_submission` payload for the deny modal."""
+    return {
+        "type": "view_submission",
+        "user": {"id": user, "team_id": "T0FAKE"},
+        "team": {"id": "T0FAKE"},
+        "view": {
+            "id": "V0FAKE",
+            "type": "modal",
+            "callback_id": DENY_CALLBACK,
+            "private_metadata": metadata,
+            "state": {
+                "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+            },
+        },
+    }
+
+
+def blocks_of(call: Call) -> list[dict[str, Any]]:
+    """The blocks of a posted or updated request message."""
+    attachments = call.args["attachments"]
+    assert len(attachments) == 1
+    blocks: list[dict[str, Any]] = attachments[0]["blocks"]
+    return blocks
+
+
+def buttons_of(call: Call) -> dict[str, dict[str, Any]]:
+    """The message's buttons by action_id (empty once it is decided)."""
+    return {
+        e["action_id"]: e for b in blocks_of(call) if b["type"] == "actions" for e in b["elements"]
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 15) -> T:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last {result!r}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Stack:
+    """Fake Slack, a worker with the Slack notifier, the service and the gateway's Slack route."""
+
+    fake: FakeSlack
+    service: ActionService
+    directory: Directory
+    http: httpx.AsyncClient
+
+    async def submit(self, target: str, **params: Any) -> ActionStatus:
+        """Submit as agent:bot through the service, as the API does."""
+        bot = await self.directory.principal("agent:bot")
+        assert bot is not None
+        return await self.service.submit(
+            bot,
+            ActionSubmission(
+                action="noop",
+                target=target,
+                params=params,
+                justification="nightly cleanup of <!channel> stale rows & more",
+            ),
+        )
+
+    async def posted(self, action_id: str, channel: str) -> Call:
+        """The request message posted for the action to the channel."""
+        calls = await self.fake.wait_for("chat.postMessage", channel=channel)
+        for call in calls:
+            if "attachments" in call.args and action_id in json.dumps(call.args):
+                return call
+        raise AssertionError(f"no request for {action_id} in {channel}")
+
+    async def post(self, payload: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        """POST a signed interaction to the gateway."""
+        body = form(payload)
+        return await self.http.post(
+            "/slack/interactions", content=body, headers=signed(body, **kwargs)
+        )
+
+    async def status(self, action_id: str) -> ActionStatus:
+        """The action's status through the service."""
+        return await self.service.status(action_id)
+
+    async def refs(self, action_id: str) -> list[NotificationRef]:
+        """Where the workflow keeps the posted messages, once the notify activity returned."""
+
+        async def stored() -> list[NotificationRef]:
+            return (await self.status(action_id)).notifications
+
+        return await eventually(stored)
+
+
+@asynccontextmanager
+async def open_stack(
+    client: Client, settings: Settings, ledger: Ledger, fake: FakeSlack
+) -> AsyncIterator[Stack]:
+    """Run the worker and the gateway app (with its lifespan, so Socket Mode too)."""
+    directory = load_directory(settings.directory)
+    service = ActionService(client, settings, load_policy(settings.policy), directory, registry)
+    app = create_app(
+        service, directory, settings, routers=[slack_router_for(settings, service, directory)]
+    )
+    notifier = SlackNotifier.from_settings(settings, directory)
+    async with (
+        running_worker(client, settings, ledger, notifiers=[notifier]),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as http,
+    ):
+        yield Stack(fake, service, directory, http)
+
+
+@pytest.fixture
+async def stack(
+    client: Client, slack_settings: Settings, ledger: Ledger, fake: FakeSlack
+) -> AsyncIterator[Stack]:
+    """The stack over HTTP interactions."""
+    async with open_stack(client, slack_settings, ledger, fake) as stack:
+        yield stack
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+async def test_two_approvals_by_signed_clicks(stack: Stack) -> None:
+    fake = stack.fake
+    action = await stack.submit("two-db", rows=5, query="DELETE FROM t WHERE x < 3")
+    call = await stack.posted(action.id, "C0SEC")
+    assert call.token == fake.bot_token
+    assert not fake.of("chat.postMessage", channel="C0DBA")  # only the required group
+    text = json.dumps(blocks_of(call), ensure_ascii=False)
+    assert "Approval needed: noop on two-db" in text
+    for shown in (
+        "🟠 high",
+        "agent:bot",
+        "<@U0DAVE>",  # the agent's owner
+        "nightly cleanup of &lt;!channel&gt; stale rows &amp; more",  # escaped, cannot mention
+        '\\"rows\\":5',
+        action.digest[:12],
+        "two-security",
+        "2 of security",
+        "<!date^",
+        f"http://ui.test/namespaces/default/workflows/{action.id}|Open in Temporal UI",
+    ):
+        assert shown in text, shown
+    assert call.args["attachments"][0]["color"] == "#e8912d"
+    buttons = buttons_of(call)
+    assert buttons[APPROVE_ACTION]["style"] == "primary"
+    assert "confirm" in buttons[APPROVE_ACTION]
+    assert buttons[DENY_ACTION]["style"] == "danger"
+
+    # Where it landed is in workflow state, for updates.
+    [ref] = await stack.refs(action.id)
+    assert (ref.channel, ref.destination, ref.ref["channel"]) == ("slack", "C0SEC", "C0SEC")
+    assert ref.ref["ts"].startswith("1700000000.")
+
+    value = buttons[APPROVE_ACTION]["value"]
+    # bob is found through users.info -> email (different case) -> directory.
+    response = await stack.post(click("U0BOB", APPROVE_ACTION, value))
+    assert response.status_code == 200
+    update = await fake.wait_for("chat.update", ts=ref.ref["ts"])
+    assert "1 of 2 from security (bob@example.com)" in json.dumps(blocks_of(update[-1]))
+    assert APPROVE_ACTION in buttons_of(update[-1])
+
+    # carol is found by her slack_user_id.
+    response = await stack.post(click("U0CAROL", APPROVE_ACTION, value))
+    assert response.status_code == 200
+    outcome = await stack.service.wait(action.id, 20)
+    assert outcome.status is Status.SUCCEEDED
+    assert [(d.approver, d.channel) for d in outcome.decisions] == [
+        ("bob@example.com", "slack"),
+        ("carol@example.com", "slack"),
+    ]
+
+    async def final() -> Call | None:
+        updates = fake.of("chat.update", ts=ref.ref["ts"])
+        done = [u for u in updates if "Succeeded" in json.dumps(blocks_of(u))]
+        return done[-1] if done else None
+
+    last = await eventually(final)
+    assert buttons_of(last) == {}
+    assert "<@U0CAROL>" in json.dumps(blocks_of(last))
+    # The owner hears the outcome in the thread.
+    [told] = await fake.wait_for("chat.postMessage", thread_ts=ref.ref["ts"])
+    assert told.args["text"].startswith("<@U0DAVE>")
+    assert "succeeded" in told.args["text"]
+    assert len(fake.of("users.info", user="U0BOB")) == 1  # cached after the first lookup
+
+
+async def test_deny_through_the_modal(stack: Stack) -> None:
+    fake = stack.fake
+    action = await stack.submit("one-db")
+    call = await stack.posted(action.id, "C0DBA")
+    value = buttons_of(call)[DENY_ACTION]["value"]
+    payload = click("U0ALICE", DENY_ACTION, value, channel="C0DBA")
+    response = await stack.post(payload)
+    assert response.status_code == 200
+    [opened] = await fake.wait_for("views.open", trigger_id=payload["trigger_id"])
+    view = opened.args["view"]
+    assert view["callback_id"] == DENY_CALLBACK
+    assert (await stack.status(action.id)).decisions == []  # the click alone decides nothing
+
+    blank = await stack.post(submission("U0ALICE", view["private_metadata"], "   "))
+    assert blank.status_code == 200
+    assert blank.json()["response_action"] == "errors"
+
+    response = await stack.post(
+        submission("U0ALICE", view["private_metadata"], "not during the freeze")
+    )
+    assert response.status_code == 200
+    assert response.content == b""  # closes the modal
+    outcome = await stack.service.wait(action.id, 20)
+    assert outcome.status is Status.DENIED
+    assert outcome.error == "Denied by alice@example.com: not during the freeze"
+    [decision] = outcome.decisions
+    assert (decision.decision, decision.channel) == ("deny", "slack")
+    ts = (await stack.refs(action.id))[0].ref["ts"]
+    replies = await fake.wait_for("chat.postMessage", thread_ts=ts)
+    await asyncio.sleep(1)  # the workflow sends a second terminal update; it must not repeat
+    assert len(fake.of("chat.postMessage", thread_ts=ts)) == len(replies) == 1
+    assert "not during the freeze" in replies[0].args["text"]
+
+
+async def test_self_approval_click_is_refused_ephemerally_and_recorded(stack: Stack) -> None:
+    fake = stack.fake
+    action = await stack.submit("two-db")
+    call = await stack.posted(action.id, "C0SEC")
+    # dave is in security, but owns agent:bot.
+    response = await stack.post(
+        click("U0DAVE", APPROVE_ACTION, buttons_of(call)[APPROVE_ACTION]["value"])
+    )
+    assert response.status_code == 200
+    [ephemeral] = await fake.wait_for("chat.postEphemeral", user="U0DAVE")
+    assert ephemeral.args["channel"] == "C0SEC"
+    assert "refused" in ephemeral.args["text"]
+    assert "nobody decides their own action" in ephemeral.args["text"]
+    status = await stack.status(action.id)
+    assert status.decisions == []
+    [attempt] = status.refused
+    assert (attempt.approver, attempt.code, attempt.channel) == (
+        "dave@example.com",
+        RefusalCode.SELF_APPROVAL,
+        "slack",
+    )
+
+
+async def test_escalation_replies_in_thread_with_a_mention(stack: Stack) -> None:
+    fake = stack.fake
+    action = await stack.submit("esc-db")
+    call = await stack.posted(action.id, "C0DBA")
+    ts = (await stack.refs(action.id))[0].ref["ts"]
+    reply = (await fake.wait_for("chat.postMessage", thread_ts=ts, timeout=15))[0]
+    assert "<!subteam^S0ONCALL>" in reply.args["text"]
+    assert "Escalated (stage 1)" in reply.args["text"]
+    assert reply.args["reply_broadcast"] is True  # the last stage
+    # The newly eligible group gets the request with buttons in its own channel, too.
+    oncall = await stack.posted(action.id, "C0ONCALL")
+    assert APPROVE_ACTION in buttons_of(oncall)
+    assert call.args["channel"] == "C0DBA"
+    outcome = await stack.service.wait(action.id, 20)
+    assert outcome.status is Status.EXPIRED
+    updated = await fake.wait_for("chat.update", ts=ts)
+    assert any("Expired" in json.dumps(blocks_of(u)) for u in updated)
+
+
+async def test_rate_limited_post_waits_for_retry_after(stack: Stack) -> None:
+    fake = stack.fake
+    fake.rate_limit("chat.postMessage", 1)
+    action = await stack.submit("one-db")
+    first, second = await fake.wait_for("chat.postMessage", 2, channel="C0DBA")
+    assert second.at - first.at >= 1.0  # Retry-After honoured by slack-sdk's handler
+    [ref] = await stack.refs(action.id)
+    assert ref.error is None
+    assert ref.ref["channel"] == "C0DBA"
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        ("channel_not_found", "check the group's slack_channel"),
+        ("not_in_channel", "/invite the app"),
+        ("invalid_auth", "check SIGNOFF_SLACK_BOT_TOKEN"),
+    ],
+)
+async def test_slack_down_still_approvable_through_the_api(
+    stack: Stack, code: str, hint: str
+) -> None:
+    fake = stack.fake
+    if code == "invalid_auth":
+        fake.bot_token = "xoxb-the-token-slack-knows"
+    else:
+        fake.channel_errors["C0SEC"] = code
+    action = await stack.submit("two-db")
+
+    async def failed() -> ActionStatus | None:
+        status = await stack.status(action.id)
+        return status if status.notification_failures else None
+
+    status = await eventually(failed)
+    [failure] = status.notification_failures
+    assert failure.error is not None
+    for shown in (code, hint, "C0SEC"):
+        assert shown in failure.error
+    assert "xoxb" not in failure.error
+    # Permanent: tried once, not five times.
+    assert len(fake.of("chat.postMessage", channel="C0SEC")) == 1
+
+    for approver in ("bob@example.com", "carol@example.com"):
+        await stack.service.decide(
+            action.id,
+            DecisionRequest(approver=approver, decision="approve", digest=action.digest),
+        )
+    outcome = await stack.service.wait(action.id, 20)
+    assert outcome.status is Status.SUCCEEDED
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+async def test_every_bad_input_is_rejected_logged_and_decides_nothing(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="signoff.slack")
+    action = await stack.submit("two-db")
+    call = await stack.posted(action.id, "C0SEC")
+    value = buttons_of(call)[APPROVE_ACTION]["value"]
+    approve = click("U0BOB", APPROVE_ACTION, value)
+    good = form(approve)
+    headers = signed(good)
+    forged_digest = json.dumps({"a": action.id, "d": "0" * 64})
+    unknown_action = json.dumps({"a": "act-nope", "d": action.digest})
+
+    # A valid Deny click only opens a modal, so it can be sent once, then replayed.
+    deny = form(click("U0BOB", DENY_ACTION, value))
+    deny_headers = signed(deny)
+    first = await stack.http.post("/slack/interactions", content=deny, headers=deny_headers)
+    assert first.status_code == 200
+
+    cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+        (
+            "missing signature",
+            good,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            401,
+            "missing X-Slack-Signature",
+        ),
+        (
+            "bad signature",
+            good,
+            {**headers, "X-Slack-Signature": "v0=" + "a" * 64},
+            401,
+            "bad signature",
+        ),
+        ("wrong secret", good, signed(good, secret="not-the-secret"), 401, "bad signature"),
+        ("body changed after signing", good + b"&x=1", headers, 401, "bad signature"),
+        (
+            "stale timestamp",
+            good,
+            signed(good, timestamp=int(time.time()) - 301),
+            401,
+            "stale timestamp",
+        ),
+        (
+            "future timestamp",
+            good,
+            signed(good, timestamp=int(time.time()) + 400),
+            401,
+            "stale timestamp",
+        ),
+        ("replayed request", deny, deny_headers, 401, "replayed request"),
+        (
+            "payload not JSON",
+            b"payload=%7Bnot-json",
+            signed(b"payload=%7Bnot-json"),
+            400,
+            "payload is not JSON",
+        ),
+        ("no payload field", b"other=1", signed(b"other=1"), 400, "no payload field"),
+        (
+            "unknown action_id",
+            form(click("U0BOB", "launch_missiles", value)),
+            {},
+            400,
+            "unknown action_id 'launch_missiles'",
+        ),
+        (
+            "unknown action",
+            form(click("U0BOB", APPROVE_ACTION, unknown_action)),
+            {},
+            400,
+            "unknown action 'act-nope'",
+        ),
+        (
+            "digest mismatch",
+            form(click("U0BOB", APPROVE_ACTION, forged_digest)),
+            {},
+            400,
+            "does not match action",
+        ),
+        (
+            "malformed button value",
+            form(click("U0BOB", APPROVE_ACTION, "nope")),
+            {},
+            400,
+            "malformed button value",
+        ),
+        (
+            "user not in directory",
+            form(click("U0STRANGER", APPROVE_ACTION, value)),
+            {},
+            401,
+            "Slack user U0STRANGER is not in the directory",
+        ),
+        (
+            "user unknown to Slack",
+            form(click("U0GHOST", APPROVE_ACTION, value)),
+            {},
+            401,
+            "Slack user U0GHOST is not in the directory",
+        ),
+        (
+            "malformed payload",
+            form({"type": "block_actions", "user": {}}),
+            {},
+            400,
+            "malformed block_actions payload",
+        ),
+    ]
+    for name, body, case_headers, expected, logged in cases:
+        caplog.clear()
+        response = await stack.http.post(
+            "/slack/interactions", content=body, headers=case_headers or signed(body)
+        )
+        assert response.status_code == expected, name
+        assert logged in caplog.text, (name, caplog.text)
+        for secret in (SECRET, stack.fake.bot_token, headers["X-Slack-Signature"]):
+            assert secret not in caplog.text, name
+
+    await asyncio.sleep(1)  # anything spawned in the background would have landed by now
+    status = await stack.status(action.id)
+    assert status.decisions == []
+    assert status.refused == []
+    assert status.status is Status.PENDING_APPROVAL
+    # Unlinked users are told why nothing happened; nobody else got a message.
+    told = {c.args["user"] for c in stack.fake.of("chat.postEphemeral")}
+    assert told == {"U0STRANGER", "U0GHOST"}
+
+
+async def test_without_signing_secret_everything_is_401(
+    stack: Stack, slack_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = slack_settings.model_copy(update={"slack_signing_secret": None})
+    app = create_app(
+        stack.service,
+        stack.directory,
+        settings,
+        routers=[slack_router_for(settings, stack.service, stack.directory)],
+    )
+    action = await stack.submit("two-db")
+    call = await stack.posted(action.id, "C0SEC")
+    body = form(click("U0BOB", APPROVE_ACTION, buttons_of(call)[APPROVE_ACTION]["value"]))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as http:
+        for headers in (signed(body), {}):
+            response = await http.post("/slack/interactions", content=body, headers=headers)
+            assert response.status_code == 401
+    assert "no signing secret is configured" in caplog.text
+    status = await stack.status(action.id)
+    assert (status.decisions, status.refused) == ([], [])
+
+
+# --- Socket Mode ----------------------------------------------------------------------------
+
+
+async def test_socket_mode_same_flow(
+    client: Client, slack_settings: Settings, ledger: Ledger, fake: FakeSlack
+) -> None:
+    settings = slack_settings.model_copy(
+        update={"slack_app_token": SecretStr(fake.app_token), "slack_signing_secret": None}
+    )
+    async with open_stack(client, settings, ledger, fake) as stack:
+        [opened] = await fake.wait_for("apps.connections.open")
+        assert opened.token == fake.app_token
+
+        approved = await stack.submit("one-db")
+        call = await stack.posted(approved.id, "C0DBA")
+        ack = await fake.send_envelope(
+            click("U0ALICE", APPROVE_ACTION, buttons_of(call)[APPROVE_ACTION]["value"], "C0DBA")
+        )
+        assert "payload" not in ack
+        assert (await stack.service.wait(approved.id, 20)).status is Status.SUCCEEDED
+
+        denied = await stack.submit("one-db", n=2)
+        call = await stack.posted(denied.id, "C0DBA")
+        payload = click("U0ALICE", DENY_ACTION, buttons_of(call)[DENY_ACTION]["value"], "C0DBA")
+        await fake.send_envelope(payload)
+        [modal] = await fake.wait_for("views.open", trigger_id=payload["trigger_id"])
+        metadata = modal.args["view"]["private_metadata"]
+        ack = await fake.send_envelope(submission("U0ALICE", metadata, ""))
+        assert ack["payload"]["response_action"] == "errors"
+        ack = await fake.send_envelope(submission("U0ALICE", metadata, "wrong table"))
+        assert "payload" not in ack
+        outcome = await stack.service.wait(denied.id, 20)
+        assert outcome.status is Status.DENIED
+        assert outcome.error == "Denied by alice@example.com: wrong table"
+
+        # A user outside the directory is acknowledged (Slack needs it) but decides nothing.
+        third = await stack.submit("one-db", n=3)
+        call = await stack.posted(third.id, "C0DBA")
+        await fake.send_envelope(
+            click("U0STRANGER", APPROVE_ACTION, buttons_of(call)[APPROVE_ACTION]["value"])
+        )
+        status = await stack.status(third.id)
+        assert (status.decisions, status.refused) == ([], [])
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+
+def pending_status(**params: Any) -> ActionStatus:
+    """A pending two-of-security status, as the workflow's query returns it."""
+    request = ActionRequest(
+        action="noop",
+        target="two-db",
+        params=params,
+        justification="<@U0EVIL> look at `this` & <https://evil.test|that>",
+        requester="agent:bot",
+    )
+    now = datetime.now(UTC)
+    return ActionStatus(
+        id="act-test",
+        digest=request.digest,
+        request=request,
+        status=Status.PENDING_APPROVAL,
+        verdict=Verdict(
+            effect="require_approval",
+            rule_id="two-security",
+            reason="two people",
+            risk="critical",
+            approvals=[ApprovalRequirement(group="security", min=2)],
+            expires_after=timedelta(hours=1),
+            policy_digest="0" * 64,
+        ),
+        progress=[RequirementProgress(group="security", min=2)],
+        eligible_groups=["security"],
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+        owner="dave@example.com",
+    )
+
+
+def test_message_escapes_agent_text_and_fits_slack_limits() -> None:
+    status = pending_status(sql="x" * 5000 + "```<!here>", target="`injected`")
+    [attachment] = [a.to_dict() for a in request_attachments(status, None, {})]
+    text = json.dumps(attachment)
+    for injected in ("<@U0EVIL>", "<!here>", "<https://evil"):
+        assert injected not in text
+    assert escape("<@U0EVIL>") in text
+    assert attachment["color"] == "#e01e5a"
+    params = next(
+        b for b in attachment["blocks"] if "*Params*" in b.get("text", {}).get("text", "")
+    )
+    assert len(params["text"]["text"]) < 3000
+    assert params["text"]["text"].count("```") == 2  # nothing closes the code block early
+
+
+async def test_unreachable_slack_is_retryable_not_permanent(slack_settings: Settings) -> None:
+    settings = slack_settings.model_copy(update={"slack_api_url": "http://127.0.0.1:9/api/"})
+    notifier = SlackNotifier.from_settings(settings, load_directory(settings.directory))
+    request = NotifyInput(channel="slack", status=pending_status(), groups=["security"])
+    with pytest.raises(SlackUnavailable) as info:
+        await notifier.post(request)
+    assert not isinstance(info.value, NotifierError)
+    assert "C0SEC" in str(info.value)
+
+
+def test_hooks_into_worker_gateway_and_cli(slack_settings: Settings) -> None:
+    from signoff.cli import app
+    from workers.worker import notifiers_for
+
+    directory = load_directory(slack_settings.directory)
+    assert "slack" in [n.channel for n in notifiers_for(slack_settings, directory)]
+    without = slack_settings.model_copy(update={"slack_bot_token": None})
+    assert "slack" not in [n.channel for n in notifiers_for(without, directory)]
+
+    service = ActionService(None, slack_settings, None, directory, registry)  # type: ignore[arg-type]
+    paths = [
+        getattr(r, "path", "")
+        for router in channel_routers(without, service, directory)
+        for r in router.routes
+    ]
+    assert "/slack/interactions" in paths
+
+    result = CliRunner().invoke(
+        app, ["gateway", "--slack-socket-mode"], env={"SIGNOFF_SLACK_APP_TOKEN": ""}
+    )
+    assert result.exit_code == 2
+    assert "SIGNOFF_SLACK_APP_TOKEN" in result.output
+
+
+def test_interactions_router_builds_without_any_slack_settings(slack_settings: Settings) -> None:
+    directory = load_directory(slack_settings.directory)
+    service = ActionService(None, slack_settings, None, directory, registry)  # type: ignore[arg-type]
+    interactions = SlackInteractions(service, directory, client=None, signing_secret=None)  # type: ignore[arg-type]
+    router = slack_router(interactions)
+    assert [getattr(r, "path", "") for r in router.routes] == ["/slack/interactions"]
+
+
+def test_manifest_asks_for_what_the_code_uses() -> None:
+    manifest = yaml.safe_load(
+        (DATA.parent.parent / "deploy" / "slack" / "manifest.yaml").read_text()
+    )
+    assert manifest["oauth_config"]["scopes"]["bot"] == [
+        "chat:write",
+        "users:read",
+        "users:read.email",
+    ]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is True

@@ -1,0 +1,794 @@
+"""Microsoft Teams end to end: real workflows, real msal and PyJWT, a fake Microsoft.
+
+The fake (tests/fake_teams.py) is Microsoft's side only: token endpoint, Bot Framework keys
+and connector. Everything of ours runs for real: the notifier inside a real worker, the
+`/teams/messages` route inside the gateway app, decisions through `ActionService.decide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowHandle
+
+from activities.audit import Ledger
+from activities.executors import registry
+from channels.notifier import NotifierError
+from channels.teams import ConversationReference, ConversationStore, TeamsNotifier, teams_router
+from channels.teams_auth import service_url_allowed
+from channels.teams_cards import ADAPTIVE_CARD
+from policies.directory import StaticDirectory
+from policies.loader import load_directory, load_policy
+from signoff.models import ActionStatus, NotifyInput, RefusalCode, Status
+from signoff.settings import Settings
+from tests.conftest import Gate, running_worker
+from tests.fake_teams import FakeMicrosoft, MsalRoute
+from workers.actions import ActionService
+from workers.gateway import create_app
+from workflows.action import ActionWorkflow
+
+APP_ID = "6c1e3b8e-0000-4000-8000-00000000b075"
+TENANT = "11111111-2222-3333-4444-555555555555"
+SECRET = "bot-secret"
+SEC = "19:sec@thread.tacv2"
+DBA = "19:dba@thread.tacv2"
+ONCALL = "19:oncall@thread.tacv2"
+
+Handle = WorkflowHandle[ActionWorkflow, ActionStatus]
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeMicrosoft]:
+    """Microsoft's services on 127.0.0.1."""
+    fake = await FakeMicrosoft(client_id=APP_ID, client_secret=SECRET).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def msal_http(fake: FakeMicrosoft) -> Iterator[MsalRoute]:
+    """msal's http client, answering the real authority from the fake."""
+    route = MsalRoute(fake.url)
+    yield route
+    route.close()
+
+
+@pytest.fixture
+def teams_settings(settings: Settings, fake: FakeMicrosoft) -> Settings:
+    """The test settings with Teams configured against the fake."""
+    return settings.model_copy(
+        update={
+            "teams_app_id": APP_ID,
+            "teams_app_password": SecretStr(SECRET),
+            "teams_tenant_id": TENANT,
+            "teams_openid_metadata_url": fake.metadata_url,
+            "teams_allowed_service_urls": ["127.0.0.1"],
+            "teams_service_url": f"{fake.url}/default/",
+        }
+    )
+
+
+@pytest.fixture
+async def store(ledger: Ledger) -> ConversationStore:
+    """Conversation references in the session's Postgres, emptied for this test."""
+    await ledger.pool.execute("DELETE FROM teams_conversations")
+    return ConversationStore(ledger.pool)
+
+
+@pytest.fixture
+def directory(teams_settings: Settings) -> StaticDirectory:
+    """The test directory."""
+    return load_directory(teams_settings.directory)
+
+
+def gateway_app(
+    client: Client,
+    settings: Settings,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+) -> httpx.AsyncClient:
+    """An HTTP client of the real gateway app with the Teams router mounted."""
+    service = ActionService(client, settings, load_policy(settings.policy), directory, registry)
+    router = teams_router(settings, service, directory, store=store, msal_http_client=msal_http)
+    app = create_app(service, directory, settings, routers=[router])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+
+
+@pytest.fixture
+async def gateway(
+    client: Client,
+    teams_settings: Settings,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway, as Teams reaches it."""
+    async with gateway_app(client, teams_settings, directory, store, msal_http) as http:
+        yield http
+
+
+@pytest.fixture
+def notifier(
+    teams_settings: Settings,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+) -> TeamsNotifier:
+    """The Teams notifier as the worker builds it, with msal routed to the fake."""
+    return TeamsNotifier.from_settings(
+        teams_settings, directory, store=store, msal_http_client=msal_http
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def account(oid: str | None) -> dict[str, Any]:
+    """A Teams user as activities carry it."""
+    user: dict[str, Any] = {"id": f"29:{oid or 'anonymous'}", "name": oid or "anonymous"}
+    if oid:
+        user["aadObjectId"] = oid
+    return user
+
+
+def base_activity(service_url: str, conversation: str, **fields: Any) -> dict[str, Any]:
+    """The fields every activity from Teams has."""
+    return {
+        "id": "f:1",
+        "channelId": "msteams",
+        "serviceUrl": service_url,
+        "recipient": {"id": f"28:{APP_ID}", "name": "signoff"},
+        "conversation": {"id": conversation, "conversationType": "channel", "tenantId": TENANT},
+        "channelData": {"tenant": {"id": TENANT}},
+        **fields,
+    }
+
+
+def invoke(
+    service_url: str,
+    oid: str | None,
+    verb: str,
+    data: dict[str, Any],
+    *,
+    conversation: str = SEC,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """An `adaptiveCard/action` invoke, as Teams sends it when a button is pressed."""
+    merged = {**data, **({"reason": reason} if reason is not None else {})}
+    return base_activity(
+        service_url,
+        conversation,
+        type="invoke",
+        name="adaptiveCard/action",
+        **{"from": account(oid)},
+        value={
+            "action": {"type": "Action.Execute", "verb": verb, "data": merged},
+            "trigger": "manual",
+        },
+    )
+
+
+def installed(service_url: str, conversation: str, *, removed: bool = False) -> dict[str, Any]:
+    """A conversationUpdate: our bot was added to (or removed from) a team channel."""
+    bot = {"id": f"28:{APP_ID}", "name": "signoff"}
+    members = {"membersRemoved" if removed else "membersAdded": [bot]}
+    return base_activity(
+        service_url,
+        conversation,
+        type="conversationUpdate",
+        **{"from": account("aad-carol")},
+        channelData={"tenant": {"id": TENANT}, "team": {"id": "19:team@thread.tacv2"}},
+        **members,
+    )
+
+
+async def send(
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+    activity: dict[str, Any],
+    *,
+    token: str | None = None,
+) -> httpx.Response:
+    """POST an activity to /teams/messages with a valid Bot Framework token for it."""
+    token = token or fake.bot_jwt(service_url=activity["serviceUrl"])
+    return await gateway.post(
+        "/teams/messages", json=activity, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+async def until(
+    handle: Handle, check: Callable[[ActionStatus], bool], seconds: float = 15
+) -> ActionStatus:
+    """Poll the workflow's status until `check` holds (bounded)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = await handle.query(ActionWorkflow.status)
+        if check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition never held; last status {status}")
+        await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait until `check` holds (bounded)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.05)
+
+
+def posted_teams(status: ActionStatus) -> bool:
+    """Whether the Teams card was posted (or failed to be)."""
+    return any(n.channel == "teams" for n in status.notifications)
+
+
+def button(card: dict[str, Any], verb: str) -> dict[str, Any]:
+    """The card's Action.Execute for a verb."""
+    return next(a for a in card.get("actions", []) if a.get("verb") == verb)
+
+
+def card_text(card: dict[str, Any]) -> str:
+    """Every text and fact of a card, for assertions on what a person reads."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("text", "title", "value"):
+                if isinstance(node.get(key), str):
+                    parts.append(node[key])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(card.get("body", []))
+    return "\n".join(parts)
+
+
+def card_of(activity: Any) -> dict[str, Any]:
+    """The Adaptive Card in a posted activity."""
+    attachment = activity["attachments"][0]
+    assert attachment["contentType"] == ADAPTIVE_CARD
+    return dict(attachment["content"])
+
+
+# --- outbound and inbound together -----------------------------------------------------------
+
+
+async def test_two_approvals_via_invoke_update_the_card_and_execute(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+    store: ConversationStore,
+    notifier: TeamsNotifier,
+) -> None:
+    service_url = f"{fake.url}/emea/"
+    answer = await send(gateway, fake, installed(service_url, SEC))
+    assert answer.status_code == 200
+    stored = await store.get(SEC)
+    assert stored is not None
+    assert (stored.service_url, stored.tenant_id, stored.team_id) == (
+        service_url,
+        TENANT,
+        "19:team@thread.tacv2",
+    )
+
+    async with running_worker(client, teams_settings, ledger, notifiers=[notifier]):
+        handle = await gate.submit("two-db", {"sql": "DROP TABLE t", "why": "x" * 2000})
+        status = await until(handle, posted_teams)
+        [ref] = [n for n in status.notifications if n.channel == "teams"]
+        assert ref.error is None
+        assert ref.destination == "security"
+        assert ref.ref["service_url"] == service_url  # the installation's, not the default
+        [post] = fake.connector
+        assert post.method == "POST"
+        assert post.path == f"/emea/v3/conversations/{SEC}/activities"
+        assert ref.ref["activity_id"]
+        assert ref.ref["conversation_id"] == SEC
+
+        card = card_of(post.body)
+        assert card["version"] == "1.5"
+        text = card_text(card)
+        for fact in ("noop", "two-db", "high", "agent:bot (owner: dave@example.com)", "testing"):
+            assert fact in text
+        assert "two-security" in text
+        assert "2 of security" in text
+        assert status.digest[:12] in text
+        assert "DROP TABLE" in text
+        assert "…" in text
+        assert "{{DATE(" in text  # expiry, in each reader's time zone
+        approve = button(card, "approve")
+        assert approve["type"] == "Action.Execute"
+        assert approve["data"] == {
+            "action_id": handle.id,
+            "digest": status.digest,
+            "verb": "approve",
+        }
+        assert approve["fallback"]["type"] == "Action.Submit"
+        assert button(card, "deny")["fallback"]["data"]["verb"] == "deny"
+        assert any(i["type"] == "Input.Text" and i["id"] == "reason" for i in card["body"])
+        links = [a for a in card["actions"] if a["type"] == "Action.OpenUrl"]
+        assert links[0]["url"].endswith(f"/workflows/{handle.id}")
+
+        answer = await send(
+            gateway, fake, invoke(service_url, "aad-bob", "approve", approve["data"])
+        )
+        assert answer.status_code == 200
+        body = answer.json()
+        assert (body["statusCode"], body["type"]) == (200, ADAPTIVE_CARD)
+        assert "1 of 2 from security (bob@example.com)" in card_text(body["value"])
+        assert button(body["value"], "approve")  # still open for the second approver
+
+        # dave owns agent:bot: refused, answered with a card saying why, and recorded.
+        answer = await send(
+            gateway, fake, invoke(service_url, "aad-dave", "approve", approve["data"])
+        )
+        assert answer.status_code == 200
+        refused_card = answer.json()["value"]
+        assert "dave@example.com could not approve" in card_text(refused_card)
+        assert "nobody decides their own action" in card_text(refused_card)
+        status = await handle.query(ActionWorkflow.status)
+        assert [(r.approver, r.code, r.channel) for r in status.refused] == [
+            ("dave@example.com", RefusalCode.SELF_APPROVAL, "teams")
+        ]
+
+        answer = await send(
+            gateway, fake, invoke(service_url, "aad-carol", "approve", approve["data"])
+        )
+        assert answer.status_code == 200
+        final = await handle.result()
+
+    assert final.status is Status.SUCCEEDED
+    assert [(d.approver, d.channel) for d in final.decisions] == [
+        ("bob@example.com", "teams"),
+        ("carol@example.com", "teams"),
+    ]
+    puts = [r for r in fake.connector if r.method == "PUT"]
+    assert puts, "the card was never replaced"
+    assert {r.path for r in puts} == {
+        f"/emea/v3/conversations/{SEC}/activities/{ref.ref['activity_id']}"
+    }
+    finished = [
+        card_of(r.body) for r in puts if "Approved and executed" in card_text(card_of(r.body))
+    ]
+    assert finished, "no update showed the final status"
+    assert all(a["type"] == "Action.OpenUrl" for a in finished[-1].get("actions", []))
+    # Every post and update used one msal token: one discovery, one token request.
+    assert len(fake.bot_token_requests()) == 1
+    assert fake.discovery_requests == 1
+
+
+async def test_deny_with_reason_and_a_denial_without_one_is_refused(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+    notifier: TeamsNotifier,
+) -> None:
+    default = teams_settings.teams_service_url
+    async with running_worker(client, teams_settings, ledger, notifiers=[notifier]):
+        handle = await gate.submit("one-db")
+        await until(handle, posted_teams)
+        [post] = fake.connector
+        assert post.path == f"/default/v3/conversations/{DBA}/activities"
+        deny = button(card_of(post.body), "deny")
+
+        answer = await send(
+            gateway, fake, invoke(default, "aad-alice", "deny", deny["data"], conversation=DBA)
+        )
+        assert answer.status_code == 200
+        assert "a denial needs a reason" in card_text(answer.json()["value"])
+
+        answer = await send(
+            gateway,
+            fake,
+            invoke(default, "aad-alice", "deny", deny["data"], conversation=DBA, reason="freeze"),
+        )
+        assert answer.status_code == 200
+        card = answer.json()["value"]
+        assert "Denied" in card_text(card)
+        assert "freeze" in card_text(card)
+        assert not [a for a in card.get("actions", []) if a["type"] == "Action.Execute"]
+        final = await handle.result()
+
+    assert final.status is Status.DENIED
+    assert [(d.approver, d.decision, d.reason) for d in final.decisions] == [
+        ("alice@example.com", "deny", "freeze")
+    ]
+    assert [r.code for r in final.refused] == [RefusalCode.MISSING_REASON]
+    await eventually(
+        lambda: any(
+            "Denied" in card_text(card_of(r.body)) for r in fake.connector if r.method == "PUT"
+        )
+    )
+
+
+async def test_escalation_posts_to_the_next_groups_conversation(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+    notifier: TeamsNotifier,
+) -> None:
+    default = teams_settings.teams_service_url
+    async with running_worker(client, teams_settings, ledger, notifiers=[notifier]):
+        handle = await gate.submit("esc-db")
+        status = await until(
+            handle, lambda s: any(n.channel == "teams" and n.stage == 1 for n in s.notifications)
+        )
+        teams = [(n.destination, n.stage) for n in status.notifications if n.channel == "teams"]
+        assert teams == [("dba", 0), ("oncall", 1)]
+        posts = [r for r in fake.connector if r.method == "POST"]
+        assert [p.path for p in posts] == [
+            f"/default/v3/conversations/{DBA}/activities",
+            f"/default/v3/conversations/{ONCALL}/activities",
+        ]
+        escalated = card_of(posts[1].body)
+        assert "level 1" in card_text(escalated)
+        answer = await send(
+            gateway,
+            fake,
+            invoke(
+                default,
+                "aad-oscar",
+                "approve",
+                button(escalated, "approve")["data"],
+                conversation=ONCALL,
+            ),
+        )
+        assert answer.status_code == 200
+        final = await handle.result()
+    assert final.status is Status.SUCCEEDED
+    assert [d.approver for d in final.decisions] == ["oscar@example.com"]
+    # Both cards, in both conversations, end without buttons.
+    await eventually(
+        lambda: (
+            {r.path.rsplit("/activities/", 1)[0] for r in fake.connector if r.method == "PUT"}
+            == {f"/default/v3/conversations/{DBA}", f"/default/v3/conversations/{ONCALL}"}
+        )
+    )
+
+
+async def test_submit_fallback_decides_and_replies_when_refused(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+) -> None:
+    default = teams_settings.teams_service_url
+    async with running_worker(client, teams_settings, ledger):
+        handle = await gate.submit("one-db")
+        status = await gate.wait_for(handle, "pending_approval")
+        data = {"action_id": handle.id, "digest": status.digest, "verb": "approve", "reason": ""}
+
+        def submitted(oid: str) -> dict[str, Any]:
+            return base_activity(
+                default, DBA, type="message", replyToId="1:77", value=data, **{"from": account(oid)}
+            )
+
+        answer = await send(gateway, fake, submitted("aad-erin"))  # an auditor, not a DBA
+        assert answer.status_code == 200
+        [reply] = fake.connector
+        assert (reply.method, reply.path) == (
+            "POST",
+            f"/default/v3/conversations/{DBA}/activities/1:77",
+        )
+        assert "not in a group that may decide" in reply.body["text"]
+        assert reply.body["replyToId"] == "1:77"
+
+        answer = await send(gateway, fake, submitted("aad-alice"))
+        assert answer.status_code == 200
+        final = await handle.result()
+    assert final.status is Status.SUCCEEDED
+    assert [(d.approver, d.channel) for d in final.decisions] == [("alice@example.com", "teams")]
+    assert [(r.approver, r.code) for r in final.refused] == [
+        ("erin@example.com", RefusalCode.NOT_ELIGIBLE)
+    ]
+    assert len(fake.connector) == 1  # the successful submit needs no reply
+
+
+# --- outbound only ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pending(
+    client: Client, teams_settings: Settings, ledger: Ledger, gate: Gate
+) -> AsyncIterator[tuple[Handle, ActionStatus]]:
+    """A real action waiting for one DBA, on a worker without the Teams notifier."""
+    async with running_worker(client, teams_settings, ledger):
+        handle = await gate.submit("one-db")
+        yield handle, await gate.wait_for(handle, "pending_approval")
+
+
+async def test_many_posts_take_one_token(
+    pending: tuple[Handle, ActionStatus], notifier: TeamsNotifier, fake: FakeMicrosoft
+) -> None:
+    _, status = pending
+    for _ in range(5):
+        refs = await notifier.post(
+            NotifyInput(channel="teams", status=status, groups=["dba", "security", "auditors"])
+        )
+        assert [r.destination for r in refs] == ["dba", "security"]  # auditors have no channel
+        assert all(r.error is None for r in refs)
+    assert len([r for r in fake.connector if r.method == "POST"]) == 10
+    assert len(fake.bot_token_requests()) == 1
+    assert {r.authorization for r in fake.connector} == {f"Bearer {next(iter(fake.issued))}"}
+
+
+async def test_transient_connector_errors_are_retried(
+    pending: tuple[Handle, ActionStatus], notifier: TeamsNotifier, fake: FakeMicrosoft
+) -> None:
+    _, status = pending
+    fake.connector_failures = [503, 429]
+    [ref] = await notifier.post(NotifyInput(channel="teams", status=status, groups=["dba"]))
+    assert ref.error is None
+    assert ref.ref["activity_id"]
+    fake.connector_failures = [403]
+    [ref] = await notifier.post(NotifyInput(channel="teams", status=status, groups=["dba"]))
+    assert ref.error is not None
+    assert "403" in ref.error
+
+
+async def test_token_never_goes_to_a_host_off_the_allow_list(
+    pending: tuple[Handle, ActionStatus],
+    notifier: TeamsNotifier,
+    store: ConversationStore,
+    fake: FakeMicrosoft,
+) -> None:
+    _, status = pending
+    await store.save(
+        ConversationReference(conversation_id=DBA, service_url="https://evil.example/")
+    )
+    [ref] = await notifier.post(NotifyInput(channel="teams", status=status, groups=["dba"]))
+    assert ref.error is not None
+    assert "SIGNOFF_TEAMS_ALLOWED_SERVICE_URLS" in ref.error
+    assert fake.connector == []
+    assert fake.token_requests == []  # not even fetched
+
+
+async def test_a_wrong_secret_is_a_permanent_notifier_error(
+    pending: tuple[Handle, ActionStatus],
+    teams_settings: Settings,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+) -> None:
+    _, status = pending
+    wrong = teams_settings.model_copy(update={"teams_app_password": SecretStr("nope")})
+    notifier = TeamsNotifier.from_settings(
+        wrong, directory, store=store, msal_http_client=msal_http
+    )
+    with pytest.raises(NotifierError, match="invalid_client"):
+        await notifier.post(NotifyInput(channel="teams", status=status, groups=["dba"]))
+    assert fake.connector == []
+
+
+def test_service_url_allow_list() -> None:
+    allowed = [
+        "smba.trafficmanager.net",
+        "https://smba.infra.gcc.teams.microsoft.com/",
+        "127.0.0.1",
+    ]
+    assert service_url_allowed("https://smba.trafficmanager.net/amer/", allowed)
+    assert service_url_allowed("https://SMBA.trafficmanager.net/emea/", allowed)
+    assert service_url_allowed("https://smba.infra.gcc.teams.microsoft.com/gcc/", allowed)
+    assert service_url_allowed("http://127.0.0.1:9999/x/", allowed)
+    assert not service_url_allowed("http://smba.trafficmanager.net/amer/", allowed)  # cleartext
+    assert not service_url_allowed("https://smba.trafficmanager.net.evil.com/", allowed)
+    assert not service_url_allowed("https://evil.com/smba.trafficmanager.net/", allowed)
+    assert not service_url_allowed("https://x@evil.com/", allowed)
+    assert not service_url_allowed("https://smba.trafficmanager.net@evil.com/", allowed)
+    assert not service_url_allowed("not a url", allowed)
+    assert not service_url_allowed("https://smba.trafficmanager.net:99999/", allowed)
+
+
+async def test_removal_forgets_the_conversation(
+    gateway: httpx.AsyncClient, fake: FakeMicrosoft, store: ConversationStore
+) -> None:
+    service_url = f"{fake.url}/emea/"
+    assert (await send(gateway, fake, installed(service_url, SEC))).status_code == 200
+    assert [r.conversation_id for r in await store.all()] == [SEC]
+    assert (await send(gateway, fake, installed(service_url, SEC, removed=True))).status_code == 200
+    assert await store.get(SEC) is None
+
+
+async def test_without_an_app_id_everything_is_refused(
+    client: Client,
+    settings: Settings,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+) -> None:
+    async with gateway_app(client, settings, directory, store, msal_http) as gateway:
+        service_url = f"{fake.url}/emea/"
+        answer = await send(gateway, fake, installed(service_url, SEC))
+        assert answer.status_code == 401
+        assert (await gateway.post("/teams/messages", content=b"")).status_code == 401
+    assert await store.get(SEC) is None
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+Case = Callable[[FakeMicrosoft, ActionStatus], tuple[dict[str, str], bytes | dict[str, Any]]]
+
+
+def _valid(fake: FakeMicrosoft, status: ActionStatus, **changes: Any) -> dict[str, Any]:
+    url = f"{fake.url}/default/"
+    data = {"action_id": status.id, "digest": status.digest, "verb": "approve"}
+    activity = invoke(url, "aad-alice", "approve", data, conversation=DBA)
+    for key, value in changes.items():
+        activity[key] = value
+    return activity
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _signed(
+    fake: FakeMicrosoft, status: ActionStatus, **options: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    return _bearer(fake.bot_jwt(service_url=activity["serviceUrl"], **options)), activity
+
+
+def _with_action(
+    fake: FakeMicrosoft, status: ActionStatus, **action: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    activity["value"]["action"].update(action)
+    return _bearer(fake.bot_jwt(service_url=activity["serviceUrl"])), activity
+
+
+def _with_data(
+    fake: FakeMicrosoft, status: ActionStatus, **data: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    activity["value"]["action"]["data"].update(data)
+    return _bearer(fake.bot_jwt(service_url=activity["serviceUrl"])), activity
+
+
+def _changed(
+    fake: FakeMicrosoft, status: ActionStatus, **fields: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status, **fields)
+    return _bearer(fake.bot_jwt(service_url=activity["serviceUrl"])), activity
+
+
+def _mismatched_service_url(
+    fake: FakeMicrosoft, status: ActionStatus
+) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    return _bearer(fake.bot_jwt(service_url="https://smba.trafficmanager.net/emea/")), activity
+
+
+def _unlisted_service_url(
+    fake: FakeMicrosoft, status: ActionStatus
+) -> tuple[dict[str, str], dict[str, Any]]:
+    url = fake.url.replace("127.0.0.1", "localhost") + "/default/"
+    activity = _valid(fake, status, serviceUrl=url)
+    return _bearer(fake.bot_jwt(service_url=url)), activity
+
+
+def _hs256(fake: FakeMicrosoft, status: ActionStatus) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    claims = jwt.decode(
+        fake.bot_jwt(service_url=activity["serviceUrl"]), options={"verify_signature": False}
+    )
+    token = jwt.encode(
+        claims,
+        "a-shared-secret-of-32-bytes-long!",
+        algorithm="HS256",
+        headers={"kid": fake.teams_key.kid},
+    )
+    return _bearer(token), activity
+
+
+def _forged(fake: FakeMicrosoft, status: ActionStatus) -> tuple[dict[str, str], dict[str, Any]]:
+    activity = _valid(fake, status)
+    token = fake.bot_jwt(service_url=activity["serviceUrl"], key=fake.ghost_key)
+    _header, _, rest = token.partition(".")
+    good_header = fake.bot_jwt(service_url=activity["serviceUrl"]).split(".")[0]
+    return _bearer(f"{good_header}.{rest}"), activity  # teams-key's kid, ghost's signature
+
+
+def _malformed_json(fake: FakeMicrosoft, status: ActionStatus) -> tuple[dict[str, str], bytes]:
+    return _bearer(fake.bot_jwt(service_url=f"{fake.url}/default/")), b'{"type": "invoke", '
+
+
+def _no_conversation(
+    fake: FakeMicrosoft, status: ActionStatus
+) -> tuple[dict[str, str], dict[str, Any]]:
+    headers, activity = _signed(fake, status)
+    del activity["conversation"]
+    return headers, activity
+
+
+BAD_INPUT: dict[str, tuple[Case, int]] = {
+    "missing token": (lambda f, s: ({}, _valid(f, s)), 401),
+    "not a bearer token": (lambda f, s: ({"Authorization": "Basic YTpi"}, _valid(f, s)), 401),
+    "garbage token": (lambda f, s: (_bearer("not.a.jwt"), _valid(f, s)), 401),
+    "expired token": (lambda f, s: _signed(f, s, expires_in=-400), 401),
+    "wrong audience": (lambda f, s: _signed(f, s, audience="someone-elses-bot"), 401),
+    "wrong issuer": (lambda f, s: _signed(f, s, issuer="https://sts.windows.net/evil/"), 401),
+    "unknown key id": (lambda f, s: _signed(f, s, key=f.ghost_key), 401),
+    "key not endorsed for msteams": (lambda f, s: _signed(f, s, key=f.skype_key), 401),
+    "forged signature": (_forged, 401),
+    "HS256 with a made-up secret": (_hs256, 401),
+    "mismatched serviceUrl": (_mismatched_service_url, 401),
+    "serviceUrl not allow-listed": (_unlisted_service_url, 401),
+    "not the msteams channel": (lambda f, s: _changed(f, s, channelId="webchat"), 401),
+    "another tenant": (lambda f, s: _changed(f, s, channelData={"tenant": {"id": "other"}}), 401),
+    "malformed JSON": (_malformed_json, 400),
+    "activity without conversation": (_no_conversation, 400),
+    "unknown verb": (lambda f, s: _with_action(f, s, verb="approve_all"), 400),
+    "not Action.Execute": (lambda f, s: _with_action(f, s, type="Action.Http"), 400),
+    "digest mismatch": (lambda f, s: _with_data(f, s, digest="0" * 64), 400),
+    "malformed digest": (lambda f, s: _with_data(f, s, digest="abc"), 400),
+    "unknown action id": (lambda f, s: _with_data(f, s, action_id="act-nope"), 400),
+    "unknown aadObjectId": (lambda f, s: _changed(f, s, **{"from": account("aad-mallory")}), 400),
+    "no aadObjectId": (lambda f, s: _changed(f, s, **{"from": account(None)}), 400),
+    "unsupported invoke": (lambda f, s: _changed(f, s, name="task/fetch"), 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
+async def test_bad_input_is_refused_without_a_decision_or_a_token(
+    case: str,
+    pending: tuple[Handle, ActionStatus],
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+) -> None:
+    handle, status = pending
+    build, expected = BAD_INPUT[case]
+    headers, body = build(fake, status)
+    if isinstance(body, bytes):
+        answer = await gateway.post(
+            "/teams/messages", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+    else:
+        answer = await gateway.post("/teams/messages", json=body, headers=headers)
+    assert answer.status_code == expected, answer.text
+    after = await handle.query(ActionWorkflow.status)
+    assert after.status is Status.PENDING_APPROVAL
+    assert after.decisions == []
+    assert after.refused == []
+    assert fake.connector == []  # our token went nowhere
+    assert fake.token_requests == []
+
+
+async def test_a_valid_request_after_bad_ones_still_decides(
+    pending: tuple[Handle, ActionStatus], gateway: httpx.AsyncClient, fake: FakeMicrosoft
+) -> None:
+    handle, status = pending
+    headers, body = _signed(fake, status)
+    answer = await gateway.post("/teams/messages", json=body, headers=headers)
+    assert answer.status_code == 200
+    final = await handle.result()
+    assert final.status is Status.SUCCEEDED
+    assert [(d.approver, d.channel) for d in final.decisions] == [("alice@example.com", "teams")]

@@ -1,0 +1,160 @@
+"""The gateway's `/metrics`: pending approvals from Temporal visibility, for Prometheus.
+
+The workflow's own counters and histograms are on the worker's endpoint (Temporal runtime);
+what no single worker knows, how many actions wait for humans right now, is counted here
+with one visibility query per scrape, reused for a few seconds across gateway replicas' scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from signoff.models import Status
+from signoff.settings import Settings
+from workflows.action import ActionWorkflow
+
+log = logging.getLogger("signoff.metrics")
+
+# Expiry is fixed once an action waits; a few concurrent queries keep a scrape short.
+QUERY_CONCURRENCY = 8
+QUERY_TIMEOUT = timedelta(seconds=3)
+
+
+def pending_query(task_queue: str) -> str:
+    """The visibility query for actions of this deployment that wait for approval."""
+    # Scoped to our task queue (another deployment may share the namespace) and to running
+    # workflows (a terminated one keeps its last search attributes).
+    return (
+        f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running" '
+        f'AND SignoffStatus = "{Status.PENDING_APPROVAL.value}"'
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one visibility scan found."""
+
+    up: bool
+    pending: int = 0
+    expiring: int = 0
+
+
+class PendingApprovals:
+    """Counts pending approvals, and those close to expiry, at most once per `ttl` seconds."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.query = pending_query(settings.task_queue)
+        self.ttl = settings.metrics_cache_seconds
+        self.window = settings.metrics_expiry_warning
+        self.scan_limit = settings.metrics_expiry_scan_limit
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._snapshot: Snapshot | None = None
+        self._taken = 0.0
+        # Action id -> expiry: an action's expiry never changes while it waits.
+        self._expiry: dict[str, datetime | None] = {}
+
+    async def snapshot(self) -> Snapshot:
+        """The latest counts, rescanning when the cached ones are older than the ttl."""
+        async with self._lock:  # concurrent scrapes share one scan
+            if self._snapshot is None or self.clock() - self._taken >= self.ttl:
+                self._snapshot = await self._scan()
+                self._taken = self.clock()
+            return self._snapshot
+
+    async def _scan(self) -> Snapshot:
+        try:
+            pending = (await self.client.count_workflows(self.query)).count
+            ids = [
+                w.id async for w in self.client.list_workflows(self.query, limit=self.scan_limit)
+            ]
+        except (RPCError, RuntimeError) as err:  # RuntimeError: a lazy client cannot connect
+            log.warning("visibility query failed: %s", err)
+            return Snapshot(up=False)
+        await self._learn_expiry(ids)
+        soon = datetime.now(UTC) + self.window
+        expiring = sum(1 for i in ids if (at := self._expiry.get(i)) is not None and at <= soon)
+        return Snapshot(up=True, pending=pending, expiring=expiring)
+
+    async def _learn_expiry(self, ids: list[str]) -> None:
+        current = set(ids)
+        for gone in set(self._expiry) - current:
+            del self._expiry[gone]
+        unknown = [i for i in ids if i not in self._expiry]
+        gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+        async def learn(action_id: str) -> None:
+            async with gate:
+                handle = self.client.get_workflow_handle_for(ActionWorkflow.run, action_id)
+                try:
+                    status = await handle.query(ActionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+                except RPCError:
+                    return  # no worker answered in time: try again next scrape
+                self._expiry[action_id] = status.expires_at
+
+        await asyncio.gather(*(learn(i) for i in unknown))
+
+
+class _PendingCollector(Collector):
+    """Exposes the snapshot the /metrics route has just taken."""
+
+    def __init__(self) -> None:
+        self.latest = Snapshot(up=False)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges of the latest snapshot."""
+        yield GaugeMetricFamily(
+            "signoff_visibility_up",
+            "1 if the gateway could query Temporal visibility at the last scrape",
+            value=1 if self.latest.up else 0,
+        )
+        if self.latest.up:
+            yield GaugeMetricFamily(
+                "signoff_pending_approvals",
+                "Actions waiting for human approval",
+                value=self.latest.pending,
+            )
+            yield GaugeMetricFamily(
+                "signoff_pending_approvals_expiring_soon",
+                "Pending actions that expire within SIGNOFF_METRICS_EXPIRY_WARNING",
+                value=self.latest.expiring,
+            )
+
+
+def metrics_router(client: Client, settings: Settings) -> APIRouter:
+    """An APIRouter serving `GET /metrics` in the Prometheus text format."""
+    pending = PendingApprovals(client, settings)
+    registry = CollectorRegistry(auto_describe=True)
+    collector = _PendingCollector()
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics of the gateway."""
+        collector.latest = await pending.snapshot()
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
