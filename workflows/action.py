@@ -65,6 +65,9 @@ IDEMPOTENT_RETRY = RetryPolicy(
     non_retryable_error_types=["ExecutorError"],
 )
 AT_MOST_ONCE = RetryPolicy(maximum_attempts=1)
+# Patch: message updates go out one at a time per channel, always with the latest state, and a
+# decision that ends the waiting leaves the final update to the end of the run.
+ORDERED_MESSAGE_UPDATES = "ordered-message-updates"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -99,6 +102,8 @@ class ActionWorkflow:
         self._decided_at: datetime | None = None
         self._notifications: list[NotificationRef] = []
         self._background: list[asyncio.Task[None]] = []
+        self._stale_channels: set[str] = set()
+        self._updating_channels: set[str] = set()
         self._result: object = None
         self._error: str | None = None
         self._approved = False
@@ -346,12 +351,14 @@ class ActionWorkflow:
             id=workflow.info().workflow_id,
             digest=self._digest,
             request=self._request,
-            status=self._status,
+            status=self._public_status(),
             verdict=verdict,
             decisions=list(self._decisions),
             refused=list(self._refused),
             progress=self._progress(),
-            eligible_groups=list(self._eligible) if self._status is Status.PENDING_APPROVAL else [],
+            eligible_groups=list(self._eligible)
+            if self._public_status() is Status.PENDING_APPROVAL
+            else [],
             escalation_level=self._level,
             created_at=self._created_at,
             expires_at=self._expires_at,
@@ -424,7 +431,8 @@ class ActionWorkflow:
                 payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
             )
         )
-        self._update_notifications()
+        if not workflow.patched(ORDERED_MESSAGE_UPDATES) or not self._resolved():
+            self._update_notifications()
         return None
 
     def _precheck(self, request: DecisionRequest) -> DecisionRefused | None:
@@ -607,12 +615,29 @@ class ActionWorkflow:
 
     def _update_notifications(self) -> None:
         """Bring posted messages up to date (progress, final status, buttons removed)."""
-        by_channel: dict[str, list[NotificationRef]] = {}
-        for ref in self._notifications:
-            if not ref.error:
-                by_channel.setdefault(ref.channel, []).append(ref)
-        for channel, refs in by_channel.items():
-            self._background.append(asyncio.create_task(self._update_one(channel, refs)))
+        channels = sorted({ref.channel for ref in self._notifications if not ref.error})
+        if not workflow.patched(ORDERED_MESSAGE_UPDATES):
+            for channel in channels:
+                refs = self._delivered(channel)
+                self._background.append(asyncio.create_task(self._update_one(channel, refs)))
+            return
+        for channel in channels:
+            self._stale_channels.add(channel)
+            if channel not in self._updating_channels:
+                self._updating_channels.add(channel)
+                self._background.append(asyncio.create_task(self._keep_current(channel)))
+
+    async def _keep_current(self, channel: str) -> None:
+        """Send one channel's updates in order; changes made meanwhile fold into the next."""
+        try:
+            while channel in self._stale_channels:
+                self._stale_channels.discard(channel)
+                await self._update_one(channel, self._delivered(channel))
+        finally:
+            self._updating_channels.discard(channel)
+
+    def _delivered(self, channel: str) -> list[NotificationRef]:
+        return [r for r in self._notifications if r.channel == channel and not r.error]
 
     async def _update_one(self, channel: str, refs: list[NotificationRef]) -> None:
         try:
