@@ -161,6 +161,20 @@ class ActionSubmission(Contract):
             raise ValueError("must not contain NUL (\\u0000) characters")
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _hashable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # The digest must be computable, or nobody could ever sign the action: JSON parsers
+        # accept NaN and lone surrogates in escapes, canonical JSON and UTF-8 do not.
+        try:
+            canonical_json(value).encode("utf-8")
+        except ValueError:
+            raise ValueError(
+                "params must hold finite numbers and valid Unicode text (no NaN, Infinity or "
+                "lone surrogates)"
+            ) from None
+        return value
+
     @property
     def digest(self) -> str:
         """The action digest of this request."""

@@ -584,3 +584,16 @@ async def test_tokens_are_compared_as_whole_tokens(app: FastAPI) -> None:
         )
     # Scheme names are case-insensitive (RFC 7235) and surrounding spaces are not the token.
     assert spaced.status_code == 200
+
+
+async def test_no_worker_is_a_503_not_a_hang(client: Client, settings: Settings) -> None:
+    lonely = settings.model_copy(update={"task_queue": f"{settings.task_queue}-no-worker"})
+    app = build_app(client, lonely)
+    started = time.monotonic()
+    async with api(app, "bot") as http:
+        response = await http.post("/v1/actions", json=body())
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "worker_unavailable"
+    assert lonely.task_queue in error["message"]
+    assert time.monotonic() - started < 20
