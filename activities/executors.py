@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import csv
 import importlib
+import io
 import json
 import math
 import os
@@ -317,28 +319,87 @@ async def _connection(
             await conn.close(timeout=5)
 
 
+async def _read_rows(
+    ctx: ExecutionContext[Any], statement: str, args: list[JsonValue], limit: int
+) -> tuple[list[dict[str, JsonValue]], bool]:
+    """Up to `limit` rows of one statement run in a READ ONLY transaction; True if cut short."""
+    assert isinstance(ctx.target, PostgresTarget)
+    rows: list[dict[str, JsonValue]] = []
+    async with (
+        _connection(ctx.request.action, ctx.target_name, ctx.target) as conn,
+        conn.transaction(readonly=True),
+    ):
+        # A cursor is a prepared statement: one statement only, so none can end the transaction.
+        cursor = conn.cursor(statement, *args, prefetch=100)
+        async for record in cursor:
+            if len(rows) == limit:
+                return rows, True
+            rows.append({key: json_safe(value) for key, value in record.items()})
+            if len(rows) % 100 == 0:
+                ctx.heartbeat({"rows": len(rows)})
+    return rows, False
+
+
 @registry.executor(
     "sql.query", idempotent=True, timeout="5m", params_model=SqlParams, target_kind="postgres"
 )
 async def sql_query(ctx: ExecutionContext[SqlParams]) -> JsonValue:
     """Run one query in a READ ONLY transaction and return up to 1000 rows as JSON objects."""
-    assert isinstance(ctx.target, PostgresTarget)
-    rows: list[JsonValue] = []
-    truncated = False
-    async with (
-        _connection("sql.query", ctx.target_name, ctx.target) as conn,
-        conn.transaction(readonly=True),
-    ):
-        # A cursor is a prepared statement: one statement only, so none can end the transaction.
-        cursor = conn.cursor(ctx.params.statement, *ctx.params.args, prefetch=100)
-        async for record in cursor:
-            if len(rows) == MAX_ROWS:
-                truncated = True
-                break
-            rows.append({key: json_safe(value) for key, value in record.items()})
-            if len(rows) % 100 == 0:
-                ctx.heartbeat({"rows": len(rows)})
-    return {"rows": rows, "row_count": len(rows), "truncated": truncated}
+    rows, truncated = await _read_rows(ctx, ctx.params.statement, ctx.params.args, MAX_ROWS)
+    return {"rows": list[JsonValue](rows), "row_count": len(rows), "truncated": truncated}
+
+
+# An export's result lands in workflow history, which caps payloads at 2 MB; a character can
+# take 4 bytes.
+MAX_EXPORT_CHARS = 256 * 1024
+
+
+class ExportParams(BaseModel):
+    """A read-only query whose rows are exported as CSV."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=100_000)
+    args: list[JsonValue] = Field(default_factory=list)
+    max_rows: int = Field(default=10_000, ge=1, le=100_000)
+
+
+def _csv_cell(value: JsonValue) -> str:
+    """NULL as an empty cell, booleans as true/false, structures as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+@registry.executor(
+    "data.export", idempotent=True, timeout="10m", params_model=ExportParams, target_kind="postgres"
+)
+async def data_export(ctx: ExecutionContext[ExportParams]) -> JsonValue:
+    """Export a read-only query's rows as CSV (up to 256 Ki characters; more needs storage)."""
+    rows, truncated = await _read_rows(ctx, ctx.params.query, ctx.params.args, ctx.params.max_rows)
+    columns: list[JsonValue] = list(rows[0]) if rows else []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    written = 0
+    for row in rows:
+        line_start = out.tell()
+        writer.writerow(_csv_cell(v) for v in row.values())
+        if out.tell() > MAX_EXPORT_CHARS:
+            out.seek(line_start)
+            out.truncate()
+            truncated = True
+            break
+        written += 1
+    return {
+        "format": "csv",
+        "columns": columns,
+        "row_count": written,
+        "truncated": truncated,
+        "csv": out.getvalue(),
+    }
 
 
 @registry.executor(

@@ -212,9 +212,17 @@ def test_duplicate_registration_is_an_error() -> None:
 
 
 def test_builtins_and_specs() -> None:
-    assert registry.actions() == ["http.request", "noop", "shell.run", "sql.execute", "sql.query"]
+    assert registry.actions() == [
+        "data.export",
+        "http.request",
+        "noop",
+        "shell.run",
+        "sql.execute",
+        "sql.query",
+    ]
     idempotent = {a: registry.spec(a).idempotent for a in registry.actions()}  # type: ignore[union-attr]
     assert idempotent == {
+        "data.export": True,
         "http.request": False,
         "noop": True,
         "shell.run": False,
@@ -346,6 +354,22 @@ async def test_sql_query_caps_rows(executors: Executors) -> None:
     )
     assert result["row_count"] == 1000
     assert result["truncated"] is True
+
+
+async def test_data_export_returns_csv_read_only_and_capped(executors: Executors) -> None:
+    query = "SELECT n, 'r' || n AS name, (n % 2 = 0) AS even FROM generate_series(1, 5) AS n"
+    result = await run(executors, request("data.export", "db", query=query, max_rows=3))
+    assert result["columns"] == ["n", "name", "even"]
+    assert result["csv"] == "n,name,even\n1,r1,false\n2,r2,true\n3,r3,false\n"
+    assert (result["row_count"], result["truncated"]) == (3, True)
+    wide = "SELECT repeat('x', 1000) AS blob FROM generate_series(1, 1000)"
+    big = await run(executors, request("data.export", "db", query=wide, max_rows=1000))
+    assert big["truncated"] is True
+    assert len(big["csv"]) <= 256 * 1024
+    assert big["csv"].endswith("\n")
+    assert big["csv"].count("\n") == big["row_count"] + 1
+    error = await failure(executors, request("data.export", "db", query="DROP TABLE exec_t"))
+    assert "read-only transaction" in error.message
 
 
 async def test_sql_errors(executors: Executors) -> None:
