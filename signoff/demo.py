@@ -26,7 +26,8 @@ from signoff.models import ActionStatus, Status
 
 AGENT = "agent:etl-bot"
 OWNER = "bob@example.com"  # the agent's owner in the example directory, and an SRE
-APPROVER = "dave@example.com"  # an SRE with no stake in the agent
+APPROVER = "dave@example.com"  # a data owner with no stake in the agent
+EXPORT_QUERY = "SELECT region, count(*) AS customers FROM customers GROUP BY region ORDER BY region"
 WAIT = 30.0  # seconds to wait for an outcome that needs nothing but the worker
 
 
@@ -93,28 +94,28 @@ class Demo:
         )
 
     async def needs_approval(self) -> None:
-        """An export outside the sandbox: the policy holds it until an SRE approves."""
+        """A data export: the policy holds it until a data owner approves."""
         self.say(
-            f"{AGENT} asks to export the customers table from the warehouse "
-            "(noop on warehouse, which the example policy gates like a real export)."
+            f"{AGENT} asks to export customers per region from the analytics database "
+            "(data.export on analytics: a read-only query, delivered as CSV)."
         )
         status = await self.client(AGENT).request(
-            "noop",
-            "warehouse",
-            {"export": "customers", "format": "csv", "destination": "partner-bucket"},
-            "weekly customer export for the partner portal",
+            "data.export",
+            "analytics",
+            {"query": EXPORT_QUERY},
+            "weekly customer counts for the partner portal",
         )
         status = await self.until_not_evaluating(status)
         self.show_status(status)
-        expect(status, Status.PENDING_APPROVAL, "noop")
+        expect(status, Status.PENDING_APPROVAL, "data-export")
         self.show("who may decide", ", ".join(status.eligible_groups))
         self.show("digest", status.digest)
         if status.expires_at is not None:
             self.show("expires at", f"{status.expires_at:%Y-%m-%d %H:%M} UTC")
         self.say(
-            "→ pending_approval: rule noop needs one approval from the sre group, so the "
+            "→ pending_approval: rule data-export needs one approval from data-owners, so the "
             "workflow waits (durably: a restart loses nothing) and the console channel "
-            "posted the request to sre.",
+            "posted the request to data-owners.",
             "green",
         )
         self.waiting = status
@@ -122,7 +123,7 @@ class Demo:
     async def self_approval(self) -> None:
         """The agent's owner tries to approve it: refused, and the attempt is recorded."""
         waiting = self.require_waiting()
-        self.say(f"{OWNER}, who owns {AGENT} and is in sre, tries to approve it.")
+        self.say(f"{OWNER}, who owns {AGENT}, tries to approve its export.")
         try:
             await self.client(OWNER).approve(
                 waiting.id, reason="my bot, I vouch for it", digest=waiting.digest
@@ -150,17 +151,18 @@ class Demo:
     async def real_approval(self) -> None:
         """An SRE with no stake approves; the worker runs the action."""
         waiting = self.require_waiting()
-        self.say(f"{APPROVER}, an SRE with no stake in it, approves the digest they were shown.")
+        self.say(f"{APPROVER}, a data owner with no stake in it, approves the digest they saw.")
         await self.client(APPROVER).approve(
             waiting.id, reason="partner export is scheduled", digest=waiting.digest
         )
         status = await self.client(APPROVER).wait(waiting.id, timeout=WAIT)
         self.show_status(status)
-        expect(status, Status.SUCCEEDED, "noop")
+        expect(status, Status.SUCCEEDED, "data-export")
         self.show("approved by", ", ".join(d.approver for d in status.decisions))
-        self.show("result", json.dumps(status.result))
+        result = status.result if isinstance(status.result, dict) else {}
+        self.show("exported", str(result.get("csv", json.dumps(status.result))).strip())
         self.say(
-            "→ succeeded: one approval from sre met the requirement, so the worker, which "
+            "→ succeeded: one approval from data-owners met the requirement, so the worker, which "
             "holds the credentials, ran exactly what the digest describes.",
             "green",
         )

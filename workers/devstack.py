@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -204,6 +205,7 @@ class DevStack:
     say: Say = field(default=lambda text: None)
     children: list[Child] = field(default_factory=list)
     database_url: str | None = None
+    analytics_url: str | None = None
     _pg_server: Any = None
     _pg_start: asyncio.Task[str] | None = None
     _lock: IO[str] | None = None
@@ -329,6 +331,8 @@ class DevStack:
         except Exception as err:
             raise StartupFailed(f"cannot prepare the audit ledger database: {err}") from None
         await ledger.close()
+        if self.config.database_url is None:
+            self.analytics_url = await sample_analytics(url)
         return url
 
     def _start_embedded_postgres(self) -> str:
@@ -349,6 +353,9 @@ class DevStack:
         assert self.database_url is not None
         # The local Temporal has no TLS and no API key, whatever the shell has exported.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_TEMPORAL_")}
+        if self.analytics_url is not None:
+            # The example targets file reads the `analytics` target's DSN from here.
+            env.setdefault("ANALYTICS_DSN", self.analytics_url)
         env.update(
             {
                 "SIGNOFF_TEMPORAL_ADDRESS": config.temporal_address,
@@ -601,6 +608,47 @@ class DevStack:
         if self._pg_server is None:
             return
         await asyncio.to_thread(stop_embedded_postgres, self._pg_server)
+
+
+SAMPLE_CUSTOMERS = [
+    ("Ada Ltd", "emea", "2025-01-14"),
+    ("Borealis AB", "emea", "2025-02-03"),
+    ("Cobalt Inc", "amer", "2025-02-21"),
+    ("Dunmore LLC", "amer", "2025-03-09"),
+    ("Esker Pty", "apac", "2025-03-30"),
+    ("Fjord AS", "emea", "2025-04-12"),
+    ("Granite Co", "amer", "2025-05-02"),
+    ("Halcyon KK", "apac", "2025-05-27"),
+]
+
+
+async def sample_analytics(ledger_url: str) -> str:
+    """Create the embedded `analytics` database with a small customers table; return its URL."""
+    import asyncpg
+
+    parts = urlsplit(ledger_url)
+    url = urlunsplit(parts._replace(path="/analytics"))
+    conn = await asyncpg.connect(ledger_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'analytics'"):
+            await conn.execute("CREATE DATABASE analytics")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS customers ("
+            " id serial PRIMARY KEY, name text UNIQUE NOT NULL, region text NOT NULL,"
+            " signed_up date NOT NULL)"
+        )
+        await conn.executemany(
+            "INSERT INTO customers (name, region, signed_up) VALUES ($1, $2, $3::text::date)"
+            " ON CONFLICT (name) DO NOTHING",
+            SAMPLE_CUSTOMERS,
+        )
+    finally:
+        await conn.close()
+    return url
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
