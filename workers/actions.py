@@ -168,6 +168,12 @@ def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str
     return f"{head}, waits for {needs}{expiry}"
 
 
+def closed_under(err: RPCError) -> bool:
+    """Whether an update failed because the workflow had closed, or closed while it waited."""
+    # Both races end the same way for the caller: the action is no longer pending.
+    return "already completed" in err.message or "aborted by closing workflow" in err.message
+
+
 class ActionService:
     """Temporal operations on actions, for authenticated principals."""
 
@@ -276,7 +282,7 @@ class ActionService:
                 raise DecisionRefusedError(attempt) from None
             raise ActionNotPending(f"action {action_id} finished before the decision") from None
         except RPCError as err:
-            if "already completed" in err.message:
+            if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             raise
 
@@ -293,7 +299,7 @@ class ActionService:
                 raise ActionNotPending(cause.message) from None
             raise ActionNotPending(f"action {action_id} finished before the cancel") from None
         except RPCError as err:
-            if "already completed" in err.message:
+            if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             raise
 
@@ -310,7 +316,7 @@ class ActionService:
                 raise ActionNotPending(cause.message) from None
             raise
         except RPCError as err:
-            if "already completed" in err.message:
+            if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             raise
 
