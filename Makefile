@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test lint typecheck pytest bench clean
+.PHONY: install dev test lint typecheck pytest chromium bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("signoff needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -25,7 +25,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The browser test drives Debian's Chromium, never a browser Playwright downloads. As root (CI),
+# install it when missing; elsewhere the test is skipped without it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+pytest: install chromium
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowUpdateFailedError
 
@@ -28,6 +31,21 @@ from workers.temporal import connect
 from workers.worker import build_worker
 
 Labels = dict[str, str]
+ALERTS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yaml"
+# The series the alert rules may use: checked against real scrapes below.
+WORKER_SERIES = {
+    "signoff_actions_total",
+    "signoff_refused_attempts_total",
+    "signoff_escalations_total",
+    "signoff_time_to_decision_seconds_bucket",
+    "signoff_notification_failures_total",
+    "temporal_worker_task_slots_available",
+}
+GATEWAY_SERIES = {
+    "signoff_pending_approvals",
+    "signoff_pending_approvals_expiring_soon",
+    "signoff_visibility_up",
+}
 
 
 class BrokenChannel:
@@ -141,7 +159,12 @@ async def test_worker_exports_action_metrics_with_the_issue_names(
     names = {name for name, _ in _all(text) if name.startswith("signoff_")}
     assert not {n for n in names if "_total_total" in n or n.endswith("_seconds_s")}
     # The SDK's own metrics come with them.
-    assert value(text, "temporal_worker_task_slots_available", **tq) is not None
+    slots = value(text, "temporal_worker_task_slots_available", worker_type="WorkflowWorker", **tq)
+    assert slots is not None
+    # Every worker-side series the example alert rules use exists.
+    exported = {name for name, _ in _all(text)}
+    assert exported >= WORKER_SERIES, WORKER_SERIES - exported
+    assert "temporal_workflow_completed_total" in exported  # SDK counters get _total too
 
 
 def _all(text: str) -> list[tuple[str, float]]:
@@ -179,6 +202,7 @@ async def test_gateway_metrics_count_pending_approvals(
             assert response.headers["content-type"].startswith("text/plain")
             text = response.text
             assert value(text, "signoff_visibility_up") == 1
+            assert {name for name, _ in _all(text)} >= GATEWAY_SERIES
             assert value(text, "signoff_pending_approvals") == 3
             # The policy expires them after 1 h: none within 15 minutes, all within 2 hours.
             assert value(text, "signoff_pending_approvals_expiring_soon") == expiring
@@ -216,3 +240,19 @@ async def test_unreachable_visibility_reports_down(settings: Settings) -> None:
         text = (await http.get("/metrics")).text
     assert value(text, "signoff_visibility_up") == 0
     assert value(text, "signoff_pending_approvals") is None
+
+
+def test_alert_rules_are_well_formed_and_use_exported_metrics() -> None:
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names))
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert rule["annotations"]["summary"]
+        used = set(re.findall(r"\b(?:signoff|temporal)_[a-z_]+", rule["expr"]))
+        assert used, rule["alert"]
+        assert used <= WORKER_SERIES | GATEWAY_SERIES, (rule["alert"], used)
+    covered = " ".join(r["expr"] for r in rules)
+    for needed in ("expiring_soon", "refused_attempts", "notification_failures"):
+        assert needed in covered  # near expiry, refused spikes, notification failures

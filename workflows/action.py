@@ -152,7 +152,7 @@ class ActionWorkflow:
         deadlines = [(self._created_at + s.after, s) for s in verdict.escalation]
         for deadline, stage in [*deadlines, (self._expires_at, None)]:
             label = (
-                f"approval stage {self._level} ({format_duration(deadline - self._created_at)})"
+                f"approval stage {self._level + 1} ({format_duration(deadline - self._created_at)})"
                 if stage is not None
                 else f"expiry ({format_duration(deadline - self._created_at)})"
             )
