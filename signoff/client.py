@@ -34,10 +34,12 @@ from signoff.models import (
 )
 
 T = TypeVar("T")
+Execution = Literal["worker", "caller"]
 
 DEFAULT_TIMEOUT = 30.0
 MAX_WAIT = 60.0  # the gateway's longest long-poll
 RETRY_STATUSES = frozenset({502, 503, 504})
+AWAITING_DECISION = frozenset({Status.EVALUATING, Status.PENDING_APPROVAL})
 # The request never left: safe to retry anything.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The gateway may have acted: retry only what is idempotent.
@@ -190,6 +192,7 @@ def submission(
     risk: Risk | None = None,
     on_behalf_of: str | None = None,
     idempotency_key: str | None = None,
+    execution: Execution = "worker",
 ) -> ActionSubmission:
     """Validate a request locally, with a fresh idempotency key unless one is given."""
     try:
@@ -202,6 +205,7 @@ def submission(
             on_behalf_of=on_behalf_of,
             # Chosen once per request, before any retry: a retry finds the same action.
             idempotency_key=idempotency_key or f"sdk-{uuid.uuid4()}",
+            execution=execution,
         )
     except ValidationError as exc:
         fields = "; ".join(
@@ -303,8 +307,13 @@ class SignoffClient:
         on_behalf_of: str | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        execution: Execution = "worker",
     ) -> ActionStatus:
-        """Ask for an action; `wait` long-polls up to that many seconds (at most 60)."""
+        """Ask for an action; `wait` long-polls up to that many seconds (at most 60).
+
+        `execution="caller"` asks to run it yourself once approved: see `wait_for_approval`
+        and `report`.
+        """
         body = submission(
             action,
             target,
@@ -313,6 +322,7 @@ class SignoffClient:
             risk=risk,
             on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key,
+            execution=execution,
         )
         seconds = min(wait or 0.0, MAX_WAIT)
         data = await self._send(
@@ -421,6 +431,59 @@ class SignoffClient:
         data = await self._send("GET", "/v1/approvals", idempotent=True, params={"limit": limit})
         return [ActionStatus.model_validate(item) for item in data]
 
+    async def wait_for_approval(
+        self,
+        action_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds a series of polls
+    ) -> ActionStatus:
+        """Poll until the action is past approval (executing or finished) or `timeout` passes.
+
+        For caller mode, where `executing` means "approved: run it now and report". The
+        gateway's long poll ends only at a terminal status, so this polls, backing off to 2s.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.1
+        while True:
+            status = await self.status(action_id)
+            if status.status not in AWAITING_DECISION:
+                return status
+            if deadline is not None and loop.time() >= deadline:
+                return status
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, 2.0)
+
+    async def report(
+        self, action_id: str, *, result: JsonValue = None, error: str | None = None
+    ) -> ActionStatus:
+        """Caller mode: report how running the approved action went; returns the final status.
+
+        Only the requester may report, once, while the action is `executing`. A retry after
+        a lost answer that finds our own report already recorded returns that outcome.
+        """
+        path = f"/v1/actions/{quote(action_id, safe='')}/report"
+        try:
+            data = await self._send(
+                "POST", path, idempotent=True, json={"result": result, "error": error}
+            )
+        except Conflict:
+            # The workflow takes one report: a 409 after a retry may mean our first one landed.
+            status = await self.status(action_id)
+            landed = (
+                status.status is Status.FAILED and error is not None and status.error == error
+            ) or (status.status is Status.SUCCEEDED and error is None and status.result == result)
+            if landed:
+                return status
+            raise
+        return ActionStatus.model_validate(data)
+
+    async def action_types(self) -> list[ActionType]:
+        """The action types you can ask for: params schema, where they run, whether approval
+        is needed and the policy rules that decide it."""
+        data = await self._send("GET", "/v1/action-types", idempotent=True)
+        return [ActionType.model_validate(item) for item in data]
+
 
 # --- the sync facade ------------------------------------------------------------------------
 
@@ -488,6 +551,7 @@ class SignoffSyncClient:
         on_behalf_of: str | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        execution: Execution = "worker",
     ) -> ActionStatus:
         """Ask for an action; `wait` long-polls up to that many seconds (at most 60)."""
         return self._call(
@@ -500,6 +564,7 @@ class SignoffSyncClient:
                 on_behalf_of=on_behalf_of,
                 idempotency_key=idempotency_key,
                 wait=wait,
+                execution=execution,
             )
         )
 
@@ -560,3 +625,17 @@ class SignoffSyncClient:
     def pending(self, *, limit: int = 50) -> list[ActionStatus]:
         """Your inbox: pending actions you may decide now, newest first."""
         return self._call(self.client.pending(limit=limit))
+
+    def wait_for_approval(self, action_id: str, timeout: float | None = None) -> ActionStatus:
+        """Poll until the action is past approval (executing or finished) or `timeout` passes."""
+        return self._call(self.client.wait_for_approval(action_id, timeout))
+
+    def report(
+        self, action_id: str, *, result: JsonValue = None, error: str | None = None
+    ) -> ActionStatus:
+        """Caller mode: report how running the approved action went; returns the final status."""
+        return self._call(self.client.report(action_id, result=result, error=error))
+
+    def action_types(self) -> list[ActionType]:
+        """The action types you can ask for, with params schema and approval needs."""
+        return self._call(self.client.action_types())

@@ -95,7 +95,9 @@ def test_sre_finds_and_understands_a_pending_action_in_the_ui(tmp_path: Path) ->
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1920, "height": 900})
-            page.set_default_timeout(15_000)
+            # Generous: the UI loads history after the page, on a machine running other tests.
+            page.set_default_timeout(20_000)
+            expect.set_options(timeout=20_000)
 
             # The list, filtered by our search attribute (visibility lags a little: reload).
             row = page.locator("tbody tr", has_text=pending["id"])
@@ -126,8 +128,8 @@ def test_sre_finds_and_understands_a_pending_action_in_the_ui(tmp_path: Path) ->
 
             # The workflow page: timer and activity summaries in the timeline.
             row.get_by_role("link", name=pending["id"]).click()
-            expect(page.get_by_text("approval stage 0 (30m)").first).to_be_visible()
-            expect(page.get_by_text("notify console dba (stage 0)").first).to_be_visible()
+            expect(page.get_by_text("approval stage 1 (30m)").first).to_be_visible()
+            expect(page.get_by_text("notify console dba").first).to_be_visible()
             page.screenshot(path=str(DOCS / "ui-timeline.png"))
 
             # Static summary and current details: what the action waits for, and until when.

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
     Client,
@@ -224,7 +224,7 @@ class ActionService:
                         SearchAttributePair(sa.RISK, preview.risk),
                     ]
                 ),
-                static_summary=summary_text(request, preview, datetime.now().astimezone()),
+                static_summary=summary_text(request, preview, datetime.now(UTC)),
                 static_details=(
                     f"**Justification:** {request.justification}\n\n**Digest:** `{request.digest}`"
                 ),

@@ -587,7 +587,8 @@ class ActionWorkflow:
                 result_type=NotifyResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
-                summary=f"notify {channel} {', '.join(groups)} (stage {stage})",
+                summary=f"notify {channel} {', '.join(groups)}"
+                + (f" (escalation {stage})" if stage else ""),
             )
             refs = result.refs
         except ActivityError as err:

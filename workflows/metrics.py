@@ -41,4 +41,3 @@ def decided(after: timedelta) -> None:
     workflow.metric_meter().create_histogram_float(
         TIME_TO_DECISION, "Time from request to decision", "s"
     ).record(after.total_seconds())
-

@@ -1,0 +1,1 @@
+"""Benchmarks of signoff against bare Temporal; run them with `make bench` (see README.md)."""
