@@ -156,9 +156,7 @@ def _identity(content: dict[str, Any]) -> tuple[Any, ...]:
     retry (a crashed worker), with a later workflow time. That is the same event; the first
     write stands. A different kind, digest, actor or channel at the same seq is a real conflict.
     """
-    return tuple(
-        content[k] for k in ("action_id", "seq", "kind", "digest", "actor", "channel")
-    )
+    return tuple(content[k] for k in ("action_id", "seq", "kind", "digest", "actor", "channel"))
 
 
 class Ledger:
