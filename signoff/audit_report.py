@@ -192,8 +192,9 @@ class Summary(BaseModel):
         share_text = "n/a" if share is None else f"{share:.0%}"
         median = _human(self.median_time_to_decision)
         return (
-            f"{self.privileged} privileged actions; {share_text} approved by someone other than "
-            f"the requester; {self.refused_self_approval} refused self-approval attempts; "
+            f"{_count(self.privileged, 'privileged action')}; {share_text} approved by someone "
+            f"other than the requester; "
+            f"{_count(self.refused_self_approval, 'refused self-approval attempt')}; "
             f"median time to decision {median}"
         )
 
@@ -223,6 +224,10 @@ def summarise(
         since=since,
         until=until,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _human(value: timedelta | None) -> str:

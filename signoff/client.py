@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import JsonValue, ValidationError
 
+from signoff.catalog import ActionType
 from signoff.models import (
     ActionStatus,
     ActionSubmission,

@@ -8,6 +8,7 @@ simply connects to the server already running there.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from signoff.settings import Settings
@@ -31,12 +32,15 @@ def embedded_url(data_dir: Path, *, create: bool = True) -> str:
         raise DatabaseNotConfigured(
             f"no embedded Postgres in {pgdata}: run `signoff dev` first, or pass --database-url"
         )
-    # Imported here: pgserver is heavy and unused when a database URL is configured.
-    import pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None leaves the server running when this process exits, for the others.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; nothing to act on.
+        warnings.simplefilter("ignore")
+        # Imported here: pgserver is heavy and unused when a database URL is configured.
+        import pgserver
+
+        # cleanup_mode=None leaves the server running when this process exits, for the others.
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
     return str(server.get_uri())
 
 
