@@ -58,13 +58,16 @@ GIVE_UP = "the caller stopped waiting for approval"
 class _GatedParams(BaseModel):
     """Base of the params model built from a gated function's signature."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 def _is_context(annotation: Any) -> bool:
-    if isinstance(annotation, str):
-        return annotation.split("[")[0].rsplit(".", 1)[-1] == "ExecutionContext"
     return annotation is ExecutionContext or get_origin(annotation) is ExecutionContext
+
+
+def _as_json(value: Any) -> Any:
+    # Once the body has run, its outcome must reach the audit: what JSON cannot hold is repr'd.
+    return to_jsonable_python(value, fallback=repr)
 
 
 def params_model(fn: Callable[..., Any], action: str) -> tuple[type[BaseModel], str | None]:
@@ -189,8 +192,9 @@ class GatedFunction:
                     result = await result
             except Exception as exc:
                 await client.report(status.id, error=_error_text(exc))
+                exc.add_note(f"signoff: reported as the failure of action {status.id}")
                 raise
-            outcome(await client.report(status.id, result=to_jsonable_python(result)))
+            outcome(await client.report(status.id, result=_as_json(result)))
             return result
         except ActionDenied as denied:
             if self.return_denial_as_text:
@@ -229,8 +233,9 @@ class GatedFunction:
                 result = self.fn(**self.arguments(status))
             except Exception as exc:
                 client.report(status.id, error=_error_text(exc))
+                exc.add_note(f"signoff: reported as the failure of action {status.id}")
                 raise
-            outcome(client.report(status.id, result=to_jsonable_python(result)))
+            outcome(client.report(status.id, result=_as_json(result)))
             return result
         except ActionDenied as denied:
             if self.return_denial_as_text:
@@ -258,7 +263,7 @@ class GatedFunction:
         else:
             # A blocking body must not stall the worker's event loop (heartbeats, other actions).
             result = await asyncio.to_thread(self.fn, **kwargs)
-        return to_jsonable_python(result)
+        return _as_json(result)
 
 
 def _problems(exc: ValidationError) -> str:

@@ -50,10 +50,10 @@ the way to wait for an approval (which can take minutes to hours). Same fields a
 request_privileged_action."""
 
 TYPES_DESCRIPTION = """\
-The action types you may request: for each, `params_schema` (JSON schema of `params`),
-`approval` ("never": runs or is denied at once, "always": a human must approve, "depends":
-see `rules`), and `rules`, the policy rules in order (first match wins) with the target
-globs and conditions each covers and which group must approve."""
+The action types you may request, as `action_types`. For each: `params_schema` (the JSON
+schema of `params`); `approval` ("never": runs or is denied at once, "always": a human must
+approve, "depends": see `rules`); and `rules`, the policy rules in order (first match wins)
+with the target globs and conditions each covers and which group must approve."""
 
 
 def summarise(status: ActionStatus) -> dict[str, JsonValue]:
@@ -131,7 +131,7 @@ def build_server(
             raise _tool_error(err) from None
         return summarise(status)
 
-    async def list_action_types() -> list[dict[str, JsonValue]]:
+    async def list_action_types() -> dict[str, JsonValue]:
         """The action types the agent may request, with params schema and approval needs."""
         try:
             async with connect() as client:
@@ -139,13 +139,13 @@ def build_server(
         except SignoffError as err:
             raise _tool_error(err) from None
         # This server asks for worker execution only: caller-run types are not for it.
-        return [
+        listed: list[JsonValue] = [
             t.model_dump(mode="json", exclude={"runs_in"}) for t in types if "worker" in t.runs_in
         ]
+        # One object, not a bare list: clients then get it as one JSON text block.
+        return {"action_types": listed}
 
-    server.add_tool(
-        request_privileged_action, description=REQUEST_DESCRIPTION.format(wait=wait)
-    )
+    server.add_tool(request_privileged_action, description=REQUEST_DESCRIPTION.format(wait=wait))
     server.add_tool(get_action_status, description=STATUS_DESCRIPTION.format(wait=wait))
     server.add_tool(list_action_types, description=TYPES_DESCRIPTION)
     return server

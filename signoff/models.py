@@ -83,7 +83,11 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, str):
         return unicodedata.normalize("NFC", value)
     if isinstance(value, dict):
-        return {unicodedata.normalize("NFC", str(k)): _normalise(v) for k, v in value.items()}
+        normalised = {unicodedata.normalize("NFC", str(k)): _normalise(v) for k, v in value.items()}
+        if len(normalised) != len(value):
+            # Two spellings of one key would merge, and two different actions share a digest.
+            raise ValueError("object keys must differ after Unicode NFC normalisation")
+        return normalised
     if isinstance(value, list | tuple):
         return [_normalise(v) for v in value]
     return value
@@ -171,7 +175,7 @@ class ActionSubmission(Contract):
         except ValueError:
             raise ValueError(
                 "params must hold finite numbers and valid Unicode text (no NaN, Infinity or "
-                "lone surrogates)"
+                "lone surrogates, no keys that are the same text once NFC-normalised)"
             ) from None
         return value
 
@@ -453,12 +457,17 @@ class ExecuteInput(Contract):
     idempotency_key: str
 
 
-class ExecutionReport(Contract):
-    """What a caller-mode requester reports after running the approved action itself."""
+class ReportBody(Contract):
+    """Caller mode: how running the approved action went; `error` set means it failed."""
 
-    by: str
     result: JsonValue = None
     error: str | None = Field(default=None, max_length=4000)
+
+
+class ExecutionReport(ReportBody):
+    """What a caller-mode requester reports, bound to who they are."""
+
+    by: str
 
 
 class ExecuteResult(Contract):

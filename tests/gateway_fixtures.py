@@ -96,9 +96,11 @@ class LiveGateway:
 
 
 @asynccontextmanager
-async def gateway_process(settings: Settings, log: Path) -> AsyncIterator[LiveGateway]:
-    """Run `signoff gateway` on a free port; on exit stop it with SIGTERM, as supervisors do."""
-    port = free_port()
+async def gateway_process(
+    settings: Settings, log: Path, *, port: int | None = None
+) -> AsyncIterator[LiveGateway]:
+    """Run `signoff gateway` on `port` (else a free one); on exit stop it with SIGTERM."""
+    port = port or free_port()
     env = {
         **os.environ,
         "SIGNOFF_TEMPORAL_ADDRESS": settings.temporal_address,

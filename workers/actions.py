@@ -194,8 +194,13 @@ class ActionService:
     def _handle(self, action_id: str) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
         return self.client.get_workflow_handle_for(ActionWorkflow.run, action_id)
 
-    async def submit(self, requester: Principal, submission: ActionSubmission) -> ActionStatus:
-        """Start the action's workflow, or find the one its idempotency key already started."""
+    async def submit(
+        self, requester: Principal, submission: ActionSubmission, *, wait: float = 0.0
+    ) -> ActionStatus:
+        """Start the action's workflow, or find the one its idempotency key already started.
+
+        `wait`: then long-poll up to that many seconds for the outcome, as `wait` does.
+        """
         if submission.execution == "worker" and self.executors.spec(submission.action) is None:
             known = ", ".join(self.executors.actions())
             raise UnknownAction(f"unknown action type {submission.action!r}; known: {known}")
@@ -229,12 +234,19 @@ class ActionService:
                     f"**Justification:** {request.justification}\n\n**Digest:** `{request.digest}`"
                 ),
             )
+        if wait > 0 and request.idempotency_key is None:
+            # A fresh id has no earlier action to conflict with, and the caller wants the
+            # outcome: skip reading the status of the action just started (a describe and a
+            # query that waits for its first workflow task).
+            return await self._outcome(action_id, wait)
         status = await self.status(action_id)
         if status.digest != request.digest:
             raise IdempotencyConflict(
                 f"idempotency key {request.idempotency_key!r} was already used for a different "
                 f"action ({status.id}); use a new key for a new action"
             )
+        if wait > 0:
+            return await self.wait(action_id, wait, current=status)
         return status
 
     async def status(self, action_id: str) -> ActionStatus:
@@ -257,14 +269,25 @@ class ActionService:
                 ) from None
             raise
 
-    async def wait(self, action_id: str, seconds: float) -> ActionStatus:
-        """Long-poll up to `seconds` (at most a minute) for the action to finish."""
+    async def wait(
+        self, action_id: str, seconds: float, *, current: ActionStatus | None = None
+    ) -> ActionStatus:
+        """Long-poll up to `seconds` (at most a minute) for the action to finish.
+
+        `current`: a status the caller has just read; it saves a describe and a query.
+        """
         seconds = max(0.0, min(seconds, MAX_WAIT))
-        status = await self.status(action_id)
+        status = current if current is not None else await self.status(action_id)
         if status.terminal or seconds == 0:
             return status
+        return await self._outcome(action_id, seconds)
+
+    async def _outcome(self, action_id: str, seconds: float) -> ActionStatus:
+        """The result if the action finishes within `seconds` (at most a minute), else status."""
         try:
-            return await asyncio.wait_for(self._handle(action_id).result(), timeout=seconds)
+            return await asyncio.wait_for(
+                self._handle(action_id).result(), timeout=max(0.0, min(seconds, MAX_WAIT))
+            )
         except (TimeoutError, WorkflowFailureError):
             return await self.status(action_id)
 

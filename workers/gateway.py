@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.executors import registry
 from policies.directory import Directory
 from policies.loader import load_policy_and_directory
+from signoff.catalog import ActionType, catalog
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
@@ -35,8 +36,10 @@ from signoff.models import (
     CancelRequest,
     DecisionBody,
     DecisionRequest,
+    ExecutionReport,
     Principal,
     RefusalCode,
+    ReportBody,
 )
 from signoff.settings import Settings
 from workers.actions import (
@@ -235,6 +238,9 @@ def _validation_message(err: RequestValidationError) -> str:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not UTF-8: the same 422 as any other bad JSON.
+        return error_response(422, "invalid_request", "body: not valid UTF-8 JSON")
     if isinstance(detail, dict) and {"code", "message"} <= detail.keys():
         code, message = str(detail["code"]), str(detail["message"])
     else:
@@ -315,10 +321,7 @@ async def submit(
     202 with the same action, never a second one; the same key with a different action,
     target or params is a 409.
     """
-    status = await service.submit(principal, submission)
-    if wait:
-        status = await service.wait(status.id, wait)
-    return status
+    return await service.submit(principal, submission, wait=wait or 0.0)
 
 
 @router.get(
@@ -338,7 +341,7 @@ async def get_action(
         # The same answer as for an id that does not exist: outsiders learn nothing.
         raise ActionNotFound(f"no action {id}")
     if wait and not status.terminal:
-        status = await service.wait(id, wait)
+        status = await service.wait(id, wait, current=status)
     return status
 
 
@@ -394,6 +397,40 @@ async def approvals(
 ) -> list[ActionStatus]:
     """Your inbox: pending actions you may decide now, newest first."""
     return await service.inbox(principal, limit=limit)
+
+
+@router.post(
+    "/actions/{id}/report",
+    response_model=ActionStatus,
+    responses=_errors(401, 403, 404, 409, 422, 503),
+)
+async def report(
+    body: ReportBody,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """Caller mode: the requester reports the result (or error) of the approved action it ran.
+
+    Answers with the final status. 403: only the requester reports; 409: the action is not
+    waiting for a report (not approved yet, worker mode, or already reported).
+    """
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    return await service.report(
+        id, ExecutionReport(by=principal.id, result=body.result, error=body.error)
+    )
+
+
+@router.get("/action-types", response_model=list[ActionType], responses=_errors(401, 503))
+async def action_types(
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> list[ActionType]:
+    """The action types you may ask for: params schema, where they run, and the rules that
+    decide whether they need approval."""
+    return catalog(service.policy, service.executors)
 
 
 health = APIRouter(tags=["health"])

@@ -41,6 +41,10 @@ from signoff.cli import dev as _dev  # noqa: E402
 app.command()(_dev.dev)
 app.command()(_dev.demo)
 
+from signoff.cli import mcp as _mcp  # noqa: E402
+
+app.command()(_mcp.mcp)
+
 
 def main() -> None:
     """Run the signoff CLI."""
