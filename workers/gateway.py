@@ -238,9 +238,6 @@ def _validation_message(err: RequestValidationError) -> str:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail
-    if exc.status_code == 400 and detail == "There was an error parsing the body":
-        # FastAPI's answer to a body that is not UTF-8: the same 422 as any other bad JSON.
-        return error_response(422, "invalid_request", "body: not valid UTF-8 JSON")
     if isinstance(detail, dict) and {"code", "message"} <= detail.keys():
         code, message = str(detail["code"]), str(detail["message"])
     else:
@@ -307,7 +304,7 @@ router = APIRouter(prefix="/v1", tags=["actions"])
     "/actions",
     status_code=202,
     response_model=ActionStatus,
-    responses=_errors(401, 409, 413, 422, 503),
+    responses=_errors(400, 401, 409, 413, 422, 503),
 )
 async def submit(
     submission: ActionSubmission,
@@ -348,7 +345,7 @@ async def get_action(
 @router.post(
     "/actions/{id}/decisions",
     response_model=ActionStatus,
-    responses=_errors(401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 503),
 )
 async def decide(
     body: DecisionBody,
@@ -369,7 +366,7 @@ async def decide(
 @router.post(
     "/actions/{id}/cancel",
     response_model=ActionStatus,
-    responses=_errors(401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 503),
 )
 async def cancel(
     body: CancelBody | None = None,
@@ -402,7 +399,7 @@ async def approvals(
 @router.post(
     "/actions/{id}/report",
     response_model=ActionStatus,
-    responses=_errors(401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 503),
 )
 async def report(
     body: ReportBody,

@@ -1,0 +1,1 @@
+"""Fault tests: real processes killed, restarted and cut off; every wait bounded; loopback only."""
