@@ -43,11 +43,12 @@ RESULTS = BENCH_DIR / "RESULTS.md"
 PROFILES = BENCH_DIR / "profiles"
 
 # Example directory's public dev tokens (policies/examples/README.md).
-AGENT_TOKEN = "dev-etl-bot"  # agent:etl-bot, owned by bob
-APPROVER_TOKEN = "dev-dave"  # dave: sre, not party to the agent's requests
+AGENT_TOKEN = "dev-etl-bot"  # noqa: S105 - agent:etl-bot, owned by bob
+APPROVER_TOKEN = "dev-dave"  # noqa: S105 - dave: sre, not party to the agent's requests
 BARE_QUEUE = "bench-bare"
 
-console = Console()
+# Wide enough for the tables when the output goes to a file (make bench > log).
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -327,13 +328,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
     signal_group(process.pid, signal.SIGKILL)
 
 
-async def wait_polling(client: Client, queue: str, timeout: float = 60.0) -> None:
+async def wait_polling(client: Client, queue: str, within: float = 60.0) -> None:
     """Wait until a worker polls `queue`'s workflow task queue."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         response = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -345,7 +346,42 @@ async def wait_polling(client: Client, queue: str, timeout: float = 60.0) -> Non
         if response.pollers:
             return
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"no worker polls {queue} after {timeout:g}s")
+    raise TimeoutError(f"no worker polls {queue} after {within:g}s")
+
+
+def process_groups(stack: Stack) -> dict[str, list[int]]:
+    """The processes whose CPU time B1 accounts for, by role."""
+    groups: dict[str, list[int]] = {
+        name: [stack.pid(name)] for name in ("temporal", "worker", "gateway")
+    }
+    pg = stack.dev._pg_server
+    if pg is not None:
+        with contextlib.suppress(Exception):
+            postmaster = int(pg.get_pid())
+            groups["postgres"] = [postmaster]
+    if stack.bare is not None:
+        groups["bare worker"] = [stack.bare.pid]
+    groups["load generator"] = [os.getpid()]
+    return groups
+
+
+def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
+    """User+system CPU seconds used so far by each group (Postgres with its backends)."""
+    used: dict[str, float] = {}
+    for name, pids in groups.items():
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                # Postgres works in backends (children); the others' children are not theirs
+                # (this process is the parent of the whole dev stack).
+                family = process.children(recursive=True) if name == "postgres" else []
+                for p in [process, *family]:
+                    with contextlib.suppress(psutil.Error):
+                        times = p.cpu_times()
+                        total += times.user + times.system
+        used[name] = total
+    return used
 
 
 def rss_mb(pid: int) -> float:

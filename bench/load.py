@@ -18,6 +18,7 @@ class LoadResult:
     elapsed: float
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    completed: int = 0  # every success, warm-up included (for CPU per request)
     first_error: str = ""
 
     @property
@@ -33,8 +34,8 @@ async def closed_loop(
     duration: float,
     warmup: float,
 ) -> LoadResult:
-    """Run `call(i)` from `concurrency` loops; count requests that start after the warm-up
-    and finish before the end of the window (so throughput is the steady-state rate)."""
+    """Run `call(i)` from `concurrency` loops; measure the requests that finish inside the
+    window after the warm-up (so throughput is the steady-state completion rate)."""
     start = time.perf_counter()
     window_start = start + warmup
     window_end = window_start + duration
@@ -53,7 +54,8 @@ async def closed_loop(
                 result.first_error = result.first_error or f"{type(err).__name__}: {err}"
                 continue
             ended = time.perf_counter()
-            if began >= window_start and ended <= window_end:
+            result.completed += 1
+            if window_start <= ended <= window_end:
                 result.latencies.append(ended - began)
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
