@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -368,3 +369,35 @@ async def test_caller_mode_error_report_fails_the_action(gate: Gate) -> None:
     outcome = await handle.result()
     assert outcome.status is Status.FAILED
     assert outcome.error == "ValueError: bad month"
+
+
+async def ledger_writes(handle: WorkflowHandle[ActionWorkflow, ActionStatus]) -> list[str]:
+    """The summaries of the ledger writes in the action's history, in order."""
+    history = await handle.fetch_history()
+    return [
+        json.loads(e.user_metadata.summary.data)
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        and e.user_metadata.summary.data.startswith(b'"audit ')
+    ]
+
+
+async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: Gate) -> None:
+    allowed = await gate.submit("sandbox-1")
+    await allowed.result()
+    assert await ledger_writes(allowed) == [
+        "audit requested, verdict, execution_started",
+        "audit execution_result, outcome",
+    ]
+    approved = await gate.submit("two-keys")
+    await gate.wait_for(approved, "pending_approval")
+    await gate.decide(approved, "bob@example.com")
+    await gate.decide(approved, "carol@example.com")
+    assert (await approved.result()).status is Status.SUCCEEDED
+    writes = await ledger_writes(approved)
+    assert writes[-3:] == [
+        "audit decision",
+        "audit decision, execution_started",
+        "audit execution_result, outcome",
+    ]

@@ -68,6 +68,9 @@ AT_MOST_ONCE = RetryPolicy(maximum_attempts=1)
 # Patch: message updates go out one at a time per channel, always with the latest state, and a
 # decision that ends the waiting leaves the final update to the end of the run.
 ORDERED_MESSAGE_UPDATES = "ordered-message-updates"
+# Patch: the write-ahead "execution started" row goes in the same ledger write as the verdict
+# (allowed actions) or the decision that completes the quorum, saving one write per action.
+WRITE_AHEAD_WITH_DECISION = "write-ahead-with-decision"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -108,6 +111,8 @@ class ActionWorkflow:
         self._error: str | None = None
         self._approved = False
         self._report: ExecutionReport | None = None
+        self._start_recorded = False
+        self._start_durable = False
         self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
@@ -125,10 +130,13 @@ class ActionWorkflow:
         )
         self._evaluation = evaluation
         verdict = evaluation.verdict
-        await self._audit(
+        events = [
             self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
             self._event(AuditKind.VERDICT, payload=verdict),
-        )
+        ]
+        if verdict.effect == "allow" and workflow.patched(WRITE_AHEAD_WITH_DECISION):
+            events.append(self._start_event())
+        await self._audit(*events)
 
         if verdict.effect == "deny":
             return await self._finish(Status.DENIED_BY_POLICY, error=verdict.reason)
@@ -206,15 +214,10 @@ class ActionWorkflow:
         self._publish()
         self._update_notifications()
         # Write-ahead: the action never runs unless its approval is on record first.
-        await self._audit(
-            self._event(
-                AuditKind.EXECUTION_STARTED,
-                payload={
-                    "executor": executor.model_dump(mode="json"),
-                    "runs_in": self._request.execution,
-                },
-            )
-        )
+        if not self._start_recorded:
+            await self._audit(self._start_event())
+        # The decision handler may have issued the row and still be writing it.
+        await workflow.wait_condition(lambda: self._start_durable)
         if self._request.execution == "caller":
             return await self._await_caller(executor.timeout)
         try:
@@ -423,14 +426,17 @@ class ActionWorkflow:
         if self._decided_at is not None:
             metrics.decided(self._decided_at - self._created_at)
         self._publish()
-        await self._audit(
+        events = [
             self._event(
                 AuditKind.DECISION,
                 actor=request.approver,
                 channel=request.channel,
                 payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
             )
-        )
+        ]
+        if self._approved and workflow.patched(WRITE_AHEAD_WITH_DECISION):
+            events.append(self._start_event())
+        await self._audit(*events)
         if not workflow.patched(ORDERED_MESSAGE_UPDATES) or not self._resolved():
             self._update_notifications()
         return None
@@ -685,6 +691,19 @@ class ActionWorkflow:
         self._seq += 1
         return event
 
+    def _start_event(self) -> AuditEvent:
+        """The write-ahead row: written before the executor runs, never after."""
+        executor = self._evaluation.executor if self._evaluation else None
+        assert executor is not None, "evaluate_policy denies action types without an executor"
+        self._start_recorded = True
+        return self._event(
+            AuditKind.EXECUTION_STARTED,
+            payload={
+                "executor": executor.model_dump(mode="json"),
+                "runs_in": self._request.execution,
+            },
+        )
+
     async def _audit(self, *events: AuditEvent) -> None:
         """Append events to the ledger; retried until Postgres accepts them, never skipped."""
         await workflow.execute_local_activity(
@@ -694,6 +713,8 @@ class ActionWorkflow:
             retry_policy=FOREVER,
             summary="audit " + ", ".join(e.kind.value for e in events),
         )
+        if any(e.kind is AuditKind.EXECUTION_STARTED for e in events):
+            self._start_durable = True
 
 
 def _cause_message(err: ActivityError) -> str:
