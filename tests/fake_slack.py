@@ -13,6 +13,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,15 +87,24 @@ class FakeSlack:
         ]
 
     async def wait_for(
-        self, method: str, count: int = 1, timeout: float = 15, **match: Any
+        self,
+        method: str,
+        count: int = 1,
+        timeout: float = 15,
+        where: Callable[[Call], bool] = lambda call: True,
+        **match: Any,
     ) -> list[Call]:
-        """Wait until at least `count` matching calls arrived; return them."""
+        """Wait until at least `count` matching calls (that satisfy `where`) arrived."""
         assert self._changed is not None
+
+        def matching() -> list[Call]:
+            return [call for call in self.of(method, **match) if where(call)]
+
         async with self._changed:
             await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.of(method, **match)) >= count), timeout
+                self._changed.wait_for(lambda: len(matching()) >= count), timeout
             )
-        return self.of(method, **match)
+        return matching()
 
     async def send_envelope(
         self, payload: dict[str, Any], *, timeout: float = 10

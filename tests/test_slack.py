@@ -221,11 +221,12 @@ class Stack:
 
     async def posted(self, action_id: str, channel: str) -> Call:
         """The request message posted for the action to the channel."""
-        calls = await self.fake.wait_for("chat.postMessage", channel=channel)
-        for call in calls:
-            if "attachments" in call.args and action_id in json.dumps(call.args):
-                return call
-        raise AssertionError(f"no request for {action_id} in {channel}")
+        calls = await self.fake.wait_for(
+            "chat.postMessage",
+            channel=channel,
+            where=lambda call: "attachments" in call.args and action_id in json.dumps(call.args),
+        )
+        return calls[0]
 
     async def post(self, payload: dict[str, Any], **kwargs: Any) -> httpx.Response:
         """POST a signed interaction to the gateway."""

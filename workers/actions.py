@@ -293,7 +293,7 @@ class ActionService:
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Send one decision through the workflow's `decide` update."""
-        await self.status(action_id)  # a clean 404 for unknown ids
+        # No status read first: it would cost a describe and a query on the approval path.
         try:
             return await self._handle(action_id).execute_update(ActionWorkflow.decide, decision)
         except WorkflowUpdateFailedError as err:
@@ -307,6 +307,8 @@ class ActionService:
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise ActionNotFound(f"no action {action_id}") from None
             raise
 
     async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
