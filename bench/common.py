@@ -398,9 +398,10 @@ def py_spy_available() -> bool:
 
 
 def start_py_spy(pid: int, name: str, duration: float) -> subprocess.Popen[bytes]:
-    """Sample `pid` for `duration` seconds into bench/profiles/NAME.txt (collapsed stacks)."""
+    """Sample `pid` for `duration` seconds into bench/profiles/NAME.collapsed (collapsed stacks,
+    for flame graph tools; git-ignored)."""
     PROFILES.mkdir(exist_ok=True)
-    out = PROFILES / f"{name}.txt"
+    out = PROFILES / f"{name}.collapsed"
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "py-spy"),
@@ -422,8 +423,15 @@ def start_py_spy(pid: int, name: str, duration: float) -> subprocess.Popen[bytes
     )
 
 
-def summarise_profile(path: Path, *, top: int = 15) -> list[tuple[str, float, float]]:
-    """(function, self %, inclusive %) of the hottest frames in a collapsed-stack file."""
+# Leaf frames that mean "waiting", not working: left out of the percentages.
+IDLE_LEAVES = ("EpollSelector.select", "Condition.wait", "Lock.acquire", "SimpleQueue.get")
+
+
+def summarise_profile(
+    path: Path, *, top: int = 15, by: str = "self"
+) -> list[tuple[str, float, float]]:
+    """(function, self %, inclusive %) of the hottest frames of the busy samples in a
+    collapsed-stack file, ranked by `by` ("self" or "inclusive")."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
@@ -432,17 +440,18 @@ def summarise_profile(path: Path, *, top: int = 15) -> list[tuple[str, float, fl
         if not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [_short(f) for f in stack.split(";") if f]
-        if not frames:
+        if not frames or frames[-1].startswith(IDLE_LEAVES):
             continue
+        total += count
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
     if not total:
         return []
-    ranked = sorted(own.items(), key=lambda kv: kv[1], reverse=True)[:top]
-    return [(f, 100 * n / total, 100 * inclusive[f] / total) for f, n in ranked]
+    table = own if by == "self" else inclusive
+    ranked = sorted(table, key=lambda f: table[f], reverse=True)[:top]
+    return [(f, 100 * own.get(f, 0) / total, 100 * inclusive[f] / total) for f in ranked]
 
 
 def _short(frame: str) -> str:
@@ -456,12 +465,14 @@ def _short(frame: str) -> str:
 
 def write_profile_summary(name: str, path: Path) -> Path:
     """A readable top list next to the raw profile; returns its path."""
-    rows = summarise_profile(path, top=25)
     out = PROFILES / f"{name}.top.md"
-    lines = [f"# {name}: hottest frames by self time", "", "| frame | self % | incl % |"]
-    lines.append("|---|---|---|")
-    lines += [f"| `{f}` | {s:.1f} | {i:.1f} |" for f, s, i in rows]
-    out.write_text("\n".join(lines) + "\n")
+    lines = [f"# {name}: py-spy, busy samples only (idle waits left out)", ""]
+    for by in ("self", "inclusive"):
+        lines += [f"## by {by} time", "", "| frame | self % | incl % |", "|---|---|---|"]
+        rows = summarise_profile(path, top=30 if by == "inclusive" else 20, by=by)
+        lines += [f"| `{f}` | {s:.1f} | {i:.1f} |" for f, s, i in rows]
+        lines.append("")
+    out.write_text("\n".join(lines))
     return out
 
 
