@@ -113,6 +113,8 @@ class ActionWorkflow:
         self._report: ExecutionReport | None = None
         self._start_recorded = False
         self._start_durable = False
+        self._ordered_updates = False
+        self._write_ahead_with_decision = False
         self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
@@ -120,6 +122,11 @@ class ActionWorkflow:
     @workflow.run
     async def run(self, request: ActionRequest) -> ActionStatus:
         """Evaluate, wait for approval when required, execute, and return the outcome."""
+        # Every patch is decided here, before the first local activity: core may resolve a
+        # local activity in an earlier workflow task on replay than it ran in, and a patch
+        # asked for after it would then be missed.
+        self._ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
+        self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         evaluation = await workflow.execute_local_activity(
             "evaluate_policy",
             request,
@@ -134,7 +141,7 @@ class ActionWorkflow:
             self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
             self._event(AuditKind.VERDICT, payload=verdict),
         ]
-        if verdict.effect == "allow" and workflow.patched(WRITE_AHEAD_WITH_DECISION):
+        if verdict.effect == "allow" and self._write_ahead_with_decision:
             events.append(self._start_event())
         await self._audit(*events)
 
@@ -434,10 +441,10 @@ class ActionWorkflow:
                 payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
             )
         ]
-        if self._approved and workflow.patched(WRITE_AHEAD_WITH_DECISION):
+        if self._approved and self._write_ahead_with_decision:
             events.append(self._start_event())
         await self._audit(*events)
-        if not workflow.patched(ORDERED_MESSAGE_UPDATES) or not self._resolved():
+        if not self._ordered_updates or not self._resolved():
             self._update_notifications()
         return None
 
@@ -623,7 +630,7 @@ class ActionWorkflow:
     def _update_notifications(self) -> None:
         """Bring posted messages up to date (progress, final status, buttons removed)."""
         channels = sorted({ref.channel for ref in self._notifications if not ref.error})
-        if not workflow.patched(ORDERED_MESSAGE_UPDATES):
+        if not self._ordered_updates:
             for channel in channels:
                 refs = self._delivered(channel)
                 self._background.append(asyncio.create_task(self._update_one(channel, refs)))

@@ -52,9 +52,23 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
         await cancelled.execute_update(ActionWorkflow.cancel, CancelRequest(by="agent:bot"))
 
         handles["escalated_expired"] = await gate.submit("esc-1")
-        for handle in handles.values():
+
+        # In-flight snapshots: a pending approval is a partial history, and a new worker must
+        # pick it up where it stopped.
+        snapshots: dict[str, str] = {}
+        halfway = await gate.submit("two-keys")
+        await gate.wait_for(halfway, "pending_approval")
+        await gate.decide(halfway, "bob@example.com")
+        snapshots["pending_one_of_two"] = (await halfway.fetch_history()).to_json()
+        running = await gate.submit("sandbox-1", {"sleep_seconds": 2})
+        await gate.wait_for(running, "executing")
+        snapshots["executing"] = (await running.fetch_history()).to_json()
+
+        await gate.decide(halfway, "carol@example.com")
+        for handle in [*handles.values(), halfway, running]:
             await handle.result()
-        return {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
+        finished = {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
+        return {**finished, **snapshots}
 
 
 async def main() -> None:
