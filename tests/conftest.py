@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,6 +31,7 @@ from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +105,29 @@ async def running_worker(
     """Run a real worker in this process for the duration of the block."""
     async with build_worker(client, settings, worker_parts(settings, ledger, notifiers)):
         yield
+
+
+def spawn_worker(
+    client: Client, settings: Settings, postgres_url: str, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """`signoff worker` as a real separate process, configured only through SIGNOFF_* vars."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),  # so a worker can import test executor modules
+        "SIGNOFF_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "SIGNOFF_TASK_QUEUE": settings.task_queue,
+        "SIGNOFF_POLICY": str(settings.policy),
+        "SIGNOFF_DIRECTORY": str(settings.directory),
+        "SIGNOFF_TARGETS": str(settings.targets),
+        "SIGNOFF_DATABASE_URL": postgres_url,
+        "SIGNOFF_HEARTBEAT_TIMEOUT": "3s",
+        **extra_env,
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "signoff"), "worker", "--log-level", "WARNING"],
+        env=env,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture

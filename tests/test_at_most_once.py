@@ -16,29 +16,10 @@ from temporalio.client import Client
 from activities.audit import Ledger
 from signoff.models import Status
 from signoff.settings import Settings
-from tests.conftest import DATA, Gate, running_worker
+from tests.conftest import DATA, Gate, running_worker, spawn_worker
 from workflows.action import OUTCOME_UNKNOWN, ActionWorkflow
 
 pytestmark = pytest.mark.slow
-
-
-def spawn_worker(client: Client, settings: Settings, postgres_url: str) -> subprocess.Popen[bytes]:
-    """`signoff worker` as a real separate process, configured only through SIGNOFF_* vars."""
-    env = {
-        **os.environ,
-        "SIGNOFF_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "SIGNOFF_TASK_QUEUE": settings.task_queue,
-        "SIGNOFF_POLICY": str(settings.policy),
-        "SIGNOFF_DIRECTORY": str(settings.directory),
-        "SIGNOFF_TARGETS": str(settings.targets),
-        "SIGNOFF_DATABASE_URL": postgres_url,
-        "SIGNOFF_HEARTBEAT_TIMEOUT": "3s",
-    }
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "signoff"), "worker", "--log-level", "WARNING"],
-        env=env,
-        start_new_session=True,
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities.audit import Ledger
 from signoff.models import ActionStatus, DecisionRequest, Status
 from signoff.settings import Settings
-from tests.conftest import Gate
+from tests.conftest import Gate, spawn_worker
 from tests.executors_for_scale import SCHEMA
 from workflows.action import ActionWorkflow
 
@@ -75,25 +74,15 @@ def scale_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 def spawn(client: Client, settings: Settings, postgres_url: str) -> subprocess.Popen[bytes]:
-    """`signoff worker` as its own process, configured through SIGNOFF_* only."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),  # so the worker can import tests.executors_for_scale
-        "SIGNOFF_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "SIGNOFF_TASK_QUEUE": settings.task_queue,
-        "SIGNOFF_POLICY": str(settings.policy),
-        "SIGNOFF_DIRECTORY": str(settings.directory),
-        "SIGNOFF_TARGETS": str(settings.targets),
-        "SIGNOFF_DATABASE_URL": postgres_url,
-        "SIGNOFF_EXECUTOR_MODULES": '["tests.executors_for_scale"]',
-        "SIGNOFF_HEARTBEAT_TIMEOUT": "2s",
-        "SIGNOFF_WORKER_SHUTDOWN_TIMEOUT": "2s",
-        "SCALE_TEST_DSN": postgres_url,
-    }
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "signoff"), "worker", "--log-level", "WARNING"],
-        env=env,
-        start_new_session=True,
+    """A worker that runs the scale executor against the test's Postgres."""
+    return spawn_worker(
+        client,
+        settings,
+        postgres_url,
+        SIGNOFF_EXECUTOR_MODULES='["tests.executors_for_scale"]',
+        SIGNOFF_HEARTBEAT_TIMEOUT="2s",
+        SIGNOFF_WORKER_SHUTDOWN_TIMEOUT="2s",
+        SCALE_TEST_DSN=postgres_url,
     )
 
 
