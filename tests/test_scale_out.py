@@ -31,7 +31,6 @@ from workflows.action import ActionWorkflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 EXECUTING = 6  # allowed at once, each working for a few seconds
 PENDING = 4  # wait for a DBA, approved after the kill
