@@ -11,7 +11,7 @@ from datetime import timedelta
 from temporalio import activity
 
 from activities.executors import ExecutorRegistry
-from policies.directory import Directory
+from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.models import (
     ActionRequest,
@@ -57,8 +57,12 @@ class PolicyActivities:
         else:
             spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
         verdict = self.policy.evaluate(request, requester)
+        problem = None if requester is None else on_behalf_problem(requester, request.on_behalf_of)
         if requester is None:
             verdict = self._refuse(verdict, "unknown-requester", f"{request.requester} is unknown")
+        elif problem is not None:
+            # Checked here too: a workflow started without the gateway gets no further.
+            verdict = self._refuse(verdict, "on-behalf-of", problem)
         elif spec is None:
             known = ", ".join(self.executors.actions())
             verdict = self._refuse(

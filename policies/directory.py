@@ -149,6 +149,11 @@ class DirectoryFile(Contract):
                     f"entra.groups.{group}", f"unknown group {group!r} (add it under 'groups')"
                 )
         for index, entry in enumerate(self.principals):
+            for a, other_id in enumerate(entry.acts_for):
+                if other_id not in by_id:
+                    raise FieldError(
+                        f"principals.{index}.acts_for.{a}", f"unknown principal {other_id!r}"
+                    )
             if entry.kind == "human" and entry.owner is not None:
                 raise FieldError(f"principals.{index}.owner", "only agents have an owner")
             if entry.kind == "agent":
@@ -171,6 +176,32 @@ class DirectoryFile(Contract):
     def models() -> list[type[BaseModel]]:
         """The models of this file, for suggesting the right spelling of an unknown key."""
         return [DirectoryFile, DirectoryEntry, Token, GroupTargets, EntraConfig]
+
+
+def may_act_for(principal: Principal) -> set[str]:
+    """Whom the principal may name as `on_behalf_of`: itself, an agent's owner, its acts_for."""
+    allowed = {principal.id, *principal.acts_for}
+    if principal.owner is not None:
+        allowed.add(principal.owner)
+    return allowed
+
+
+def on_behalf_problem(requester: Principal, on_behalf_of: str | None) -> str | None:
+    """Why the requester may not ask on behalf of `on_behalf_of`; None when it may.
+
+    The same answer whether or not `on_behalf_of` exists, so it is no directory oracle.
+    """
+    if on_behalf_of is None:
+        return None
+    allowed = may_act_for(requester)
+    if on_behalf_of in allowed:
+        return None
+    others = sorted(allowed - {requester.id})
+    return (
+        f"on_behalf_of {on_behalf_of!r} is not a principal {requester.id} may act for "
+        f"(allowed: {', '.join(others) or 'nobody else'}); declare it under the requester's "
+        f"acts_for in the directory"
+    )
 
 
 class Directory(Protocol):

@@ -204,6 +204,10 @@ class Principal(Contract):
     email: str | None = None
     slack_user_id: str | None = None
     teams_aad_object_id: str | None = None
+    acts_for: list[str] = Field(
+        default_factory=list,
+        description="whom it may name as on_behalf_of besides itself (an agent: also its owner)",
+    )
 
 
 # --- policy ---------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    # Refused decisions (and decisions on actions one may not see) per principal: a burst, then
+    # this many a minute; beyond that 429 with Retry-After.
+    refused_decisions_burst: int = Field(default=10, ge=1)
+    refused_decisions_per_minute: float = Field(default=6.0, gt=0)
 
     # CLI and SDK
     gateway: str = "http://127.0.0.1:8080"

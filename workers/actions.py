@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.executors import ExecutorRegistry
-from policies.directory import Directory
+from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.models import (
     ActionRequest,
@@ -87,6 +87,12 @@ class UnknownAction(ActionError):
     """The action type has no executor."""
 
     code = "unknown_action"
+
+
+class InvalidOnBehalfOf(ActionError):
+    """`on_behalf_of` names nobody the requester may act for (see `acts_for`)."""
+
+    code = "invalid_on_behalf_of"
 
 
 class IdempotencyConflict(ActionError):
@@ -204,6 +210,9 @@ class ActionService:
         if submission.execution == "worker" and self.executors.spec(submission.action) is None:
             known = ", ".join(self.executors.actions())
             raise UnknownAction(f"unknown action type {submission.action!r}; known: {known}")
+        problem = on_behalf_problem(requester, submission.on_behalf_of)
+        if problem is not None:
+            raise InvalidOnBehalfOf(problem)
         request = ActionRequest(**submission.model_dump(), requester=requester.id)
         if request.idempotency_key is not None:
             action_id = workflow_id_for(request)

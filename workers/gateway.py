@@ -50,12 +50,14 @@ from workers.actions import (
     ActionService,
     DecisionRefusedError,
     IdempotencyConflict,
+    InvalidOnBehalfOf,
     NotRequester,
     UnknownAction,
     WorkerUnavailable,
     can_view,
 )
 from workers.auth import current_principal
+from workers.ratelimit import RefusalBudget
 from workers.temporal import connect
 
 log = logging.getLogger("signoff.gateway")
@@ -67,6 +69,7 @@ ERROR_STATUS: dict[type[ActionError], int] = {
     ActionNotFound: 404,
     ActionNotPending: 409,
     UnknownAction: 422,
+    InvalidOnBehalfOf: 422,
     IdempotencyConflict: 409,
     NotRequester: 403,
     WorkerUnavailable: 503,
@@ -290,6 +293,19 @@ def action_id(id: str) -> str:
     return id
 
 
+def refusal_budget(request: Request) -> RefusalBudget:
+    """FastAPI dependency: the app's budget of refused decisions per principal."""
+    state = request.app.state
+    budget: RefusalBudget | None = getattr(state, "refusal_budget", None)
+    if budget is None:
+        settings: Settings = state.settings
+        budget = RefusalBudget(
+            settings.refused_decisions_burst, settings.refused_decisions_per_minute
+        )
+        state.refusal_budget = budget
+    return budget
+
+
 Wait = Query(
     default=None,
     ge=0,
@@ -345,22 +361,50 @@ async def get_action(
 @router.post(
     "/actions/{id}/decisions",
     response_model=ActionStatus,
-    responses=_errors(400, 401, 403, 404, 409, 422, 503),
+    responses=_errors(400, 401, 403, 404, 409, 422, 429, 503),
 )
 async def decide(
     body: DecisionBody,
     id: str = Depends(action_id),
     principal: Principal = Depends(current_principal),
     service: ActionService = Depends(get_service),
+    budget: RefusalBudget = Depends(refusal_budget),
 ) -> ActionStatus:
     """Approve or deny with the digest you were shown; every refused attempt is recorded.
 
-    403: you may not decide it; 409: it is not pending (or you already decided);
-    422: the digest does not match the action, or a denial has no reason.
+    403: you may not decide it; 404: no such action, or you may not see it (as for GET);
+    409: it is not pending (or you already decided); 422: the digest does not match the
+    action, or a denial has no reason; 429: too many refused attempts, see Retry-After.
     """
-    # No visibility check here on purpose: a refused attempt must reach the workflow's record.
+    wait = budget.retry_after(principal.id)
+    if wait:
+        raise HTTPException(
+            429,
+            {
+                "code": "too_many_refusals",
+                "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
+            },
+            headers={"Retry-After": str(wait)},
+        )
+    # No visibility check first on purpose: a refused attempt must reach the workflow's record,
+    # and an accepted one (the usual case) needs no extra status read.
     request = DecisionRequest(**body.model_dump(), approver=principal.id, channel="api")
-    return await service.decide(id, request)
+    try:
+        return await service.decide(id, request)
+    except WorkerUnavailable:
+        raise
+    except ActionNotFound:
+        budget.spend(principal.id)
+        raise
+    except ActionError:
+        budget.spend(principal.id)
+        # Someone who may not see the action learns what GET tells them: nothing (no state,
+        # eligible groups or digest from the refusal).
+        if not can_view(principal, await service.status(id)):
+            raise ActionNotFound(f"no action {id}") from None
+        raise
+
+
 
 
 @router.post(

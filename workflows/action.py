@@ -33,6 +33,7 @@ from signoff.models import (
     NotifyInput,
     NotifyResult,
     NotifyUpdateInput,
+    Principal,
     PrincipalLookup,
     PrincipalLookupResult,
     RefusalCode,
@@ -71,6 +72,9 @@ ORDERED_MESSAGE_UPDATES = "ordered-message-updates"
 # Patch: the write-ahead "execution started" row goes in the same ledger write as the verdict
 # (allowed actions) or the decision that completes the quorum, saving one write per action.
 WRITE_AHEAD_WITH_DECISION = "write-ahead-with-decision"
+# Patch: each decision also resolves the requester again, so the self-approval rule refuses the
+# agent's owner as the directory says at decision time (as well as the owner at request time).
+OWNER_AT_DECISION = "owner-at-decision"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -115,6 +119,7 @@ class ActionWorkflow:
         self._start_durable = False
         self._ordered_updates = False
         self._write_ahead_with_decision = False
+        self._owner_at_decision = False
         self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
@@ -127,6 +132,7 @@ class ActionWorkflow:
         # asked for after it would then be missed.
         self._ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
         self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
+        self._owner_at_decision = workflow.patched(OWNER_AT_DECISION)
         evaluation = await workflow.execute_local_activity(
             "evaluate_policy",
             request,
@@ -384,16 +390,17 @@ class ActionWorkflow:
         found = PrincipalLookupResult()
         refusal = self._precheck(request)
         if refusal is None:
-            found = await workflow.execute_local_activity(
-                "resolve_principal",
-                PrincipalLookup(id=request.approver),
-                result_type=PrincipalLookupResult,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=FOREVER,
-                summary=f"resolve approver {request.approver}",
-            )
+            requester_now: Principal | None = None
+            if self._owner_at_decision:
+                found, now = await asyncio.gather(
+                    self._resolve(request.approver, "approver"),
+                    self._resolve(self._request.requester, "requester"),
+                )
+                requester_now = now.principal
+            else:
+                found = await self._resolve(request.approver, "approver")
             # Re-check: another decision may have resolved the action while we looked up.
-            refusal = self._precheck(request) or self._authorise(request, found)
+            refusal = self._precheck(request) or self._authorise(request, found, requester_now)
         if refusal is not None or found.principal is None:
             refusal = refusal or DecisionRefused(
                 code=RefusalCode.UNKNOWN_PRINCIPAL, message=f"{request.approver} is unknown"
@@ -448,6 +455,17 @@ class ActionWorkflow:
             self._update_notifications()
         return None
 
+    async def _resolve(self, principal_id: str, role: str) -> PrincipalLookupResult:
+        """Who a principal is now, as the worker's directory says."""
+        return await workflow.execute_local_activity(
+            "resolve_principal",
+            PrincipalLookup(id=principal_id),
+            result_type=PrincipalLookupResult,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=FOREVER,
+            summary=f"resolve {role} {principal_id}",
+        )
+
     def _precheck(self, request: DecisionRequest) -> DecisionRefused | None:
         """Refusals that need no identity: state, digest and repetition."""
         if self._status is not Status.PENDING_APPROVAL or self._approved:
@@ -476,9 +494,16 @@ class ActionWorkflow:
         return None
 
     def _authorise(
-        self, request: DecisionRequest, found: PrincipalLookupResult
+        self,
+        request: DecisionRequest,
+        found: PrincipalLookupResult,
+        requester_now: Principal | None = None,
     ) -> DecisionRefused | None:
-        """Who may decide: a known human, not party to the request, in an eligible group."""
+        """Who may decide: a known human, not party to the request, in an eligible group.
+
+        `requester_now`: the requester as the directory has it at decision time; its owner
+        is a party as much as the owner at request time.
+        """
         approver = found.principal
         if approver is None:
             return DecisionRefused(
@@ -497,6 +522,8 @@ class ActionWorkflow:
         requester = self._evaluation.requester if self._evaluation else None
         if requester is not None and requester.owner:
             parties.setdefault(requester.owner, "the requesting agent's owner")
+        if requester_now is not None and requester_now.owner:
+            parties.setdefault(requester_now.owner, "the requesting agent's owner")
         if approver.id in parties:
             return DecisionRefused(
                 code=RefusalCode.SELF_APPROVAL,
