@@ -119,10 +119,17 @@ SLACK_ID = r"^[A-Za-z0-9_-]{1,40}$"  # U…, W…, C…, G…, D…: nothing tha
 
 
 class SlackUser(SlackModel):
-    """Who clicked."""
+    """Who clicked, and the workspace they belong to."""
 
     id: str = Field(pattern=SLACK_ID)
     team_id: str | None = None
+
+
+class SlackRef(SlackModel):
+    """A workspace or an Enterprise Grid organisation named in a payload."""
+
+    id: str | None = None
+    enterprise_id: str | None = None
 
 
 class SlackChannel(SlackModel):
@@ -144,6 +151,8 @@ class BlockActions(SlackModel):
 
     type: Literal["block_actions"]
     user: SlackUser
+    team: SlackRef | None = None
+    enterprise: SlackRef | None = None
     actions: list[SlackAction] = Field(min_length=1)
     trigger_id: str | None = None
     channel: SlackChannel | None = None
@@ -169,6 +178,8 @@ class ViewSubmission(SlackModel):
 
     type: Literal["view_submission"]
     user: SlackUser
+    team: SlackRef | None = None
+    enterprise: SlackRef | None = None
     view: SlackView
 
 
@@ -190,6 +201,7 @@ OK = Reply(200)
 ERRORS = {
     400: ("bad_request", "the interaction was not accepted"),
     401: ("unauthorized", "the request is not a verified Slack interaction"),
+    403: ("forbidden", "this Slack user may not decide signoff actions"),
     503: ("slack_unavailable", "Slack could not be reached; try again"),
 }
 
@@ -198,6 +210,37 @@ def rejection(status: int) -> Reply:
     """The gateway's error shape; the details are in the log, not told to the sender."""
     code, message = ERRORS.get(status, ("error", "the interaction was not accepted"))
     return Reply(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Our Slack workspace, and the Enterprise Grid organisation it is part of, if any."""
+
+    team_id: str | None
+    enterprise_id: str | None = None
+
+    def includes(self, team_id: str | None, enterprise_id: str | None) -> bool:
+        """Whether a user of this team (or organisation) is one of ours."""
+        if self.team_id is not None and team_id == self.team_id:
+            return True
+        return self.enterprise_id is not None and enterprise_id == self.enterprise_id
+
+
+@dataclass(frozen=True)
+class Clicker:
+    """Who clicked as the signed payload says: their user id and where they belong."""
+
+    user_id: str
+    team_id: str | None
+    enterprise_id: str | None
+
+    @classmethod
+    def of(cls, payload: BlockActions | ViewSubmission) -> Clicker:
+        """The clicker of a payload."""
+        enterprise = payload.enterprise.id if payload.enterprise else None
+        if enterprise is None and payload.team is not None:
+            enterprise = payload.team.enterprise_id
+        return cls(payload.user.id, payload.user.team_id, enterprise)
 
 
 class Rejected(Exception):
@@ -221,13 +264,17 @@ class SlackInteractions:
         directory: Directory,
         client: AsyncWebClient,
         signing_secret: str | None,
+        workspace: Workspace | None = None,
     ) -> None:
         self.service = service
         self.directory = directory
         self.client = client
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        # Unset: the workspace the bot token belongs to, asked of auth.test once.
+        self.workspace = workspace
         self._signatures = TTLSet(ttl=2 * MAX_SKEW)
         self._users = TTLCache()
+        self._refusals: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -236,11 +283,15 @@ class SlackInteractions:
     ) -> SlackInteractions:
         """A handler with the settings' signing secret, bot token and API URL."""
         secret = settings.slack_signing_secret
+        workspace = None
+        if settings.slack_team_id or settings.slack_enterprise_id:
+            workspace = Workspace(settings.slack_team_id, settings.slack_enterprise_id)
         return cls(
             service,
             directory,
             slack_web_client(settings),
             secret.get_secret_value() if secret else None,  # an empty secret is no secret
+            workspace,
         )
 
     async def handle_http(self, body: bytes, headers: Mapping[str, str]) -> Reply:
@@ -280,7 +331,8 @@ class SlackInteractions:
         signature = headers.get("x-slack-signature")
         if not timestamp or not signature:
             raise Rejected(401, "missing X-Slack-Signature or X-Slack-Request-Timestamp")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        # ASCII only: str.isdigit() also takes '¹' or '١', which int() then chokes on or reads.
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise Rejected(401, "malformed X-Slack-Request-Timestamp")
         skew = abs(time.time() - int(timestamp))
         if skew > MAX_SKEW:
@@ -300,7 +352,7 @@ class SlackInteractions:
             raise Rejected(400, f"malformed button value on {action.action_id}")
         action_id, digest = parsed
         channel = payload.channel.id if payload.channel else None
-        principal_id = await self._principal_for(payload.user.id, channel)
+        principal_id = await self._principal_for(Clicker.of(payload), channel)
         status = await self._checked_status(action_id, digest, principal_id)
         if action.action_id == APPROVE_ACTION:
             self._spawn(
@@ -335,7 +387,7 @@ class SlackInteractions:
             # Shown under the input; the modal stays open for a better answer.
             error = "Say why, so the agent learns" if not reason else "At most 2000 characters"
             return Reply(200, {"response_action": "errors", "errors": {REASON_BLOCK: error}})
-        principal_id = await self._principal_for(payload.user.id, channel)
+        principal_id = await self._principal_for(Clicker.of(payload), channel)
         await self._checked_status(action_id, digest, principal_id)
         self._spawn(
             self._decide(principal_id, payload.user.id, channel, action_id, digest, "deny", reason)
@@ -356,13 +408,26 @@ class SlackInteractions:
             )
         return status
 
-    async def _principal_for(self, user_id: str, channel: str | None) -> str:
-        """The directory principal of a Slack user: by Slack id, else by their Slack email."""
+    async def _principal_for(self, clicker: Clicker, channel: str | None) -> str:
+        """The directory principal of a Slack user: by Slack id, else by their Slack email.
+
+        By email only for a member of our workspace (or organisation) whose email Slack has
+        confirmed: a Slack Connect guest from elsewhere can put anyone's address on a profile.
+        """
+        user_id = clicker.user_id
         found, cached = self._users.get(user_id)
         if not found:
-            cached = await self._lookup(user_id)
+            cached = await self._lookup(clicker)
             self._users.put(user_id, cached, KNOWN_TTL if cached else UNKNOWN_TTL)
         if cached is None:
+            refusal = self._refusals.get(user_id)
+            if refusal is not None:
+                self._spawn(
+                    self._ephemeral(
+                        channel, user_id, f"⛔ Your click was not counted: {refusal}."
+                    )
+                )
+                raise Rejected(403, f"Slack user {user_id} refused: {refusal}")
             self._spawn(
                 self._ephemeral(
                     channel,
@@ -374,7 +439,9 @@ class SlackInteractions:
             raise Rejected(401, f"Slack user {user_id} is not in the directory")
         return cached
 
-    async def _lookup(self, user_id: str) -> str | None:
+    async def _lookup(self, clicker: Clicker) -> str | None:
+        user_id = clicker.user_id
+        self._refusals.pop(user_id, None)
         principal = await self.directory.by_slack_user(user_id)
         if principal is not None:
             return principal.id
@@ -391,8 +458,51 @@ class SlackInteractions:
         email = (user.get("profile") or {}).get("email")
         if not isinstance(email, str) or not email:
             return None
+        refusal = await self._foreign(clicker, user)
+        if refusal is not None:
+            # Bounded by the user cache's size: both forget a user together.
+            if len(self._refusals) >= self._users.maxsize:
+                self._refusals.clear()
+            self._refusals[user_id] = refusal
+            return None
         principal = await self.directory.by_email(email)
         return principal.id if principal is not None else None
+
+    async def _foreign(self, clicker: Clicker, user: dict[str, Any]) -> str | None:
+        """Why a user matched by email is not one of ours; None when they are."""
+        if user.get("is_stranger"):
+            return "your account belongs to another organisation (Slack Connect)"
+        ours = await self._our_workspace()
+        enterprise_user = user.get("enterprise_user")
+        enterprise_id = (
+            enterprise_user.get("enterprise_id") if isinstance(enterprise_user, dict) else None
+        )
+        if not ours.includes(_str(user.get("team_id")), _str(enterprise_id)):
+            return "your account is not a member of this Slack workspace"
+        if clicker.team_id is not None and not ours.includes(
+            clicker.team_id, clicker.enterprise_id
+        ):
+            return "you clicked from another Slack workspace"
+        if user.get("is_email_confirmed") is not True:
+            return "Slack has not confirmed your email address, so it cannot identify you"
+        return None
+
+    async def _our_workspace(self) -> Workspace:
+        """Our workspace: from the settings, else the bot token's own (auth.test, once)."""
+        if self.workspace is None:
+            try:
+                info = await call_slack("auth.test", "-", self.client.auth_test)
+            except (SlackPermanentError, SlackUnavailable) as err:
+                raise Rejected(
+                    503,
+                    f"cannot tell our Slack workspace ({err}); set SIGNOFF_SLACK_TEAM_ID",
+                ) from None
+            team_id = _str(info.get("team_id"))
+            enterprise_id = _str(info.get("enterprise_id"))
+            if team_id is None and enterprise_id is None:
+                raise Rejected(503, "auth.test named no workspace; set SIGNOFF_SLACK_TEAM_ID")
+            self.workspace = Workspace(team_id, enterprise_id)
+        return self.workspace
 
     # --- background work ------------------------------------------------------------------
 
@@ -473,6 +583,11 @@ class SlackInteractions:
             )
         except (SlackPermanentError, SlackUnavailable) as err:
             log.warning("cannot tell Slack user %s: %s", user_id, err)
+
+
+def _str(value: Any) -> str | None:
+    """A non-empty string from Slack's JSON, else None."""
+    return value if isinstance(value, str) and value else None
 
 
 def _form_payload(body: bytes) -> dict[str, Any]:

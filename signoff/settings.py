@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # Whose clicks count when matched by email: members of this workspace (T…) or of this
+    # Enterprise Grid organisation (E…). Unset: the bot token's own workspace (auth.test).
+    slack_team_id: str | None = None
+    slack_enterprise_id: str | None = None
 
     # Microsoft Teams
     teams_app_id: str | None = None

@@ -36,6 +36,8 @@ class FakeSlack:
 
     bot_token: str = "xoxb-fake-bot-token"
     app_token: str = "xapp-fake-app-token"
+    team_id: str = "T0FAKE"  # the workspace the bot is installed in (auth.test)
+    enterprise_id: str | None = None
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     channel_errors: dict[str, str] = field(default_factory=dict)
@@ -201,6 +203,21 @@ class FakeSlack:
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": {"id": args["user"], **user}}
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "ok": True,
+            "url": "https://fake.slack.test/",
+            "team": "Fake",
+            "user": "signoff",
+            "team_id": self.team_id,
+            "user_id": "U0SIGNOFF",
+            "bot_id": "B0SIGNOFF",
+            "is_enterprise_install": False,
+        }
+        if self.enterprise_id is not None:
+            answer["enterprise_id"] = self.enterprise_id
+        return answer
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"}

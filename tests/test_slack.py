@@ -60,12 +60,14 @@ from workers.gateway import channel_routers, create_app
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 T = TypeVar("T")
 
-# Slack users: three linked by slack_user_id in the directory, two only by their Slack email,
-# one whose email nobody in the directory has, and one Slack does not know.
+# Slack users: three linked by slack_user_id in the directory, two only by their Slack email
+# (members of our workspace, emails confirmed), one whose email nobody in the directory has, and
+# one Slack does not know.
+MEMBER = {"team_id": "T0FAKE", "is_email_confirmed": True}
 USERS = {
-    "U0BOB": {"profile": {"email": "Bob@Example.com"}},
-    "U0OSCAR": {"profile": {"email": "oscar@example.com"}},
-    "U0STRANGER": {"profile": {"email": "stranger@elsewhere.test"}},
+    "U0BOB": {"profile": {"email": "Bob@Example.com"}, **MEMBER},
+    "U0OSCAR": {"profile": {"email": "oscar@example.com"}, **MEMBER},
+    "U0STRANGER": {"profile": {"email": "stranger@elsewhere.test"}, **MEMBER},
     "U0ALICE": {"profile": {"email": "alice@example.com"}},
     "U0CAROL": {"profile": {}},
     "U0DAVE": {"profile": {}},
