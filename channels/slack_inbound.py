@@ -331,7 +331,8 @@ class SlackInteractions:
         signature = headers.get("x-slack-signature")
         if not timestamp or not signature:
             raise Rejected(401, "missing X-Slack-Signature or X-Slack-Request-Timestamp")
-        # ASCII only: str.isdigit() also takes '¹' or '١', which int() then chokes on or reads.
+        # ASCII only: str.isdigit() also takes superscript and other scripts' digits, which int()
+        # then chokes on (a 500) or reads.
         if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise Rejected(401, "malformed X-Slack-Request-Timestamp")
         skew = abs(time.time() - int(timestamp))
@@ -423,9 +424,7 @@ class SlackInteractions:
             refusal = self._refusals.get(user_id)
             if refusal is not None:
                 self._spawn(
-                    self._ephemeral(
-                        channel, user_id, f"⛔ Your click was not counted: {refusal}."
-                    )
+                    self._ephemeral(channel, user_id, f"⛔ Your click was not counted: {refusal}.")
                 )
                 raise Rejected(403, f"Slack user {user_id} refused: {refusal}")
             self._spawn(

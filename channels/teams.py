@@ -469,6 +469,42 @@ def _invoke_card(card: dict[str, Any]) -> Response:
     return JSONResponse({"statusCode": 200, "type": ADAPTIVE_CARD, "value": card})
 
 
+def allowed_tenants(settings: Settings) -> set[str]:
+    """The Entra tenants whose activities we accept: the allow-list and our own tenant."""
+    return {t for t in (*settings.teams_allowed_tenants, settings.teams_tenant_id) if t}
+
+
+def tenant_problem(activity: Activity, settings: Settings) -> str | None:
+    """Why an activity's tenant is not accepted; None when it is.
+
+    Every tenant the activity names must be allowed (channelData's and the conversation's), and
+    it must name one: checking is on unless `teams_allow_any_tenant` turns it off explicitly.
+    """
+    if settings.teams_allow_any_tenant:
+        return None
+    allowed = allowed_tenants(settings)
+    if not allowed:
+        return (
+            "no Teams tenant is allowed: set SIGNOFF_TEAMS_TENANT_ID or "
+            "SIGNOFF_TEAMS_ALLOWED_TENANTS (or SIGNOFF_TEAMS_ALLOW_ANY_TENANT=true to accept any)"
+        )
+    tenant = activity.channel_data.get("tenant")
+    named = {
+        value
+        for value in (
+            tenant.get("id") if isinstance(tenant, dict) else None,
+            activity.conversation.tenant_id,
+        )
+        if value is not None
+    }
+    if not named:
+        return "the activity names no tenant"
+    for value in sorted(map(str, named)):
+        if value not in allowed:
+            return f"tenant {value[:80]!r} is not ours"
+    return None
+
+
 def ui_link(settings: Settings, action_id: str) -> str | None:
     """The action's page in the Temporal UI, as the workflow links it."""
     if not settings.ui_url:
@@ -518,9 +554,9 @@ class TeamsInbound:
             return _unauthorized(f"channel {activity.channel_id!r} is not msteams")
         if not service_url_allowed(activity.service_url, self.settings.teams_allowed_service_urls):
             return _unauthorized(f"serviceUrl {activity.service_url!r} is not allow-listed")
-        tenant = self.settings.teams_tenant_id
-        if tenant and activity.tenant_id and activity.tenant_id != tenant:
-            return _unauthorized(f"tenant {activity.tenant_id} is not ours")
+        problem = tenant_problem(activity, self.settings)
+        if problem is not None:
+            return _unauthorized(problem)
         try:
             if activity.type == "invoke" and activity.name == CARD_ACTION:
                 return await self._card_action(activity)
@@ -649,6 +685,11 @@ def teams_router(
     router = APIRouter()
     inbound: TeamsInbound | None = None
     if settings.teams_app_id:
+        if not settings.teams_allow_any_tenant and not allowed_tenants(settings):
+            log.error(
+                "Teams refuses every activity: no tenant is allowed (set SIGNOFF_TEAMS_TENANT_ID "
+                "or SIGNOFF_TEAMS_ALLOWED_TENANTS, or SIGNOFF_TEAMS_ALLOW_ANY_TENANT=true)"
+            )
         inbound = TeamsInbound(
             settings,
             service,

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     teams_app_id: str | None = None
     teams_app_password: SecretStr | None = None
     teams_tenant_id: str | None = None
+    # Inbound activities must come from one of these tenants (teams_tenant_id counts as one);
+    # with none, every activity is refused unless teams_allow_any_tenant says otherwise.
+    teams_allowed_tenants: list[str] = Field(default_factory=list)
+    teams_allow_any_tenant: bool = False
     teams_openid_metadata_url: str = (
         "https://login.botframework.com/v1/.well-known/openidconfiguration"
     )

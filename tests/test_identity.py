@@ -72,7 +72,8 @@ def test_whom_a_principal_may_act_for() -> None:
     assert on_behalf_problem(declared, "alice@example.com") is None
     human = Principal(id="bob@example.com", kind="human")
     refused = on_behalf_problem(human, "alice@example.com")
-    assert refused is not None and "nobody else" in refused
+    assert refused is not None
+    assert "nobody else" in refused
     # Unknown and undeclared read the same: the answer is no directory oracle.
     unknown = on_behalf_problem(human, "nobody@example.com")
     assert unknown == refused.replace("alice@example.com", "nobody@example.com")
@@ -271,7 +272,9 @@ async def test_refused_decisions_are_rate_limited_per_principal(
     action_id, digest = action["id"], action["digest"]
     guesses = ["act-" + f"{i:032x}" for i in range(3)]
     for guess in guesses:  # probing ids that do not exist spends the budget
-        assert (await decide(app, "bob", guess, decision="approve", digest=digest)).status_code == 404
+        assert (
+            await decide(app, "bob", guess, decision="approve", digest=digest)
+        ).status_code == 404
     limited = await decide(app, "bob", action_id, decision="approve", digest=digest)
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "too_many_refusals"

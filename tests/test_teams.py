@@ -8,6 +8,7 @@ and connector. Everything of ours runs for real: the notifier inside a real work
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -792,3 +793,128 @@ async def test_a_valid_request_after_bad_ones_still_decides(
     final = await handle.result()
     assert final.status is Status.SUCCEEDED
     assert [(d.approver, d.channel) for d in final.decisions] == [("alice@example.com", "teams")]
+
+
+# --- tenants (issue 12) -------------------------------------------------------------------
+
+ActionPending = tuple[Handle, Any]
+
+
+def without_tenant(activity: dict[str, Any]) -> dict[str, Any]:
+    """The activity with no tenant anywhere."""
+    activity["channelData"] = {}
+    activity["conversation"].pop("tenantId", None)
+    return activity
+
+
+def conversation_elsewhere(activity: dict[str, Any]) -> dict[str, Any]:
+    """channelData says ours, the conversation says another tenant's."""
+    activity["conversation"]["tenantId"] = "99999999-0000-0000-0000-000000000000"
+    return activity
+
+
+def channel_data_elsewhere(activity: dict[str, Any]) -> dict[str, Any]:
+    """The conversation says ours, channelData says another tenant's."""
+    activity["channelData"] = {"tenant": {"id": "99999999-0000-0000-0000-000000000000"}}
+    return activity
+
+
+async def post(gateway: Any, fake: FakeMicrosoft, activity: dict[str, Any]) -> Any:
+    """POST an activity with a valid Bot Framework token for its serviceUrl."""
+    headers = _bearer(fake.bot_jwt(service_url=activity["serviceUrl"]))
+    return await gateway.post("/teams/messages", json=activity, headers=headers)
+
+
+async def undecided(handle: Handle) -> None:
+    """Nothing was decided or even attempted."""
+    after = await handle.query(ActionWorkflow.status)
+    assert after.status is Status.PENDING_APPROVAL
+    assert (after.decisions, after.refused) == ([], [])
+
+
+@pytest.mark.parametrize("change", [without_tenant, conversation_elsewhere, channel_data_elsewhere])
+async def test_an_activity_from_another_or_no_tenant_is_refused(
+    pending: ActionPending,
+    gateway: Any,
+    fake: FakeMicrosoft,
+    caplog: pytest.LogCaptureFixture,
+    change: Any,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="signoff.teams")
+    handle, status = pending
+    answer = await post(gateway, fake, change(_valid(fake, status)))
+    assert answer.status_code == 401
+    assert "refused /teams/messages" in caplog.text
+    assert "tenant" in caplog.text
+    await undecided(handle)
+    assert fake.connector == []
+
+
+async def test_without_an_allowed_tenant_everything_is_refused(
+    client: Client,
+    teams_settings: Settings,
+    pending: ActionPending,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="signoff.teams")
+    handle, status = pending
+    unset = teams_settings.model_copy(update={"teams_tenant_id": None})
+    async with gateway_app(client, unset, directory, store, msal_http) as gateway:
+        assert "Teams refuses every activity: no tenant is allowed" in caplog.text
+        answer = await post(gateway, fake, _valid(fake, status))
+    assert answer.status_code == 401
+    assert "SIGNOFF_TEAMS_ALLOWED_TENANTS" in caplog.text
+    await undecided(handle)
+
+
+async def test_the_allow_list_admits_its_tenants(
+    client: Client,
+    teams_settings: Settings,
+    pending: ActionPending,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+) -> None:
+    handle, status = pending
+    listed = teams_settings.model_copy(
+        update={"teams_tenant_id": None, "teams_allowed_tenants": ["other", TENANT]}
+    )
+    async with gateway_app(client, listed, directory, store, msal_http) as gateway:
+        assert (await post(gateway, fake, _valid(fake, status))).status_code == 200
+    final = await handle.result()
+    assert [d.approver for d in final.decisions] == ["alice@example.com"]
+
+
+async def test_any_tenant_only_when_explicitly_allowed(
+    client: Client,
+    teams_settings: Settings,
+    pending: ActionPending,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+) -> None:
+    handle, status = pending
+    anyone = teams_settings.model_copy(
+        update={"teams_tenant_id": None, "teams_allow_any_tenant": True}
+    )
+    async with gateway_app(client, anyone, directory, store, msal_http) as gateway:
+        answer = await post(gateway, fake, channel_data_elsewhere(_valid(fake, status)))
+        assert answer.status_code == 200
+    final = await handle.result()
+    assert [d.approver for d in final.decisions] == ["alice@example.com"]
+
+
+def test_the_settings_read_the_allow_list_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIGNOFF_TEAMS_ALLOWED_TENANTS", '["t-1", "t-2"]')
+    monkeypatch.setenv("SIGNOFF_TEAMS_ALLOW_ANY_TENANT", "false")
+    settings = Settings()
+    assert settings.teams_allowed_tenants == ["t-1", "t-2"]
+    assert settings.teams_allow_any_tenant is False

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import fastapi
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -378,9 +379,9 @@ async def decide(
     """
     wait = budget.retry_after(principal.id)
     if wait:
-        raise HTTPException(
-            429,
-            {
+        raise fastapi.HTTPException(
+            status_code=429,
+            detail={
                 "code": "too_many_refusals",
                 "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
             },
@@ -403,8 +404,6 @@ async def decide(
         if not can_view(principal, await service.status(id)):
             raise ActionNotFound(f"no action {id}") from None
         raise
-
-
 
 
 @router.post(
