@@ -26,6 +26,7 @@ from policies.loader import load_directory, load_policy
 from signoff.binaries import temporal_cli
 from signoff.models import ActionRequest, ActionStatus, DecisionRequest
 from signoff.settings import Settings
+from tests.signing import SIGNER
 from workers.worker import WorkerParts, build_worker
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
@@ -162,10 +163,11 @@ class Gate:
             requester=requester,
             **extra,
         )
+        action_id = f"act-{uuid.uuid4()}"
         return await self.client.start_workflow(
             ActionWorkflow.run,
-            request,
-            id=f"act-{uuid.uuid4()}",
+            SIGNER.request(request, action_id),
+            id=action_id,
             task_queue=self.settings.task_queue,
         )
 
@@ -178,16 +180,16 @@ class Gate:
         digest: str | None = None,
         reason: str = "",
     ) -> ActionStatus:
-        """Send the `decide` update as an approver would."""
+        """Send the `decide` update, signed, as the gateway would for an approver."""
         status = await handle.query(ActionWorkflow.status)
+        request = DecisionRequest(
+            approver=approver,
+            decision=decision,  # type: ignore[arg-type]
+            digest=digest or status.digest,
+            reason=reason,
+        )
         return await handle.execute_update(
-            ActionWorkflow.decide,
-            DecisionRequest(
-                approver=approver,
-                decision=decision,  # type: ignore[arg-type]
-                digest=digest or status.digest,
-                reason=reason,
-            ),
+            ActionWorkflow.decide, SIGNER.decision(request, handle.id)
         )
 
     async def wait_for(
