@@ -146,14 +146,18 @@ class Signer:
             kid=self.kid, payload=payload, sig=base64.urlsafe_b64encode(sig).decode("ascii")
         )
 
-    def request(self, request: ActionRequest, action_id: str) -> ActionRequest:
+    def request(
+        self, request: ActionRequest, action_id: str, *, now: datetime | None = None
+    ) -> ActionRequest:
         """The request, signed for the action id it starts."""
-        signed = self.sign(request_claims(request, action_id))
+        signed = self.sign(request_claims(request, action_id), now=now)
         return request.model_copy(update={"signature": signed})
 
-    def decision(self, decision: DecisionRequest, action_id: str) -> DecisionRequest:
+    def decision(
+        self, decision: DecisionRequest, action_id: str, *, now: datetime | None = None
+    ) -> DecisionRequest:
         """The decision, signed for one action."""
-        signed = self.sign(decision_claims(decision, action_id))
+        signed = self.sign(decision_claims(decision, action_id), now=now)
         return decision.model_copy(update={"signature": signed})
 
     def cancel(self, cancel: CancelRequest, action_id: str) -> CancelRequest:

@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +141,19 @@ async def worker(client: Client, settings: Settings, ledger: Ledger) -> AsyncIte
 class Gate:
     """Drives actions the way the gateway does: start the workflow, send updates, query."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        clock: Callable[[], Awaitable[datetime]] | None = None,
+    ) -> None:
+        """`clock`: the server's time, for a time-skipping server (signatures carry the time)."""
         self.client = client
         self.settings = settings
+        self.clock = clock
+
+    async def _now(self) -> datetime | None:
+        return await self.clock() if self.clock else None
 
     async def submit(
         self,
@@ -166,7 +176,7 @@ class Gate:
         action_id = f"act-{uuid.uuid4()}"
         return await self.client.start_workflow(
             ActionWorkflow.run,
-            SIGNER.request(request, action_id),
+            SIGNER.request(request, action_id, now=await self._now()),
             id=action_id,
             task_queue=self.settings.task_queue,
         )
@@ -189,7 +199,7 @@ class Gate:
             reason=reason,
         )
         return await handle.execute_update(
-            ActionWorkflow.decide, SIGNER.decision(request, handle.id)
+            ActionWorkflow.decide, SIGNER.decision(request, handle.id, now=await self._now())
         )
 
     async def wait_for(

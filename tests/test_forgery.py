@@ -7,6 +7,9 @@ and each must be refused, recorded in state, history and ledger, and change noth
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,12 +32,11 @@ from signoff.models import (
     Status,
 )
 from signoff.settings import Settings
-from signoff.signing import KeySet, Signer, decision_claims, generate_key_pair
+from signoff.signing import KeySet, Signer, SigningError, decision_claims, generate_key_pair
 from tests.conftest import Gate
 from tests.signing import KEYS, SIGNER
+from workers.actions import load_signer
 from workflows.action import DECISION_REFUSED, MESSAGE_REFUSED, ActionWorkflow
-
-pytestmark = pytest.mark.usefixtures("worker")
 
 Handle = WorkflowHandle[ActionWorkflow, ActionStatus]
 
@@ -81,6 +83,7 @@ async def refused_update(handle: Handle, request: Any) -> ApplicationError:
     return cause
 
 
+@pytest.mark.usefixtures("worker")
 async def test_forged_decision_signal_is_refused_and_recorded(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("one-db")
     status = await gate.wait_for(handle, "pending_approval")
@@ -94,6 +97,7 @@ async def test_forged_decision_signal_is_refused_and_recorded(gate: Gate, ledger
     assert (await handle.result()).status is Status.SUCCEEDED
 
 
+@pytest.mark.usefixtures("worker")
 async def test_forged_decide_update_is_refused_and_recorded(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("one-db")
     status = await gate.wait_for(handle, "pending_approval")
@@ -128,6 +132,7 @@ async def test_forged_decide_update_is_refused_and_recorded(gate: Gate, ledger: 
     ]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_decision_signed_for_another_action_is_refused(gate: Gate, ledger: Ledger) -> None:
     first = await gate.submit("one-db", {"n": 1})
     second = await gate.submit("one-db", {"n": 1})
@@ -142,6 +147,7 @@ async def test_decision_signed_for_another_action_is_refused(gate: Gate, ledger:
     await assert_unchanged(second, ledger, "pending_approval")
 
 
+@pytest.mark.usefixtures("worker")
 async def test_forged_start_naming_another_requester_is_rejected(
     client: Client, settings: Settings, ledger: Ledger
 ) -> None:
@@ -163,6 +169,7 @@ async def test_forged_start_naming_another_requester_is_rejected(
     assert await ledger_refusals(ledger, handle.id) == [("request", "unsigned")]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_genuine_request_with_another_requester_or_id_is_rejected(
     client: Client, settings: Settings, ledger: Ledger
 ) -> None:
@@ -189,6 +196,7 @@ async def test_genuine_request_with_another_requester_or_id_is_rejected(
         assert "execution_started" not in [r.kind for r in await ledger.events(handle.id)]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_replayed_genuine_decision_is_refused(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("two-keys")  # needs two from security
     status = await gate.wait_for(handle, "pending_approval")
@@ -210,6 +218,7 @@ async def test_replayed_genuine_decision_is_refused(gate: Gate, ledger: Ledger) 
     ]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_decision_signed_by_an_unknown_key_is_refused(gate: Gate, ledger: Ledger) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kid = generate_key_pair(Path(tmp) / "k.pem", Path(tmp) / "k.pub.pem")
@@ -233,6 +242,7 @@ async def test_decision_signed_by_an_unknown_key_is_refused(gate: Gate, ledger: 
     await assert_unchanged(handle, ledger, "pending_approval")
 
 
+@pytest.mark.usefixtures("worker")
 async def test_stale_decision_is_refused(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("one-db")
     status = await gate.wait_for(handle, "pending_approval")
@@ -256,6 +266,7 @@ async def test_stale_decision_is_refused(gate: Gate, ledger: Ledger) -> None:
     ]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_forged_cancel_is_refused_and_recorded(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("one-db")
     await gate.wait_for(handle, "pending_approval")
@@ -267,6 +278,7 @@ async def test_forged_cancel_is_refused_and_recorded(gate: Gate, ledger: Ledger)
     assert await ledger_refusals(ledger, handle.id) == [("cancel", "unsigned")]
 
 
+@pytest.mark.usefixtures("worker")
 async def test_forged_caller_report_is_refused_and_recorded(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("sandbox-1", action="report.build", execution="caller")
     await gate.wait_for(handle, "executing")
@@ -291,3 +303,23 @@ def test_key_set_reads_a_directory_and_names_keys_by_fingerprint(tmp_path: Path)
     assert set(KeySet.load(tmp_path / "public").keys) == {old, new}
     assert Signer.load(tmp_path / "new.key").kid == new
     assert (tmp_path / "new.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_gateway_without_a_signing_key_says_which_setting_is_missing() -> None:
+    with pytest.raises(SigningError, match="SIGNOFF_SIGNING_KEY is not set"):
+        load_signer(Settings(signing_key=None))
+
+
+def test_worker_without_public_keys_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SIGNOFF_VERIFY_KEYS"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "signoff"), "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "SIGNOFF_VERIFY_KEYS is not set" in result.stderr
+    assert "Traceback" not in result.stderr
