@@ -35,6 +35,7 @@ from signoff.settings import Settings
 from signoff.signing import KeySet, Signer, SigningError, decision_claims, generate_key_pair
 from tests.conftest import Gate
 from tests.signing import KEYS, SIGNER
+from tests.test_replay import replayer
 from workers.actions import load_signer
 from workflows.action import DECISION_REFUSED, MESSAGE_REFUSED, ActionWorkflow
 
@@ -323,3 +324,31 @@ def test_worker_without_public_keys_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "SIGNOFF_VERIFY_KEYS is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("worker")
+async def test_forged_decision_delivered_with_the_start_is_refused_and_replays(
+    gate: Gate, client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    # Signal-with-start: the decision handler runs in the first activation, before run().
+    action_id = f"act-{uuid.uuid4()}"
+    request = SIGNER.request(
+        ActionRequest(action="noop", target="one-db", justification="x", requester="agent:bot"),
+        action_id,
+    )
+    handle = await client.start_workflow(
+        ActionWorkflow.run,
+        request,
+        id=action_id,
+        task_queue=settings.task_queue,
+        start_signal="decision",
+        start_signal_args=[forged_decision(request.digest)],
+    )
+    assert await refused_codes(handle, 1) == [RefusalCode.UNSIGNED]
+    await gate.wait_for(handle, "pending_approval")
+    await assert_unchanged(handle, ledger, "pending_approval")
+    await gate.decide(handle, "alice@example.com")
+    assert (await handle.result()).status is Status.SUCCEEDED
+    history = await handle.fetch_history()
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
