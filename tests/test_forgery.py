@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import Ledger
+from signoff.client import ActionDenied, outcome
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -352,3 +353,17 @@ async def test_forged_decision_delivered_with_the_start_is_refused_and_replays(
     history = await handle.fetch_history()
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None
+
+
+def test_the_sdk_reports_a_rejected_request_as_denied_with_the_reason() -> None:
+    request = ActionRequest(action="noop", target="x", justification="x", requester="agent:bot")
+    status = ActionStatus(
+        id="act-1",
+        digest=request.digest,
+        request=request,
+        status=Status.REJECTED,
+        created_at=datetime.now(UTC),
+        error="request refused (unsigned): no gateway signature",
+    )
+    with pytest.raises(ActionDenied, match="Rejected before evaluation: request refused"):
+        outcome(status)
