@@ -26,5 +26,9 @@ class SignatureActivities:
                 message="this worker has no public keys (SIGNOFF_VERIFY_KEYS), so it trusts none",
             )
         return self.keys.verify(
-            check.signature, check.expected, now=check.now, max_age=self.max_age
+            check.signature,
+            check.expected,
+            now=check.now,
+            max_age=self.max_age,
+            not_before=check.not_before,
         )

@@ -372,6 +372,8 @@ class VerifyInput(Contract):
     signature: Signature
     expected: dict[str, JsonValue]
     now: datetime
+    # When the run started: a message signed well before it was meant for an earlier run.
+    not_before: datetime | None = None
 
 
 class VerifyResult(Contract):

@@ -231,6 +231,7 @@ class KeySet:
         *,
         now: datetime,
         max_age: timedelta = DEFAULT_MAX_AGE,
+        not_before: datetime | None = None,
     ) -> VerifyResult:
         """Check key, signature, claims and age; the first failure decides the code."""
         public = self.keys.get(signature.kid)
@@ -269,6 +270,12 @@ class KeySet:
                 RefusalCode.STALE_SIGNATURE,
                 f"signed at {at:%Y-%m-%d %H:%M:%S} UTC, more than {_minutes(max_age)} before "
                 f"it arrived ({now:%Y-%m-%d %H:%M:%S} UTC)",
+            )
+        if not_before is not None and at < not_before - CLOCK_SKEW:
+            return _refuse(
+                RefusalCode.STALE_SIGNATURE,
+                f"signed at {at:%Y-%m-%d %H:%M:%S} UTC, before this run of the action started "
+                f"({not_before:%Y-%m-%d %H:%M:%S} UTC): it was meant for an earlier run",
             )
         if at > now + CLOCK_SKEW:
             return _refuse(

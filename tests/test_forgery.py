@@ -367,3 +367,47 @@ def test_the_sdk_reports_a_rejected_request_as_denied_with_the_reason() -> None:
     )
     with pytest.raises(ActionDenied, match="Rejected before evaluation: request refused"):
         outcome(status)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_decision_signed_for_an_earlier_run_of_the_same_id_is_refused(
+    gate: Gate, client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    action_id = f"act-{uuid.uuid4()}"
+    request = ActionRequest(
+        action="noop", target="one-db", justification="x", requester="agent:bot"
+    )
+    first = await client.start_workflow(
+        ActionWorkflow.run,
+        SIGNER.request(request, action_id),
+        id=action_id,
+        task_queue=settings.task_queue,
+    )
+    await gate.wait_for(first, "pending_approval")
+    # alice's approval of the first run, taken two minutes ago (still within the maximum age).
+    earlier = SIGNER.sign(
+        decision_claims(
+            DecisionRequest(
+                approver="alice@example.com", decision="approve", digest=request.digest
+            ),
+            action_id,
+        ),
+        now=datetime.now(UTC) - timedelta(minutes=2),
+    )
+    await first.terminate("a second run under the same id")
+    second = await client.start_workflow(
+        ActionWorkflow.run,
+        SIGNER.request(request, action_id),
+        id=action_id,
+        task_queue=settings.task_queue,
+    )
+    await gate.wait_for(second, "pending_approval")
+    copied = DecisionRequest(
+        approver="alice@example.com", decision="approve", digest=request.digest, signature=earlier
+    )
+    cause = await refused_update(second, copied)
+    assert cause.details[0]["code"] == "stale_signature"
+    assert "earlier run" in cause.message
+    current = await second.query(ActionWorkflow.status)
+    assert current.status is Status.PENDING_APPROVAL
+    assert current.decisions == []

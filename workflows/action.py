@@ -343,6 +343,7 @@ class ActionWorkflow:
         expected: dict[str, JsonValue],
         *,
         now: datetime | None = None,
+        not_before: datetime | None = None,
     ) -> DecisionRefused | None:
         """The first step for every message: the gateway's, for this action, fresh, and new."""
         if not self._signatures_required():
@@ -355,7 +356,12 @@ class ActionWorkflow:
             )
         result = await workflow.execute_local_activity(
             "verify_signature",
-            VerifyInput(signature=signature, expected=expected, now=now or workflow.now()),
+            VerifyInput(
+                signature=signature,
+                expected=expected,
+                now=now or workflow.now(),
+                not_before=not_before,
+            ),
             result_type=VerifyResult,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=FOREVER,
@@ -417,7 +423,9 @@ class ActionWorkflow:
     async def cancel(self, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action; only its requester may."""
         refusal = await self._verify(
-            request.signature, cancel_claims(request, workflow.info().workflow_id)
+            request.signature,
+            cancel_claims(request, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
         )
         if refusal is not None:
             await self._refuse_message(request.by, "cancel", refusal)
@@ -443,7 +451,9 @@ class ActionWorkflow:
     async def report(self, report: ExecutionReport) -> ActionStatus:
         """Caller mode: the requester reports the result of running the approved action."""
         refusal = await self._verify(
-            report.signature, report_claims(report, workflow.info().workflow_id)
+            report.signature,
+            report_claims(report, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
         )
         if refusal is not None:
             await self._refuse_message(report.by, "report", refusal)
@@ -502,8 +512,11 @@ class ActionWorkflow:
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
         found = PrincipalLookupResult()
+        # Signed for this action, after this run started: ids are only unique within one run.
         refusal = await self._verify(
-            request.signature, decision_claims(request, workflow.info().workflow_id)
+            request.signature,
+            decision_claims(request, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
         ) or self._precheck(request)
         if refusal is None:
             found = await workflow.execute_local_activity(
