@@ -39,6 +39,9 @@ from signoff.models import (
 # Gateway and Temporal server clocks differ a little; more than this is not a clock problem.
 CLOCK_SKEW = timedelta(minutes=1)
 DEFAULT_MAX_AGE = timedelta(minutes=10)
+# The gateway signs a request just before it starts the workflow; only the start call's own
+# retries lie between the two, and a copied request replays into a new run only this long.
+REQUEST_MAX_AGE = timedelta(minutes=2)
 
 
 class SigningError(Exception):
@@ -265,6 +268,8 @@ class KeySet:
             return _refuse(RefusalCode.BAD_SIGNATURE, "the signed claims carry no valid time")
         if at.tzinfo is None:
             return _refuse(RefusalCode.BAD_SIGNATURE, "the signed time has no time zone")
+        if claims.get("kind") == "request":
+            max_age = min(max_age, REQUEST_MAX_AGE)
         if at < now - max_age:
             return _refuse(
                 RefusalCode.STALE_SIGNATURE,

@@ -33,7 +33,14 @@ from signoff.models import (
     Status,
 )
 from signoff.settings import Settings
-from signoff.signing import KeySet, Signer, SigningError, decision_claims, generate_key_pair
+from signoff.signing import (
+    KeySet,
+    Signer,
+    SigningError,
+    decision_claims,
+    generate_key_pair,
+    request_claims,
+)
 from tests.conftest import Gate
 from tests.signing import KEYS, SIGNER
 from tests.test_replay import replayer
@@ -411,3 +418,15 @@ async def test_a_decision_signed_for_an_earlier_run_of_the_same_id_is_refused(
     current = await second.query(ActionWorkflow.status)
     assert current.status is Status.PENDING_APPROVAL
     assert current.decisions == []
+
+
+def test_a_request_must_be_signed_just_before_its_start() -> None:
+    request = ActionRequest(action="noop", target="x", justification="x", requester="agent:bot")
+    start = datetime.now(UTC)
+    fresh = SIGNER.request(request, "act-1", now=start - timedelta(seconds=30))
+    copied = SIGNER.request(request, "act-1", now=start - timedelta(minutes=5))
+    assert fresh.signature is not None
+    assert copied.signature is not None
+    claims = request_claims(request, "act-1")
+    assert KEYS.verify(fresh.signature, claims, now=start).code is None
+    assert KEYS.verify(copied.signature, claims, now=start).code is RefusalCode.STALE_SIGNATURE
