@@ -167,6 +167,9 @@ async def combined_gate(
         **stack.dev._child_env(),
         "SIGNOFF_TASK_QUEUE": f"bench-combined-{uuid.uuid4().hex[:8]}",
         "SIGNOFF_GATEWAY_PORT": str(port),
+        # Gateway and worker in one process: it signs and verifies.
+        "SIGNOFF_SIGNING_KEY": str(stack.dev.config.signing_key.resolve()),
+        "SIGNOFF_VERIFY_KEYS": str(stack.dev.config.public_keys.resolve()),
     }
     log = (stack.data_dir / "logs" / f"combined-{'eager' if eager else 'plain'}.log").open("ab")
     process = subprocess.Popen(  # noqa: ASYNC220 - a quick fork; stop_process is sync too

@@ -59,6 +59,7 @@ STATUS_EMOJI = {
     Status.DENIED_BY_POLICY: "⛔",
     Status.EXPIRED: "⌛",
     Status.CANCELLED: "🚫",
+    Status.REJECTED: "🛑",
 }
 
 

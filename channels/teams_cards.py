@@ -32,6 +32,7 @@ HEADLINE = {
     Status.DENIED_BY_POLICY: "⛔ Denied by policy",
     Status.EXPIRED: "⌛ Expired without a decision",
     Status.CANCELLED: "🚫 Cancelled by the requester",
+    Status.REJECTED: "🛑 Rejected: not signed by the gateway",
 }
 
 

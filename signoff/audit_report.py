@@ -305,7 +305,7 @@ def _csv_row(record: ActionRecord) -> dict[str, Any]:
             for d in record.decisions
         ),
         "refused": "; ".join(
-            f"{a.approver} {a.decision} refused ({a.code.value}) at {a.at.isoformat()}"
+            f"{a.approver} {a.decision or a.kind} refused ({a.code.value}) at {a.at.isoformat()}"
             for a in record.refused
         ),
         "escalations": "; ".join(
@@ -484,7 +484,7 @@ def _html_row(r: ActionRecord) -> str:
         for d in r.decisions
     )
     refused = "".join(
-        f"<li>{e(a.approver)} {e(a.decision)}: {e(a.code.value)} ({e(a.message)})</li>"
+        f"<li>{e(a.approver)} {e(a.decision or a.kind)}: {e(a.code.value)} ({e(a.message)})</li>"
         for a in r.refused
     )
     escalations = "".join(

@@ -124,6 +124,9 @@ class ActionDenied(ActionUnsuccessful):
         if denial is not None:
             self.reason = denial.reason
             message = f"Denied by {denial.approver}: {denial.reason}"
+        elif status.status is Status.REJECTED:
+            self.reason = status.error or "rejected"
+            message = f"Rejected before evaluation: {self.reason}"
         else:
             self.reason = (verdict.reason if verdict else None) or status.error or "denied"
             message = f"Denied by policy rule {self.rule}: {self.reason}"
@@ -173,7 +176,8 @@ def outcome(status: ActionStatus) -> JsonValue:
     match status.status:
         case Status.SUCCEEDED:
             return status.result
-        case Status.DENIED | Status.DENIED_BY_POLICY:
+        case Status.DENIED | Status.DENIED_BY_POLICY | Status.REJECTED:
+            # Rejected: the worker could not verify the gateway's signature on the request.
             raise ActionDenied(status)
         case Status.EXPIRED:
             raise ActionExpired(status)

@@ -27,6 +27,7 @@ Effect = Literal["allow", "deny", "require_approval"]
 Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 PrincipalKind = Literal["human", "agent"]
+MessageKind = Literal["request", "decision", "cancel", "report"]
 
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
@@ -120,6 +121,17 @@ def action_digest(action: str, target: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+# --- signatures -----------------------------------------------------------------------------
+
+
+class Signature(Contract):
+    """The gateway's Ed25519 signature over canonical-JSON claims about one message."""
+
+    kid: str = Field(min_length=1, max_length=100, description="Id of the signing key")
+    payload: str = Field(max_length=8000, description="The signed claims, canonical JSON")
+    sig: str = Field(max_length=200, description="Ed25519 signature of payload, base64url")
+
+
 # --- requests -------------------------------------------------------------------------------
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
@@ -189,6 +201,9 @@ class ActionRequest(ActionSubmission):
     """A submission bound to the principal the gateway authenticated."""
 
     requester: str = Field(min_length=1, max_length=200)
+    signature: Signature | None = Field(
+        default=None, description="The gateway's signature; workers refuse unsigned requests"
+    )
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -290,6 +305,7 @@ class DecisionRequest(DecisionBody):
 
     approver: str = Field(min_length=1, max_length=200)
     channel: str = Field(default="api", max_length=40)
+    signature: Signature | None = None
 
 
 class Decision(DecisionRequest):
@@ -299,7 +315,7 @@ class Decision(DecisionRequest):
 
 
 class RefusalCode(StrEnum):
-    """Why a decision was refused."""
+    """Why a decision (or a cancel, report or the request itself) was refused."""
 
     UNKNOWN_PRINCIPAL = "unknown_principal"
     AGENT_APPROVER = "agent_approver"
@@ -309,13 +325,24 @@ class RefusalCode(StrEnum):
     DUPLICATE = "duplicate"
     NOT_PENDING = "not_pending"
     MISSING_REASON = "missing_reason"
+    # The message itself is not the gateway's word (signoff.signing).
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
+    SIGNATURE_MISMATCH = "signature_mismatch"
+    STALE_SIGNATURE = "stale_signature"
+    REPLAYED = "replayed"
 
 
 class RefusedAttempt(Contract):
-    """A decision the workflow refused; kept so security can see who tried what."""
+    """A message the workflow refused; kept so security can see who tried what.
+
+    `approver` is whoever the message claims sent it (for a cancel, report or request too).
+    """
 
     approver: str
-    decision: DecisionKind
+    decision: DecisionKind | None = None
+    kind: MessageKind = "decision"
     channel: str
     digest: str
     code: RefusalCode
@@ -340,6 +367,25 @@ class CancelRequest(CancelBody):
     """A request to cancel a pending action; only the requester may."""
 
     by: str
+    signature: Signature | None = None
+
+
+class VerifyInput(Contract):
+    """Ask a worker to check a signature against the claims its message must carry."""
+
+    signature: Signature
+    expected: dict[str, JsonValue]
+    now: datetime
+    # When the run started: a message signed well before it was meant for an earlier run.
+    not_before: datetime | None = None
+
+
+class VerifyResult(Contract):
+    """The check's answer: no code means the signature holds, and `id` is its unique id."""
+
+    code: RefusalCode | None = None
+    message: str = ""
+    id: str | None = None
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -357,6 +403,8 @@ class Status(StrEnum):
     DENIED_BY_POLICY = "denied_by_policy"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # The request did not carry a valid gateway signature: never evaluated, never run.
+    REJECTED = "rejected"
 
     @property
     def terminal(self) -> bool:
@@ -472,6 +520,7 @@ class ExecutionReport(ReportBody):
     """What a caller-mode requester reports, bound to who they are."""
 
     by: str
+    signature: Signature | None = None
 
 
 class ExecuteResult(Contract):

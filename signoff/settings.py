@@ -54,6 +54,19 @@ class Settings(BaseSettings):
     metrics_expiry_warning: Duration = timedelta(minutes=15)
     metrics_expiry_scan_limit: int = 1000
 
+    # Signed messages (signoff.signing): the gateway signs with its private key, workers verify
+    # with public keys only. Rotation: add the new public key to verify_keys, then switch
+    # signing_key, then remove the old public key.
+    signing_key: Path | None = Field(
+        default=None, description="gateway: Ed25519 private key (PEM) it signs messages with"
+    )
+    verify_keys: Path | None = Field(
+        default=None, description="worker: public key PEM file, or a directory of *.pem"
+    )
+    signature_max_age: Duration = Field(
+        default=timedelta(minutes=10), description="older signed messages are refused as stale"
+    )
+
     # Audit ledger
     database_url: SecretStr | None = None
     data_dir: Path = Path(".signoff")

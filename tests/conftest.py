@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from policies.loader import load_directory, load_policy
 from signoff.binaries import temporal_cli
 from signoff.models import ActionRequest, ActionStatus, DecisionRequest
 from signoff.settings import Settings
+from tests.signing import SIGNER
 from workers.worker import WorkerParts, build_worker
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
@@ -140,9 +141,19 @@ async def worker(client: Client, settings: Settings, ledger: Ledger) -> AsyncIte
 class Gate:
     """Drives actions the way the gateway does: start the workflow, send updates, query."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        clock: Callable[[], Awaitable[datetime]] | None = None,
+    ) -> None:
+        """`clock`: the server's time, for a time-skipping server (signatures carry the time)."""
         self.client = client
         self.settings = settings
+        self.clock = clock
+
+    async def _now(self) -> datetime | None:
+        return await self.clock() if self.clock else None
 
     async def submit(
         self,
@@ -162,10 +173,11 @@ class Gate:
             requester=requester,
             **extra,
         )
+        action_id = f"act-{uuid.uuid4()}"
         return await self.client.start_workflow(
             ActionWorkflow.run,
-            request,
-            id=f"act-{uuid.uuid4()}",
+            SIGNER.request(request, action_id, now=await self._now()),
+            id=action_id,
             task_queue=self.settings.task_queue,
         )
 
@@ -178,16 +190,16 @@ class Gate:
         digest: str | None = None,
         reason: str = "",
     ) -> ActionStatus:
-        """Send the `decide` update as an approver would."""
+        """Send the `decide` update, signed, as the gateway would for an approver."""
         status = await handle.query(ActionWorkflow.status)
+        request = DecisionRequest(
+            approver=approver,
+            decision=decision,  # type: ignore[arg-type]
+            digest=digest or status.digest,
+            reason=reason,
+        )
         return await handle.execute_update(
-            ActionWorkflow.decide,
-            DecisionRequest(
-                approver=approver,
-                decision=decision,  # type: ignore[arg-type]
-                digest=digest or status.digest,
-                reason=reason,
-            ),
+            ActionWorkflow.decide, SIGNER.decision(request, handle.id, now=await self._now())
         )
 
     async def wait_for(

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from policies.directory import DEV_TOKENS
+from signoff.binaries import temporal_cli
 
 SIGNOFF = Path(sys.executable).parent / "signoff"
 READY_TIMEOUT = 180.0
@@ -256,6 +257,16 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
     with running_stack(data_dir, tmp_path, ports) as stack:
         assert stack.gateway in stack.text()
         assert "dev-etl-bot" in stack.text()  # the example directory's tokens are shown
+        # The key pair: private key owner-only and given to the gateway alone.
+        keys = data_dir / "keys"
+        assert (keys / "gateway-signing.pem").stat().st_mode & 0o777 == 0o600
+        children = stack.pids["children"]
+        assert isinstance(children, dict)
+        worker_env = Path(f"/proc/{children['worker']}/environ").read_bytes().split(b"\0")
+        gateway_env = Path(f"/proc/{children['gateway']}/environ").read_bytes().split(b"\0")
+        assert f"SIGNOFF_VERIFY_KEYS={(keys / 'public').resolve()}".encode() in worker_env
+        assert not any(v.startswith(b"SIGNOFF_SIGNING_KEY=") for v in worker_env)
+        assert any(v.startswith(b"SIGNOFF_SIGNING_KEY=") for v in gateway_env)
         ui = httpx.get(f"http://127.0.0.1:{stack.ui_port}/", timeout=30)
         assert ui.status_code == 200  # the Temporal Web UI is on
 
@@ -279,6 +290,38 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
 
             kept = submit(http, "staging", step="survive a restart")
             assert kept["status"] == "pending_approval", kept
+
+            # Black box, as an SRE with the dev server's CLI: a forged approval is refused.
+            forged = json.dumps(
+                {"approver": "dave@example.com", "decision": "approve", "digest": kept["digest"]}
+            )
+            signal_cli = subprocess.run(
+                [
+                    str(temporal_cli()),
+                    "workflow",
+                    "signal",
+                    "--address",
+                    f"127.0.0.1:{stack.temporal_port}",
+                    "--workflow-id",
+                    kept["id"],
+                    "--name",
+                    "decision",
+                    "--input",
+                    forged,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert signal_cli.returncode == 0, signal_cli.stderr
+            for _ in range(100):
+                seen = http.get(f"/v1/actions/{kept['id']}", headers=auth("dave@example.com"))
+                if seen.json()["refused"]:
+                    break
+                time.sleep(0.1)
+            assert seen.json()["status"] == "pending_approval"
+            assert [r["code"] for r in seen.json()["refused"]] == ["unsigned"]
+            assert seen.json()["decisions"] == []
 
         demo = subprocess.run(
             [str(SIGNOFF), "demo", "--gateway", stack.gateway],

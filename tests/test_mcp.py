@@ -49,7 +49,12 @@ async def mcp_session(live: LiveGateway) -> AsyncIterator[ClientSession]:
     server = StdioServerParameters(
         command=SIGNOFF,
         args=["mcp", "--max-wait", "2"],
-        env={"SIGNOFF_GATEWAY": live.url, "SIGNOFF_TOKEN": token("bot")},
+        # This checkout's code, not whatever the environment has installed.
+        env={
+            "SIGNOFF_GATEWAY": live.url,
+            "SIGNOFF_TOKEN": token("bot"),
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        },
     )
     async with stdio_client(server) as (read, write), ClientSession(read, write) as mcp:
         await mcp.initialize()

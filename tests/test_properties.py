@@ -44,6 +44,7 @@ from signoff.models import (
 )
 from signoff.settings import EXAMPLES_DIR, Settings
 from tests.conftest import DATA, Gate, running_worker
+from tests.signing import SIGNER
 from workers.actions import closed_under
 from workflows.action import DECISION_REFUSED, ActionWorkflow
 
@@ -321,7 +322,7 @@ async def attempt_on(
             reason=a.reason,
         )
         try:
-            await handle.execute_update(ActionWorkflow.decide, request)
+            await handle.execute_update(ActionWorkflow.decide, SIGNER.decision(request, handle.id))
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == DECISION_REFUSED:
@@ -337,7 +338,9 @@ async def attempt_on(
     status = await handle.query(ActionWorkflow.status)
     if status.status is Status.PENDING_APPROVAL:
         # Tidy up: the requester cancels what nobody finished deciding.
-        await handle.execute_update(ActionWorkflow.cancel, CancelRequest(by=REQUESTER))
+        await handle.execute_update(
+            ActionWorkflow.cancel, SIGNER.cancel(CancelRequest(by=REQUESTER), handle.id)
+        )
         return codes, status
     return codes, await asyncio.wait_for(handle.result(), timeout=60)
 

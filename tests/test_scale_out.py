@@ -27,6 +27,7 @@ from signoff.models import ActionStatus, DecisionRequest, Status
 from signoff.settings import Settings
 from tests.conftest import Gate, spawn_worker
 from tests.executors_for_scale import SCHEMA
+from tests.signing import SIGNER
 from workflows.action import ActionWorkflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -155,8 +156,11 @@ async def test_three_workers_one_killed_every_action_exactly_once(
         for handle in waiting:
             await handle.execute_update(
                 ActionWorkflow.decide,
-                DecisionRequest(
-                    approver="alice@example.com", decision="approve", digest=digests[handle.id]
+                SIGNER.decision(
+                    DecisionRequest(
+                        approver="alice@example.com", decision="approve", digest=digests[handle.id]
+                    ),
+                    handle.id,
                 ),
             )
         handles: list[WorkflowHandle[ActionWorkflow, ActionStatus]] = [*running, *waiting]

@@ -45,7 +45,8 @@ def skipping_settings() -> Settings:
 async def test_prod_migration_escalates_after_30_minutes_then_oncall_approves(
     skipping_env: WorkflowEnvironment, skipping_settings: Settings, ledger: Ledger
 ) -> None:
-    gate = Gate(skipping_env.client, skipping_settings)
+    # Signed at the server's skipped-to time, which runs ahead of the wall clock.
+    gate = Gate(skipping_env.client, skipping_settings, skipping_env.get_current_time)
     async with running_worker(skipping_env.client, skipping_settings, ledger):
         handle = await gate.submit("prod-db", {"statement": "alter table t add c int"})
         with skipping_env.auto_time_skipping_disabled():
@@ -71,7 +72,8 @@ async def test_prod_migration_escalates_after_30_minutes_then_oncall_approves(
 async def test_prod_migration_expires_after_4_hours_and_fails_closed(
     skipping_env: WorkflowEnvironment, skipping_settings: Settings, ledger: Ledger
 ) -> None:
-    gate = Gate(skipping_env.client, skipping_settings)
+    # Signed at the server's skipped-to time, which runs ahead of the wall clock.
+    gate = Gate(skipping_env.client, skipping_settings, skipping_env.get_current_time)
     async with running_worker(skipping_env.client, skipping_settings, ledger):
         handle = await gate.submit("prod-db", {"statement": "alter table t add c int"})
         outcome = await handle.result()  # time skips through both timers

@@ -24,6 +24,7 @@ from signoff.models import (
 )
 from signoff.settings import Settings
 from tests.conftest import Gate, running_worker
+from tests.signing import SIGNER
 from workflows.action import ActionWorkflow
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -243,11 +244,14 @@ async def test_cancel_only_by_requester(gate: Gate) -> None:
     handle = await gate.submit("one-db")
     await gate.wait_for(handle, "pending_approval")
     with pytest.raises(WorkflowUpdateFailedError) as info:
-        await handle.execute_update(ActionWorkflow.cancel, CancelRequest(by="alice@example.com"))
+        await handle.execute_update(
+            ActionWorkflow.cancel, SIGNER.cancel(CancelRequest(by="alice@example.com"), handle.id)
+        )
     assert isinstance(info.value.cause, ApplicationError)
     assert info.value.cause.type == "NotRequester"
     status = await handle.execute_update(
-        ActionWorkflow.cancel, CancelRequest(by="agent:bot", reason="plan changed")
+        ActionWorkflow.cancel,
+        SIGNER.cancel(CancelRequest(by="agent:bot", reason="plan changed"), handle.id),
     )
     assert status.status is Status.CANCELLED
     outcome = await handle.result()
@@ -267,11 +271,17 @@ async def test_signal_decision_is_accepted_and_refusals_recorded(gate: Gate) -> 
     status = await gate.wait_for(handle, "pending_approval")
     await handle.signal(
         ActionWorkflow.decision,
-        DecisionRequest(approver="agent:bot", decision="approve", digest=status.digest),
+        SIGNER.decision(
+            DecisionRequest(approver="agent:bot", decision="approve", digest=status.digest),
+            handle.id,
+        ),
     )
     await handle.signal(
         ActionWorkflow.decision,
-        DecisionRequest(approver="alice@example.com", decision="approve", digest=status.digest),
+        SIGNER.decision(
+            DecisionRequest(approver="alice@example.com", decision="approve", digest=status.digest),
+            handle.id,
+        ),
     )
     outcome = await handle.result()
     assert outcome.status is Status.SUCCEEDED
@@ -340,14 +350,15 @@ async def test_caller_mode_runs_in_the_caller_after_approval_and_records_the_rep
 ) -> None:
     handle = await gate.submit("one-db", {"n": 7}, action="report.build", execution="caller")
     await gate.wait_for(handle, "pending_approval")
-    early = ExecutionReport(by="agent:bot", result={"rows": 7})
+    early = SIGNER.report(ExecutionReport(by="agent:bot", result={"rows": 7}), handle.id)
     with pytest.raises(WorkflowUpdateFailedError):  # nothing to report before approval
         await handle.execute_update(ActionWorkflow.report, early)
     await gate.decide(handle, "alice@example.com")
     await gate.wait_for(handle, "executing")
     with pytest.raises(WorkflowUpdateFailedError) as info:
         await handle.execute_update(
-            ActionWorkflow.report, ExecutionReport(by="alice@example.com", result="forged")
+            ActionWorkflow.report,
+            SIGNER.report(ExecutionReport(by="alice@example.com", result="forged"), handle.id),
         )
     assert isinstance(info.value.cause, ApplicationError)
     assert info.value.cause.type == "NotRequester"
@@ -364,7 +375,8 @@ async def test_caller_mode_error_report_fails_the_action(gate: Gate) -> None:
     handle = await gate.submit("sandbox-1", action="report.build", execution="caller")
     await gate.wait_for(handle, "executing")
     await handle.execute_update(
-        ActionWorkflow.report, ExecutionReport(by="agent:bot", error="ValueError: bad month")
+        ActionWorkflow.report,
+        SIGNER.report(ExecutionReport(by="agent:bot", error="ValueError: bad month"), handle.id),
     )
     outcome = await handle.result()
     assert outcome.status is Status.FAILED

@@ -45,9 +45,11 @@ from signoff.models import (
     Verdict,
 )
 from signoff.settings import Settings
+from signoff.signing import Signer, SigningError
 from workflows import search_attributes as sa
 from workflows.action import (
     DECISION_REFUSED,
+    MESSAGE_REFUSED,
     NOT_AWAITING_REPORT,
     NOT_PENDING,
     NOT_REQUESTER,
@@ -122,6 +124,25 @@ class DecisionRefusedError(ActionError):
         self.code = attempt.code.value
 
 
+class MessageRefusedError(ActionError):
+    """The workflow refused a cancel or report it could not verify; the attempt is recorded."""
+
+    def __init__(self, attempt: RefusedAttempt) -> None:
+        super().__init__(attempt.message)
+        self.attempt = attempt
+        self.code = attempt.code.value
+
+
+def load_signer(settings: Settings) -> Signer:
+    """The gateway's signing key from SIGNOFF_SIGNING_KEY; a clear error when it is missing."""
+    if settings.signing_key is None:
+        raise SigningError(
+            "SIGNOFF_SIGNING_KEY is not set: the gateway signs every request and decision it "
+            "sends to Temporal with its Ed25519 private key (PEM); workers refuse unsigned ones"
+        )
+    return Signer.load(settings.signing_key)
+
+
 def party_to(principal_id: str, status: ActionStatus) -> bool:
     """Whether the principal asked for the action, or it is on their behalf or their agent's."""
     request = status.request
@@ -174,6 +195,11 @@ def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str
     return f"{head}, waits for {needs}{expiry}"
 
 
+def _raise_if_refused(cause: BaseException | None) -> None:
+    if isinstance(cause, ApplicationError) and cause.type == MESSAGE_REFUSED:
+        raise MessageRefusedError(RefusedAttempt.model_validate(cause.details[0])) from None
+
+
 def closed_under(err: RPCError) -> bool:
     """Whether an update failed because the workflow had closed, or closed while it waited."""
     # Both races end the same way for the caller: the action is no longer pending.
@@ -190,12 +216,21 @@ class ActionService:
         policy: Policy,
         directory: Directory,
         executors: ExecutorRegistry,
+        signer: Signer | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.policy = policy
         self.directory = directory
         self.executors = executors
+        self._signer = signer
+
+    @property
+    def signer(self) -> Signer:
+        """What the gateway vouches with: every message it sends into Temporal is signed."""
+        if self._signer is None:
+            self._signer = load_signer(self.settings)
+        return self._signer
 
     def _handle(self, action_id: str) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
         return self.client.get_workflow_handle_for(ActionWorkflow.run, action_id)
@@ -218,13 +253,14 @@ class ActionService:
             action_id = workflow_id_for(request)
         else:
             action_id = f"act-{uuid.uuid4().hex}"
+        signed = self.signer.request(request, action_id)
         # A preview for the UI's summary only; the workflow's own evaluation decides.
         preview = self.policy.evaluate(request, requester)
         # AlreadyStarted: the key's action already finished; hand it back, never start a second.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await self.client.start_workflow(
                 ActionWorkflow.run,
-                request,
+                signed,
                 id=action_id,
                 task_queue=self.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -304,7 +340,9 @@ class ActionService:
         """Send one decision through the workflow's `decide` update."""
         # No status read first: it would cost a describe and a query on the approval path.
         try:
-            return await self._handle(action_id).execute_update(ActionWorkflow.decide, decision)
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.decide, self.signer.decision(decision, action_id)
+            )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == DECISION_REFUSED:
@@ -324,9 +362,12 @@ class ActionService:
         """Cancel a pending action on its requester's behalf."""
         await self.status(action_id)
         try:
-            return await self._handle(action_id).execute_update(ActionWorkflow.cancel, request)
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.cancel, self.signer.cancel(request, action_id)
+            )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
+            _raise_if_refused(cause)
             if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
                 raise NotRequester(cause.message) from None
             if isinstance(cause, ApplicationError) and cause.type == NOT_PENDING:
@@ -341,9 +382,12 @@ class ActionService:
         """Caller mode: record what happened when the requester ran the approved action."""
         await self.status(action_id)
         try:
-            return await self._handle(action_id).execute_update(ActionWorkflow.report, report)
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.report, self.signer.report(report, action_id)
+            )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
+            _raise_if_refused(cause)
             if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
                 raise NotRequester(cause.message) from None
             if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING_REPORT:

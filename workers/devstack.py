@@ -28,6 +28,7 @@ import httpx
 from signoff.binaries import temporal_cli
 from signoff.database import embedded_pgdata
 from signoff.settings import EXAMPLES_DIR, Settings
+from signoff.signing import Signer, generate_key_pair
 from workflows.search_attributes import dev_server_flags
 
 HOST = "127.0.0.1"
@@ -105,6 +106,16 @@ class DevConfig:
     def logs_dir(self) -> Path:
         """Where each child's output goes, one file per child."""
         return self.data_dir / "logs"
+
+    @property
+    def signing_key(self) -> Path:
+        """The gateway's private signing key (owner-only); only the gateway is given it."""
+        return self.data_dir / "keys" / "gateway-signing.pem"
+
+    @property
+    def public_keys(self) -> Path:
+        """The public keys workers verify with (one file per key, for rotation)."""
+        return self.data_dir / "keys" / "public"
 
     @property
     def pids_file(self) -> Path:
@@ -277,15 +288,29 @@ class DevStack:
         where = "SIGNOFF_DATABASE_URL" if config.database_url else embedded_pgdata(config.data_dir)
         self.say(f"Audit ledger ready ({where}), migrated")
         env = self._child_env()
+        kid = self._ensure_keys()
+        self.say(
+            f"Signing key {kid} in {config.signing_key.parent} (gateway signs, worker verifies)"
+        )
+        # The worker gets the public keys only; the private key goes to the gateway alone.
+        worker_env = {k: v for k, v in env.items() if k != "SIGNOFF_SIGNING_KEY"}
+        worker_env["SIGNOFF_VERIFY_KEYS"] = str(config.public_keys.resolve())
+        gateway_env = {**env, "SIGNOFF_SIGNING_KEY": str(config.signing_key.resolve())}
         signoff = signoff_command()
         worker = await self._spawn(
-            Child("worker", [*signoff, "worker"], env, config.logs_dir / "worker.log", ECHO_LOGGERS)
+            Child(
+                "worker",
+                [*signoff, "worker"],
+                worker_env,
+                config.logs_dir / "worker.log",
+                ECHO_LOGGERS,
+            )
         )
         gateway = await self._spawn(
             Child(
                 "gateway",
                 [*signoff, "gateway", "--host", HOST, "--port", str(config.gateway_port)],
-                env,
+                gateway_env,
                 config.logs_dir / "gateway.log",
             )
         )
@@ -294,6 +319,15 @@ class DevStack:
         )
         self.say(f"Worker polling, gateway ready on {config.gateway_url}")
         self._write_pids()
+
+    def _ensure_keys(self) -> str:
+        """The data dir's key pair, generated on first start; returns the key id."""
+        config = self.config
+        if not config.signing_key.exists():
+            return generate_key_pair(config.signing_key, config.public_keys / "gateway.pem")
+        # A private key others can read is no longer the gateway's alone.
+        config.signing_key.chmod(0o600)
+        return Signer.load(config.signing_key).kid
 
     def _temporal_child(self) -> Child:
         config = self.config

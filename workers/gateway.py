@@ -52,10 +52,12 @@ from workers.actions import (
     DecisionRefusedError,
     IdempotencyConflict,
     InvalidOnBehalfOf,
+    MessageRefusedError,
     NotRequester,
     UnknownAction,
     WorkerUnavailable,
     can_view,
+    load_signer,
 )
 from workers.auth import current_principal
 from workers.ratelimit import RefusalBudget
@@ -74,6 +76,8 @@ ERROR_STATUS: dict[type[ActionError], int] = {
     IdempotencyConflict: 409,
     NotRequester: 403,
     WorkerUnavailable: 503,
+    # The worker could not verify the gateway's signature (keys out of step): recorded, refused.
+    MessageRefusedError: 403,
 }
 # Refusals about who is deciding are 403; a wrong digest or a missing reason is a bad body,
 # and a second decision by the same person conflicts with their first.
@@ -605,7 +609,7 @@ async def run_gateway(
 
     tracer_provider = telemetry.setup_tracing("signoff-gateway")
     client = await connect(settings, interceptors=telemetry.client_interceptors(tracer_provider))
-    service = ActionService(client, settings, policy, directory, registry)
+    service = ActionService(client, settings, policy, directory, registry, load_signer(settings))
     app = create_app(
         service, directory, settings, routers=channel_routers(settings, service, directory)
     )

@@ -18,6 +18,7 @@ from activities.executors import ExecutorRegistry, registry
 from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.targets import Targets, load_targets
+from activities.verify import SignatureActivities
 from channels.console import ConsoleNotifier
 from channels.notifier import Notifier
 from policies.directory import Directory
@@ -25,6 +26,7 @@ from policies.engine import Policy
 from policies.loader import load_policy_and_directory
 from signoff import telemetry
 from signoff.settings import Settings
+from signoff.signing import KeySet, SigningError
 from workers.temporal import connect
 from workflows.action import ActionWorkflow
 
@@ -79,6 +81,8 @@ def build_worker(
         caller_timeout=settings.caller_report_timeout,
     )
     executors = Executors(parts.executors, parts.targets)
+    keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
+    signatures = SignatureActivities(keys, settings.signature_max_age)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -90,6 +94,7 @@ def build_worker(
             notifications.notify_update,
             executors.execute_action,
             parts.ledger.record_audit_events,
+            signatures.verify_signature,
         ],
         workflow_runner=SANDBOX,
         max_cached_workflows=settings.max_cached_workflows,
@@ -118,6 +123,13 @@ async def run_worker(settings: Settings) -> None:
     """Load configuration, connect, and run until SIGINT or SIGTERM."""
     from signoff.database import resolve_database_url
 
+    if settings.verify_keys is None:
+        # Without public keys every new action would be refused; say so before starting.
+        raise SigningError(
+            "SIGNOFF_VERIFY_KEYS is not set: the worker needs the gateway's public key(s) "
+            "(a PEM file or a directory of *.pem) to accept signed requests and decisions"
+        )
+    KeySet.load(settings.verify_keys)  # unreadable or wrong keys: fail now, not per action
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     targets = load_targets(settings.targets)
     registry.load_modules(settings.executor_modules)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 from datetime import datetime, timedelta
 
+from pydantic import JsonValue
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -29,6 +30,7 @@ from signoff.models import (
     ExecuteInput,
     ExecuteResult,
     ExecutionReport,
+    MessageKind,
     NotificationRef,
     NotifyInput,
     NotifyResult,
@@ -39,10 +41,14 @@ from signoff.models import (
     RefusalCode,
     RefusedAttempt,
     RequirementProgress,
+    Signature,
     Status,
     Verdict,
+    VerifyInput,
+    VerifyResult,
     format_duration,
 )
+from signoff.signing import cancel_claims, decision_claims, report_claims, request_claims
 from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.quorum import assign_approvers
@@ -52,6 +58,7 @@ DECISION_REFUSED = "DecisionRefused"
 NOT_PENDING = "NotPending"
 NOT_REQUESTER = "NotRequester"
 NOT_AWAITING_REPORT = "NotAwaitingReport"
+MESSAGE_REFUSED = "MessageRefused"
 
 # Audit and identity lookups must never be skipped: retry until Postgres or the directory is back.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -75,6 +82,9 @@ WRITE_AHEAD_WITH_DECISION = "write-ahead-with-decision"
 # Patch: each decision also resolves the requester again, so the self-approval rule refuses the
 # agent's owner as the directory says at decision time (as well as the owner at request time).
 OWNER_AT_DECISION = "owner-at-decision"
+# Patch: the request, every decision, cancel and caller report must carry the gateway's
+# signature (signoff.signing), checked by a local activity before it counts.
+SIGNED_MESSAGES = "signed-messages"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -119,7 +129,8 @@ class ActionWorkflow:
         self._start_durable = False
         self._ordered_updates = False
         self._write_ahead_with_decision = False
-        self._owner_at_decision = False
+        self._signed: bool | None = None
+        self._seen_ids: set[str] = set()
         self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
@@ -132,7 +143,18 @@ class ActionWorkflow:
         # asked for after it would then be missed.
         self._ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
         self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
-        self._owner_at_decision = workflow.patched(OWNER_AT_DECISION)
+        workflow.patched(OWNER_AT_DECISION)
+        self._signatures_required()
+        # Only the gateway's key makes a request: a start by anyone else with Temporal access
+        # is refused here, before the policy or an executor sees it. Its age counts from the
+        # start, not from when a worker first ran it (workers may be down for a deploy).
+        refusal = await self._verify(
+            request.signature,
+            request_claims(request, workflow.info().workflow_id),
+            now=workflow.info().workflow_start_time,
+        )
+        if refusal is not None:
+            return await self._reject(request, refusal)
         evaluation = await workflow.execute_local_activity(
             "evaluate_policy",
             request,
@@ -297,6 +319,94 @@ class ActionWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 
+    async def _reject(self, request: ActionRequest, refusal: DecisionRefused) -> ActionStatus:
+        """End a run whose request is not the gateway's: recorded, never evaluated or run."""
+        attempt = self._refusal(request.requester, "request", refusal)
+        self._refused.append(attempt)
+        metrics.refused(attempt.code.value)
+        await self._audit(
+            self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
+            self._event(AuditKind.REFUSED, actor=request.requester, payload=attempt),
+        )
+        return await self._finish(
+            Status.REJECTED, error=f"request refused ({refusal.code.value}): {refusal.message}"
+        )
+
+    # --- signatures -----------------------------------------------------------------------
+
+    def _signatures_required(self) -> bool:
+        """Whether this run requires signed messages (runs from before the patch do not)."""
+        # Decided at the top of run(); a handler running in the first activation decides it
+        # at the same point, and patched() is memoised, so both always agree.
+        if self._signed is None:
+            self._signed = workflow.patched(SIGNED_MESSAGES)
+        return self._signed
+
+    async def _verify(
+        self,
+        signature: Signature | None,
+        expected: dict[str, JsonValue],
+        *,
+        now: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> DecisionRefused | None:
+        """The first step for every message: the gateway's, for this action, fresh, and new."""
+        if not self._signatures_required():
+            return None
+        if signature is None:
+            return DecisionRefused(
+                code=RefusalCode.UNSIGNED,
+                message=f"the {expected['kind']} carries no gateway signature; only the "
+                "signoff gateway can send it",
+            )
+        result = await workflow.execute_local_activity(
+            "verify_signature",
+            VerifyInput(
+                signature=signature,
+                expected=expected,
+                now=now or workflow.now(),
+                not_before=not_before,
+            ),
+            result_type=VerifyResult,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=FOREVER,
+            summary=f"verify {expected['kind']} signature",
+        )
+        if result.code is not None:
+            return DecisionRefused(code=result.code, message=result.message)
+        assert result.id is not None, "a signature that holds has an id"
+        if result.id in self._seen_ids:
+            return DecisionRefused(
+                code=RefusalCode.REPLAYED,
+                message=f"signed message {result.id} was already delivered to this action",
+            )
+        self._seen_ids.add(result.id)
+        return None
+
+    def _refusal(
+        self, actor: str, kind: MessageKind, refusal: DecisionRefused, *, channel: str = "api"
+    ) -> RefusedAttempt:
+        return RefusedAttempt(
+            approver=actor,
+            kind=kind,
+            channel=channel,
+            digest=self._digest,
+            code=refusal.code,
+            message=refusal.message,
+            at=workflow.now(),
+        )
+
+    async def _refuse_message(
+        self, actor: str, kind: MessageKind, refusal: DecisionRefused
+    ) -> None:
+        """Record a refused cancel or report in state, history and ledger, then fail it."""
+        attempt = self._refusal(actor, kind, refusal)
+        self._refused.append(attempt)
+        metrics.refused(attempt.code.value)
+        self._publish()
+        await self._audit(self._event(AuditKind.REFUSED, actor=actor, payload=attempt))
+        raise ApplicationError(attempt.message, attempt, type=MESSAGE_REFUSED, non_retryable=True)
+
     # --- decisions ------------------------------------------------------------------------
 
     @workflow.update
@@ -311,12 +421,19 @@ class ActionWorkflow:
 
     @workflow.signal(name="decision")
     async def decision(self, request: DecisionRequest) -> None:
-        """The same decision as a signal, for tools that can only signal; refusals are recorded."""
+        """The same decision as a signal; it must be signed like any decision, refusals recorded."""
         await self._apply_decision(request)
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action; only its requester may."""
+        refusal = await self._verify(
+            request.signature,
+            cancel_claims(request, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
+        )
+        if refusal is not None:
+            await self._refuse_message(request.by, "cancel", refusal)
         if request.by != self._request.requester:
             raise ApplicationError(
                 "only the requester may cancel this action", type=NOT_REQUESTER, non_retryable=True
@@ -338,6 +455,18 @@ class ActionWorkflow:
     @workflow.update
     async def report(self, report: ExecutionReport) -> ActionStatus:
         """Caller mode: the requester reports the result of running the approved action."""
+        refusal = await self._verify(
+            report.signature,
+            report_claims(report, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
+        )
+        if refusal is not None:
+            await self._refuse_message(report.by, "report", refusal)
+        if self._report is not None:
+            # Another report was accepted while this one was being verified.
+            raise ApplicationError(
+                "the action's result was already reported", type=NOT_AWAITING_REPORT
+            )
         self._report = report
         await workflow.wait_condition(lambda: self._status.terminal)
         return self.status()
@@ -388,10 +517,16 @@ class ActionWorkflow:
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
         found = PrincipalLookupResult()
-        refusal = self._precheck(request)
+        # Signed for this action, after this run started: ids are only unique within one run.
+        refusal = await self._verify(
+            request.signature,
+            decision_claims(request, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
+        ) or self._precheck(request)
         if refusal is None:
             requester_now: Principal | None = None
-            if self._owner_at_decision:
+            # patched() is memoised: this agrees with run(), even in a handler that runs first.
+            if workflow.patched(OWNER_AT_DECISION):
                 found, now = await asyncio.gather(
                     self._resolve(request.approver, "approver"),
                     self._resolve(self._request.requester, "requester"),

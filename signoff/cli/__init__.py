@@ -36,6 +36,10 @@ from signoff.cli import db as _db  # noqa: E402
 app.add_typer(_audit.app, name="audit")
 app.add_typer(_db.app, name="db")
 
+from signoff.cli import keys as _keys  # noqa: E402
+
+app.add_typer(_keys.app, name="keys")
+
 from signoff.cli import dev as _dev  # noqa: E402
 
 app.command()(_dev.dev)

@@ -181,6 +181,9 @@ def _print_ready(config: DevConfig) -> None:
     )
     console.print(f"  Audit ledger  {ledger}")
     console.print(f"  Logs          {config.logs_dir}/")
+    console.print(
+        f"  Signing key   {config.signing_key}   (gateway only; workers get the public key)"
+    )
     examples = config.uses_example_directory
     if examples:
         table = Table(
@@ -198,6 +201,16 @@ def _print_ready(config: DevConfig) -> None:
     if examples:
         demo = f"{shlex.quote(_cli_path())} demo --gateway {config.gateway_url}"
         console.print(f"Or watch the narrated tour: [bold]{demo}[/bold]")
+    # The dev server has no switch for a read-only Web UI, so say what the UI can do here.
+    console.print(
+        "[yellow]The local Temporal UI is not read-only[/yellow] (`temporal server start-dev` "
+        "has no option to disable its write actions): from it you can start, signal, update, "
+        "cancel, terminate and reset workflows, but not approve anything. A start, decision, "
+        "cancel or report without the gateway's signature (its key is in "
+        f"{config.signing_key.parent}; the worker holds only the public key) is refused and "
+        "recorded in the ledger. Cancel and terminate stop an action without running it. The "
+        "UIs in deploy/ are read-only."
+    )
     console.print("Approval requests show up below. Ctrl-C stops everything.")
     console.print()
 

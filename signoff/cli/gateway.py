@@ -22,6 +22,7 @@ def gateway(
 ) -> None:
     """Run the gateway: the API agents, people and chat channels use; stops on SIGTERM."""
     from policies.loader import PolicyError
+    from signoff.signing import SigningError
     from workers.gateway import run_gateway
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -37,7 +38,7 @@ def gateway(
         raise typer.Exit(2)
     try:
         asyncio.run(run_gateway(settings, host=host, port=port))
-    except PolicyError as err:
+    except (PolicyError, SigningError) as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from None
     except RuntimeError as err:

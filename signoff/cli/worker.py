@@ -16,6 +16,7 @@ def worker(
 ) -> None:
     """Run a worker: the action workflow, policy, notifications, executors and audit."""
     from policies.loader import PolicyError
+    from signoff.signing import SigningError
     from workers.worker import run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -24,6 +25,6 @@ def worker(
         settings = settings.model_copy(update={"task_queue": task_queue})
     try:
         asyncio.run(run_worker(settings))
-    except PolicyError as err:
+    except (PolicyError, SigningError) as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from pathlib import Path
 
 import pgserver
@@ -18,9 +19,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import Ledger
 from signoff.binaries import temporal_cli
-from signoff.models import CancelRequest
+from signoff.models import ActionRequest, CancelRequest
 from signoff.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
+from tests.signing import SIGNER
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
 
@@ -49,9 +51,20 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
 
         cancelled = handles["cancelled"] = await gate.submit("one-db")
         await gate.wait_for(cancelled, "pending_approval")
-        await cancelled.execute_update(ActionWorkflow.cancel, CancelRequest(by="agent:bot"))
+        await cancelled.execute_update(
+            ActionWorkflow.cancel, SIGNER.cancel(CancelRequest(by="agent:bot"), cancelled.id)
+        )
 
         handles["escalated_expired"] = await gate.submit("esc-1")
+        # A start without the gateway's signature: refused before evaluation (signed-messages).
+        handles["rejected"] = await client.start_workflow(
+            ActionWorkflow.run,
+            ActionRequest(
+                action="noop", target="sandbox-1", justification="forged", requester="agent:bot"
+            ),
+            id=f"act-forged-{uuid.uuid4()}",
+            task_queue=settings.task_queue,
+        )
 
         # In-flight snapshots: a pending approval is a partial history, and a new worker must
         # pick it up where it stopped.
