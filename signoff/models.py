@@ -224,6 +224,15 @@ class EscalationStage(Contract):
     add_groups: list[str] = Field(default_factory=list)
 
 
+class ConditionError(Contract):
+    """A rule's `when` that could not be evaluated, and how the policy counted it."""
+
+    rule_id: str
+    error: str = Field(max_length=1000)
+    # deny and require_approval rules fail closed (count as a match); allow rules do not match.
+    treated_as: Literal["match", "no_match"]
+
+
 class Verdict(Contract):
     """The policy's answer for one request; lands in workflow history as evaluated."""
 
@@ -235,6 +244,10 @@ class Verdict(Contract):
     escalation: list[EscalationStage] = Field(default_factory=list)
     expires_after: Duration | None = None
     policy_digest: str
+    condition_errors: list[ConditionError] = Field(
+        default_factory=list,
+        description="Rules whose condition errored on this request; recorded, never hidden",
+    )
 
 
 class ExecutorSpec(Contract):
