@@ -125,6 +125,51 @@ def action_digest(action: str, target: str, params: dict[str, Any]) -> str:
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$"
 
+# Bounds on params, enforced wherever the contract is validated (gateway, SDK, workflow input):
+# a request that fits them can always be stored, hashed, shown, decoded and evaluated.
+# Deeper JSON than pydantic's parser accepts (about 200 levels) would poison the workflow.
+MAX_PARAMS_DEPTH = 32
+MAX_PARAMS_NODES = 10_000
+MAX_PARAMS_STRING = 100_000  # characters in one string value (a long SQL migration fits)
+MAX_PARAMS_KEY = 200  # characters in one object key
+
+
+def check_params_bounds(value: Any) -> None:
+    """Raise ValueError naming the limit when params nest, branch or run on too far.
+
+    Iterative, so a hostile depth cannot exhaust the Python stack while being measured.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_PARAMS_NODES:
+            raise ValueError(
+                f"params hold more than {MAX_PARAMS_NODES} values; the limit "
+                f"(MAX_PARAMS_NODES) is {MAX_PARAMS_NODES}"
+            )
+        if isinstance(node, dict | list | tuple) and depth > MAX_PARAMS_DEPTH:
+            raise ValueError(
+                f"params nest deeper than {MAX_PARAMS_DEPTH} levels; the depth limit "
+                f"(MAX_PARAMS_DEPTH) is {MAX_PARAMS_DEPTH}"
+            )
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and len(key) > MAX_PARAMS_KEY:
+                    raise ValueError(
+                        f"a params key is {len(key)} characters long; the limit "
+                        f"(MAX_PARAMS_KEY) is {MAX_PARAMS_KEY}"
+                    )
+                stack.append((child, depth + 1))
+        elif isinstance(node, list | tuple):
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str) and len(node) > MAX_PARAMS_STRING:
+            raise ValueError(
+                f"a params string is {len(node)} characters long; the limit "
+                f"(MAX_PARAMS_STRING) is {MAX_PARAMS_STRING}"
+            )
+
 
 class ActionSubmission(Contract):
     """What an agent asks for. The gateway adds the authenticated requester."""
@@ -149,6 +194,13 @@ class ActionSubmission(Contract):
             "caller: after approval the requester runs it and reports the result"
         ),
     )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # Before JSON-value validation, which recurses once per level of nesting.
+        check_params_bounds(value)
+        return value
 
     @field_validator("justification")
     @classmethod

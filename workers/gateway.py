@@ -43,11 +43,15 @@ from signoff.models import (
 )
 from signoff.settings import Settings
 from workers.actions import (
+    AUDITORS,
     MAX_WAIT,
+    ActionBroken,
     ActionError,
     ActionNotFound,
     ActionNotPending,
     ActionService,
+    ActionStalled,
+    ActionUnreadable,
     DecisionRefusedError,
     IdempotencyConflict,
     NotRequester,
@@ -70,6 +74,9 @@ ERROR_STATUS: dict[type[ActionError], int] = {
     IdempotencyConflict: 409,
     NotRequester: 403,
     WorkerUnavailable: 503,
+    # A workflow that cannot say its status: final when it closed, retryable while it stalls.
+    ActionBroken: 409,
+    ActionStalled: 503,
 }
 # Refusals about who is deciding are 403; a wrong digest or a missing reason is a bad body,
 # and a second decision by the same person conflicts with their first.
@@ -252,7 +259,21 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_action_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ActionError)
+    if isinstance(exc, ActionUnreadable) and not await _may_see_unreadable(request, exc):
+        return error_response(404, ActionNotFound.code, f"no action {exc.action_id}")
     return error_response(status_for(exc), exc.code, exc.message)
+
+
+async def _may_see_unreadable(request: Request, exc: ActionUnreadable) -> bool:
+    """Only the requester (from the workflow's search attributes) and auditors learn of it."""
+    principal_id = getattr(request.state, "principal", None)
+    if principal_id is None:
+        return False
+    if principal_id == exc.requester:
+        return True
+    directory: Directory = request.app.state.directory
+    principal = await directory.principal(principal_id)
+    return principal is not None and AUDITORS in principal.groups
 
 
 def _unreachable(exc: Exception) -> bool:

@@ -24,6 +24,7 @@ from policies.directory import Directory
 from policies.engine import Policy
 from policies.loader import load_policy_and_directory
 from signoff import telemetry
+from signoff.converter import UndecodablePayload, data_converter
 from signoff.settings import Settings
 from workers.temporal import connect
 from workflows.action import ActionWorkflow
@@ -79,6 +80,11 @@ def build_worker(
         caller_timeout=settings.caller_report_timeout,
     )
     executors = Executors(parts.executors, parts.targets)
+    if client.data_converter is not data_converter:
+        # Whoever built the client, the worker decodes with the contract's converter.
+        config = client.config()
+        config["data_converter"] = data_converter
+        client = Client(**config)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -95,6 +101,10 @@ def build_worker(
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=settings.worker_shutdown_timeout,
+        # Input no deploy can make valid fails the run at once, with the reason, instead of
+        # failing its first workflow task forever (see signoff.converter). Other task
+        # failures stay retried (a deploy fixes them) and alert (deploy/prometheus).
+        workflow_failure_exception_types=[UndecodablePayload],
         # Notification failures are counted per channel for alerting (telemetry).
         interceptors=[telemetry.NotificationMetrics(), *interceptors],
     )
