@@ -263,6 +263,12 @@ async def test_a_workflow_whose_first_task_keeps_failing_is_503_and_counted_for_
             async with api(app, "bot") as http:
                 hidden = await http.get(f"/v1/actions/{handle.id}")
             assert hidden.status_code == 404, hidden.text
+            # A decision no worker can take is the same 503 (once the update gives up).
+            decision = {"decision": "approve", "digest": "0" * 64}
+            async with api(app, "erin") as http:
+                decided = await http.post(f"/v1/actions/{handle.id}/decisions", json=decision)
+            assert decided.status_code == 503, decided.text
+            assert decided.json()["error"]["code"] == "action_stalled"
         finally:
             await handle.terminate("test over")
 

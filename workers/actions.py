@@ -20,6 +20,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -209,6 +210,13 @@ def _failing_task(description: WorkflowExecutionDescription) -> int:
     return pending.attempt if description.raw_description.HasField("pending_workflow_task") else 0
 
 
+def _task_failed(err: RPCError) -> bool:
+    """Whether the server refused an update because the workflow's task is failing."""
+    return err.status is RPCStatusCode.FAILED_PRECONDITION and "Workflow Task in failed" in str(
+        err.message
+    )
+
+
 def _requester(description: WorkflowExecutionDescription) -> str | None:
     """Who asked for the action, as the gateway recorded it when it started the workflow."""
     value = description.typed_search_attributes.get(sa.REQUESTER)
@@ -321,6 +329,17 @@ class ActionService:
                 ) from None
             raise
 
+    async def _unanswered(self, action_id: str, *, failing: bool = False) -> ActionError:
+        """Why no worker took an update: a stalled workflow, or no worker at all."""
+        with contextlib.suppress(RPCError):
+            description = await self._handle(action_id).describe()
+            if failing or _failing_task(description) > 1:
+                return self._stalled(description)
+        return WorkerUnavailable(
+            f"no worker took the request for action {action_id} in time; is a worker running "
+            f"on task queue {self.settings.task_queue!r}?"
+        )
+
     def _stalled(self, description: WorkflowExecutionDescription) -> ActionStalled:
         attempt = _failing_task(description)
         return ActionStalled(
@@ -393,7 +412,11 @@ class ActionService:
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise ActionNotFound(f"no action {action_id}") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action on its requester's behalf."""
@@ -410,7 +433,11 @@ class ActionService:
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
         """Caller mode: record what happened when the requester ran the approved action."""
@@ -427,7 +454,11 @@ class ActionService:
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
         """Pending actions the principal may decide now, newest first."""
