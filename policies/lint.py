@@ -30,7 +30,11 @@ _SCALARS: dict[str, list[Any]] = {
     "boolean": [True],
     "null": [None],
 }
-SAMPLE_PRINCIPAL = Principal(id="agent:sample", kind="agent", owner="owner@example.com")
+# Both kinds of requester: a human has no owner, an agent has no groups.
+SAMPLE_PRINCIPALS = (
+    Principal(id="agent:sample", kind="agent", owner="owner@example.com"),
+    Principal(id="person@example.com", kind="human", groups=["sample"]),
+)
 
 
 @dataclass(frozen=True)
@@ -162,10 +166,13 @@ def condition_warnings(policy: Policy, executors: ExecutorRegistry) -> list[Cond
             model = executor.params_model
             schema = model.model_json_schema() if model is not None else {"type": "object"}
             candidates = [p for p in samples(schema) if _valid(model, p)]
-            for params, request in (
-                (p, r) for p in candidates for r in _requests(action, target, p)
+            for params, request, principal in (
+                (p, r, who)
+                for p in candidates
+                for r in _requests(action, target, p)
+                for who in SAMPLE_PRINCIPALS
             ):
-                error = condition_error(rule, request, SAMPLE_PRINCIPAL)
+                error = condition_error(rule, request, principal)
                 if error is not None:
                     warnings.append(
                         ConditionWarning(

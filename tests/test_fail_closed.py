@@ -179,12 +179,17 @@ def test_check_warns_about_conditions_that_error_on_valid_params(tmp_path: Path)
           match: {action: noop}
           when: 'params.fail.startsWith("x")'
           effect: allow
+        - id: owner
+          match: {action: noop}
+          when: 'principal.owner.endsWith("@example.com")'
+          effect: allow
         """,
     )
     policy = load_policy(path)
     found = {(w.rule_id, w.action): w for w in condition_warnings(policy, registry)}
-    # `tables` is no key NoopParams guarantees; `fail` may be missing or null.
-    assert set(found) == {("no-tables", "noop"), ("fail-message", "noop")}
+    # `tables` is no key NoopParams guarantees; `fail` may be missing or null; a human
+    # requester has no owner.
+    assert set(found) == {("no-tables", "noop"), ("fail-message", "noop"), ("owner", "noop")}
     assert found["no-tables", "noop"].fails_closed
     assert not found["fail-message", "noop"].fails_closed
 
