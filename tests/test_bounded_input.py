@@ -257,7 +257,7 @@ async def test_a_workflow_whose_first_task_keeps_failing_is_503_and_counted_for_
             assert response.status_code == 503, response.text
             error = response.json()["error"]
             assert error["code"] == "action_stalled"
-            assert "workflow task keeps failing" in error["message"]
+            assert "workflow task keeps failing or timing out (attempt" in error["message"]
             assert time.monotonic() - started < 5  # no query left to time out
             # Without the requester on record, only auditors learn of it.
             async with api(app, "bot") as http:

@@ -343,8 +343,9 @@ class ActionService:
     def _stalled(self, description: WorkflowExecutionDescription) -> ActionStalled:
         attempt = _failing_task(description)
         return ActionStalled(
-            f"action {description.id} cannot be read: its workflow task keeps failing"
-            f"{f' (attempt {attempt})' if attempt > 1 else ''}, so no worker can process it; "
+            f"action {description.id} cannot be read: its workflow task keeps failing or "
+            f"timing out{f' (attempt {attempt})' if attempt > 1 else ''}, so no worker can "
+            "process it; "
             "nothing runs until an operator fixes the worker (alert SignoffWorkflowTaskFailing; "
             "the error is in the workflow's history). Retry later.",
             action_id=description.id,
