@@ -134,8 +134,8 @@ MAX_PARAMS_STRING = 100_000  # characters in one string value (a long SQL migrat
 MAX_PARAMS_KEY = 200  # characters in one object key
 
 
-def check_params_bounds(value: Any) -> None:
-    """Raise ValueError naming the limit when params nest, branch or run on too far.
+def check_params_bounds(value: Any, name: str = "params") -> None:
+    """Raise ValueError naming the limit when JSON (params) nests, branches or runs on too far.
 
     Iterative, so a hostile depth cannot exhaust the Python stack while being measured.
     """
@@ -146,19 +146,19 @@ def check_params_bounds(value: Any) -> None:
         nodes += 1
         if nodes > MAX_PARAMS_NODES:
             raise ValueError(
-                f"params hold more than {MAX_PARAMS_NODES} values; the limit "
+                f"{name} holds more than {MAX_PARAMS_NODES} values; the limit "
                 f"(MAX_PARAMS_NODES) is {MAX_PARAMS_NODES}"
             )
         if isinstance(node, dict | list | tuple) and depth > MAX_PARAMS_DEPTH:
             raise ValueError(
-                f"params nest deeper than {MAX_PARAMS_DEPTH} levels; the depth limit "
+                f"{name} nests deeper than {MAX_PARAMS_DEPTH} levels; the depth limit "
                 f"(MAX_PARAMS_DEPTH) is {MAX_PARAMS_DEPTH}"
             )
         if isinstance(node, dict):
             for key, child in node.items():
                 if isinstance(key, str) and len(key) > MAX_PARAMS_KEY:
                     raise ValueError(
-                        f"a params key is {len(key)} characters long; the limit "
+                        f"a {name} key is {len(key)} characters long; the limit "
                         f"(MAX_PARAMS_KEY) is {MAX_PARAMS_KEY}"
                     )
                 stack.append((child, depth + 1))
@@ -166,7 +166,7 @@ def check_params_bounds(value: Any) -> None:
             stack.extend((child, depth + 1) for child in node)
         elif isinstance(node, str) and len(node) > MAX_PARAMS_STRING:
             raise ValueError(
-                f"a params string is {len(node)} characters long; the limit "
+                f"a {name} string is {len(node)} characters long; the limit "
                 f"(MAX_PARAMS_STRING) is {MAX_PARAMS_STRING}"
             )
 
@@ -527,6 +527,13 @@ class ReportBody(Contract):
 
     result: JsonValue = None
     error: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # The agent's report becomes workflow state: the same bounds as params.
+        check_params_bounds(value, "result")
+        return value
 
 
 class ExecutionReport(ReportBody):

@@ -116,6 +116,21 @@ async def test_each_params_cap_is_a_422_naming_it(
     assert f"({limit})" in response.json()["error"]["message"]
 
 
+async def test_a_caller_mode_report_is_bounded_like_params(
+    client: Client, settings: Settings
+) -> None:
+    # The report becomes workflow state and an update argument: the same caps apply.
+    app = build_app(client, settings)
+    async with api(app, "bot") as http:
+        response = await http.post(
+            f"/v1/actions/act-{uuid.uuid4()}/report", json={"result": {"a": nested(250)}}
+        )
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert "body.result" in message
+    assert f"depth limit (MAX_PARAMS_DEPTH) is {MAX_PARAMS_DEPTH}" in message
+
+
 def test_params_just_inside_every_cap_are_accepted() -> None:
     params = {
         "a": nested(MAX_PARAMS_DEPTH - 2),  # the params object is the first level
