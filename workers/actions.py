@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.executors import ExecutorRegistry
 from policies.directory import Directory
 from policies.engine import Policy
+from signoff.converter import UndecodablePayload
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -310,6 +311,14 @@ class ActionService:
                 raise self._stalled(description)
             # Queries are answered by a worker; without one they would hang for the SDK's 30s.
             return await handle.query(ActionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        except UndecodablePayload as err:
+            # A status this build's contract refuses (recorded by an older, laxer one).
+            assert description is not None, "only a result or query answer raises this"
+            raise ActionBroken(
+                f"action {action_id}'s status does not fit this gateway's contract: {err}",
+                action_id=action_id,
+                requester=_requester(description),
+            ) from None
         except WorkflowQueryFailedError as err:
             # No worker can rebuild the workflow's state (e.g. its input never decoded).
             assert description is not None, "only the query raises this"
