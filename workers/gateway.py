@@ -345,7 +345,8 @@ async def submit(
 @router.get(
     "/actions/{id}",
     response_model=ActionStatus,
-    responses=_errors(401, 404, 422, 503),
+    # 409: the workflow ended without an outcome; 503: its task keeps failing (or no worker).
+    responses=_errors(401, 404, 409, 422, 503),
 )
 async def get_action(
     id: str = Depends(action_id),
