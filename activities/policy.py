@@ -91,4 +91,5 @@ class PolicyActivities:
             reason=reason,
             risk=verdict.risk,
             policy_digest=verdict.policy_digest,
+            condition_errors=verdict.condition_errors,
         )

@@ -1,16 +1,24 @@
 """Evaluate a request against a loaded policy: the first matching rule wins, else the default.
 
 A rule matches when its action and target globs match and its `when` expression (if any)
-returns true. A `when` that fails at evaluation time (a missing key, a type mismatch, a bad
-regex) or returns anything but a bool counts as "does not match": evaluation moves on to the
-next rule and the explicit default still applies, so a request is never left without a
-verdict and a malformed request cannot crash the worker. The flip side: a `deny` rule whose
-`when` errors is skipped, so put deny rules first and keep `allow` rules narrow.
+returns true. The policy fails closed: a `when` that cannot be evaluated (a missing key, a
+type mismatch, a bad regex) or returns anything but a bool never makes the request's outcome
+more permissive than it would be had the condition held or not held, whichever is stricter:
+
+- a `deny` rule whose condition errors matches (nothing is stricter than deny);
+- a `require_approval` rule whose condition errors matches, unless evaluating the later rules
+  as if it did not match ends in a deny, which then wins;
+- an `allow` rule whose condition errors does not match.
+
+Every such error is recorded in the verdict (`condition_errors`), so it reaches workflow
+history and the audit ledger, and `signoff policy explain` shows it. A malformed request can
+never crash the worker or leave a request without a verdict.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -20,6 +28,7 @@ from policies.model import Outcome, Rule
 from signoff.models import (
     RISK_ORDER,
     ActionRequest,
+    ConditionError,
     Principal,
     Risk,
     Verdict,
@@ -27,6 +36,8 @@ from signoff.models import (
 )
 
 DEFAULT_RISK: Risk = "medium"
+# Error texts go to history, the ledger and approval views; a CEL message can be long.
+MAX_ERROR_CHARS = 500
 
 
 class RuleTrace(BaseModel):
@@ -38,7 +49,7 @@ class RuleTrace(BaseModel):
     when: str | None = None
     when_result: JsonValue = None
     when_error: str | None = None
-    matched: bool
+    matched: bool = Field(description="Counts as a match (an erroring deny or approval rule does)")
 
 
 class Explanation(BaseModel):
@@ -88,11 +99,27 @@ def _trace(rule: Rule, request: ActionRequest, context: dict[str, Any]) -> RuleT
     try:
         result = rule.program.execute(context)
     except Exception as exc:
-        # Any evaluation failure means "no match"; see the module docstring for why.
-        trace.when_error = f"{type(exc).__name__}: {exc}"
-        return trace
-    trace.when_result = result if isinstance(result, bool | int | float | str) else repr(result)
-    trace.matched = result is True
+        # Anything the expression can raise on a hostile request (RecursionError included).
+        return _failed(trace, rule, f"{type(exc).__name__}: {exc}")
+    if not isinstance(result, bool):
+        trace.when_result = result if isinstance(result, int | float | str) else repr(result)
+        return _failed(trace, rule, f"condition returned {type(result).__name__}, not a bool")
+    trace.when_result = result
+    trace.matched = result
+    return trace
+
+
+def condition_error(rule: Rule, request: ActionRequest, principal: Principal | None) -> str | None:
+    """The error a rule's `when` gives on a request whose action and target it matches."""
+    return _trace(rule, request, cel_context(request, principal)).when_error
+
+
+def _failed(trace: RuleTrace, rule: Rule, error: str) -> RuleTrace:
+    """Fail closed: an unevaluable condition matches unless the rule would allow."""
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 1] + "…"
+    trace.when_error = error
+    trace.matched = rule.effect != "allow"
     return trace
 
 
@@ -111,24 +138,53 @@ class Policy:
         }
         # Digest of the parsed document: formatting and comments don't change it; meaning does.
         self.digest = hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+        self._by_id: dict[str, Outcome] = {rule.id: rule for rule in rules}
 
     def evaluate(self, request: ActionRequest, principal: Principal | None) -> Verdict:
-        """The verdict of the first matching rule, or of the default."""
-        context = cel_context(request, principal)
-        for rule in self.rules:
-            if _trace(rule, request, context).matched:
-                return self._verdict(rule.id, rule, request)
-        return self._verdict("default", self.default, request)
+        """The verdict of the first matching rule (failing closed on errors), or the default's."""
+        winner, errors = self._decide(self._traces(request, principal))
+        return self._verdict(winner, request, errors)
 
     def explain(self, request: ActionRequest, principal: Principal | None) -> Explanation:
         """Trace every rule against the request and say which one wins."""
-        context = cel_context(request, principal)
-        traces = [_trace(rule, request, context) for rule in self.rules]
-        winner = next((t.rule_id for t in traces if t.matched), "default")
-        outcome = next((r for r in self.rules if r.id == winner), self.default)
+        traces = list(self._traces(request, principal))
+        winner, errors = self._decide(traces)
         return Explanation(
-            rules=traces, winner=winner, verdict=self._verdict(winner, outcome, request)
+            rules=traces, winner=winner, verdict=self._verdict(winner, request, errors)
         )
+
+    def _traces(self, request: ActionRequest, principal: Principal | None) -> Iterator[RuleTrace]:
+        """Each rule's trace, lazily: `evaluate` stops at the winner."""
+        context = cel_context(request, principal)
+        return (_trace(rule, request, context) for rule in self.rules)
+
+    def _decide(self, traces: Iterable[RuleTrace]) -> tuple[str, list[ConditionError]]:
+        """The winning rule id and the condition errors met on the way (see module docstring)."""
+        errors: list[ConditionError] = []
+        # An erroring require_approval rule: it wins unless a later rule denies.
+        pending: str | None = None
+        for trace in traces:
+            if trace.when_error is not None:
+                errors.append(
+                    ConditionError(
+                        rule_id=trace.rule_id,
+                        error=trace.when_error,
+                        treated_as="match" if trace.matched else "no_match",
+                    )
+                )
+            if not trace.matched:
+                continue
+            effect = self._by_id[trace.rule_id].effect
+            if effect == "deny":
+                return trace.rule_id, errors
+            if effect == "require_approval" and trace.when_error is not None:
+                # Had it not matched, a later rule might deny: keep looking for one.
+                pending = pending or trace.rule_id
+                continue
+            return pending or trace.rule_id, errors
+        if pending is not None and self.default.effect != "deny":
+            return pending, errors
+        return "default", errors
 
     def action_types(self) -> list[str]:
         """The action globs the rules name, in order, without the catch-all '*'."""
@@ -146,17 +202,24 @@ class Policy:
             named += [(rule.id, field, group) for field, group in rule.groups()]
         return named
 
-    def _verdict(self, rule_id: str, outcome: Outcome, request: ActionRequest) -> Verdict:
+    def _verdict(
+        self, rule_id: str, request: ActionRequest, errors: list[ConditionError]
+    ) -> Verdict:
+        outcome = self._by_id.get(rule_id, self.default)
         risk = max(outcome.risk or DEFAULT_RISK, request.risk or "low", key=RISK_ORDER.__getitem__)
+        reason = outcome.reason or outcome.description or _generated_reason(rule_id, outcome)
+        if any(e.rule_id == rule_id for e in errors):
+            reason += " (its condition could not be evaluated, so the policy failed closed)"
         return Verdict(
             effect=outcome.effect,
             rule_id=rule_id,
-            reason=outcome.reason or outcome.description or _generated_reason(rule_id, outcome),
+            reason=reason,
             risk=risk,
             approvals=[a.model_copy() for a in outcome.approvals],
             escalation=[s.model_copy(deep=True) for s in outcome.escalation],
             expires_after=outcome.expires_after,
             policy_digest=self.digest,
+            condition_errors=errors,
         )
 
 

@@ -137,6 +137,51 @@ class Signature(Contract):
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$"
 
+# Bounds on params, enforced wherever the contract is validated (gateway, SDK, workflow input):
+# a request that fits them can always be stored, hashed, shown, decoded and evaluated.
+# Deeper JSON than pydantic's parser accepts (about 200 levels) would poison the workflow.
+MAX_PARAMS_DEPTH = 32
+MAX_PARAMS_NODES = 10_000
+MAX_PARAMS_STRING = 100_000  # characters in one string value (a long SQL migration fits)
+MAX_PARAMS_KEY = 200  # characters in one object key
+
+
+def check_params_bounds(value: Any, name: str = "params") -> None:
+    """Raise ValueError naming the limit when JSON (params) nests, branches or runs on too far.
+
+    Iterative, so a hostile depth cannot exhaust the Python stack while being measured.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_PARAMS_NODES:
+            raise ValueError(
+                f"{name} holds more than {MAX_PARAMS_NODES} values; the limit "
+                f"(MAX_PARAMS_NODES) is {MAX_PARAMS_NODES}"
+            )
+        if isinstance(node, dict | list | tuple) and depth > MAX_PARAMS_DEPTH:
+            raise ValueError(
+                f"{name} nests deeper than {MAX_PARAMS_DEPTH} levels; the depth limit "
+                f"(MAX_PARAMS_DEPTH) is {MAX_PARAMS_DEPTH}"
+            )
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and len(key) > MAX_PARAMS_KEY:
+                    raise ValueError(
+                        f"a {name} key is {len(key)} characters long; the limit "
+                        f"(MAX_PARAMS_KEY) is {MAX_PARAMS_KEY}"
+                    )
+                stack.append((child, depth + 1))
+        elif isinstance(node, list | tuple):
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str) and len(node) > MAX_PARAMS_STRING:
+            raise ValueError(
+                f"a {name} string is {len(node)} characters long; the limit "
+                f"(MAX_PARAMS_STRING) is {MAX_PARAMS_STRING}"
+            )
+
 
 class ActionSubmission(Contract):
     """What an agent asks for. The gateway adds the authenticated requester."""
@@ -161,6 +206,13 @@ class ActionSubmission(Contract):
             "caller: after approval the requester runs it and reports the result"
         ),
     )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # Before JSON-value validation, which recurses once per level of nesting.
+        check_params_bounds(value)
+        return value
 
     @field_validator("justification")
     @classmethod
@@ -243,6 +295,15 @@ class EscalationStage(Contract):
     add_groups: list[str] = Field(default_factory=list)
 
 
+class ConditionError(Contract):
+    """A rule's `when` that could not be evaluated, and how the policy counted it."""
+
+    rule_id: str
+    error: str = Field(max_length=1000)
+    # deny and require_approval rules fail closed (count as a match); allow rules do not match.
+    treated_as: Literal["match", "no_match"]
+
+
 class Verdict(Contract):
     """The policy's answer for one request; lands in workflow history as evaluated."""
 
@@ -254,6 +315,10 @@ class Verdict(Contract):
     escalation: list[EscalationStage] = Field(default_factory=list)
     expires_after: Duration | None = None
     policy_digest: str
+    condition_errors: list[ConditionError] = Field(
+        default_factory=list,
+        description="Rules whose condition errored on this request; recorded, never hidden",
+    )
 
 
 class ExecutorSpec(Contract):
@@ -514,6 +579,13 @@ class ReportBody(Contract):
 
     result: JsonValue = None
     error: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # The agent's report becomes workflow state: the same bounds as params.
+        check_params_bounds(value, "result")
+        return value
 
 
 class ExecutionReport(ReportBody):

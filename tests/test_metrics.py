@@ -41,6 +41,11 @@ WORKER_SERIES = {
     "signoff_notification_failures_total",
     "temporal_worker_task_slots_available",
 }
+# Only exported once a workflow task or run fails; tests/test_bounded_input.py scrapes them.
+FAILURE_SERIES = {
+    "temporal_workflow_task_execution_failed_total",
+    "temporal_workflow_failed_total",
+}
 GATEWAY_SERIES = {
     "signoff_pending_approvals",
     "signoff_pending_approvals_expiring_soon",
@@ -252,7 +257,7 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics() -> None:
         assert rule["annotations"]["summary"]
         used = set(re.findall(r"\b(?:signoff|temporal)_[a-z_]+", rule["expr"]))
         assert used, rule["alert"]
-        assert used <= WORKER_SERIES | GATEWAY_SERIES, (rule["alert"], used)
+        assert used <= WORKER_SERIES | GATEWAY_SERIES | FAILURE_SERIES, (rule["alert"], used)
     covered = " ".join(r["expr"] for r in rules)
     for needed in ("expiring_soon", "refused_attempts", "notification_failures"):
         assert needed in covered  # near expiry, refused spikes, notification failures

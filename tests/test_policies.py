@@ -179,14 +179,20 @@ def test_explain_traces_every_rule(tmp_path: Path) -> None:
         """,
     )
     result = policy.explain(request(), None)
-    assert result.winner == "hit"
-    assert result.verdict.rule_id == "hit"
+    # A deny rule whose condition errors fails closed: it wins, and the error is on record.
+    assert result.winner == "broken"
+    assert result.verdict.rule_id == "broken"
+    assert result.verdict.effect == "deny"
     by_id = {t.rule_id: t for t in result.rules}
     assert not by_id["other"].action_matched
     assert by_id["broken"].when_error is not None
     assert "missing" in by_id["broken"].when_error
-    assert by_id["hit"].matched
-    assert by_id["later"].matched  # shown, though it does not win
+    assert by_id["broken"].matched
+    assert by_id["hit"].matched  # shown, though it does not win
+    assert by_id["later"].matched
+    assert [(e.rule_id, e.treated_as) for e in result.verdict.condition_errors] == [
+        ("broken", "match")
+    ]
 
 
 def test_action_types(tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -31,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.executors import ExecutorRegistry
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
+from signoff.converter import UndecodablePayload
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -60,6 +64,10 @@ from workflows.action import (
 AUDITORS = "auditors"
 MAX_WAIT = 60.0
 QUERY_TIMEOUT = timedelta(seconds=10)
+# A workflow task on its third attempt has failed at least twice (one timeout is a worker
+# restart): its worker cannot process the action, so a query would only time out.
+FAILING_TASK_ATTEMPT = 3
+MAX_REASON_CHARS = 500
 _SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 
 
@@ -107,6 +115,29 @@ class WorkerUnavailable(ActionError):
     """No worker answered the action's status query in time; the action itself is safe."""
 
     code = "worker_unavailable"
+
+
+class ActionUnreadable(ActionError):
+    """The action's workflow exists but cannot tell its status; `requester` when known."""
+
+    code = "action_unreadable"
+
+    def __init__(self, message: str, *, action_id: str, requester: str | None) -> None:
+        super().__init__(message)
+        self.action_id = action_id
+        self.requester = requester
+
+
+class ActionBroken(ActionUnreadable):
+    """The workflow closed without an outcome (failed, terminated, timed out); final."""
+
+    code = "action_failed"
+
+
+class ActionStalled(ActionUnreadable):
+    """The workflow's task keeps failing, so no worker can answer for it; retry later."""
+
+    code = "action_stalled"
 
 
 class NotRequester(ActionError):
@@ -206,6 +237,25 @@ def closed_under(err: RPCError) -> bool:
     return "already completed" in err.message or "aborted by closing workflow" in err.message
 
 
+def _failing_task(description: WorkflowExecutionDescription) -> int:
+    """The attempt number of the workflow's pending task (0 when none is pending)."""
+    pending = description.raw_description.pending_workflow_task
+    return pending.attempt if description.raw_description.HasField("pending_workflow_task") else 0
+
+
+def _task_failed(err: RPCError) -> bool:
+    """Whether the server refused an update because the workflow's task is failing."""
+    return err.status is RPCStatusCode.FAILED_PRECONDITION and "Workflow Task in failed" in str(
+        err.message
+    )
+
+
+def _requester(description: WorkflowExecutionDescription) -> str | None:
+    """Who asked for the action, as the gateway recorded it when it started the workflow."""
+    value = description.typed_search_attributes.get(sa.REQUESTER)
+    return value if isinstance(value, str) else None
+
+
 class ActionService:
     """Temporal operations on actions, for authenticated principals."""
 
@@ -297,22 +347,85 @@ class ActionService:
     async def status(self, action_id: str) -> ActionStatus:
         """The action's status: its result once closed, else the workflow's `status` query."""
         handle = self._handle(action_id)
+        description: WorkflowExecutionDescription | None = None
         try:
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result()
+            if _failing_task(description) >= FAILING_TASK_ATTEMPT:
+                raise self._stalled(description)
             # Queries are answered by a worker; without one they would hang for the SDK's 30s.
             return await handle.query(ActionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        except UndecodablePayload as err:
+            # A status this build's contract refuses (recorded by an older, laxer one).
+            assert description is not None, "only a result or query answer raises this"
+            raise ActionBroken(
+                f"action {action_id}'s status does not fit this gateway's contract: {err}",
+                action_id=action_id,
+                requester=_requester(description),
+            ) from None
+        except WorkflowQueryFailedError as err:
+            # No worker can rebuild the workflow's state (e.g. its input never decoded).
+            assert description is not None, "only the query raises this"
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                raise self._stalled(description) from None
+            raise await self._broken(handle, description, err) from None
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise ActionNotFound(f"no action {action_id}") from None
             if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                if description is not None and _failing_task(description) > 1:
+                    raise self._stalled(description) from None
                 raise WorkerUnavailable(
                     f"no worker answered for action {action_id} within "
                     f"{QUERY_TIMEOUT.total_seconds():.0f}s; is a worker running on task queue "
                     f"{self.settings.task_queue!r}?"
                 ) from None
             raise
+
+    async def _unanswered(self, action_id: str, *, failing: bool = False) -> ActionError:
+        """Why no worker took an update: a stalled workflow, or no worker at all."""
+        with contextlib.suppress(RPCError):
+            description = await self._handle(action_id).describe()
+            if failing or _failing_task(description) > 1:
+                return self._stalled(description)
+        return WorkerUnavailable(
+            f"no worker took the request for action {action_id} in time; is a worker running "
+            f"on task queue {self.settings.task_queue!r}?"
+        )
+
+    def _stalled(self, description: WorkflowExecutionDescription) -> ActionStalled:
+        attempt = _failing_task(description)
+        return ActionStalled(
+            f"action {description.id} cannot be read: its workflow task keeps failing or "
+            f"timing out{f' (attempt {attempt})' if attempt > 1 else ''}, so no worker can "
+            "process it; "
+            "nothing runs until an operator fixes the worker (alert SignoffWorkflowTaskFailing; "
+            "the error is in the workflow's history). Retry later.",
+            action_id=description.id,
+            requester=_requester(description),
+        )
+
+    async def _broken(
+        self,
+        handle: WorkflowHandle[ActionWorkflow, ActionStatus],
+        description: WorkflowExecutionDescription,
+        err: Exception,
+    ) -> ActionBroken:
+        reason = str(err)
+        try:
+            await handle.result()
+        except WorkflowFailureError as failure:
+            reason = str(failure.cause or failure)
+        except Exception as other:  # any reason beats none
+            reason = str(other) or reason
+        state = description.status.name.lower().replace("_", " ") if description.status else "?"
+        printable = "".join(c if c.isprintable() else "?" for c in reason)[:MAX_REASON_CHARS]
+        return ActionBroken(
+            f"action {description.id} ended without an outcome ({state}): {printable}",
+            action_id=description.id,
+            requester=_requester(description),
+        )
 
     async def wait(
         self, action_id: str, seconds: float, *, current: ActionStatus | None = None
@@ -356,7 +469,11 @@ class ActionService:
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise ActionNotFound(f"no action {action_id}") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action on its requester's behalf."""
@@ -376,7 +493,11 @@ class ActionService:
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
         """Caller mode: record what happened when the requester ran the approved action."""
@@ -396,7 +517,11 @@ class ActionService:
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
 
     async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
         """Pending actions the principal may decide now, newest first."""
@@ -418,7 +543,7 @@ class ActionService:
         # One unreadable action must not hide the rest of the inbox.
         try:
             return await self.status(action_id)
-        except (ActionNotFound, WorkerUnavailable):
+        except (ActionNotFound, WorkerUnavailable, ActionUnreadable):
             return None
 
     async def ready(self, within: timedelta = timedelta(seconds=2)) -> bool:

@@ -44,11 +44,15 @@ from signoff.models import (
 )
 from signoff.settings import Settings
 from workers.actions import (
+    AUDITORS,
     MAX_WAIT,
+    ActionBroken,
     ActionError,
     ActionNotFound,
     ActionNotPending,
     ActionService,
+    ActionStalled,
+    ActionUnreadable,
     DecisionRefusedError,
     IdempotencyConflict,
     InvalidOnBehalfOf,
@@ -78,6 +82,9 @@ ERROR_STATUS: dict[type[ActionError], int] = {
     WorkerUnavailable: 503,
     # The worker could not verify the gateway's signature (keys out of step): recorded, refused.
     MessageRefusedError: 403,
+    # A workflow that cannot say its status: final when it closed, retryable while it stalls.
+    ActionBroken: 409,
+    ActionStalled: 503,
 }
 # Refusals about who is deciding are 403; a wrong digest or a missing reason is a bad body,
 # and a second decision by the same person conflicts with their first.
@@ -260,7 +267,21 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_action_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ActionError)
+    if isinstance(exc, ActionUnreadable) and not await _may_see_unreadable(request, exc):
+        return error_response(404, ActionNotFound.code, f"no action {exc.action_id}")
     return error_response(status_for(exc), exc.code, exc.message)
+
+
+async def _may_see_unreadable(request: Request, exc: ActionUnreadable) -> bool:
+    """Only the requester (from the workflow's search attributes) and auditors learn of it."""
+    principal_id = getattr(request.state, "principal", None)
+    if principal_id is None:
+        return False
+    if principal_id == exc.requester:
+        return True
+    directory: Directory = request.app.state.directory
+    principal = await directory.principal(principal_id)
+    return principal is not None and AUDITORS in principal.groups
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -345,7 +366,8 @@ async def submit(
 @router.get(
     "/actions/{id}",
     response_model=ActionStatus,
-    responses=_errors(401, 404, 422, 503),
+    # 409: the workflow ended without an outcome; 503: its task keeps failing (or no worker).
+    responses=_errors(401, 404, 409, 422, 503),
 )
 async def get_action(
     id: str = Depends(action_id),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from signoff.converter import data_converter
 from signoff.settings import Settings
 
 
@@ -33,11 +33,11 @@ async def connect(
     interceptors: Sequence[Interceptor] = (),
     runtime: Runtime | None = None,
 ) -> Client:
-    """Connect to the configured Temporal namespace with the pydantic data converter."""
+    """Connect to the configured Temporal namespace with signoff's data converter."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         tls=tls_config(settings),
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         interceptors=interceptors,

@@ -25,6 +25,7 @@ from policies.directory import Directory
 from policies.engine import Policy
 from policies.loader import load_policy_and_directory
 from signoff import telemetry
+from signoff.converter import UndecodablePayload, data_converter
 from signoff.settings import Settings
 from signoff.signing import KeySet, SigningError
 from workers.temporal import connect
@@ -83,6 +84,11 @@ def build_worker(
     executors = Executors(parts.executors, parts.targets)
     keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
     signatures = SignatureActivities(keys, settings.signature_max_age)
+    if client.data_converter is not data_converter:
+        # Whoever built the client, the worker decodes with the contract's converter.
+        config = client.config()
+        config["data_converter"] = data_converter
+        client = Client(**config)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -100,6 +106,10 @@ def build_worker(
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=settings.worker_shutdown_timeout,
+        # Input no deploy can make valid fails the run at once, with the reason, instead of
+        # failing its first workflow task forever (see signoff.converter). Other task
+        # failures stay retried (a deploy fixes them) and alert (deploy/prometheus).
+        workflow_failure_exception_types=[UndecodablePayload],
         # Notification failures are counted per channel for alerting (telemetry).
         interceptors=[telemetry.NotificationMetrics(), *interceptors],
     )

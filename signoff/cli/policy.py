@@ -64,12 +64,35 @@ def check(
         Path | None,
         typer.Option(help="Directory file to check groups against [default: SIGNOFF_DIRECTORY]"),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 on warnings too (conditions that error on valid params)")
+    ] = False,
 ) -> None:
-    """Validate a policy (and its groups against a directory); exit 1 on the first problem."""
+    """Validate a policy (and its groups against a directory); exit 1 on the first problem.
+
+    Also warns about `when` conditions that error on params the action's executor accepts
+    (a missing optional key, a null, a wrong type): such a rule fails closed at run time.
+    """
+    from activities.executors import registry
+    from policies.lint import condition_warnings
+
     settings = Settings()
     policy = policy or settings.policy
     directory = directory or settings.directory
     loaded, people = _load(policy, directory)
+    try:
+        registry.load_modules(settings.executor_modules)
+    except (ImportError, ValueError) as exc:
+        raise _fail(f"cannot load SIGNOFF_EXECUTOR_MODULES: {exc}") from None
+    warnings = condition_warnings(loaded, registry)
+    for warning in warnings:
+        source = loaded.sources.get(warning.rule_id, str(policy))
+        errors.print(
+            f"[yellow]warning:[/yellow] {escape(warning.message(source))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"[green]ok[/green] {escape(str(policy))}: {len(loaded.rules)} rules + default, "
         f"groups checked against {escape(str(directory))}",
@@ -79,6 +102,8 @@ def check(
     if people is not None:
         count = len(people.principals())
         console.print(f"directory: {count} principals, {len(people.groups())} groups")
+    if warnings and strict:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -138,14 +163,24 @@ def _print(result: Explanation, known: bool, requester: str) -> None:
         else:
             when = escape(json.dumps(trace.when_result))
         won = trace.rule_id == result.winner
+        if won:
+            outcome = "[bold green]WINS[/bold green]"
+        elif trace.matched:
+            outcome = "[dim]matches (not chosen)[/dim]"
+        else:
+            outcome = "no match"
+        if trace.when_error is not None:
+            outcome += " [yellow](condition error: " + (
+                "counts as a match, fails closed)[/yellow]"
+                if trace.matched
+                else "an allow rule does not match)[/yellow]"
+            )
         table.add_row(
             f"[bold]{trace.rule_id}[/bold]" if won else trace.rule_id,
             _yes(trace.action_matched),
             _yes(trace.target_matched),
             when,
-            "[bold green]WINS[/bold green]"
-            if won
-            else ("[dim]matches (later)[/dim]" if trace.matched else "no match"),
+            outcome,
         )
     console.print(table)
     if not known:
@@ -173,4 +208,11 @@ def _print_verdict(verdict: Verdict) -> None:
         )
     if verdict.expires_after is not None:
         console.print(f"expires after {format_duration(verdict.expires_after)}")
+    for error in verdict.condition_errors:
+        console.print(
+            f"[yellow]condition error[/yellow] in rule {escape(error.rule_id)} "
+            f"(treated as {error.treated_as.replace('_', ' ')}): {escape(error.error)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"policy digest {verdict.policy_digest}", highlight=False)

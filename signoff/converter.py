@@ -1,0 +1,90 @@
+"""The data converter: pydantic JSON, where a workflow's undecodable input is a typed error.
+
+Temporal retries a workflow task that raises, forever, expecting a deploy to fix the code.
+Input that the contract refuses (params nested past the parser's limit, a shape no model
+accepts) is fixed by no deploy: it is in the history for good. So a decoding failure in a
+workflow's own context (its input, an update's or query's argument) raises
+`UndecodablePayload`, which `ActionWorkflow` declares a failure exception type: the run fails
+at once, visibly, with the reason. Activity results keep the default (a failed workflow task,
+retried): during a rolling deploy an older worker may not read a newer one's result yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
+
+# A reason has to fit a failure message and a log line; a deep error location does not.
+MAX_REASON_CHARS = 500
+
+
+class UndecodablePayload(ValueError):
+    """A workflow-context payload does not fit the contract; retrying cannot change that."""
+
+
+def _reason(type_hint: type | None, exc: ValidationError) -> str:
+    name = getattr(type_hint, "__name__", "the expected type")
+    parts = []
+    for error in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        if len(loc) > 60:
+            loc = loc[:60] + "…"
+        parts.append(f"{loc or 'input'}: {error.get('msg', 'invalid')}")
+    text = f"input does not fit {name}: " + "; ".join(parts)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+class _ContractJSON(PydanticJSONPlainPayloadConverter, WithSerializationContext):
+    """pydantic JSON that raises UndecodablePayload when decoding in a workflow's context."""
+
+    def __init__(self, workflow_context: bool = False) -> None:
+        super().__init__()
+        self._workflow_context = workflow_context
+
+    def with_context(self, context: SerializationContext) -> _ContractJSON:
+        """A converter aware of whether it decodes for a workflow (not an activity)."""
+        workflow_context = isinstance(context, WorkflowSerializationContext)
+        if workflow_context == self._workflow_context:
+            return self
+        # Shares the type adapter cache: building adapters per workflow run would be costly.
+        clone = object.__new__(_ContractJSON)
+        clone.__dict__.update(self.__dict__)
+        clone._workflow_context = workflow_context
+        return clone
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        """Decode like pydantic; in a workflow's context, refusals become UndecodablePayload."""
+        try:
+            return super().from_payload(payload, type_hint)
+        except ValidationError as exc:
+            if self._workflow_context:
+                raise UndecodablePayload(_reason(type_hint, exc)) from None
+            raise
+
+
+class ContractPayloadConverter(CompositePayloadConverter):
+    """Temporal's default converters, with JSON through pydantic and the contract."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _ContractJSON() if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+data_converter = DataConverter(payload_converter_class=ContractPayloadConverter)
+"""The data converter of every signoff client and worker."""
