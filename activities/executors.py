@@ -47,6 +47,8 @@ from activities.targets import (
     TargetError,
     TargetKind,
 )
+from policies import sql
+from policies.sql import SqlError
 from signoff.models import ACTION_PATTERN, ActionRequest, ExecutorSpec, parse_duration
 
 P = TypeVar("P")
@@ -249,13 +251,40 @@ async def noop(ctx: ExecutionContext[NoopParams]) -> JsonValue:
 # --- sql ------------------------------------------------------------------------------------
 
 
+def _sql_check(check: Callable[[str], str], value: str) -> str:
+    try:
+        return check(value)
+    except SqlError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class SqlParams(BaseModel):
-    """One SQL statement with positional $1, $2... arguments."""
+    """Exactly one SQL statement with positional $1, $2... arguments."""
 
     model_config = ConfigDict(extra="forbid")
 
     statement: str = Field(min_length=1, max_length=100_000)
     args: list[JsonValue] = Field(default_factory=list)
+
+    @field_validator("statement")
+    @classmethod
+    def _one_statement(cls, value: str) -> str:
+        # One approval, one statement: refused at submit, before anyone is asked.
+        return _sql_check(sql.one_statement, value)
+
+    @property
+    def sql_text(self) -> str:
+        """The SQL this action runs (policies see its parsed facts as `sql`)."""
+        return self.statement
+
+
+class QueryParams(SqlParams):
+    """One plain read-only query (SELECT, VALUES, TABLE or WITH of plain selects) and its args."""
+
+    @field_validator("statement")
+    @classmethod
+    def _plain_query(cls, value: str) -> str:
+        return _sql_check(sql.plain_query, value)
 
 
 def json_safe(value: Any) -> JsonValue:
@@ -293,19 +322,70 @@ def _sql_error(action: str, exc: Exception) -> Exception:
     return ExecutorError(f"{action} failed: {type(exc).__name__}: {exc}")
 
 
+# Roles whose members reach beyond the database: the server's OS (COPY ... TO PROGRAM), its
+# files (pg_read_file, COPY FROM a file) or other sessions (pg_terminate_backend). A READ ONLY
+# transaction stops none of them.
+PRIVILEGED_ROLES = (
+    "pg_execute_server_program",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_signal_backend",
+)
+_ROLE_CHECK = """
+SELECT r.rolname, r.rolsuper,
+       ARRAY(SELECT g FROM unnest($1::text[]) AS g
+             WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = g)
+               AND pg_has_role(r.oid, g, 'MEMBER')) AS privileged
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+async def _check_role(conn: asyncpg.Connection, name: str, target: PostgresTarget) -> None:
+    """Refuse a superuser or a member of PRIVILEGED_ROLES unless the target opts in."""
+    if target.allow_privileged_role:
+        return
+    row = await conn.fetchrow(_ROLE_CHECK, list(PRIVILEGED_ROLES))
+    if row is None:
+        raise ExecutorError(f"target {name!r}: cannot read the connecting role from pg_roles")
+    powers = (["superuser"] if row["rolsuper"] else []) + [
+        f"a member of {g}" for g in row["privileged"]
+    ]
+    if powers:
+        raise ExecutorError(
+            f"target {name!r} connects as role {row['rolname']!r}, which is "
+            f"{' and '.join(powers)}: any statement, even a read, could run programs, read "
+            "server files or end other sessions. Connect as a least-privilege role (see "
+            "docs/security.md), or set `allow_privileged_role: true` on the target to accept it"
+        )
+
+
+def _millis(duration: timedelta) -> str:
+    return str(max(1, int(duration.total_seconds() * 1000)))
+
+
 @contextlib.asynccontextmanager
 async def _connection(
-    action: str, name: str, target: PostgresTarget
+    action: str, name: str, target: PostgresTarget, *, write: bool = False
 ) -> AsyncIterator[asyncpg.Connection]:
-    dsn = target.dsn(name)
+    dsn = target.dsn(name, write=write)
     try:
-        conn = await asyncpg.connect(dsn, timeout=target.connect_timeout.total_seconds())
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=target.connect_timeout.total_seconds(),
+            # Set at connect time, so no statement of the action can run without them.
+            server_settings={
+                "statement_timeout": _millis(target.statement_timeout),
+                "idle_in_transaction_session_timeout": _millis(target.idle_in_transaction_timeout),
+                "application_name": "signoff",
+            },
+        )
     except (ValueError, asyncpg.ClientConfigurationError):
         # asyncpg's own message can quote the DSN, password included.
         raise ExecutorError(f"target {name!r}: the postgres DSN is not valid") from None
     except asyncpg.PostgresError as exc:
         raise _sql_error(action, exc) from None
     try:
+        await _check_role(conn, name, target)
         # json/jsonb come back as structures, not strings holding JSON.
         for type_name in ("json", "jsonb"):
             await conn.set_type_codec(
@@ -319,34 +399,73 @@ async def _connection(
             await conn.close(timeout=5)
 
 
-async def _read_rows(
-    ctx: ExecutionContext[Any], statement: str, args: list[JsonValue], limit: int
-) -> tuple[list[dict[str, JsonValue]], bool]:
-    """Up to `limit` rows of one statement run in a READ ONLY transaction; True if cut short."""
+# What one read may pull from the database, measured as the rows' JSON: the result lands in
+# workflow history (2 MB per payload) and the worker holds it in memory meanwhile.
+MAX_RESULT_BYTES = 1024 * 1024
+# Rows per round trip at most; fewer when rows are wide, so a chunk stays within the budget.
+MAX_CHUNK_ROWS = 100
+
+
+async def _stream_rows(
+    ctx: ExecutionContext[Any],
+    statement: str,
+    args: list[JsonValue],
+    take: Callable[[dict[str, JsonValue]], bool],
+    budget: int = MAX_RESULT_BYTES,
+) -> bool:
+    """Feed one query's rows, read in a READ ONLY transaction, to `take` until it refuses one.
+
+    Returns True when `take` refused a row (the result is cut short). Rows come through a
+    cursor in chunks sized to what is left of the byte budget; past the budget the action
+    fails at once, not retryable.
+    """
     assert isinstance(ctx.target, PostgresTarget)
-    rows: list[dict[str, JsonValue]] = []
+    used, widest, count = 0, 1, 0
     async with (
         _connection(ctx.request.action, ctx.target_name, ctx.target) as conn,
         conn.transaction(readonly=True),
     ):
-        # A cursor is a prepared statement: one statement only, so none can end the transaction.
-        cursor = conn.cursor(statement, *args, prefetch=100)
-        async for record in cursor:
-            if len(rows) == limit:
-                return rows, True
-            rows.append({key: json_safe(value) for key, value in record.items()})
-            if len(rows) % 100 == 0:
-                ctx.heartbeat({"rows": len(rows)})
-    return rows, False
+        # A cursor is a prepared statement (extended protocol): one statement only, so none
+        # can end the transaction, even if the parse check were bypassed.
+        cursor = await conn.cursor(statement, *args)
+        while True:
+            chunk = max(1, min(MAX_CHUNK_ROWS, (budget - used) // widest))
+            records = await cursor.fetch(chunk)
+            if not records:
+                return False
+            for record in records:
+                row = {key: json_safe(value) for key, value in record.items()}
+                size = len(json.dumps(row, ensure_ascii=False).encode("utf-8"))
+                used += size
+                widest = max(widest, size)
+                if used > budget:
+                    raise ExecutorError(
+                        f"{ctx.request.action}: the result exceeds the byte budget of "
+                        f"{budget} bytes ({budget // 1024} KiB) after {count} rows; "
+                        "select fewer or narrower rows"
+                    )
+                if not take(row):
+                    return True
+                count += 1
+                if count % 100 == 0:
+                    ctx.heartbeat({"rows": count})
 
 
 @registry.executor(
-    "sql.query", idempotent=True, timeout="5m", params_model=SqlParams, target_kind="postgres"
+    "sql.query", idempotent=True, timeout="5m", params_model=QueryParams, target_kind="postgres"
 )
-async def sql_query(ctx: ExecutionContext[SqlParams]) -> JsonValue:
-    """Run one query in a READ ONLY transaction and return up to 1000 rows as JSON objects."""
-    rows, truncated = await _read_rows(ctx, ctx.params.statement, ctx.params.args, MAX_ROWS)
-    return {"rows": list[JsonValue](rows), "row_count": len(rows), "truncated": truncated}
+async def sql_query(ctx: ExecutionContext[QueryParams]) -> JsonValue:
+    """Run one plain query in a READ ONLY transaction and return up to 1000 rows as JSON."""
+    rows: list[JsonValue] = []
+
+    def take(row: dict[str, JsonValue]) -> bool:
+        if len(rows) == MAX_ROWS:
+            return False
+        rows.append(row)
+        return True
+
+    truncated = await _stream_rows(ctx, ctx.params.statement, ctx.params.args, take)
+    return {"rows": rows, "row_count": len(rows), "truncated": truncated}
 
 
 # An export's result lands in workflow history, which caps payloads at 2 MB; a character can
@@ -363,6 +482,16 @@ class ExportParams(BaseModel):
     args: list[JsonValue] = Field(default_factory=list)
     max_rows: int = Field(default=10_000, ge=1, le=100_000)
 
+    @field_validator("query")
+    @classmethod
+    def _plain_query(cls, value: str) -> str:
+        return _sql_check(sql.plain_query, value)
+
+    @property
+    def sql_text(self) -> str:
+        """The SQL this action runs (policies see its parsed facts as `sql`)."""
+        return self.query
+
 
 def _csv_cell(value: JsonValue) -> str:
     """NULL as an empty cell, booleans as true/false, structures as JSON."""
@@ -377,22 +506,31 @@ def _csv_cell(value: JsonValue) -> str:
     "data.export", idempotent=True, timeout="10m", params_model=ExportParams, target_kind="postgres"
 )
 async def data_export(ctx: ExecutionContext[ExportParams]) -> JsonValue:
-    """Export a read-only query's rows as CSV (up to 256 Ki characters; more needs storage)."""
-    rows, truncated = await _read_rows(ctx, ctx.params.query, ctx.params.args, ctx.params.max_rows)
-    columns: list[JsonValue] = list(rows[0]) if rows else []
+    """Export a plain query's rows as CSV (up to 256 Ki characters; more needs storage)."""
+    columns: list[JsonValue] = []
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
     written = 0
-    for row in rows:
+
+    def take(row: dict[str, JsonValue]) -> bool:
+        nonlocal written
+        if written == 0:
+            columns.extend(row)
+            writer.writerow(columns)
+        if written == ctx.params.max_rows:
+            return False
         line_start = out.tell()
         writer.writerow(_csv_cell(v) for v in row.values())
         if out.tell() > MAX_EXPORT_CHARS:
             out.seek(line_start)
             out.truncate()
-            truncated = True
-            break
+            return False
         written += 1
+        return True
+
+    truncated = await _stream_rows(ctx, ctx.params.query, ctx.params.args, take)
+    if not columns:
+        writer.writerow([])
     return {
         "format": "csv",
         "columns": columns,
@@ -406,10 +544,14 @@ async def data_export(ctx: ExecutionContext[ExportParams]) -> JsonValue:
     "sql.execute", idempotent=False, timeout="5m", params_model=SqlParams, target_kind="postgres"
 )
 async def sql_execute(ctx: ExecutionContext[SqlParams]) -> JsonValue:
-    """Run one statement that may write, and return its status, e.g. "INSERT 0 1"."""
+    """Run exactly one statement that may write, and return its status, e.g. "INSERT 0 1"."""
     assert isinstance(ctx.target, PostgresTarget)
-    async with _connection("sql.execute", ctx.target_name, ctx.target) as conn:
-        status = await conn.execute(ctx.params.statement, *ctx.params.args)
+    async with _connection("sql.execute", ctx.target_name, ctx.target, write=True) as conn:
+        # A prepared statement (extended protocol) holds one statement: the simple-query
+        # protocol that conn.execute uses without args would run `UPDATE ...; DROP ...` whole.
+        prepared = await conn.prepare(ctx.params.statement)
+        await prepared.fetch(*ctx.params.args)
+        status = prepared.get_statusmsg()
     return {"status": status}
 
 

@@ -79,14 +79,28 @@ def _check_env_name(value: str) -> str:
 
 
 class PostgresTarget(_TargetBase):
-    """A PostgreSQL database; the DSN comes from `dsn_env` or `dsn_file`."""
+    """A PostgreSQL database; the DSN comes from `dsn_env` or `dsn_file`.
+
+    Queries and exports connect with that DSN; `sql.execute` connects with `write_dsn_env` /
+    `write_dsn_file` when set (a reader and a writer role), else with the same DSN. Every
+    connection's role is checked: a superuser or a member of a role that reaches the server's
+    OS, files or other sessions is refused unless `allow_privileged_role: true`.
+    """
 
     kind: Literal["postgres"]
     dsn_env: str | None = None
     dsn_file: Path | None = None
+    write_dsn_env: str | None = None
+    write_dsn_file: Path | None = None
     connect_timeout: Duration = timedelta(seconds=10)
+    statement_timeout: Duration = timedelta(minutes=1)
+    idle_in_transaction_timeout: Duration = timedelta(seconds=30)
+    allow_privileged_role: bool = Field(
+        default=False,
+        description="Accept a superuser or pg_execute_server_program/... member (unsafe)",
+    )
 
-    @field_validator("dsn_env")
+    @field_validator("dsn_env", "write_dsn_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         return value if value is None else _check_env_name(value)
@@ -95,23 +109,29 @@ class PostgresTarget(_TargetBase):
     def _one_source(self) -> PostgresTarget:
         if (self.dsn_env is None) == (self.dsn_file is None):
             raise ValueError("set exactly one of dsn_env or dsn_file")
+        if self.write_dsn_env is not None and self.write_dsn_file is not None:
+            raise ValueError("set at most one of write_dsn_env or write_dsn_file")
         return self
 
-    def dsn(self, name: str) -> str:
+    def dsn(self, name: str, *, write: bool = False) -> str:
         """The connection string, read now from the environment or the file."""
+        if write and (self.write_dsn_env is not None or self.write_dsn_file is not None):
+            return read_secret(name, self.write_dsn_env, self.write_dsn_file)
         return read_secret(name, self.dsn_env, self.dsn_file)
 
     def secret_values(self, name: str) -> list[str]:
-        """The DSN and the password inside it."""
+        """The DSNs and the passwords inside them."""
         found = _readable(name, self.dsn_env, self.dsn_file)
-        if not found:
-            return []
-        dsn = found[0]
-        try:
-            password = urlsplit(dsn).password
-        except ValueError:
-            password = None
-        return [dsn, password] if password else [dsn]
+        if self.write_dsn_env is not None or self.write_dsn_file is not None:
+            found += _readable(name, self.write_dsn_env, self.write_dsn_file)
+        values: list[str] = []
+        for dsn in found:
+            try:
+                password = urlsplit(dsn).password
+            except ValueError:
+                password = None
+            values += [dsn, password] if password else [dsn]
+        return values
 
 
 class HttpTarget(_TargetBase):

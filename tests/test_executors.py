@@ -109,7 +109,7 @@ def targets_file(
     path.write_text(
         f"""
 targets:
-  db: {{kind: postgres, dsn_file: {dsn_file}}}
+  db: {{kind: postgres, dsn_file: {dsn_file}, allow_privileged_role: true}}
   dead-db: {{kind: postgres, dsn_env: TEST_BAD_DSN, connect_timeout: 2s}}
   api:
     kind: http
@@ -337,12 +337,17 @@ async def test_sql_query_refuses_writes(executors: Executors) -> None:
         executors, request("sql.query", "db", statement="CREATE TABLE sneaky (id int)")
     )
     assert error.non_retryable
-    assert "read-only transaction" in error.message
+    assert "must be a plain query" in error.message
+    assert "CreateStmt" in error.message
     # One statement only: it cannot switch the transaction to read-write first.
     sneaky = "SET TRANSACTION READ WRITE; CREATE TABLE sneaky (id int)"
     error = await failure(executors, request("sql.query", "db", statement=sneaky))
     assert error.non_retryable
-    assert "multiple commands" in error.message
+    assert "exactly one SQL statement" in error.message
+    # A plain SELECT that writes through a function still meets the READ ONLY transaction.
+    await run(executors, request("sql.execute", "db", statement="CREATE SEQUENCE IF NOT EXISTS q_seq"))
+    error = await failure(executors, request("sql.query", "db", statement="SELECT nextval('q_seq')"))
+    assert "read-only transaction" in error.message
 
 
 async def test_sql_query_caps_rows(executors: Executors) -> None:
@@ -366,7 +371,7 @@ async def test_data_export_returns_csv_read_only_and_capped(executors: Executors
     assert big["csv"].endswith("\n")
     assert big["csv"].count("\n") == big["row_count"] + 1
     error = await failure(executors, request("data.export", "db", query="DROP TABLE exec_t"))
-    assert "read-only transaction" in error.message
+    assert "must be a plain query" in error.message
 
 
 async def test_sql_errors(executors: Executors) -> None:
