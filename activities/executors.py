@@ -196,6 +196,18 @@ class ExecutorRegistry:
         executor = self.get(action)
         return executor.spec(heartbeat_timeout) if executor else None
 
+    def parsed_params(self, action: str, params: dict[str, JsonValue]) -> BaseModel | None:
+        """Params as the action's model validates and normalises them; None without a model.
+
+        Policies are evaluated on these, so a rule sees what would run. Raises ExecutorError
+        naming the field when the params are invalid.
+        """
+        executor = self.get(action)
+        if executor is None or executor.params_model is None:
+            return None
+        parsed: BaseModel = executor.parse_params(params)
+        return parsed
+
     def actions(self) -> list[str]:
         """All registered action types, sorted."""
         return sorted(self._executors)

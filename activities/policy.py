@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from temporalio import activity
 
-from activities.executors import ExecutorRegistry
+from activities.executors import ExecutorError, ExecutorRegistry
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.models import (
@@ -56,13 +56,22 @@ class PolicyActivities:
             )
         else:
             spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
-        verdict = self.policy.evaluate(request, requester)
+        try:
+            # The rules see the params the executor would run with, normalised.
+            params = self.executors.parsed_params(request.action, request.params)
+            invalid = None
+        except ExecutorError as exc:
+            params, invalid = None, str(exc)
+        verdict = self.policy.evaluate(request, requester, params)
         problem = None if requester is None else on_behalf_problem(requester, request.on_behalf_of)
         if requester is None:
             verdict = self._refuse(verdict, "unknown-requester", f"{request.requester} is unknown")
         elif problem is not None:
             # Checked here too: a workflow started without the gateway gets no further.
             verdict = self._refuse(verdict, "on-behalf-of", problem)
+        elif invalid is not None:
+            # Checked at submit too (422); nobody is asked to approve what cannot run.
+            verdict = self._refuse(verdict, "invalid-params", invalid)
         elif spec is None:
             known = ", ".join(self.executors.actions())
             verdict = self._refuse(

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field, JsonValue
 
 from policies.model import Outcome, Rule
+from policies.sql import facts_of as sql_facts
 from signoff.models import (
     RISK_ORDER,
     ActionRequest,
@@ -60,12 +61,23 @@ class Explanation(BaseModel):
     verdict: Verdict
 
 
-def cel_context(request: ActionRequest, principal: Principal | None) -> dict[str, Any]:
-    """The variables a `when` expression sees."""
+def cel_context(
+    request: ActionRequest, principal: Principal | None, params: BaseModel | None = None
+) -> dict[str, Any]:
+    """The variables a `when` expression sees.
+
+    `params`: the request's params as the executor's params model validated and normalised
+    them (e.g. `method: "delete"` became "DELETE"), so a rule sees what would run; None (no
+    model, or none given) leaves the raw params. `sql` holds the parsed SQL's facts when the
+    params carry SQL, else empty facts (kind "", no kinds or tables, statement_count 0).
+    """
     return {
         "action": request.action,
         "target": request.target,
-        "params": request.params,
+        "params": request.params
+        if params is None
+        else params.model_dump(mode="json", by_alias=True),
+        "sql": sql_facts(params).model_dump(mode="json"),
         "justification": request.justification,
         "risk": request.risk,
         "on_behalf_of": request.on_behalf_of,
@@ -109,9 +121,14 @@ def _trace(rule: Rule, request: ActionRequest, context: dict[str, Any]) -> RuleT
     return trace
 
 
-def condition_error(rule: Rule, request: ActionRequest, principal: Principal | None) -> str | None:
+def condition_error(
+    rule: Rule,
+    request: ActionRequest,
+    principal: Principal | None,
+    params: BaseModel | None = None,
+) -> str | None:
     """The error a rule's `when` gives on a request whose action and target it matches."""
-    return _trace(rule, request, cel_context(request, principal)).when_error
+    return _trace(rule, request, cel_context(request, principal, params)).when_error
 
 
 def _failed(trace: RuleTrace, rule: Rule, error: str) -> RuleTrace:
@@ -140,22 +157,37 @@ class Policy:
         self.digest = hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
         self._by_id: dict[str, Outcome] = {rule.id: rule for rule in rules}
 
-    def evaluate(self, request: ActionRequest, principal: Principal | None) -> Verdict:
-        """The verdict of the first matching rule (failing closed on errors), or the default's."""
-        winner, errors = self._decide(self._traces(request, principal))
+    def evaluate(
+        self,
+        request: ActionRequest,
+        principal: Principal | None,
+        params: BaseModel | None = None,
+    ) -> Verdict:
+        """The verdict of the first matching rule (failing closed on errors), or the default's.
+
+        `params`: the executor's parsed params (see `cel_context`).
+        """
+        winner, errors = self._decide(self._traces(request, principal, params))
         return self._verdict(winner, request, errors)
 
-    def explain(self, request: ActionRequest, principal: Principal | None) -> Explanation:
+    def explain(
+        self,
+        request: ActionRequest,
+        principal: Principal | None,
+        params: BaseModel | None = None,
+    ) -> Explanation:
         """Trace every rule against the request and say which one wins."""
-        traces = list(self._traces(request, principal))
+        traces = list(self._traces(request, principal, params))
         winner, errors = self._decide(traces)
         return Explanation(
             rules=traces, winner=winner, verdict=self._verdict(winner, request, errors)
         )
 
-    def _traces(self, request: ActionRequest, principal: Principal | None) -> Iterator[RuleTrace]:
+    def _traces(
+        self, request: ActionRequest, principal: Principal | None, params: BaseModel | None
+    ) -> Iterator[RuleTrace]:
         """Each rule's trace, lazily: `evaluate` stops at the winner."""
-        context = cel_context(request, principal)
+        context = cel_context(request, principal, params)
         return (_trace(rule, request, context) for rule in self.rules)
 
     def _decide(self, traces: Iterable[RuleTrace]) -> tuple[str, list[ConditionError]]:

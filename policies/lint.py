@@ -172,7 +172,8 @@ def condition_warnings(policy: Policy, executors: ExecutorRegistry) -> list[Cond
                 for r in _requests(action, target, p)
                 for who in SAMPLE_PRINCIPALS
             ):
-                error = condition_error(rule, request, principal)
+                parsed = model.model_validate(params) if model is not None else None
+                error = condition_error(rule, request, principal, parsed)
                 if error is not None:
                     warnings.append(
                         ConditionWarning(

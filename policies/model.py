@@ -33,6 +33,7 @@ CEL_VARIABLES = frozenset(
         "on_behalf_of",
         "requester",
         "principal",
+        "sql",
     }
 )
 

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from activities.executors import registry
 from policies import PolicyError, load_directory, load_policy, load_policy_and_directory
 from policies.engine import Policy
 from signoff.cli import app
-from signoff.models import ActionRequest, Principal
+from signoff.models import ActionRequest, Principal, Verdict
 from signoff.settings import EXAMPLES_DIR
 
 EXAMPLE_POLICY = EXAMPLES_DIR / "policy.yaml"
@@ -244,9 +245,14 @@ def test_example_grant_needs_two_from_security(example: Policy) -> None:
     assert [(a.group, a.min) for a in verdict.approvals] == [("security", 2)]
 
 
+def as_worker(policy: Policy, req: ActionRequest) -> Verdict:
+    """Evaluate as the worker does: on the params the executor's model parsed."""
+    return policy.evaluate(req, None, registry.parsed_params(req.action, req.params))
+
+
 def test_example_prod_migration_escalates_and_expires(example: Policy) -> None:
     statement = {"statement": "  alter table users add column x int"}
-    verdict = example.evaluate(request("sql.execute", "prod-db", params=statement), None)
+    verdict = as_worker(example, request("sql.execute", "prod-db", params=statement))
     assert verdict.rule_id == "prod-migrations"
     assert verdict.risk == "high"
     assert [a.group for a in verdict.approvals] == ["dba"]
@@ -254,7 +260,7 @@ def test_example_prod_migration_escalates_and_expires(example: Policy) -> None:
     assert verdict.escalation[0].add_groups == ["oncall"]
     assert verdict.expires_after == timedelta(hours=4)
     # Not production: the default applies.
-    staging = example.evaluate(request("sql.execute", "staging-db", params=statement), None)
+    staging = as_worker(example, request("sql.execute", "staging-db", params=statement))
     assert staging.rule_id == "default"
 
 
@@ -263,9 +269,7 @@ def test_example_prod_migration_escalates_and_expires(example: Policy) -> None:
     ["DROP TABLE users", "truncate orders", "delete from users", "  Delete\nFROM t"],
 )
 def test_example_destructive_sql_is_denied(example: Policy, statement: str) -> None:
-    verdict = example.evaluate(
-        request("sql.execute", "prod-db", params={"statement": statement}), None
-    )
+    verdict = as_worker(example, request("sql.execute", "prod-db", params={"statement": statement}))
     assert (verdict.rule_id, verdict.effect, verdict.risk) == (
         "destructive-sql",
         "deny",
@@ -276,7 +280,7 @@ def test_example_destructive_sql_is_denied(example: Policy, statement: str) -> N
 
 def test_example_delete_with_where_is_not_denied(example: Policy) -> None:
     params = {"statement": "DELETE FROM t WHERE id = 1"}
-    assert example.evaluate(request("sql.execute", "prod-db", params=params), None).effect == (
+    assert as_worker(example, request("sql.execute", "prod-db", params=params)).effect == (
         "require_approval"
     )
 
@@ -558,9 +562,9 @@ def test_cli_explain_json() -> None:
             "--target",
             "api",
             "--param",
-            "method=GET",
+            "method=get",
             "--param",
-            "retries=3",
+            "path=/status",
             "--requester",
             "alice@example.com",
             "--risk",
@@ -574,6 +578,7 @@ def test_cli_explain_json() -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
+    # The rule compares with "GET": it sees the params as the executor normalised them.
     assert data["winner"] == "http-get"
     assert data["verdict"]["effect"] == "allow"
     assert data["verdict"]["risk"] == "high"

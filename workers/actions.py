@@ -31,7 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.executors import ExecutorRegistry
+from activities.executors import ExecutorError, ExecutorRegistry
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.converter import UndecodablePayload
@@ -97,6 +97,12 @@ class UnknownAction(ActionError):
     """The action type has no executor."""
 
     code = "unknown_action"
+
+
+class InvalidParams(ActionError):
+    """The params do not fit the action's params model (e.g. two SQL statements)."""
+
+    code = "invalid_params"
 
 
 class InvalidOnBehalfOf(ActionError):
@@ -299,13 +305,18 @@ class ActionService:
         if problem is not None:
             raise InvalidOnBehalfOf(problem)
         request = ActionRequest(**submission.model_dump(), requester=requester.id)
+        try:
+            # Refused before anyone is asked to approve what the executor would refuse.
+            params = self.executors.parsed_params(request.action, request.params)
+        except ExecutorError as exc:
+            raise InvalidParams(str(exc)) from None
         if request.idempotency_key is not None:
             action_id = workflow_id_for(request)
         else:
             action_id = f"act-{uuid.uuid4().hex}"
         signed = self.signer.request(request, action_id)
         # A preview for the UI's summary only; the workflow's own evaluation decides.
-        preview = self.policy.evaluate(request, requester)
+        preview = self.policy.evaluate(request, requester, params)
         # AlreadyStarted: the key's action already finished; hand it back, never start a second.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await self.client.start_workflow(

@@ -141,8 +141,26 @@ def explain(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise _fail(f"invalid request: {problems}") from None
+    from activities.executors import ExecutorError, registry
+
+    try:
+        registry.load_modules(settings.executor_modules)
+        # The rules see what the worker's policy evaluation sees: the executor's parsed params.
+        parsed = registry.parsed_params(request.action, request.params)
+    except (ImportError, ValueError) as exc:
+        raise _fail(f"cannot load SIGNOFF_EXECUTOR_MODULES: {exc}") from None
+    except ExecutorError as exc:
+        # Still explain the rules (on the raw params); the request itself never gets that far.
+        parsed = None
+        errors.print(
+            f"[yellow]warning:[/yellow] {escape(str(exc))}: the gateway refuses this request "
+            "(422) and the worker denies it (rule invalid-params)",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
     principal = asyncio.run(people.principal(requester)) if people is not None else None
-    result = loaded.explain(request, principal)
+    result = loaded.explain(request, principal, parsed)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
