@@ -432,7 +432,7 @@ async def _stream_rows(
     fails at once, not retryable.
     """
     assert isinstance(ctx.target, PostgresTarget)
-    used, widest, count = 0, 1, 0
+    used, widest, count, chunk = 0, 1, 0, 1
     async with (
         _connection(ctx.request.action, ctx.target_name, ctx.target) as conn,
         conn.transaction(readonly=True),
@@ -441,7 +441,8 @@ async def _stream_rows(
         # can end the transaction, even if the parse check were bypassed.
         cursor = await conn.cursor(statement, *args)
         while True:
-            chunk = max(1, min(MAX_CHUNK_ROWS, (budget - used) // widest))
+            # Start with one row and grow: the first wide row fails before a chunk of them
+            # is held in memory.
             records = await cursor.fetch(chunk)
             if not records:
                 return False
@@ -461,6 +462,7 @@ async def _stream_rows(
                 count += 1
                 if count % 100 == 0:
                     ctx.heartbeat({"rows": count})
+            chunk = max(1, min(2 * chunk, MAX_CHUNK_ROWS, (budget - used) // widest))
 
 
 @registry.executor(

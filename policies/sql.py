@@ -74,7 +74,8 @@ def _walk(root: Any) -> Iterator[ast.Node]:
             stack.extend(reversed(node))
         elif isinstance(node, ast.Node):
             yield node
-            stack.extend(getattr(node, slot, None) for slot in reversed(list(node.__slots__)))
+            slots = list(getattr(type(node), "__slots__", ()))
+            stack.extend(getattr(node, slot, None) for slot in reversed(slots))
 
 
 def _dotted(parts: Any) -> str:
@@ -128,9 +129,7 @@ def facts(text: str) -> SqlFacts:
         elif isinstance(node, ast.CommonTableExpr) and node.ctename:
             ctes.add(node.ctename)
     top = statements[0].stmt if statements else None
-    has_where = (
-        len(statements) == 1 and getattr(top, "whereClause", None) is not None and filtered
-    )
+    has_where = len(statements) == 1 and getattr(top, "whereClause", None) is not None and filtered
     return SqlFacts(
         kind=_kind(top) if len(statements) == 1 else "",
         kinds=sorted(kinds),

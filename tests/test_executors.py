@@ -345,8 +345,12 @@ async def test_sql_query_refuses_writes(executors: Executors) -> None:
     assert error.non_retryable
     assert "exactly one SQL statement" in error.message
     # A plain SELECT that writes through a function still meets the READ ONLY transaction.
-    await run(executors, request("sql.execute", "db", statement="CREATE SEQUENCE IF NOT EXISTS q_seq"))
-    error = await failure(executors, request("sql.query", "db", statement="SELECT nextval('q_seq')"))
+    await run(
+        executors, request("sql.execute", "db", statement="CREATE SEQUENCE IF NOT EXISTS q_seq")
+    )
+    error = await failure(
+        executors, request("sql.query", "db", statement="SELECT nextval('q_seq')")
+    )
     assert "read-only transaction" in error.message
 
 

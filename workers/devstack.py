@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -216,7 +217,7 @@ class DevStack:
     say: Say = field(default=lambda text: None)
     children: list[Child] = field(default_factory=list)
     database_url: str | None = None
-    analytics_url: str | None = None
+    analytics: AnalyticsUrls | None = None
     _pg_server: Any = None
     _pg_start: asyncio.Task[str] | None = None
     _lock: IO[str] | None = None
@@ -366,7 +367,7 @@ class DevStack:
             raise StartupFailed(f"cannot prepare the audit ledger database: {err}") from None
         await ledger.close()
         if self.config.database_url is None:
-            self.analytics_url = await sample_analytics(url)
+            self.analytics = await sample_analytics(url, self.config.data_dir)
         return url
 
     def _start_embedded_postgres(self) -> str:
@@ -387,9 +388,10 @@ class DevStack:
         assert self.database_url is not None
         # The local Temporal has no TLS and no API key, whatever the shell has exported.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_TEMPORAL_")}
-        if self.analytics_url is not None:
-            # The example targets file reads the `analytics` target's DSN from here.
-            env.setdefault("ANALYTICS_DSN", self.analytics_url)
+        if self.analytics is not None:
+            # The example targets file reads the `analytics` target's DSNs from here.
+            env.setdefault("ANALYTICS_DSN", self.analytics.reader)
+            env.setdefault("ANALYTICS_WRITE_DSN", self.analytics.writer)
         env.update(
             {
                 "SIGNOFF_TEMPORAL_ADDRESS": config.temporal_address,
@@ -656,18 +658,75 @@ SAMPLE_CUSTOMERS = [
 ]
 
 
-async def sample_analytics(ledger_url: str) -> str:
-    """Create the embedded `analytics` database with a small customers table; return its URL."""
+# The sample database's roles: least privilege, never the cluster's superuser.
+ANALYTICS_READER = "signoff_analytics_reader"
+ANALYTICS_WRITER = "signoff_analytics_writer"
+# Functions with effects outside the statement that PUBLIC may run by default; a read must not
+# reach them (`SELECT pg_notify(...)` runs in a READ ONLY transaction too).
+_PUBLIC_SIDE_EFFECTS = ("pg_notify(text, text)",)
+
+
+@dataclass(frozen=True)
+class AnalyticsUrls:
+    """The sample database's DSNs: the reader's for queries and exports, the writer's."""
+
+    reader: str
+    writer: str
+
+
+def _role_password(data_dir: Path, role: str) -> str:
+    """The role's password, generated once into the data dir (owner-only)."""
+    path = data_dir / "roles" / f"{role}.password"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(password + "\n")
+    return password
+
+
+def _as_role(url: str, database: str, role: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
+
+
+async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
+    """Create the embedded `analytics` database, its customers table and two roles for it.
+
+    The reader may SELECT, the writer may also INSERT/UPDATE/DELETE; neither is a superuser
+    or a member of a privileged role, and neither may connect to the ledger's database.
+    """
     import asyncpg
 
-    parts = urlsplit(ledger_url)
-    url = urlunsplit(parts._replace(path="/analytics"))
+    ledger_db = urlsplit(ledger_url).path.lstrip("/") or "postgres"
+    passwords = {
+        role: _role_password(data_dir, role) for role in (ANALYTICS_READER, ANALYTICS_WRITER)
+    }
     conn = await asyncpg.connect(ledger_url)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'analytics'"):
             await conn.execute("CREATE DATABASE analytics")
+        for role, password in passwords.items():
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            verb = "ALTER" if exists else "CREATE"
+            # DDL takes no parameters; the password is ours (token_urlsafe), so quoting is safe.
+            await conn.execute(
+                f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                f" NOBYPASSRLS PASSWORD '{password}'"
+            )
+        # Nobody but the superuser reaches the ledger's database (PUBLIC could connect before).
+        await conn.execute(f'REVOKE CONNECT ON DATABASE "{ledger_db}" FROM PUBLIC')
+        await conn.execute("REVOKE CONNECT ON DATABASE analytics FROM PUBLIC")
+        await conn.execute(
+            f"GRANT CONNECT ON DATABASE analytics TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
+        )
     finally:
         await conn.close()
+    url = urlunsplit(urlsplit(ledger_url)._replace(path="/analytics"))
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
@@ -680,9 +739,26 @@ async def sample_analytics(ledger_url: str) -> str:
             " ON CONFLICT (name) DO NOTHING",
             SAMPLE_CUSTOMERS,
         )
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        for function in _PUBLIC_SIDE_EFFECTS:
+            await conn.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
+        await conn.execute(
+            f"GRANT USAGE ON SCHEMA public TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
+        )
+        await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYTICS_READER}")
+        await conn.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
+            f" TO {ANALYTICS_WRITER}"
+        )
+        await conn.execute(
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ANALYTICS_WRITER}"
+        )
     finally:
         await conn.close()
-    return url
+    return AnalyticsUrls(
+        reader=_as_role(ledger_url, "analytics", ANALYTICS_READER, passwords[ANALYTICS_READER]),
+        writer=_as_role(ledger_url, "analytics", ANALYTICS_WRITER, passwords[ANALYTICS_WRITER]),
+    )
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
