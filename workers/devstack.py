@@ -702,6 +702,8 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
     """
     import asyncpg
 
+    from activities.migrations import WORKER_ROLE
+
     ledger_db = urlsplit(ledger_url).path.lstrip("/") or "postgres"
     passwords = {
         role: _role_password(data_dir, role) for role in (ANALYTICS_READER, ANALYTICS_WRITER)
@@ -720,6 +722,9 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
             )
         # Nobody but the superuser reaches the ledger's database (PUBLIC could connect before).
         await conn.execute(f'REVOKE CONNECT ON DATABASE "{ledger_db}" FROM PUBLIC')
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", WORKER_ROLE):
+            # Login roles granted the ledger's worker role keep reaching it.
+            await conn.execute(f'GRANT CONNECT ON DATABASE "{ledger_db}" TO {WORKER_ROLE}')
         await conn.execute("REVOKE CONNECT ON DATABASE analytics FROM PUBLIC")
         await conn.execute(
             f"GRANT CONNECT ON DATABASE analytics TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
