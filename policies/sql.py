@@ -36,7 +36,9 @@ class SqlFacts(BaseModel):
     tables: list[str] = Field(
         default_factory=list, description="Relations named, schema-qualified as written"
     )
-    functions: list[str] = Field(default_factory=list, description="Functions called")
+    functions: list[str] = Field(
+        default_factory=list, description="Functions called (pg_catalog's without the schema)"
+    )
     has_where: bool = Field(
         default=False,
         description="The statement has a WHERE, and so has every UPDATE or DELETE inside it",
@@ -125,7 +127,8 @@ def facts(text: str) -> SqlFacts:
             parts = (node.catalogname, node.schemaname, node.relname)
             tables.add(".".join(p for p in parts if p))
         elif isinstance(node, ast.FuncCall):
-            functions.add(_dotted(node.funcname))
+            # pg_catalog is searched first anyway: `pg_catalog.pg_notify` is `pg_notify`.
+            functions.add(_dotted(node.funcname).removeprefix("pg_catalog."))
         elif isinstance(node, ast.CommonTableExpr) and node.ctename:
             ctes.add(node.ctename)
     top = statements[0].stmt if statements else None

@@ -346,6 +346,23 @@ def test_destructive_sql_is_denied_however_it_is_written(statement: str) -> None
     assert (verdict.rule_id, verdict.effect) == ("destructive-sql", "deny")
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT pg_notify('jobs', 'run')",
+        "SELECT PG_CATALOG.pg_terminate_backend(pid) FROM pg_stat_activity",
+        "SELECT 1 FROM (SELECT pg_sleep(60)) AS s",
+        "WITH f AS (SELECT pg_read_file('/etc/passwd') AS t) SELECT t FROM f",
+    ],
+)
+def test_reads_with_side_effects_are_denied_by_the_example(statement: str) -> None:
+    policy = load_policy(EXAMPLE_POLICY)
+    for action, key in (("sql.query", "statement"), ("data.export", "query")):
+        req = request(action, "analytics", **{key: statement})
+        verdict = policy.evaluate(req, None, registry.parsed_params(req.action, req.params))
+        assert (verdict.rule_id, verdict.effect) == ("reads-with-side-effects", "deny")
+
+
 def test_sql_facts() -> None:
     found = facts("WITH d AS (DELETE FROM s.t WHERE a = 1 RETURNING *) SELECT now() FROM d")
     assert found.kind == "SelectStmt"
