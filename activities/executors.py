@@ -275,7 +275,9 @@ class SqlParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    statement: str = Field(min_length=1, max_length=100_000)
+    statement: str = Field(
+        min_length=1, max_length=100_000, examples=["SELECT 1", "DELETE FROM t WHERE id = 1"]
+    )
     args: list[JsonValue] = Field(default_factory=list)
 
     @field_validator("statement")
@@ -492,7 +494,7 @@ class ExportParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=100_000)
+    query: str = Field(min_length=1, max_length=100_000, examples=["SELECT 1"])
     args: list[JsonValue] = Field(default_factory=list)
     max_rows: int = Field(default=10_000, ge=1, le=100_000)
 

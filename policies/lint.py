@@ -80,6 +80,9 @@ def samples(
         return list(schema["enum"])[:MAX_SAMPLES]
     if "const" in schema:
         return [schema["const"]]
+    if schema.get("examples"):
+        # A model's own examples fit constraints a type alone cannot (e.g. one SQL statement).
+        return list(schema["examples"])[:MAX_SAMPLES]
     branches = schema.get("anyOf") or schema.get("oneOf")
     if branches:
         found = [v for b in branches for v in samples(b, root, depth + 1)[:1]]

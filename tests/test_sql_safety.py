@@ -33,6 +33,7 @@ from activities.executors import (
 from activities.policy import PolicyActivities
 from activities.targets import PostgresTarget, load_targets
 from policies import load_directory, load_policy
+from policies.lint import condition_warnings
 from policies.sql import SqlError, facts, one_statement, plain_query
 from signoff.models import ActionRequest, ExecuteInput, ExecuteResult
 from signoff.settings import EXAMPLES_DIR, Settings
@@ -426,3 +427,16 @@ async def test_policy_sees_normalised_params_and_sql_facts(tmp_path: Path) -> No
 def test_targets_reject_two_write_dsns() -> None:
     with pytest.raises(ValueError, match="at most one of write_dsn_env or write_dsn_file"):
         PostgresTarget(kind="postgres", dsn_env="A", write_dsn_env="B", write_dsn_file=Path("c"))
+
+
+def test_policy_check_samples_sql_facts(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\ndefault: {effect: allow}\nrules:\n"
+        "  - id: first-table\n    match: {action: sql.execute}\n"
+        "    when: 'sql.tables[0] == \"t\"'\n    effect: deny\n"
+    )
+    warnings = condition_warnings(load_policy(path), registry)
+    # A statement without tables (the model's own example) makes the condition error.
+    assert [(w.rule_id, w.action) for w in warnings] == [("first-table", "sql.execute")]
+    assert "index out of bounds" in warnings[0].error
