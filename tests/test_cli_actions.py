@@ -215,3 +215,40 @@ async def test_errors_are_plain_messages_with_exit_1(live: LiveGateway) -> None:
         env={"SIGNOFF_GATEWAY": f"http://127.0.0.1:{free_port()}", "SIGNOFF_TOKEN": "t-erin"},
     )
     assert "cannot reach the gateway" in failed(unreachable)
+
+
+HOSTILE = "fine\x1b[2J\x1b[8m hidden\x1b[0m \u202eevil\u200b [bold]x[/bold]"
+
+
+async def test_approve_and_status_show_everything_and_no_raw_escapes(live: LiveGateway) -> None:
+    tail = "a" * 10_000 + " DROP TABLE x"
+    result = await cli(
+        live,
+        "bot",
+        "submit",
+        "noop",
+        "--target",
+        "one-cli",
+        "--param",
+        f"sql={json.dumps(tail)}",
+        "--param",
+        f"note={json.dumps(HOSTILE)}",
+        "--justification",
+        HOSTILE,
+        "--json",
+    )
+    action = ActionStatus.model_validate_json(ok(result))
+    await until_pending(live, action.id)
+    for output in (
+        ok(await cli(live, "erin", "status", action.id)),
+        ok(await cli(live, "alice", "approve", action.id)).partition("approved")[0],
+    ):
+        for raw in ("\x1b", "\u202e", "\u200b"):
+            assert raw not in output  # nothing the agent wrote reaches the terminal raw
+        flat = "".join(output.split())
+        assert "a" * 10_000 + "DROPTABLEx" in flat  # nothing cut, not even the tail
+        assert "\\u001b[2J" in flat
+        assert "\\u202eevil\\u200b" in flat
+        assert "[bold]x[/bold]" in flat  # markup shown, not applied
+        assert "agentowner" in flat
+        assert "dave@example.com" in flat  # the agent's owner, always shown
