@@ -38,7 +38,10 @@ from channels.slack_blocks import (
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    SHOW_FULL_ACTION,
     deny_modal,
+    full_reachable,
+    full_request_modal,
     is_open,
     modal_metadata,
     parse_button_value,
@@ -346,7 +349,7 @@ class SlackInteractions:
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
         action = payload.actions[0]
-        if action.action_id not in (APPROVE_ACTION, DENY_ACTION):
+        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION):
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
         if parsed is None:
@@ -355,6 +358,18 @@ class SlackInteractions:
         channel = payload.channel.id if payload.channel else None
         principal_id = await self._principal_for(Clicker.of(payload), channel)
         status = await self._checked_status(action_id, digest, principal_id)
+        if action.action_id == SHOW_FULL_ACTION:
+            # Only shows: the request as the digest binds it, read fresh. Decides nothing.
+            if not payload.trigger_id:
+                raise Rejected(400, "show-full click without a trigger_id")
+            modal = full_request_modal(status)
+            self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
+            return OK
+        if action.action_id == APPROVE_ACTION and not full_reachable(status):
+            # Slack cannot show all of it, so no approval may come from Slack (an old message).
+            text = f"Too large to review in Slack: use `signoff approve {action_id}`."
+            self._spawn(self._ephemeral(channel, payload.user.id, text))
+            return OK
         if action.action_id == APPROVE_ACTION:
             self._spawn(
                 self._decide(principal_id, payload.user.id, channel, action_id, digest, "approve")
