@@ -36,7 +36,14 @@ from channels.teams_auth import (
     bot_tokens,
     service_url_allowed,
 )
-from channels.teams_cards import ADAPTIVE_CARD, REASON_INPUT, VERBS, approval_card, card_activity
+from channels.teams_cards import (
+    ADAPTIVE_CARD,
+    REASON_INPUT,
+    VERBS,
+    approval_card,
+    card_activity,
+    full_reachable,
+)
 from policies.directory import Directory
 from signoff.models import (
     ActionStatus,
@@ -623,6 +630,8 @@ class TeamsInbound:
         # what they would be approving, so it is not even an attempt worth recording.
         if current.digest != decision.digest:
             raise BadActivity("the card's digest does not match the action")
+        if verb == "approve" and not full_reachable(current):
+            raise BadActivity(f"too large to review in Teams: use signoff approve {current.id}")
         return principal, DecisionRequest(
             approver=principal.id,
             decision=verb,

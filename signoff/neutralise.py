@@ -73,18 +73,21 @@ def one_line(text: str) -> str:
     return visible(text)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~\"'=:&$%^])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~=&])")
 
 
 def markdown(text: str, *, multiline: bool = True) -> str:
     """Agent text for a Markdown surface (a Teams TextBlock): literal, links and headings inert.
 
     CommonMark lets any ASCII punctuation be backslash-escaped; escaping all of it means no
-    heading, list, emphasis, link or autolink can form. Line feeds become hard breaks.
+    heading, list, emphasis, link or autolink can form. Line feeds become paragraph breaks.
     """
-    shown = visible(text, multiline=multiline)
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", shown)
-    return escaped.replace("\n", "\n\n") if multiline else escaped
+    return escape_markdown(visible(text, multiline=multiline))
+
+
+def escape_markdown(shown: str) -> str:
+    """Markdown escaping alone, for text already made visible (such as `visible_json`)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", shown).replace("\n", "\n\n")
 
 
 # Slack has no escape for *, _, ~ and `: look-alikes that mrkdwn does not treat as markup.
