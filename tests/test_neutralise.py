@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import logging
 import unicodedata
+from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from channels.console import ConsoleNotifier
 from signoff import neutralise
+from signoff.models import ActionRequest, ActionStatus, NotifyInput, Status
 
 ATTACKS = [
     "ok\u202etxt.exe",  # right-to-left override
@@ -125,3 +130,35 @@ def test_csv_formulas_are_prefixed() -> None:
         assert neutralise.csv_formula_safe(formula) == "'" + formula
     assert neutralise.csv_cell("plain") == "plain"
     assert neutralise.csv_formula_safe("a=b") == "a=b"
+
+
+async def test_console_channel_logs_everything_uncut_and_visible(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tail = "a" * 10_000 + " DROP TABLE x"
+    request = ActionRequest(
+        action="noop",
+        target="two-db",
+        params={"sql": tail, "note": "\x1b[2K\rforged line\n"},
+        justification="ok\u202eevil\u200b\nINFO fake approval",
+        requester="agent:bot",
+        on_behalf_of="erin@example.com",
+    )
+    status = ActionStatus(
+        id="act-console",
+        digest=request.digest,
+        request=request,
+        status=Status.PENDING_APPROVAL,
+        created_at=datetime.now(UTC),
+        owner="dave@example.com",
+    )
+    with caplog.at_level(logging.INFO, logger="signoff.notify"):
+        await ConsoleNotifier().post(NotifyInput(channel="console", status=status, groups=["dba"]))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line
+    assert "\r" not in line
+    assert not [c for c in line if neutralise.is_hidden(c)]
+    assert tail in line  # nothing cut
+    assert "ok\\u202eevil\\u200b\\nINFO fake approval" in line
+    for who in ("agent:bot", "erin@example.com", "dave@example.com", status.digest):
+        assert who in line
