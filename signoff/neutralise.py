@@ -60,10 +60,12 @@ def visible(text: str, *, multiline: bool = False) -> str:
     return "".join(out)
 
 
-def visible_json(value: Any, *, indent: int | None = None) -> str:
+def visible_json(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
     """`value` as JSON text in which no hidden character appears raw (still valid JSON)."""
     separators = (",", ":") if indent is None else (",", ": ")
-    text = json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)
+    text = json.dumps(
+        value, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys
+    )
     # JSON already doubles backslashes and escapes C0; escape the rest the same way.
     return "".join(json.dumps(c)[1:-1] if is_hidden(c) and c != "\n" else c for c in text)
 
