@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import Result
 from temporalio.client import Client
@@ -252,3 +253,19 @@ async def test_approve_and_status_show_everything_and_no_raw_escapes(live: LiveG
         assert "[bold]x[/bold]" in flat  # markup shown, not applied
         assert "agentowner" in flat
         assert "dave@example.com" in flat  # the agent's owner, always shown
+
+
+async def test_access_log_lines_hold_no_raw_control_characters(live: LiveGateway) -> None:
+    path = "/v1/actions/act-%1B%5B2J%0D%0AINFO%20forged%E2%80%AEline%E2%80%8B"
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        response = await http.get(path, headers={"Authorization": f"Bearer {token('erin')}"})
+    assert response.status_code in (400, 404, 422)
+    for _ in range(50):  # the line is written after the response
+        if "forged" in live.output():
+            break
+        await asyncio.sleep(0.05)
+    [line] = [line for line in live.output().splitlines() if "forged" in line]
+    assert "INFO forged" not in line.split("act-", 1)[0]  # no line of its own
+    for raw in ("\x1b", "\r", "\u202e", "\u200b"):
+        assert raw not in line
+    assert "act-\\u001b[2J\\r\\nINFO forged\\u202eline\\u200b" in line
