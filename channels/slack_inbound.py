@@ -40,6 +40,7 @@ from channels.slack_blocks import (
     REASON_MAX,
     SHOW_FULL_ACTION,
     deny_modal,
+    escape,
     full_reachable,
     full_request_modal,
     is_open,
@@ -49,6 +50,7 @@ from channels.slack_blocks import (
 )
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.neutralise import mrkdwn_code as code_text
 from signoff.settings import Settings
 from workers.actions import (
     ActionNotFound,
@@ -367,7 +369,7 @@ class SlackInteractions:
             return OK
         if action.action_id == APPROVE_ACTION and not full_reachable(status):
             # Slack cannot show all of it, so no approval may come from Slack (an old message).
-            text = f"Too large to review in Slack: use `signoff approve {action_id}`."
+            text = f"Too large to review in Slack: use `signoff approve {code_text(action_id)}`."
             self._spawn(self._ephemeral(channel, payload.user.id, text))
             return OK
         if action.action_id == APPROVE_ACTION:
@@ -557,10 +559,14 @@ class SlackInteractions:
             await self.service.decide(action_id, request)
         except DecisionRefusedError as err:
             log.info("slack %s by %s on %s refused: %s", decision, principal_id, action_id, err)
-            await self._ephemeral(channel, user_id, f"⛔ Your {decision} was refused: {err}")
+            await self._ephemeral(
+                channel, user_id, f"⛔ Your {decision} was refused: {escape(str(err))}"
+            )
             return
         except (ActionNotPending, ActionNotFound) as err:
-            await self._ephemeral(channel, user_id, f"Your {decision} was not counted: {err}")
+            await self._ephemeral(
+                channel, user_id, f"Your {decision} was not counted: {escape(str(err))}"
+            )
             return
         except Exception:
             log.exception("slack %s by %s on %s failed", decision, principal_id, action_id)
@@ -568,7 +574,7 @@ class SlackInteractions:
                 channel,
                 user_id,
                 f"Your {decision} could not be recorded; try again, or use `signoff "
-                f"{decision} {action_id}`.",
+                f"{decision} {code_text(action_id)}`.",
             )
             return
         log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
@@ -579,7 +585,7 @@ class SlackInteractions:
                 "views.open", principal_id, self.client.views_open, trigger_id=trigger_id, view=view
             )
         except (SlackPermanentError, SlackUnavailable) as err:
-            log.warning("cannot open the deny modal: %s", err)
+            log.warning("cannot open the modal: %s", err)
 
     async def _ephemeral(self, channel: str | None, user_id: str, text: str) -> None:
         """Tell only the clicker; a message they cannot see is logged instead."""

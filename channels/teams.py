@@ -45,6 +45,7 @@ from channels.teams_cards import (
     full_reachable,
 )
 from policies.directory import Directory
+from signoff import neutralise
 from signoff.models import (
     ActionStatus,
     DecisionRequest,
@@ -675,7 +676,7 @@ class TeamsInbound:
                     activity.service_url,
                     activity.conversation.id,
                     activity.reply_to_id,
-                    {"type": "message", "text": notice},
+                    {"type": "message", "text": neutralise.markdown(notice)},
                 )
             except ConnectorError as err:
                 log.warning("could not reply in Teams: %s", err)
