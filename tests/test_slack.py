@@ -973,6 +973,8 @@ async def test_a_cut_message_offers_the_full_request_in_a_modal(stack: Stack) ->
     action = await submit_hostile(stack, "one-db", {"sql": tail})
     call = await stack.posted(action.id, "C0DBA")
     text = json.dumps(blocks_of(call), ensure_ascii=False)
+    for live in ("<!channel>", "<https://evil.test|runbook>", "\x1b", "\u202e", "\u200b"):
+        assert live not in json.dumps(call.args, ensure_ascii=False)
     assert "DROP TABLE x" not in text  # the message itself is cut…
     assert "characters of params hidden" in text  # …and says so, with how much
     hidden = json.dumps(action.request.params, separators=(",", ":"))

@@ -1009,3 +1009,25 @@ def test_too_large_for_a_card_offers_no_approve() -> None:
     assert "deny" in verbs
     assert not [a for a in card["actions"] if a["type"] == "Action.ShowCard"]
     assert "signoff status act-teams" in card_text(card)
+
+
+async def test_approving_what_no_card_can_show_is_refused(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+) -> None:
+    async with running_worker(client, teams_settings, ledger):
+        handle = await gate.submit("one-db", {f"k{i}": "b" * 9_000 for i in range(4)})
+        status = await gate.wait_for(handle, "pending_approval")
+        data = {"action_id": handle.id, "digest": status.digest, "verb": "approve"}
+        answer = await send(
+            gateway, fake, invoke(teams_settings.teams_service_url, "aad-alice", "approve", data)
+        )
+        assert answer.status_code == 400
+        assert f"signoff approve {handle.id}" in answer.json()["value"]["message"]
+        after = await handle.query(ActionWorkflow.status)
+        assert after.status is Status.PENDING_APPROVAL
+        assert after.decisions == []
