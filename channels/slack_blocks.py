@@ -191,6 +191,9 @@ def request_blocks(
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(outcome, SECTION_MAX))))
+        if is_cut(status) and full_reachable(status):
+            # Decided, but what was decided stays readable in full.
+            blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
     return blocks
 
 
@@ -237,7 +240,7 @@ def hidden_text(status: ActionStatus) -> str:
         parts.append(f"{justification_cut:,} characters of justification")
     action_id = neutralise.mrkdwn_code(status.id)
     where = (
-        "press *Show full request* before deciding"
+        "press *Show full request* to read it all"
         if full_reachable(status)
         else (
             f"too large for Slack: read it with `signoff status {action_id}` or "
@@ -331,19 +334,22 @@ def decisions_text(status: ActionStatus, mentions: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def show_full_button(status: ActionStatus) -> ButtonElement:
+    """The button that opens the whole request in a modal; it decides nothing."""
+    return ButtonElement(
+        text=PlainTextObject(text="Show full request"),
+        action_id=SHOW_FULL_ACTION,
+        value=button_value(status.id, status.digest),
+    )
+
+
 def decision_buttons(status: ActionStatus) -> ActionsBlock:
     """Approve (only when the whole request is reachable), Deny, and Show full request if cut."""
     value = button_value(status.id, status.digest)
     request = status.request
     elements: list[ButtonElement] = []
     if is_cut(status) and full_reachable(status):
-        elements.append(
-            ButtonElement(
-                text=PlainTextObject(text="Show full request"),
-                action_id=SHOW_FULL_ACTION,
-                value=value,
-            )
-        )
+        elements.append(show_full_button(status))
     if full_reachable(status):
         elements.append(
             ButtonElement(
