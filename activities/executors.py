@@ -510,12 +510,14 @@ class ExportParams(BaseModel):
 
 
 def _csv_cell(value: JsonValue) -> str:
-    """NULL as an empty cell, booleans as true/false, structures as JSON."""
+    """NULL as empty, structures as JSON; text a spreadsheet would run gets a leading `'`."""
+    from signoff.neutralise import csv_formula_safe  # here, to keep this file's imports as is
+
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return json.dumps(value)
+        return csv_formula_safe(value)
+    return json.dumps(value)  # numbers, booleans, lists, objects: never a formula
 
 
 @registry.executor(

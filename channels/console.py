@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from channels.notifier import RISK_EMOJI, compact_params, progress_text, requirement_text
+from channels.notifier import RISK_EMOJI, progress_text, requirement_text
+from signoff import neutralise
 from signoff.models import NotificationRef, NotifyInput, NotifyUpdateInput
 
 log = logging.getLogger("signoff.notify")
@@ -21,19 +22,24 @@ class ConsoleNotifier:
         risk = status.verdict.risk if status.verdict else "unknown"
         refs = []
         for group in request.groups:
+            # Everything, uncut, on one line: nothing the agent wrote can hide or forge a line.
             log.info(
-                "%s approval %s: %s on %s by %s (%s risk) needs %s; digest %s; "
-                "params %s; approve with: signoff approve %s%s",
+                "%s approval %s: %s on %s by %s on behalf of %s (agent owner %s; %s risk) "
+                "needs %s; digest %s; justification %s; params %s; "
+                "approve with: signoff approve %s%s",
                 RISK_EMOJI.get(risk, ""),
                 "escalated" if request.stage else "requested",
-                status.request.action,
-                status.request.target,
-                status.request.requester,
+                neutralise.one_line(status.request.action),
+                neutralise.one_line(status.request.target),
+                neutralise.one_line(status.request.requester),
+                neutralise.one_line(status.request.on_behalf_of or "-"),
+                neutralise.one_line(status.owner or "-"),
                 risk,
-                requirement_text(status),
-                status.digest[:12],
-                compact_params(status, 200),
-                status.id,
+                neutralise.one_line(requirement_text(status)),
+                status.digest,
+                neutralise.one_line(status.request.justification),
+                neutralise.visible_json(status.request.params),
+                neutralise.one_line(status.id),
                 f"; {request.ui_url}" if request.ui_url else "",
             )
             refs.append(
@@ -46,7 +52,7 @@ class ConsoleNotifier:
         status = request.status
         log.info(
             "action %s is %s %s",
-            status.id,
+            neutralise.one_line(status.id),
             status.status.value,
-            progress_text(status) or status.error or "",
+            neutralise.one_line(progress_text(status) or status.error or ""),
         )

@@ -44,16 +44,6 @@ def progress_text(status: ActionStatus) -> str:
     return "; ".join(parts)
 
 
-def compact_params(status: ActionStatus, limit: int = 600) -> str:
-    """The params as compact JSON, cut at `limit` characters on a safe boundary."""
-    from signoff.models import canonical_json
-
-    text = canonical_json(status.request.params)
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rstrip() + "…"
-
-
 # --- shared wording for chat channels (Slack, Teams) ---------------------------------------
 
 

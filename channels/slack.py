@@ -25,6 +25,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from channels.notifier import NotifierError, outcome_recipient
 from channels.slack_blocks import (
     escalation_text,
+    escape,
     fallback_text,
     group_mention,
     is_open,
@@ -291,7 +292,7 @@ class SlackNotifier:
                 self.client.chat_postMessage,
                 channel=channel,
                 thread_ts=ts,
-                text=outcome_reply(status, mentions.get(recipient) or f"*{recipient}*"),
+                text=outcome_reply(status, mentions.get(recipient) or f"*{escape(recipient)}*"),
             )
         except BaseException:
             self._told.pop(key, None)  # not told after all: the activity's retry tries again

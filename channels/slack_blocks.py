@@ -29,16 +29,18 @@ from slack_sdk.models.views import View
 from channels.notifier import (
     RISK_COLOUR,
     RISK_EMOJI,
-    compact_params,
     outcome_text,
     progress_text,
     requirement_text,
     truncate,
 )
+from signoff import neutralise
 from signoff.models import ActionStatus, Status
 
 APPROVE_ACTION = "signoff_approve"
 DENY_ACTION = "signoff_deny"
+SHOW_FULL_ACTION = "signoff_show_full"
+FULL_CALLBACK = "signoff_full_request"
 ACTIONS_BLOCK = "signoff_decide"
 DENY_CALLBACK = "signoff_deny_reason"
 REASON_BLOCK = "reason"
@@ -50,6 +52,9 @@ HEADER_MAX = 150
 SECTION_MAX = 3000
 FIELD_MAX = 2000
 PARAMS_MAX = 1500
+JUSTIFICATION_MAX = SECTION_MAX - 40
+MODAL_BLOCKS_MAX = 100
+CHUNK = 2900  # characters per plain_text section of the full-request modal
 
 STATUS_EMOJI = {
     Status.EXECUTING: "⚙️",
@@ -64,13 +69,13 @@ STATUS_EMOJI = {
 
 
 def escape(text: str) -> str:
-    """Escape the three characters mrkdwn treats as control: &, < and >."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Agent text for mrkdwn: no mention, link or formatting can form, nothing hidden."""
+    return neutralise.mrkdwn(text)
 
 
 def code(text: str) -> str:
-    """Inline code that a backtick in `text` cannot break out of."""
-    return "`" + escape(text).replace("`", "\u02cb") + "`"  # a look-alike that cannot close
+    """Inline code that a backtick in `text` cannot break out of, with nothing hidden."""
+    return "`" + neutralise.mrkdwn_code(text) + "`"
 
 
 def slack_date(when: datetime) -> str:
@@ -115,7 +120,7 @@ def who(principal_id: str, mentions: Mapping[str, str]) -> str:
 def title(status: ActionStatus) -> str:
     """The header line: what is asked, or what became of it."""
     request = status.request
-    what = f"{request.action} on {request.target}"
+    what = neutralise.slack_plain(f"{request.action} on {request.target}", multiline=False)
     if status.status is Status.PENDING_APPROVAL and not is_open(status):
         return truncate(f"{STATUS_EMOJI[Status.EXECUTING]} Approved: {what}", HEADER_MAX)
     if status.status is Status.PENDING_APPROVAL:
@@ -131,8 +136,9 @@ def fallback_text(status: ActionStatus) -> str:
     request = status.request
     head = title(status)
     if is_open(status):
-        return truncate(f"{head} (by {request.requester}; needs {requirement_text(status)})", 300)
-    return truncate(f"{head}: {outcome_text(status)}", 300)
+        by = neutralise.slack_plain(request.requester, multiline=False)
+        return truncate(f"{head} (by {by}; needs {requirement_text(status)})", 300)
+    return truncate(f"{head}: {neutralise.slack_plain(outcome_text(status))}", 300)
 
 
 def request_blocks(
@@ -145,8 +151,8 @@ def request_blocks(
     requester = who(request.requester, mentions)
     if request.on_behalf_of:
         requester += f" on behalf of {who(request.on_behalf_of, mentions)}"
-    elif status.owner:
-        requester += f" (owner {who(status.owner, mentions)})"
+    # The agent's owner is always shown: who answers for this agent.
+    requester += f"\n*Agent owner* {who(status.owner, mentions) if status.owner else 'none'}"
     fields = [
         f"*Action*\n{code(request.action)}",
         f"*Target*\n{code(request.target)}",
@@ -162,15 +168,16 @@ def request_blocks(
             fields=[MarkdownTextObject(text=truncate(f, FIELD_MAX)) for f in fields],
         ),
         SectionBlock(
-            text=MarkdownTextObject(
-                text="*Justification*\n" + truncate(escape(request.justification), SECTION_MAX - 40)
-            )
+            text=MarkdownTextObject(text="*Justification*\n" + justification_shown(status))
         ),
         SectionBlock(text=MarkdownTextObject(text=params_text(status))),
     ]
+    hidden = hidden_text(status)
+    if hidden:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=hidden)]))
     context = []
     if verdict is not None:
-        context.append(f"Policy {code(verdict.rule_id)}: {escape(truncate(verdict.reason, 500))}")
+        context.append(f"Policy {code(verdict.rule_id)}: {escape(verdict.reason)}")
     context.append(f"Digest {code(status.digest[:12])}")
     if ui_url:
         context.append(f"<{ui_url}|Open in Temporal UI>")
@@ -184,13 +191,133 @@ def request_blocks(
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(outcome, SECTION_MAX))))
+        if is_cut(status) and full_reachable(status):
+            # Decided, but what was decided stays readable in full.
+            blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
     return blocks
 
 
+def params_shown(status: ActionStatus) -> tuple[str, int]:
+    """The params as shown in the message (neutralised JSON), and how many characters are cut."""
+    full = neutralise.visible_json(status.request.params)
+    if len(full) <= PARAMS_MAX:
+        return full, 0
+    return full[: PARAMS_MAX - 1] + "…", len(full) - (PARAMS_MAX - 1)
+
+
+def _justification(status: ActionStatus) -> str:
+    return neutralise.mrkdwn(status.request.justification, multiline=True)
+
+
+def justification_shown(status: ActionStatus) -> str:
+    """The justification as the message shows it: inert mrkdwn, cut to fit a section."""
+    return _cut_entities(_justification(status), JUSTIFICATION_MAX)
+
+
+def _cut_entities(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis, never inside an `&…;` entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def hidden_text(status: ActionStatus) -> str:
+    """Says how much of the request the message does not show, and where to read it all."""
+    _, params_cut = params_shown(status)
+    justification = _justification(status)
+    justification_cut = len(justification) - len(justification_shown(status)) + 1
+    justification_cut = justification_cut if len(justification) > JUSTIFICATION_MAX else 0
+    if not params_cut and not justification_cut:
+        return ""
+    parts = []
+    if params_cut:
+        parts.append(f"{params_cut:,} characters of params")
+    if justification_cut:
+        parts.append(f"{justification_cut:,} characters of justification")
+    action_id = neutralise.mrkdwn_code(status.id)
+    where = (
+        "press *Show full request* to read it all"
+        if full_reachable(status)
+        else (
+            f"too large for Slack: read it with `signoff status {action_id}` or "
+            f"`GET /v1/actions/{action_id}`, and decide there"
+        )
+    )
+    return f"⚠️ *Not all shown:* {' and '.join(parts)} hidden; {where}."
+
+
 def params_text(status: ActionStatus) -> str:
-    """The params in a code block, compact and cut to fit, unable to close the block early."""
-    params = escape(compact_params(status, PARAMS_MAX)).replace("```", "`\u200b``")
-    return f"*Params*\n```{params}```"
+    """The params in a code block, cut to fit, unable to close the block early."""
+    shown, _ = params_shown(status)
+    return f"*Params*\n```{_code_body(shown)}```"
+
+
+def _code_body(shown: str) -> str:
+    # `shown` is already visible text; only Slack's entities and the fence need escaping.
+    body = shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return body.replace("`", "\u02cb")
+
+
+def is_cut(status: ActionStatus) -> bool:
+    """Whether the message leaves part of the request out."""
+    return bool(hidden_text(status))
+
+
+def full_request_chunks(status: ActionStatus) -> list[str]:
+    """The whole request as inert mrkdwn code blocks, split into modal-sized sections."""
+    request = status.request
+    head = "\n".join(
+        [
+            f"Action: {request.action}",
+            f"Target: {request.target}",
+            f"Requester: {request.requester}",
+            f"On behalf of: {request.on_behalf_of or '-'}",
+            f"Agent owner: {status.owner or '-'}",
+            f"Digest: {status.digest}",
+        ]
+    )
+    text = (
+        neutralise.visible(head, multiline=True)
+        + "\n\nJustification:\n"
+        + neutralise.visible(request.justification, multiline=True)
+        + "\n\nParams:\n"
+        + neutralise.visible_json(request.params, indent=2)
+    )
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:
+        piece = _code_body(char)  # escaped per character, so no entity is ever split
+        if size + len(piece) > CHUNK:
+            chunks.append("```" + "".join(current) + "```")
+            current, size = [], 0
+        current.append(piece)
+        size += len(piece)
+    chunks.append("```" + "".join(current) + "```")
+    return chunks
+
+
+def full_reachable(status: ActionStatus) -> bool:
+    """Whether the whole request fits the full-request modal (else Slack cannot show it)."""
+    return len(full_request_chunks(status)) <= MODAL_BLOCKS_MAX
+
+
+def full_request_modal(status: ActionStatus) -> View:
+    """The modal 'Show full request' opens: every character of the request, nothing decided."""
+    return View(
+        type="modal",
+        callback_id=FULL_CALLBACK,
+        title=PlainTextObject(text="Full request"),
+        close=PlainTextObject(text="Close"),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=chunk))
+            for chunk in full_request_chunks(status)
+        ],
+    )
 
 
 def decisions_text(status: ActionStatus, mentions: Mapping[str, str]) -> str:
@@ -202,18 +329,29 @@ def decisions_text(status: ActionStatus, mentions: Mapping[str, str]) -> str:
         lines.append(f"*Progress* {escape(progress_text(status))}")
     for d in status.decisions:
         mark = "✅ approved" if d.decision == "approve" else "⛔ denied"
-        reason = f": {escape(truncate(d.reason, 300))}" if d.reason else ""
+        reason = f": {escape(d.reason)}" if d.reason else ""
         lines.append(f"{mark} by {who(d.approver, mentions)}{reason}")
     return "\n".join(lines)
 
 
+def show_full_button(status: ActionStatus) -> ButtonElement:
+    """The button that opens the whole request in a modal; it decides nothing."""
+    return ButtonElement(
+        text=PlainTextObject(text="Show full request"),
+        action_id=SHOW_FULL_ACTION,
+        value=button_value(status.id, status.digest),
+    )
+
+
 def decision_buttons(status: ActionStatus) -> ActionsBlock:
-    """Approve (primary, confirmed) and Deny (opens the reason modal)."""
+    """Approve (only when the whole request is reachable), Deny, and Show full request if cut."""
     value = button_value(status.id, status.digest)
     request = status.request
-    return ActionsBlock(
-        block_id=ACTIONS_BLOCK,
-        elements=[
+    elements: list[ButtonElement] = []
+    if is_cut(status) and full_reachable(status):
+        elements.append(show_full_button(status))
+    if full_reachable(status):
+        elements.append(
             ButtonElement(
                 text=PlainTextObject(text="Approve"),
                 action_id=APPROVE_ACTION,
@@ -232,15 +370,14 @@ def decision_buttons(status: ActionStatus) -> ActionsBlock:
                     confirm="Approve",
                     deny="Cancel",
                 ),
-            ),
-            ButtonElement(
-                text=PlainTextObject(text="Deny"),
-                action_id=DENY_ACTION,
-                value=value,
-                style="danger",
-            ),
-        ],
+            )
+        )
+    elements.append(
+        ButtonElement(
+            text=PlainTextObject(text="Deny"), action_id=DENY_ACTION, value=value, style="danger"
+        )
     )
+    return ActionsBlock(block_id=ACTIONS_BLOCK, elements=elements)
 
 
 def request_attachments(

@@ -38,7 +38,11 @@ from channels.slack_blocks import (
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    SHOW_FULL_ACTION,
     deny_modal,
+    escape,
+    full_reachable,
+    full_request_modal,
     is_open,
     modal_metadata,
     parse_button_value,
@@ -46,6 +50,7 @@ from channels.slack_blocks import (
 )
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.neutralise import mrkdwn_code as code_text
 from signoff.settings import Settings
 from workers.actions import (
     ActionNotFound,
@@ -346,7 +351,7 @@ class SlackInteractions:
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
         action = payload.actions[0]
-        if action.action_id not in (APPROVE_ACTION, DENY_ACTION):
+        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION):
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
         if parsed is None:
@@ -355,6 +360,18 @@ class SlackInteractions:
         channel = payload.channel.id if payload.channel else None
         principal_id = await self._principal_for(Clicker.of(payload), channel)
         status = await self._checked_status(action_id, digest, principal_id)
+        if action.action_id == SHOW_FULL_ACTION:
+            # Only shows: the request as the digest binds it, read fresh. Decides nothing.
+            if not payload.trigger_id:
+                raise Rejected(400, "show-full click without a trigger_id")
+            modal = full_request_modal(status)
+            self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
+            return OK
+        if action.action_id == APPROVE_ACTION and not full_reachable(status):
+            # Slack cannot show all of it, so no approval may come from Slack (an old message).
+            text = f"Too large to review in Slack: use `signoff approve {code_text(action_id)}`."
+            self._spawn(self._ephemeral(channel, payload.user.id, text))
+            return OK
         if action.action_id == APPROVE_ACTION:
             self._spawn(
                 self._decide(principal_id, payload.user.id, channel, action_id, digest, "approve")
@@ -542,10 +559,14 @@ class SlackInteractions:
             await self.service.decide(action_id, request)
         except DecisionRefusedError as err:
             log.info("slack %s by %s on %s refused: %s", decision, principal_id, action_id, err)
-            await self._ephemeral(channel, user_id, f"⛔ Your {decision} was refused: {err}")
+            await self._ephemeral(
+                channel, user_id, f"⛔ Your {decision} was refused: {escape(str(err))}"
+            )
             return
         except (ActionNotPending, ActionNotFound) as err:
-            await self._ephemeral(channel, user_id, f"Your {decision} was not counted: {err}")
+            await self._ephemeral(
+                channel, user_id, f"Your {decision} was not counted: {escape(str(err))}"
+            )
             return
         except Exception:
             log.exception("slack %s by %s on %s failed", decision, principal_id, action_id)
@@ -553,7 +574,7 @@ class SlackInteractions:
                 channel,
                 user_id,
                 f"Your {decision} could not be recorded; try again, or use `signoff "
-                f"{decision} {action_id}`.",
+                f"{decision} {code_text(action_id)}`.",
             )
             return
         log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
@@ -564,7 +585,7 @@ class SlackInteractions:
                 "views.open", principal_id, self.client.views_open, trigger_id=trigger_id, view=view
             )
         except (SlackPermanentError, SlackUnavailable) as err:
-            log.warning("cannot open the deny modal: %s", err)
+            log.warning("cannot open the modal: %s", err)
 
     async def _ephemeral(self, channel: str | None, user_id: str, text: str) -> None:
         """Tell only the clicker; a message they cannot see is logged instead."""

@@ -36,8 +36,16 @@ from channels.teams_auth import (
     bot_tokens,
     service_url_allowed,
 )
-from channels.teams_cards import ADAPTIVE_CARD, REASON_INPUT, VERBS, approval_card, card_activity
+from channels.teams_cards import (
+    ADAPTIVE_CARD,
+    REASON_INPUT,
+    VERBS,
+    approval_card,
+    card_activity,
+    full_reachable,
+)
 from policies.directory import Directory
+from signoff import neutralise
 from signoff.models import (
     ActionStatus,
     DecisionRequest,
@@ -623,6 +631,8 @@ class TeamsInbound:
         # what they would be approving, so it is not even an attempt worth recording.
         if current.digest != decision.digest:
             raise BadActivity("the card's digest does not match the action")
+        if verb == "approve" and not full_reachable(current):
+            raise BadActivity(f"too large to review in Teams: use signoff approve {current.id}")
         return principal, DecisionRequest(
             approver=principal.id,
             decision=verb,
@@ -666,7 +676,7 @@ class TeamsInbound:
                     activity.service_url,
                     activity.conversation.id,
                     activity.reply_to_id,
-                    {"type": "message", "text": notice},
+                    {"type": "message", "text": neutralise.markdown(notice)},
                 )
             except ConnectorError as err:
                 log.warning("could not reply in Teams: %s", err)

@@ -10,13 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.notifier import RISK_EMOJI, compact_params, progress_text, requirement_text
+from channels.notifier import RISK_EMOJI, progress_text, requirement_text
+from signoff import neutralise
 from signoff.models import ActionStatus, Status
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 VERBS = ("approve", "deny")
 JUSTIFICATION_LIMIT = 1000
+PARAMS_LIMIT = 600
+# Teams refuses a message over about 28 KB; the full request must fit beside the card itself.
+FULL_REQUEST_LIMIT = 18_000
 REASON_INPUT = "reason"
 
 # Adaptive Cards have no free colours; these container styles are the nearest to RISK_COLOUR.
@@ -46,27 +50,49 @@ def _text(text: str, **style: Any) -> dict[str, Any]:
     return {"type": "TextBlock", "text": text, "wrap": True, **style}
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def _md(text: str) -> str:
+    """Agent text for a TextBlock or fact: literal (no Markdown), nothing hidden."""
+    return neutralise.markdown(text)
+
+
+def _cut(text: str, limit: int) -> tuple[str, int]:
+    """`text` cut to `limit` characters, and how many were cut."""
+    if len(text) <= limit:
+        return text, 0
+    return text[: limit - 1] + "…", len(text) - (limit - 1)
+
+
+def full_request_text(status: ActionStatus) -> str:
+    """The whole request, made visible (before Markdown escaping)."""
+    request = status.request
+    return (
+        neutralise.visible(request.justification, multiline=True)
+        + "\n"
+        + neutralise.visible_json(request.params, indent=2)
+    )
+
+
+def full_reachable(status: ActionStatus) -> bool:
+    """Whether the whole request fits on the card (else Teams cannot show it, so no Approve)."""
+    return len(neutralise.escape_markdown(full_request_text(status))) <= FULL_REQUEST_LIMIT
 
 
 def _facts(status: ActionStatus, risk: str) -> list[dict[str, str]]:
     request = status.request
-    requester = request.requester + (f" (owner: {status.owner})" if status.owner else "")
     facts = [
-        ("Action", request.action),
-        ("Target", request.target),
+        ("Action", _md(request.action)),
+        ("Target", _md(request.target)),
         ("Risk", f"{RISK_EMOJI.get(risk, '')} {risk}".strip()),
-        ("Requested by", requester),
+        ("Requested by", _md(request.requester)),
+        ("On behalf of", _md(request.on_behalf_of or "-")),
+        ("Agent owner", _md(status.owner or "-")),
     ]
-    if request.on_behalf_of:
-        facts.append(("On behalf of", request.on_behalf_of))
     if status.verdict is not None:
-        facts.append(("Rule", status.verdict.rule_id))
-        facts.append(("Reason", status.verdict.reason))
-    facts.append(("Required", requirement_text(status)))
+        facts.append(("Rule", _md(status.verdict.rule_id)))
+        facts.append(("Reason", _md(status.verdict.reason)))
+    facts.append(("Required", _md(requirement_text(status))))
     if progress := progress_text(status):
-        facts.append(("Progress", progress))
+        facts.append(("Progress", _md(progress)))
     if status.escalation_level:
         facts.append(("Escalated", f"level {status.escalation_level}"))
     if status.expires_at is not None and status.status is Status.PENDING_APPROVAL:
@@ -80,7 +106,7 @@ def _decisions(status: ActionStatus) -> list[dict[str, Any]]:
     for d in status.decisions:
         mark = "✅" if d.decision == "approve" else "❌"
         reason = f": {d.reason}" if d.reason else ""
-        lines.append(f"{mark} {d.approver} ({d.channel}){reason}")
+        lines.append(mark + " " + _md(f"{d.approver} ({d.channel}){reason}"))
     return [_text("\n\n".join(lines), spacing="Medium")] if lines else []
 
 
@@ -105,6 +131,29 @@ def _button(status: ActionStatus, verb: str) -> dict[str, Any]:
     }
 
 
+def show_full_action(status: ActionStatus) -> dict[str, Any]:
+    """An Action.ShowCard that unfolds the whole request, literal and visible, on the card."""
+    request = status.request
+    return {
+        "type": "Action.ShowCard",
+        "title": "Show full request",
+        "card": {
+            "type": "AdaptiveCard",
+            "body": [
+                _text("Justification", weight="Bolder"),
+                _text(_md(request.justification)),
+                _text("Params", weight="Bolder", spacing="Medium"),
+                _text(
+                    neutralise.escape_markdown(neutralise.visible_json(request.params, indent=2)),
+                    fontType="Monospace",
+                    size="Small",
+                ),
+                _text(f"Digest {status.digest}", size="Small", spacing="Medium"),
+            ],
+        },
+    }
+
+
 def approval_card(
     status: ActionStatus, ui_url: str | None = None, *, notice: str | None = None
 ) -> dict[str, Any]:
@@ -112,7 +161,12 @@ def approval_card(
     request = status.request
     risk = status.verdict.risk if status.verdict else (request.risk or "unknown")
     pending = status.status is Status.PENDING_APPROVAL
+    reachable = full_reachable(status)
     headline = HEADLINE.get(status.status, status.status.value)
+    justification, justification_cut = _cut(
+        neutralise.visible(request.justification, multiline=True), JUSTIFICATION_LIMIT
+    )
+    params, params_cut = _cut(neutralise.visible_json(request.params), PARAMS_LIMIT)
     body: list[dict[str, Any]] = [
         {
             "type": "Container",
@@ -120,7 +174,8 @@ def approval_card(
             "bleed": True,
             "items": [
                 _text(
-                    f"{RISK_EMOJI.get(risk, '')} {headline}: {request.action} on {request.target}",
+                    f"{RISK_EMOJI.get(risk, '')} {headline}: "
+                    + _md(f"{request.action} on {request.target}"),
                     weight="Bolder",
                     size="Medium",
                 )
@@ -128,16 +183,36 @@ def approval_card(
         },
         {"type": "FactSet", "facts": _facts(status, risk)},
         _text("Justification", weight="Bolder", spacing="Medium"),
-        _text(_cut(request.justification, JUSTIFICATION_LIMIT)),
+        _text(neutralise.escape_markdown(justification)),
         _text("Params", weight="Bolder", spacing="Medium"),
-        _text(compact_params(status), fontType="Monospace", size="Small"),
-        *_decisions(status),
+        _text(neutralise.escape_markdown(params), fontType="Monospace", size="Small"),
     ]
+    cut = [
+        f"{n:,} characters of {what}"
+        for n, what in ((params_cut, "params"), (justification_cut, "justification"))
+        if n
+    ]
+    if cut:
+        where = (
+            "open **Show full request** before deciding"
+            if reachable
+            else "too large for Teams: read it with signoff status "
+            + _md(status.id)
+            + " or GET /v1/actions/"
+            + _md(status.id)
+            + ", and decide there"
+        )
+        body.append(
+            _text(f"⚠️ Not all shown: {' and '.join(cut)} hidden; {where}.", color="Warning")
+        )
+    body += _decisions(status)
     if status.error and not pending:
-        body.append(_text(status.error, color="Attention", spacing="Medium"))
+        body.append(_text(_md(status.error), color="Attention", spacing="Medium"))
     if notice:
-        body.append(_text(notice, color="Attention", weight="Bolder", spacing="Medium"))
+        body.append(_text(_md(notice), color="Attention", weight="Bolder", spacing="Medium"))
     actions: list[dict[str, Any]] = []
+    if cut and reachable:
+        actions.append(show_full_action(status))
     if pending:
         body.append(
             {
@@ -149,7 +224,9 @@ def approval_card(
                 "maxLength": 2000,
             }
         )
-        actions += [_button(status, "approve"), _button(status, "deny")]
+        # Approve only where every character of the request can be read on this card.
+        actions += [_button(status, "approve")] if reachable else []
+        actions.append(_button(status, "deny"))
     if ui_url:
         actions.append({"type": "Action.OpenUrl", "title": "Open in Temporal", "url": ui_url})
     card: dict[str, Any] = {
@@ -171,6 +248,6 @@ def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, 
     return {
         "type": "message",
         # The summary is what notifications and the chat list show instead of the card.
-        "summary": f"{headline}: {request.action} on {request.target}",
+        "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
         "attachments": [{"contentType": ADAPTIVE_CARD, "content": approval_card(status, ui_url)}],
     }

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, JsonValue
 
 from activities.audit import Ledger, LedgerRow
+from signoff import neutralise
 from signoff.models import AuditKind, Decision, RefusalCode, RefusedAttempt
 
 ExportFormat = Literal["json", "csv", "html"]
@@ -295,11 +296,22 @@ CSV_COLUMNS = (
 
 
 def _csv_row(record: ActionRecord) -> dict[str, Any]:
+    """One action as CSV cells; agent text made visible and unable to run as a formula."""
+    row = _csv_values(record)
+    for key, value in row.items():
+        if key in ("params", "result"):  # already visible JSON: only formulas to stop
+            row[key] = neutralise.csv_formula_safe(value)
+        elif isinstance(value, str):
+            row[key] = neutralise.csv_cell(value)
+    return row
+
+
+def _csv_values(record: ActionRecord) -> dict[str, Any]:
     data = record.model_dump(mode="json")
     return {
         **{k: data.get(k) for k in CSV_COLUMNS},
-        "params": json.dumps(data["params"], sort_keys=True, ensure_ascii=False),
-        "result": json.dumps(data["result"], ensure_ascii=False),
+        "params": neutralise.visible_json(data["params"], sort_keys=True),
+        "result": neutralise.visible_json(data["result"]),
         "decisions": "; ".join(
             f"{d.approver} {d.decision} at {d.at.isoformat()} via {d.channel}: {d.reason}"
             for d in record.decisions
@@ -473,7 +485,7 @@ hash-chained audit ledger.</p>
 
 
 def _html_row(r: ActionRecord) -> str:
-    e = escape
+    e = neutralise.html  # every cell may hold agent text: visible, then entity-escaped
     requester = e(r.requester or "")
     if r.on_behalf_of:
         requester += f"<br>on behalf of {e(r.on_behalf_of)}"
@@ -490,12 +502,12 @@ def _html_row(r: ActionRecord) -> str:
     escalations = "".join(
         f"<li>level {e(str(x.level))}: {e(', '.join(x.notify))}</li>" for x in r.escalations
     )
-    result = r.error if r.error else json.dumps(r.result, ensure_ascii=False)
-    params = json.dumps(r.params, sort_keys=True, ensure_ascii=False)
+    result = neutralise.visible(r.error) if r.error else neutralise.visible_json(r.result)
+    params = neutralise.visible_json(r.params, sort_keys=True)
     return (
         f'<tr data-action-id="{e(r.action_id)}">'
         f"<td>{e(r.requested_at.isoformat() if r.requested_at else '')}</td>"
-        f"<td>{e(r.action or '')} on {e(r.target or '')}<br><code>{e(params)}</code>"
+        f"<td>{e(r.action or '')} on {e(r.target or '')}<br><code>{escape(params)}</code>"
         f'<br><span class="digest">{e(r.digest)}</span></td>'
         f"<td>{requester}</td>"
         f"<td>{e(r.policy_rule or '')} ({e(r.effect or '')}, {e(r.risk or '')})"
@@ -503,7 +515,7 @@ def _html_row(r: ActionRecord) -> str:
         f"<td><ul>{decisions}</ul></td><td><ul>{refused}</ul></td><td><ul>{escalations}</ul></td>"
         f"<td>{e(r.status or 'in progress')}</td>"
         f"<td>{e(_human(r.time_to_decision))}</td>"
-        f"<td>{e(result)}</td>"
+        f"<td>{escape(result)}</td>"
         "</tr>"
     )
 

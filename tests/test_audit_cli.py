@@ -359,3 +359,52 @@ async def test_data_dir_uses_the_embedded_postgres(tmp_path: Path) -> None:
         assert "ledger intact: 0 rows" in result.output
     finally:
         stop(pgserver.get_server(tmp_path / "pg", cleanup_mode=None))
+
+
+FORMULA = '=HYPERLINK("http://evil.test","open")\u202e'
+
+
+@pytest.fixture
+async def hostile(postgres_url: str) -> str:
+    """A ledger holding an action whose agent-written fields are formulas and hidden text."""
+    url = await create_database(postgres_url)
+    ledger = await Ledger.connect(url, migrate=True)
+    try:
+        for batch in action_batches(
+            "act-hostile",
+            requester=FORMULA,
+            params={"note": "\x1b[2J\u200bquiet", "sql": "-1+2"},
+        ):
+            await ledger.record_audit_events(batch)
+    finally:
+        await ledger.close()
+    return url
+
+
+async def test_evidence_neutralises_formulas_and_hidden_text(hostile: str, tmp_path: Path) -> None:
+    out = tmp_path / "evidence.csv"
+    result = await invoke(
+        "audit", "export", "--database-url", hostile, "--format", "csv", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    for raw in ("\x1b", "\u200b", "\u202e"):
+        assert raw not in text
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["requester"] == "'" + FORMULA.replace("\u202e", "\\u202e")  # never a formula
+    assert not [v for v in row.values() if v and v[0] in "=+-@\t\r"]
+    assert "\\u001b[2J\\u200bquiet" in row["params"]
+
+    page = tmp_path / "evidence.html"
+    result = await invoke(
+        "audit", "export", "--database-url", hostile, "--format", "html", "--out", str(page)
+    )
+    assert result.exit_code == 0, result.output
+    html = page.read_text(encoding="utf-8")
+    for raw in ("\x1b", "\u200b", "\u202e"):
+        assert raw not in html
+    report = Report()
+    report.feed(html)
+    shown = "".join(report.text)
+    assert "\\u202e" in shown
+    assert "\\u001b[2J\\u200bquiet" in shown

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import Result
 from temporalio.client import Client
@@ -215,3 +216,56 @@ async def test_errors_are_plain_messages_with_exit_1(live: LiveGateway) -> None:
         env={"SIGNOFF_GATEWAY": f"http://127.0.0.1:{free_port()}", "SIGNOFF_TOKEN": "t-erin"},
     )
     assert "cannot reach the gateway" in failed(unreachable)
+
+
+HOSTILE = "fine\x1b[2J\x1b[8m hidden\x1b[0m \u202eevil\u200b [bold]x[/bold]"
+
+
+async def test_approve_and_status_show_everything_and_no_raw_escapes(live: LiveGateway) -> None:
+    tail = "a" * 10_000 + " DROP TABLE x"
+    result = await cli(
+        live,
+        "bot",
+        "submit",
+        "noop",
+        "--target",
+        "one-cli",
+        "--param",
+        f"sql={json.dumps(tail)}",
+        "--param",
+        f"note={json.dumps(HOSTILE)}",
+        "--justification",
+        HOSTILE,
+        "--json",
+    )
+    action = ActionStatus.model_validate_json(ok(result))
+    await until_pending(live, action.id)
+    for output in (
+        ok(await cli(live, "erin", "status", action.id)),
+        ok(await cli(live, "alice", "approve", action.id)).partition("approved")[0],
+    ):
+        for raw in ("\x1b", "\u202e", "\u200b"):
+            assert raw not in output  # nothing the agent wrote reaches the terminal raw
+        flat = "".join(output.split())
+        assert "a" * 10_000 + "DROPTABLEx" in flat  # nothing cut, not even the tail
+        assert "\\u001b[2J" in flat
+        assert "\\u202eevil\\u200b" in flat
+        assert "[bold]x[/bold]" in flat  # markup shown, not applied
+        assert "agentowner" in flat
+        assert "dave@example.com" in flat  # the agent's owner, always shown
+
+
+async def test_access_log_lines_hold_no_raw_control_characters(live: LiveGateway) -> None:
+    path = "/v1/actions/act-%1B%5B2J%0D%0AINFO%20forged%E2%80%AEline%E2%80%8B"
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        response = await http.get(path, headers={"Authorization": f"Bearer {token('erin')}"})
+    assert response.status_code in (400, 404, 422)
+    for _ in range(50):  # the line is written after the response
+        if "forged" in live.output():
+            break
+        await asyncio.sleep(0.05)
+    [line] = [line for line in live.output().splitlines() if "forged" in line]
+    assert "INFO forged" not in line.split("act-", 1)[0]  # no line of its own
+    for raw in ("\x1b", "\r", "\u202e", "\u200b"):
+        assert raw not in line
+    assert "act-\\u001b[2J\\r\\nINFO forged\\u202eline\\u200b" in line

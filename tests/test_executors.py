@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -491,3 +493,23 @@ async def test_shell_timeout_kills_the_process_group(executors: Executors) -> No
     while _sleepers() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert _sleepers() == [], "background child of the timed-out command survived"
+
+
+async def test_data_export_prefixes_formula_cells(executors: Executors) -> None:
+    query = (
+        "SELECT * FROM (VALUES ('=HYPERLINK(\"http://evil.test\")', -1), ('+1', 2), "
+        "('-2+3', 3), ('@SUM(A1)', 4), (E'\\tx', 5), ('plain', 7)) AS t(cell, n)"
+    )
+    result = await run(executors, request("data.export", "db", query=query, max_rows=10))
+    rows = list(csv.reader(io.StringIO(result["csv"], newline="")))[1:]
+    assert [r[0] for r in rows] == [
+        '\'=HYPERLINK("http://evil.test")',
+        "'+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tx",
+        "plain",
+    ]
+    assert rows[0][1] == "-1"  # a number stays a number
+    cr = await run(executors, request("data.export", "db", query="SELECT E'\\r=1+1' AS c"))
+    assert cr["csv"] == "c\n'\r=1+1\n"

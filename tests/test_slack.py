@@ -32,7 +32,10 @@ from channels.slack_blocks import (
     APPROVE_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
+    FULL_CALLBACK,
+    SHOW_FULL_ACTION,
     escape,
+    full_request_modal,
     request_attachments,
 )
 from channels.slack_inbound import SlackInteractions, slack_router, slack_router_for
@@ -947,3 +950,83 @@ async def test_a_current_timestamp_still_verifies(stack: Stack) -> None:
     value = buttons_of(call)[APPROVE_ACTION]["value"]
     response = await stack.post(click("U0CAROL", APPROVE_ACTION, value), timestamp=int(time.time()))
     assert response.status_code == 200
+
+
+# --- nothing hidden from the approver -------------------------------------------------------
+
+HOSTILE = "Run \x1b[2J\u202eevil\u200b now <!channel> <https://evil.test|runbook> *bold*"
+
+
+async def submit_hostile(stack: Stack, target: str, params: dict[str, Any]) -> ActionStatus:
+    """Submit as agent:bot with a hostile justification."""
+    bot = await stack.directory.principal("agent:bot")
+    assert bot is not None
+    return await stack.service.submit(
+        bot,
+        ActionSubmission(action="noop", target=target, params=params, justification=HOSTILE),
+    )
+
+
+async def test_a_cut_message_offers_the_full_request_in_a_modal(stack: Stack) -> None:
+    fake = stack.fake
+    tail = "a" * 10_000 + " DROP TABLE x"
+    action = await submit_hostile(stack, "one-db", {"sql": tail})
+    call = await stack.posted(action.id, "C0DBA")
+    text = json.dumps(blocks_of(call), ensure_ascii=False)
+    for live in ("<!channel>", "<https://evil.test|runbook>", "\x1b", "\u202e", "\u200b"):
+        assert live not in json.dumps(call.args, ensure_ascii=False)
+    assert "DROP TABLE x" not in text  # the message itself is cut…
+    assert "characters of params hidden" in text  # …and says so, with how much
+    hidden = json.dumps(action.request.params, separators=(",", ":"))
+    assert f"{len(hidden) - 1499:,} characters of params" in text
+    buttons = buttons_of(call)
+    assert set(buttons) == {SHOW_FULL_ACTION, APPROVE_ACTION, DENY_ACTION}
+
+    payload = click("U0ALICE", SHOW_FULL_ACTION, buttons[SHOW_FULL_ACTION]["value"], "C0DBA")
+    assert (await stack.post(payload)).status_code == 200
+    [opened] = await fake.wait_for("views.open", trigger_id=payload["trigger_id"])
+    view = opened.args["view"]
+    assert view["callback_id"] == FULL_CALLBACK
+    assert "submit" not in view  # it shows; it cannot decide
+    modal = "".join(b["text"]["text"].replace("```", "") for b in view["blocks"])
+    assert tail in modal  # every character, the DROP at the very end included
+    assert action.digest in modal
+    assert "dave@example.com" in modal  # the agent's owner
+    assert "\\u202eevil\\u200b" in modal
+    assert "\\u001b[2J" in modal
+    assert (await stack.status(action.id)).decisions == []  # showing decided nothing
+
+
+async def test_too_large_for_slack_has_no_approve_button(stack: Stack) -> None:
+    huge = {f"k{i}": "b" * 90_000 for i in range(4)}
+    action = await submit_hostile(stack, "one-db", huge)
+    call = await stack.posted(action.id, "C0DBA")
+    text = json.dumps(blocks_of(call), ensure_ascii=False)
+    assert "too large for Slack" in text
+    assert f"signoff status {action.id}" in text
+    assert set(buttons_of(call)) == {DENY_ACTION}  # no Approve on what cannot be read here
+
+
+def test_agent_text_is_inert_and_visible_in_every_block() -> None:
+    status = pending_status(note=HOSTILE)
+    status = status.model_copy(
+        update={
+            "request": status.request.model_copy(update={"justification": HOSTILE}),
+            "error": HOSTILE,
+        }
+    )
+    for blocks in (
+        [a.to_dict() for a in request_attachments(status, None, {})],
+        [full_request_modal(status).to_dict()],
+    ):
+        text = json.dumps(blocks, ensure_ascii=False)
+        for raw in ("\x1b", "\u202e", "\u200b", "<!channel>", "<https://evil"):
+            assert raw not in text, raw
+        assert "\\\\u202eevil\\\\u200b" in text  # visible as escapes (JSON-quoted here)
+    # Outside code blocks, Slack's formatting characters are inert look-alikes.
+    assert "Justification*\\nRun \\\\u001b[2J" in json.dumps(
+        [a.to_dict() for a in request_attachments(status, None, {})]
+    )
+    assert "\u2217bold\u2217" in json.dumps(
+        [a.to_dict() for a in request_attachments(status, None, {})], ensure_ascii=False
+    )

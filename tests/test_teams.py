@@ -8,14 +8,18 @@ and connector. Everything of ours runs for real: the notifier inside a real work
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from markdown_it import MarkdownIt
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
@@ -24,10 +28,10 @@ from activities.executors import registry
 from channels.notifier import NotifierError
 from channels.teams import ConversationReference, ConversationStore, TeamsNotifier, teams_router
 from channels.teams_auth import service_url_allowed
-from channels.teams_cards import ADAPTIVE_CARD
+from channels.teams_cards import ADAPTIVE_CARD, approval_card
 from policies.directory import StaticDirectory
 from policies.loader import load_directory, load_policy
-from signoff.models import ActionStatus, NotifyInput, RefusalCode, Status
+from signoff.models import ActionRequest, ActionStatus, NotifyInput, RefusalCode, Status
 from signoff.settings import Settings
 from tests.conftest import Gate, running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
@@ -257,7 +261,8 @@ def card_text(card: dict[str, Any]) -> str:
                 walk(child)
 
     walk(card.get("body", []))
-    return "\n".join(parts)
+    # What a reader sees: Markdown's backslash escapes are not shown.
+    return re.sub(r"\\(.)", r"\1", "\n".join(parts))
 
 
 def card_of(activity: Any) -> dict[str, Any]:
@@ -307,7 +312,7 @@ async def test_two_approvals_via_invoke_update_the_card_and_execute(
         card = card_of(post.body)
         assert card["version"] == "1.5"
         text = card_text(card)
-        for fact in ("noop", "two-db", "high", "agent:bot (owner: dave@example.com)", "testing"):
+        for fact in ("noop", "two-db", "high", "agent:bot", "dave@example.com", "testing"):
             assert fact in text
         assert "two-security" in text
         assert "2 of security" in text
@@ -370,7 +375,11 @@ async def test_two_approvals_via_invoke_update_the_card_and_execute(
         card_of(r.body) for r in puts if "Approved and executed" in card_text(card_of(r.body))
     ]
     assert finished, "no update showed the final status"
-    assert all(a["type"] == "Action.OpenUrl" for a in finished[-1].get("actions", []))
+    # No decision buttons remain; the full request stays readable.
+    assert {a["type"] for a in finished[-1].get("actions", [])} <= {
+        "Action.OpenUrl",
+        "Action.ShowCard",
+    }
     # Every post and update used one msal token: one discovery, one token request.
     assert len(fake.bot_token_requests()) == 1
     assert fake.discovery_requests == 1
@@ -918,3 +927,107 @@ def test_the_settings_read_the_allow_list_from_the_environment(
     settings = Settings()
     assert settings.teams_allowed_tenants == ["t-1", "t-2"]
     assert settings.teams_allow_any_tenant is False
+
+
+# --- nothing hidden from the approver -------------------------------------------------------
+
+PHISH = (
+    "# URGENT: Security notice\n\nApproved by **the CISO**. See the "
+    "[runbook portal](https://evil.example/login) \u202eevil\u200b \x1b[2J"
+)
+
+
+def _walk_text(node: Any) -> str:
+    if isinstance(node, dict):
+        return "\n".join([node["text"]] if isinstance(node.get("text"), str) else []) + "\n".join(
+            _walk_text(v) for v in node.values()
+        )
+    if isinstance(node, list):
+        return "\n".join(_walk_text(v) for v in node)
+    return ""
+
+
+def _teams_status(params: dict[str, Any], justification: str = PHISH) -> ActionStatus:
+    request = ActionRequest(
+        action="noop",
+        target="two-db",
+        params=params,
+        justification=justification,
+        requester="agent:bot",
+        on_behalf_of="erin@example.com",
+    )
+    return ActionStatus(
+        id="act-teams",
+        digest=request.digest,
+        request=request,
+        status=Status.PENDING_APPROVAL,
+        created_at=datetime.now(UTC),
+        owner="dave@example.com",
+    )
+
+
+def test_a_markdown_justification_renders_as_literal_text() -> None:
+    card = approval_card(_teams_status({"sql": "select 1"}))
+    markdown = MarkdownIt("commonmark")
+    for block in card["body"]:
+        if block.get("type") != "TextBlock" or "runbook" not in block["text"]:
+            continue
+        html = markdown.render(block["text"])
+        assert "<h1>" not in html
+        assert "<a " not in html
+        assert "<strong>" not in html
+        assert "# URGENT: Security notice" in html
+        assert "[runbook portal](https://evil.example/login)" in html
+        break
+    else:
+        raise AssertionError("the justification is not on the card")
+    raw = json.dumps(card, ensure_ascii=False)
+    for hidden in ("\u202e", "\u200b", "\x1b"):
+        assert hidden not in raw
+    text = card_text(card)
+    assert "\\u202eevil\\u200b" in text
+    for who in ("agent:bot", "erin@example.com", "dave@example.com"):
+        assert who in text  # requester, on behalf of, and the agent's owner
+
+
+def test_a_cut_card_unfolds_the_whole_request_in_a_show_card() -> None:
+    tail = "a" * 10_000 + " DROP TABLE x"
+    card = approval_card(_teams_status({"sql": tail}))
+    assert "DROP TABLE x" not in card_text(card)  # cut on the card itself…
+    assert "characters of params hidden" in card_text(card)  # …saying so
+    [show] = [a for a in card["actions"] if a["type"] == "Action.ShowCard"]
+    assert show["title"] == "Show full request"
+    unfolded = re.sub(r"\\(.)", r"\1", _walk_text(show["card"]))
+    assert tail in unfolded
+    assert {a.get("verb") for a in card["actions"]} >= {"approve", "deny"}
+
+
+def test_too_large_for_a_card_offers_no_approve() -> None:
+    card = approval_card(_teams_status({f"k{i}": "b" * 9_000 for i in range(4)}))
+    verbs = {a.get("verb") for a in card["actions"]}
+    assert "approve" not in verbs
+    assert "deny" in verbs
+    assert not [a for a in card["actions"] if a["type"] == "Action.ShowCard"]
+    assert "signoff status act-teams" in card_text(card)
+
+
+async def test_approving_what_no_card_can_show_is_refused(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+) -> None:
+    async with running_worker(client, teams_settings, ledger):
+        handle = await gate.submit("one-db", {f"k{i}": "b" * 9_000 for i in range(4)})
+        status = await gate.wait_for(handle, "pending_approval")
+        data = {"action_id": handle.id, "digest": status.digest, "verb": "approve"}
+        answer = await send(
+            gateway, fake, invoke(teams_settings.teams_service_url, "aad-alice", "approve", data)
+        )
+        assert answer.status_code == 400
+        assert f"signoff approve {handle.id}" in answer.json()["value"]["message"]
+        after = await handle.query(ActionWorkflow.status)
+        assert after.status is Status.PENDING_APPROVAL
+        assert after.decisions == []

@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.executors import registry
 from policies.directory import Directory
 from policies.loader import load_policy_and_directory
+from signoff import neutralise
 from signoff.catalog import ActionType, catalog
 from signoff.models import (
     ActionStatus,
@@ -227,8 +228,14 @@ class AccessLog:
         finally:
             principal = scope.get("state", {}).get("principal", "-")
             elapsed = (time.perf_counter() - started) * 1000
+            # The path arrives percent-decoded: escape it so no request can forge a log line.
             log.info(
-                "%s %s %s %d %.0fms", principal, scope["method"], scope["path"], status, elapsed
+                "%s %s %s %d %.0fms",
+                neutralise.one_line(str(principal)),
+                neutralise.one_line(scope["method"]),
+                neutralise.one_line(scope["path"]),
+                status,
+                elapsed,
             )
 
 
@@ -295,13 +302,22 @@ def _unreachable(exc: Exception) -> bool:
 
 async def _on_temporal_error(request: Request, exc: Exception) -> JSONResponse:
     if _unreachable(exc):
-        log.warning("Temporal unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.warning(
+            "Temporal unavailable on %s %s: %s",
+            neutralise.one_line(request.method),
+            neutralise.one_line(request.url.path),
+            neutralise.one_line(str(exc)),
+        )
         return error_response(503, "temporal_unavailable", "Temporal is not reachable; retry")
     return await _on_unexpected(request, exc)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception(
+        "unhandled error on %s %s",
+        neutralise.one_line(request.method),
+        neutralise.one_line(request.url.path),
+    )
     return error_response(500, "internal_error", "an internal error occurred; see gateway logs")
 
 

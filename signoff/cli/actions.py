@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from signoff import neutralise
 from signoff.cli.policy import _param
 from signoff.client import SignoffError, SignoffSyncClient
 from signoff.models import ActionStatus, Risk
@@ -42,7 +43,10 @@ Json = Annotated[bool, typer.Option("--json", help="Print the status as JSON")]
 
 def _fail(message: str) -> typer.Exit:
     errors.print(
-        f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+        f"[red]error:[/red] {neutralise.rich(message)}",
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
     )
     return typer.Exit(1)
 
@@ -72,12 +76,12 @@ def _show(status: ActionStatus) -> None:
         ("status", status.status.value),
         ("action", request.action),
         ("target", request.target),
-        ("params", json.dumps(request.params, indent=2, ensure_ascii=False)),
+        ("params", neutralise.visible_json(request.params, indent=2)),
         ("justification", request.justification),
         ("requester", request.requester),
+        ("on behalf of", request.on_behalf_of or "-"),
+        ("agent owner", status.owner or "-"),
     ]
-    if request.on_behalf_of:
-        rows.append(("on behalf of", request.on_behalf_of))
     if status.verdict is not None:
         verdict = status.verdict
         rows.append(("policy", f"{verdict.effect} by {verdict.rule_id} (risk {verdict.risk})"))
@@ -94,12 +98,14 @@ def _show(status: ActionStatus) -> None:
     if status.expires_at is not None and not status.terminal:
         rows.append(("expires", f"{status.expires_at:%Y-%m-%d %H:%M:%S %Z}"))
     if status.result is not None:
-        rows.append(("result", json.dumps(status.result, indent=2, ensure_ascii=False)))
+        rows.append(("result", neutralise.visible_json(status.result, indent=2)))
     if status.error:
         rows.append(("error", status.error))
     rows.append(("digest", status.digest))
     for name, value in rows:
-        table.add_row(name, escape(value))
+        # Every value may be the agent's: hidden characters shown as escapes, markup inert.
+        shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
+        table.add_row(name, escape(shown))
     console.print(table)
 
 
@@ -193,7 +199,7 @@ def _decide(
     else:
         verb = "approved" if decision == "approve" else "denied"
         console.print(
-            f"[green]{verb}[/green] {escape(decided.id)}: now {decided.status.value}",
+            f"[green]{verb}[/green] {neutralise.rich(decided.id)}: now {decided.status.value}",
             highlight=False,
         )
 
@@ -235,7 +241,7 @@ def cancel(
     if as_json:
         typer.echo(cancelled.model_dump_json(indent=2))
     else:
-        console.print(f"cancelled {escape(cancelled.id)}", highlight=False)
+        console.print(f"cancelled {neutralise.rich(cancelled.id)}", highlight=False)
 
 
 def pending(
@@ -255,17 +261,21 @@ def pending(
         return
     table = Table(title="Waiting for your decision")
     table.add_column("id", no_wrap=True)
-    for column in ("action", "target", "requester", "risk", "approvals", "expires"):
-        table.add_column(column)
+    for column in ("action", "target", "requester", "owner", "risk", "approvals", "expires"):
+        table.add_column(column, overflow="fold")
     for item in inbox:
         approvals = ", ".join(f"{len(p.approved_by)}/{p.min} {p.group}" for p in item.progress)
+        requester = item.request.requester
+        if item.request.on_behalf_of:
+            requester += f" for {item.request.on_behalf_of}"
         table.add_row(
-            escape(item.id),
-            escape(item.request.action),
-            escape(item.request.target),
-            escape(item.request.requester),
+            neutralise.rich(item.id),
+            neutralise.rich(item.request.action),
+            neutralise.rich(item.request.target),
+            neutralise.rich(requester),
+            neutralise.rich(item.owner or "-"),
             item.verdict.risk if item.verdict else "-",
-            escape(approvals),
+            neutralise.rich(approvals),
             f"{item.expires_at:%Y-%m-%d %H:%M}" if item.expires_at else "-",
         )
     # Piped or redirected, there is no screen to fit: never cut an id to fit 80 columns.
