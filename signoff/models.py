@@ -104,6 +104,14 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def no_nul(value: Any) -> Any:
+    """Refuse NUL anywhere in a value: Postgres text and jsonb cannot hold it, so a message
+    carrying one could never be recorded and its handler would retry the ledger forever."""
+    if _has_nul(value):
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """Canonical JSON: NFC strings, sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
     return json.dumps(
@@ -130,6 +138,11 @@ class Signature(Contract):
     kid: str = Field(min_length=1, max_length=100, description="Id of the signing key")
     payload: str = Field(max_length=8000, description="The signed claims, canonical JSON")
     sig: str = Field(max_length=200, description="Ed25519 signature of payload, base64url")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -257,6 +270,11 @@ class ActionRequest(ActionSubmission):
         default=None, description="The gateway's signature; workers refuse unsigned requests"
     )
 
+    @field_validator("requester")
+    @classmethod
+    def _no_nul_requester(cls, value: str) -> str:
+        return no_nul(value)
+
 
 # --- identity -------------------------------------------------------------------------------
 
@@ -364,6 +382,11 @@ class DecisionBody(Contract):
     )
     reason: str = Field(default="", max_length=2000, description="Required to deny")
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
 
 class DecisionRequest(DecisionBody):
     """A decision as submitted through a channel; `approver` is the authenticated principal."""
@@ -426,6 +449,11 @@ class CancelBody(Contract):
     """A cancellation as the requester sends it to the API."""
 
     reason: str = Field(default="", max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
 
 class CancelRequest(CancelBody):
@@ -579,6 +607,11 @@ class ReportBody(Contract):
 
     result: JsonValue = None
     error: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
     @field_validator("result", mode="before")
     @classmethod
