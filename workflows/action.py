@@ -41,6 +41,8 @@ from signoff.models import (
     RefusalCode,
     RefusedAttempt,
     RequirementProgress,
+    RunCheck,
+    RunCheckResult,
     Signature,
     Status,
     Verdict,
@@ -85,6 +87,9 @@ OWNER_AT_DECISION = "owner-at-decision"
 # Patch: the request, every decision, cancel and caller report must carry the gateway's
 # signature (signoff.signing), checked by a local activity before it counts.
 SIGNED_MESSAGES = "signed-messages"
+# Patch: ledger rows carry the run that wrote them, and a run refuses to start when another
+# run of the same workflow id (a reset, a re-run after retention) already started executing.
+RUN_LEDGER = "run-ledger"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -130,6 +135,7 @@ class ActionWorkflow:
         self._ordered_updates = False
         self._write_ahead_with_decision = False
         self._signed: bool | None = None
+        self._runs: bool | None = None
         self._seen_ids: set[str] = set()
         self._seq = 0
 
@@ -145,6 +151,7 @@ class ActionWorkflow:
         self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         self._signatures_required()
+        self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
         # is refused here, before the policy or an executor sees it. Its age counts from the
         # start, not from when a worker first ran it (workers may be down for a deploy).
@@ -153,6 +160,8 @@ class ActionWorkflow:
             request_claims(request, workflow.info().workflow_id),
             now=workflow.info().workflow_start_time,
         )
+        if refusal is None:
+            refusal = await self._earlier_execution()
         if refusal is not None:
             return await self._reject(request, refusal)
         evaluation = await workflow.execute_local_activity(
@@ -330,6 +339,38 @@ class ActionWorkflow:
         )
         return await self._finish(
             Status.REJECTED, error=f"request refused ({refusal.code.value}): {refusal.message}"
+        )
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def _runs_recorded(self) -> bool:
+        """Whether this run records its run id and checks for earlier runs (patched)."""
+        # Decided at the top of run() (handlers of the first activation agree: memoised).
+        if self._runs is None:
+            self._runs = workflow.patched(RUN_LEDGER)
+        return self._runs
+
+    async def _earlier_execution(self) -> DecisionRefused | None:
+        """Refuse a run of a workflow id another run already started executing."""
+        if not self._runs_recorded():
+            return None
+        found = await workflow.execute_local_activity(
+            "check_run",
+            RunCheck(action_id=workflow.info().workflow_id, run_id=workflow.info().run_id),
+            result_type=RunCheckResult,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="check earlier runs",
+        )
+        if found.executed_by is None:
+            return None
+        when = f" at {found.at:%Y-%m-%d %H:%M:%S} UTC" if found.at else ""
+        return DecisionRefused(
+            code=RefusalCode.ALREADY_EXECUTED,
+            message=(
+                f"run {found.executed_by} of this action already started executing it{when}; "
+                "a reset or re-run never executes twice"
+            ),
         )
 
     # --- signatures -----------------------------------------------------------------------
@@ -849,6 +890,7 @@ class ActionWorkflow:
             payload = payload.model_dump(mode="json")
         event = AuditEvent(
             action_id=workflow.info().workflow_id,
+            run_id=workflow.info().run_id if self._runs_recorded() else "",
             seq=self._seq,
             kind=kind,
             digest=self._digest,
