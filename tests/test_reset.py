@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.audit import Ledger
 from activities.executors import ExecutionContext, ExecutorRegistry
+from signoff.audit_history import fetch_lines
 from signoff.audit_verify import cross_check, verify_chain
 from signoff.models import ActionRequest, ActionStatus, AuditKind, RefusalCode, Status
 from signoff.settings import Settings
@@ -134,6 +135,8 @@ async def test_reset_of_a_succeeded_action_to_its_start_never_executes_again(
     assert f"run {first_run}" in second.error
     assert RERUN in second.error
     assert [r.code for r in second.refused] == [RefusalCode.ALREADY_EXECUTED]
+    lines = [line.text for line in await fetch_lines(client, handle.id)]
+    assert any(line.startswith(f"reset from run {first_run}") for line in lines), lines
 
     rows = await own_ledger.events(handle.id)
     assert {r.run_id for r in rows} == {first_run, new_run}
