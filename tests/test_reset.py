@@ -18,11 +18,13 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
+from typer.testing import CliRunner
 
 from activities.audit import Ledger
 from activities.executors import ExecutionContext, ExecutorRegistry
 from signoff.audit_history import fetch_lines
 from signoff.audit_verify import cross_check, verify_chain
+from signoff.cli import app
 from signoff.models import ActionRequest, ActionStatus, AuditKind, RefusalCode, Status
 from signoff.settings import Settings
 from tests.conftest import Gate, worker_parts
@@ -297,6 +299,29 @@ async def test_cross_check_reports_a_run_missing_from_the_ledger(
     assert [(m.action_id, m.field, m.ledger) for m in report.mismatches] == [(lost.id, "run", None)]
     assert f"run {lost.result_run_id}" in str(report.mismatches[0].temporal)
     assert "missing from ledger" in str(report.mismatches[0].temporal)
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        [
+            "audit",
+            "verify",
+            "--database-url",
+            own_ledger.pool._connect_args[0],  # type: ignore[attr-defined]
+            "--cross-check",
+            "--address",
+            client.service_client.config.target_host,
+            "--task-queue",
+            settings.task_queue,
+            "--since",
+            since.isoformat(),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "ledger intact" in result.output
+    assert "1 mismatches" in result.output
+    assert f"{lost.id}: run {lost.result_run_id}" in result.output
+    assert "missing from ledger" in result.output
 
 
 async def test_execution_claim_is_per_run(own_ledger: Ledger) -> None:
