@@ -22,7 +22,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.migrations import GENESIS_HASH, Conn, migrate
-from signoff.models import AuditBatch, AuditEvent, RunCheck, RunCheckResult, canonical_json
+from signoff.models import (
+    AuditBatch,
+    AuditEvent,
+    ExecutionClaim,
+    RunCheck,
+    RunCheckResult,
+    canonical_json,
+)
 
 # Any fixed number: all appenders must agree on it, and nothing else may use it.
 CHAIN_LOCK = 0x5160_0FF1
@@ -88,15 +95,6 @@ class LedgerRow(BaseModel):
             self.content(),
             self.prev_hash if prev_hash is None else prev_hash,
         )
-
-
-class Execution(BaseModel):
-    """The durable claim that one run executes an action (at most one per action)."""
-
-    action_id: str
-    run_id: str
-    digest: str
-    claimed_at: datetime
 
 
 class RunSummary(BaseModel):
@@ -276,7 +274,15 @@ class Ledger:
             )
         return None if row is None else (row["run_id"], row["at"])
 
-    async def claim_execution(self, action_id: str, run_id: str, digest: str) -> Execution:
+    @activity.defn(name="claim_execution")
+    async def claim_execution_activity(self, claim: ExecutionClaim) -> ExecutionClaim:
+        """Claim the action's one execution for this run; answer with whoever holds it."""
+        try:
+            return await self.claim_execution(claim.action_id, claim.run_id, claim.digest)
+        except CONNECTION_ERRORS as err:
+            raise unavailable(err) from err
+
+    async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
         """Claim the one execution of an action for `run_id`; return whoever holds it.
 
         The claim is per run, so the same run retrying an idempotent executor finds its own
@@ -294,7 +300,7 @@ class Ledger:
                 run_id,
             )
             if legacy is not None:
-                return Execution(
+                return ExecutionClaim(
                     action_id=action_id,
                     run_id=legacy["run_id"] or "(unrecorded)",
                     digest=digest,
@@ -312,7 +318,7 @@ class Ledger:
                 action_id,
             )
         assert row is not None, "the claim was inserted or already there, in this transaction"
-        return Execution(**dict(row))
+        return ExecutionClaim(**dict(row))
 
     async def runs(self, action_id: str) -> list[RunSummary]:
         """Each run of an action the ledger holds, in the order they began."""

@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import ALREADY_EXECUTED, CONNECTION_ERRORS, Ledger, iso_utc, unavailable
+from activities.audit import ALREADY_EXECUTED, CONNECTION_ERRORS, Ledger, iso_utc
 from activities.executors import ExecutorError, ExecutorRegistry, json_safe
 from activities.targets import TargetError, Targets
 from signoff.models import ExecuteInput, ExecuteResult, ExecutorSpec
@@ -64,12 +64,20 @@ class Executors:
         info = activity.info()
         assert info.workflow_id, "executed only by the action workflow"
         assert info.workflow_run_id, "executed only by the action workflow"
-        try:
-            claim = await self.ledger.claim_execution(
-                info.workflow_id, info.workflow_run_id, digest
-            )
-        except CONNECTION_ERRORS as err:
-            raise unavailable(err) from err
+        delay = 0.5
+        while True:
+            # The workflow claimed moments ago; a ledger blip now must not fail an action
+            # that never ran, so wait for it (the heartbeat keeps the activity alive).
+            try:
+                claim = await self.ledger.claim_execution(
+                    info.workflow_id, info.workflow_run_id, digest
+                )
+                break
+            except CONNECTION_ERRORS as err:
+                activity.logger.warning("ledger unavailable for the execution claim: %s", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        assert claim.claimed_at is not None, "a stored claim has its time"
         if claim.run_id != info.workflow_run_id:
             raise ApplicationError(
                 f"already executed by run {claim.run_id} at {iso_utc(claim.claimed_at)}; "
@@ -90,7 +98,6 @@ class Executors:
                 non_retryable=True,
                 type="ExecutorError",
             )
-        await self._claim(request.digest)
         target = self.targets.get(request.target)
         secrets = target.secret_values(request.target) if target is not None else []
         activity.logger.info(
@@ -98,6 +105,7 @@ class Executors:
         )
         beating = asyncio.create_task(self._heartbeat())
         try:
+            await self._claim(request.digest)
             result = await executor.run(request, target, input.idempotency_key)
         except (ExecutorError, TargetError) as exc:
             raise ApplicationError(

@@ -652,6 +652,15 @@ class RunCheck(Contract):
     run_id: str
 
 
+class ExecutionClaim(Contract):
+    """The one execution of an action: asked for with this run's id, answered with the holder's."""
+
+    action_id: str
+    run_id: str
+    digest: str
+    claimed_at: datetime | None = None
+
+
 class RunCheckResult(Contract):
     """The earlier run that started executing the action, if any, and when."""
 

@@ -101,6 +101,7 @@ def build_worker(
             executors.execute_action,
             parts.ledger.record_audit_events,
             parts.ledger.check_run,
+            parts.ledger.claim_execution_activity,
             signatures.verify_signature,
         ],
         workflow_runner=SANDBOX,

@@ -29,6 +29,7 @@ from signoff.models import (
     Evaluation,
     ExecuteInput,
     ExecuteResult,
+    ExecutionClaim,
     ExecutionReport,
     MessageKind,
     NotificationRef,
@@ -90,6 +91,7 @@ SIGNED_MESSAGES = "signed-messages"
 # Patch: ledger rows carry the run that wrote them, and a run refuses to start when another
 # run of the same workflow id (a reset, a re-run after retention) already started executing.
 RUN_LEDGER = "run-ledger"
+NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -262,6 +264,10 @@ class ActionWorkflow:
             await self._audit(self._start_event())
         # The decision handler may have issued the row and still be writing it.
         await workflow.wait_condition(lambda: self._start_durable)
+        refusal = await self._claim_execution()
+        if refusal is not None:
+            self._error = refusal
+            return await self._finish(Status.FAILED, error=refusal)
         if self._request.execution == "caller":
             return await self._await_caller(executor.timeout)
         try:
@@ -369,9 +375,27 @@ class ActionWorkflow:
             code=RefusalCode.ALREADY_EXECUTED,
             message=(
                 f"run {found.executed_by} of this action already started executing it{when}; "
-                "a reset or re-run never executes twice"
+                + NEVER_TWICE
             ),
         )
+
+    async def _claim_execution(self) -> str | None:
+        """Claim the action's one execution in the ledger; the refusal when another run has."""
+        if not self._runs_recorded():
+            return None
+        info = workflow.info()
+        claim = await workflow.execute_local_activity(
+            "claim_execution",
+            ExecutionClaim(action_id=info.workflow_id, run_id=info.run_id, digest=self._digest),
+            result_type=ExecutionClaim,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="claim execution",
+        )
+        if claim.run_id == info.run_id:
+            return None
+        when = f" at {claim.claimed_at:%Y-%m-%d %H:%M:%S} UTC" if claim.claimed_at else ""
+        return f"already executed by run {claim.run_id}{when}; {NEVER_TWICE}"
 
     # --- signatures -----------------------------------------------------------------------
 
