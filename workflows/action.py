@@ -88,8 +88,9 @@ OWNER_AT_DECISION = "owner-at-decision"
 # Patch: the request, every decision, cancel and caller report must carry the gateway's
 # signature (signoff.signing), checked by a local activity before it counts.
 SIGNED_MESSAGES = "signed-messages"
-# Patch: ledger rows carry the run that wrote them, and a run refuses to start when another
-# run of the same workflow id (a reset, a re-run after retention) already started executing.
+# Patch: ledger rows carry the run that wrote them; a run refuses to start when another run of
+# the same workflow id (a reset, a re-run after retention) already started executing, and
+# claims the action's one execution in the ledger before the executor or the caller runs it.
 RUN_LEDGER = "run-ledger"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
