@@ -318,7 +318,7 @@ class Ledger:
                 action_id,
             )
         assert row is not None, "the claim was inserted or already there, in this transaction"
-        return ExecutionClaim(**dict(row))
+        return ExecutionClaim(**dict(row), granted=row["run_id"] == run_id)
 
     async def runs(self, action_id: str) -> list[RunSummary]:
         """Each run of an action the ledger holds, in the order they began."""

@@ -653,12 +653,17 @@ class RunCheck(Contract):
 
 
 class ExecutionClaim(Contract):
-    """The one execution of an action: asked for with this run's id, answered with the holder's."""
+    """The one execution of an action: asked for with this run's id, answered with the holder's.
+
+    `granted`: the asking run holds it. Decided by the activity, not by comparing run ids in
+    the workflow: a reset run replays its base run's answer, which was for the base run.
+    """
 
     action_id: str
     run_id: str
     digest: str
     claimed_at: datetime | None = None
+    granted: bool = False
 
 
 class RunCheckResult(Contract):

@@ -336,3 +336,55 @@ async def test_execution_claim_is_per_run(own_ledger: Ledger) -> None:
     assert {c.run_id for c in others} == {"run-a"}
     async with own_ledger.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM executions") == 1
+
+
+async def test_reset_after_execution_keeps_its_result_and_runs_nothing_again(
+    client: Client, settings: Settings, own_ledger: Ledger, tmp_path: Path
+) -> None:
+    # After the claim: the new run replays the claim and the executor's result from history.
+    effects = tmp_path / "runs.txt"
+    parts = worker_parts(settings, own_ledger)
+    parts.executors = counting(effects)
+    gate = Gate(client, settings)
+    async with build_worker(client, settings, parts):
+        handle = await gate.submit("one-last")
+        await gate.wait_for(handle, "pending_approval")
+        await gate.decide(handle, "alice@example.com", reason="go")
+        assert (await handle.result()).status is Status.SUCCEEDED
+        first_run = handle.result_run_id
+        assert first_run is not None
+        history = await client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
+        events = list(history.events)
+        scheduled = next(
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == "execute_action"
+        )
+        executed = next(
+            i
+            for i, e in enumerate(events)
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled
+        )
+        # The task that learnt the result and wrote it to the ledger: redone by the new run.
+        point = next(
+            e.event_id
+            for e in events[executed:]
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        )
+        new_run = await reset(client, handle.id, first_run, point)
+        second = await asyncio.wait_for(latest(client, handle.id).result(), 60)
+
+    assert runs_of(effects) == 1
+    assert second.status is Status.SUCCEEDED
+    assert [d.approver for d in second.decisions] == ["alice@example.com"]
+    rows = await own_ledger.events(handle.id)
+    assert [r.payload["status"] for r in rows if r.kind == AuditKind.OUTCOME] == [
+        "succeeded",
+        "succeeded",
+    ]
+    assert {r.run_id for r in rows} == {first_run, new_run}
+    checked = await cross_check(own_ledger, client, task_queue=settings.task_queue)
+    assert checked.checked == 1
+    assert checked.mismatches == []

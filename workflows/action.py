@@ -393,7 +393,7 @@ class ActionWorkflow:
             retry_policy=FOREVER,
             summary="claim execution",
         )
-        if claim.run_id == info.run_id:
+        if claim.granted:
             return None
         when = f" at {claim.claimed_at:%Y-%m-%d %H:%M:%S} UTC" if claim.claimed_at else ""
         return f"already executed by run {claim.run_id}{when}; {NEVER_TWICE}"
