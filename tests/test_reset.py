@@ -16,7 +16,7 @@ from temporalio.api.workflowservice.v1 import (
     DeleteWorkflowExecutionRequest,
     ResetWorkflowExecutionRequest,
 )
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
@@ -388,3 +388,35 @@ async def test_reset_after_execution_keeps_its_result_and_runs_nothing_again(
     checked = await cross_check(own_ledger, client, task_queue=settings.task_queue)
     assert checked.checked == 1
     assert checked.mismatches == []
+
+
+async def test_reset_of_a_pending_action_keeps_its_refusals_and_executes_once(
+    client: Client, settings: Settings, own_ledger: Ledger, tmp_path: Path
+) -> None:
+    effects = tmp_path / "runs.txt"
+    parts = worker_parts(settings, own_ledger)
+    parts.executors = counting(effects)
+    gate = Gate(client, settings)
+    async with build_worker(client, settings, parts):
+        handle = await gate.submit("one-pending")
+        await gate.wait_for(handle, "pending_approval")
+        # The agent's owner tries to approve its own agent's action: refused, recorded.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await gate.decide(handle, "dave@example.com", reason="mine")
+        first_run = handle.result_run_id
+        assert first_run is not None
+        task_ids = await completed_task_ids(client, handle.id, first_run)
+        new_run = await reset(client, handle.id, first_run, task_ids[0])
+        new = latest(client, handle.id)
+        await gate.wait_for(new, "pending_approval")
+        await gate.decide(new, "alice@example.com", reason="go")
+        outcome = await new.result()
+
+    assert outcome.status is Status.SUCCEEDED
+    assert runs_of(effects) == 1
+    rows = await own_ledger.events(handle.id)
+    refused = [(r.run_id, r.actor, r.payload["code"]) for r in rows if r.kind == AuditKind.REFUSED]
+    assert (first_run, "dave@example.com", "self_approval") in refused
+    decisions = [(r.run_id, r.actor) for r in rows if r.kind == AuditKind.DECISION]
+    assert decisions == [(new_run, "alice@example.com")]
+    assert [r.run_id for r in await own_ledger.runs(handle.id)] == [first_run, new_run]
