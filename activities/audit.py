@@ -2,8 +2,10 @@
 
 Every row links to the one before it by `prev_hash`, in a single global chain ordered by
 `chain_seq`. Appends take a transaction-scoped advisory lock, so concurrent workers queue up
-for the chain head instead of forking it. `(action_id, seq)` is unique, so a retried batch
-finds its rows already there and writes nothing twice.
+for the chain head instead of forking it. `(action_id, run_id, seq)` is unique, so a retried
+batch finds its rows already there and writes nothing twice; the same identity with different
+content is refused. Each run of an action (a reset or a re-run under the same workflow id)
+writes rows of its own, and `executions` holds the one durable claim to run its executor.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.migrations import GENESIS_HASH, Conn, migrate
-from signoff.models import AuditBatch, AuditEvent, canonical_json
+from signoff.models import (
+    AuditBatch,
+    AuditEvent,
+    ExecutionClaim,
+    RunCheck,
+    RunCheckResult,
+    canonical_json,
+)
 
 # Any fixed number: all appenders must agree on it, and nothing else may use it.
 CHAIN_LOCK = 0x5160_0FF1
@@ -31,11 +40,15 @@ COMMAND_TIMEOUT = 10.0
 
 LEDGER_UNAVAILABLE = "LedgerUnavailable"
 LEDGER_CONFLICT = "LedgerConflict"
+ALREADY_EXECUTED = "AlreadyExecuted"
 
 COLUMNS = (
-    "id, chain_seq, action_id, seq, kind, digest, actor, channel, at, payload::text AS payload, "
-    "recorded_at, prev_hash, hash"
+    "id, chain_seq, action_id, run_id, seq, kind, digest, actor, channel, at, "
+    "payload::text AS payload, recorded_at, prev_hash, hash"
 )
+
+# An action's rows run by run (in the order the runs began), each run in event order.
+RUN_ORDER = "min(chain_seq) OVER (PARTITION BY action_id, run_id), seq"
 
 
 class LedgerRow(BaseModel):
@@ -44,6 +57,7 @@ class LedgerRow(BaseModel):
     id: int
     chain_seq: int
     action_id: str
+    run_id: str = ""
     seq: int
     kind: str
     digest: str
@@ -71,6 +85,7 @@ class LedgerRow(BaseModel):
             self.channel,
             self.at,
             self.payload,
+            run_id=self.run_id,
         )
 
     def computed_hash(self, chain_seq: int | None = None, prev_hash: str | None = None) -> str:
@@ -80,6 +95,25 @@ class LedgerRow(BaseModel):
             self.content(),
             self.prev_hash if prev_hash is None else prev_hash,
         )
+
+
+class RunSummary(BaseModel):
+    """One run of an action as the ledger has it."""
+
+    action_id: str
+    run_id: str
+    started_at: datetime
+    executed: bool = False
+    status: str | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        """One line: which run, when, and how it ended."""
+        run = self.run_id or "(run not recorded)"
+        outcome = self.status or "no outcome recorded"
+        if self.error:
+            outcome += f": {self.error}"
+        return f"run {run} requested {iso_utc(self.started_at)}, {outcome}"
 
 
 def iso_utc(at: datetime) -> str:
@@ -98,9 +132,15 @@ def event_content(
     channel: str | None,
     at: datetime,
     payload: Any,
+    *,
+    run_id: str = "",
 ) -> dict[str, Any]:
-    """The content fields of an event in the form they are hashed and compared."""
-    return {
+    """The content fields of an event in the form they are hashed and compared.
+
+    `run_id` is part of the content only when set, so rows written before runs were recorded
+    (run_id '') hash exactly as they did and keep verifying.
+    """
+    content = {
         "action_id": action_id,
         "seq": seq,
         "kind": str(kind),
@@ -110,6 +150,9 @@ def event_content(
         "at": iso_utc(at),
         "payload": payload,
     }
+    if run_id:
+        content["run_id"] = run_id
+    return content
 
 
 def row_hash(chain_seq: int, content: dict[str, Any], prev_hash: str) -> str:
@@ -149,14 +192,24 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     return pool
 
 
+def _key(content: dict[str, Any]) -> tuple[str, str, int]:
+    """Where an event sits: its action, its run and its place in that run."""
+    return (content["action_id"], content.get("run_id", ""), content["seq"])
+
+
 def _identity(content: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes an event the same event: not its time or payload.
+    """What makes an event the same event: everything but the time it was taken at.
 
     A local activity whose result was not yet in history runs again after a workflow task
-    retry (a crashed worker), with a later workflow time. That is the same event; the first
-    write stands. A different kind, digest, actor or channel at the same seq is a real conflict.
+    retry (a crashed worker), with a later workflow time (`at`, and the `at` a decision or
+    refusal carries in its payload). That is the same event; the first write stands. Any other
+    difference at the same (action, run, seq) is a real conflict.
     """
-    return tuple(content[k] for k in ("action_id", "seq", "kind", "digest", "actor", "channel"))
+    payload = content["payload"]
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if k != "at"}
+    fields = ("action_id", "seq", "kind", "digest", "actor", "channel")
+    return (*(content[k] for k in fields), content.get("run_id", ""), canonical_json(payload))
 
 
 class Ledger:
@@ -191,6 +244,97 @@ class Ledger:
         except CONNECTION_ERRORS as err:
             raise unavailable(err) from err
 
+    @activity.defn(name="check_run")
+    async def check_run(self, check: RunCheck) -> RunCheckResult:
+        """Whether another run of this workflow id already started executing the action."""
+        try:
+            found = await self.executed_by(check.action_id, other_than=check.run_id)
+        except CONNECTION_ERRORS as err:
+            raise unavailable(err) from err
+        if found is None:
+            return RunCheckResult()
+        return RunCheckResult(executed_by=found[0] or "(unrecorded)", at=found[1])
+
+    async def executed_by(self, action_id: str, *, other_than: str) -> tuple[str, datetime] | None:
+        """The first other run that claimed, started or finished executing the action."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT run_id, at FROM (
+                    SELECT run_id, claimed_at AS at FROM executions
+                    WHERE action_id = $1 AND run_id <> $2
+                    UNION ALL
+                    SELECT run_id, at FROM audit_events
+                    WHERE action_id = $1 AND run_id <> $2
+                      AND kind IN ('execution_started', 'execution_result')
+                ) AS earlier ORDER BY at LIMIT 1
+                """,
+                action_id,
+                other_than,
+            )
+        return None if row is None else (row["run_id"], row["at"])
+
+    @activity.defn(name="claim_execution")
+    async def claim_execution_activity(self, claim: ExecutionClaim) -> ExecutionClaim:
+        """Claim the action's one execution for this run; answer with whoever holds it."""
+        try:
+            return await self.claim_execution(claim.action_id, claim.run_id, claim.digest)
+        except CONNECTION_ERRORS as err:
+            raise unavailable(err) from err
+
+    async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
+        """Claim the one execution of an action for `run_id`; return whoever holds it.
+
+        The claim is per run, so the same run retrying an idempotent executor finds its own
+        claim; any other run (a reset, a re-run of the workflow id) finds the first one's.
+        """
+        async with (
+            self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn,
+            conn.transaction(),
+        ):
+            # Runs from before claims existed left only their result row (run_id '').
+            legacy = await conn.fetchrow(
+                "SELECT run_id, at FROM audit_events WHERE action_id = $1 AND run_id <> $2"
+                " AND kind = 'execution_result' ORDER BY chain_seq LIMIT 1",
+                action_id,
+                run_id,
+            )
+            if legacy is not None:
+                return ExecutionClaim(
+                    action_id=action_id,
+                    run_id=legacy["run_id"] or "(unrecorded)",
+                    digest=digest,
+                    claimed_at=legacy["at"],
+                )
+            await conn.execute(
+                "INSERT INTO executions (action_id, run_id, digest) VALUES ($1, $2, $3)"
+                " ON CONFLICT (action_id) DO NOTHING",
+                action_id,
+                run_id,
+                digest,
+            )
+            row = await conn.fetchrow(
+                "SELECT action_id, run_id, digest, claimed_at FROM executions WHERE action_id = $1",
+                action_id,
+            )
+        assert row is not None, "the claim was inserted or already there, in this transaction"
+        return ExecutionClaim(**dict(row), granted=row["run_id"] == run_id)
+
+    async def runs(self, action_id: str) -> list[RunSummary]:
+        """Each run of an action the ledger holds, in the order they began."""
+        summaries: dict[str, RunSummary] = {}
+        for row in await self.events(action_id):
+            run = summaries.setdefault(
+                row.run_id, RunSummary(action_id=action_id, run_id=row.run_id, started_at=row.at)
+            )
+            if row.kind == "execution_started":
+                run.executed = True
+            elif row.kind == "outcome":
+                run.status = str(row.payload.get("status"))
+                error = row.payload.get("error")
+                run.error = None if error is None else str(error)
+        return list(summaries.values())
+
     async def append(self, events: Sequence[AuditEvent]) -> int:
         """Append events in order under the chain lock; skip ones already there; return count."""
         if not events:
@@ -213,6 +357,7 @@ class Ledger:
                     e.channel,
                     e.at,
                     json.loads(r["payload"]),
+                    run_id=e.run_id,
                 )
                 for e, r in zip(events, stored, strict=True)
             ]
@@ -236,10 +381,11 @@ class Ledger:
                     """
                     INSERT INTO audit_events
                         (chain_seq, action_id, seq, kind, digest, actor, channel, at, payload,
-                         prev_hash, hash)
+                         prev_hash, hash, run_id)
                     SELECT * FROM unnest(
                         $1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                        $7::text[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::text[])
+                        $7::text[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::text[],
+                        $12::text[])
                     """,
                     [r[0] for r in rows],
                     [r[1]["action_id"] for r in rows],
@@ -252,6 +398,7 @@ class Ledger:
                     [canonical_json(r[1]["payload"]) for r in rows],
                     [r[2] for r in rows],
                     [r[3] for r in rows],
+                    [r[1].get("run_id", "") for r in rows],
                 )
                 return len(rows)
 
@@ -259,20 +406,24 @@ class Ledger:
         """The contents not yet in the ledger; a stored event that differs is a conflict."""
         existing = await conn.fetch(
             f"SELECT {COLUMNS} FROM audit_events "  # noqa: S608 - constant column list
-            "WHERE (action_id, seq) IN (SELECT * FROM unnest($1::text[], $2::int[]))",
+            "WHERE (action_id, run_id, seq) IN "
+            "(SELECT * FROM unnest($1::text[], $2::text[], $3::int[]))",
             [c["action_id"] for c in contents],
+            [c.get("run_id", "") for c in contents],
             [c["seq"] for c in contents],
         )
-        stored = {(r["action_id"], r["seq"]): LedgerRow.from_record(r) for r in existing}
+        stored = {_key(r.content()): r for r in map(LedgerRow.from_record, existing)}
         fresh = []
         for content in contents:
-            row = stored.get((content["action_id"], content["seq"]))
+            row = stored.get(_key(content))
             if row is None:
                 fresh.append(content)
             elif _identity(row.content()) != _identity(content):
+                run = content.get("run_id") or "(no run recorded)"
                 raise ApplicationError(
                     f"ledger already holds a different event {content['seq']} for action "
-                    f"{content['action_id']} (chain_seq {row.chain_seq}): refusing to overwrite",
+                    f"{content['action_id']} run {run} (chain_seq {row.chain_seq}, "
+                    f"{row.kind}): refusing to overwrite it with {content['kind']}",
                     type=LEDGER_CONFLICT,
                     non_retryable=True,
                 )
@@ -282,7 +433,8 @@ class Ledger:
         """All rows of one action, in event order."""
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
             records = await conn.fetch(
-                f"SELECT {COLUMNS} FROM audit_events WHERE action_id = $1 ORDER BY seq",  # noqa: S608
+                f"SELECT {COLUMNS} FROM audit_events WHERE action_id = $1 "  # noqa: S608
+                f"ORDER BY {RUN_ORDER}",
                 action_id,
             )
         return [LedgerRow.from_record(r) for r in records]
@@ -307,7 +459,7 @@ class Ledger:
             "  SELECT action_id FROM audit_events WHERE kind = 'requested'"
             "  AND ($1::timestamptz IS NULL OR at >= $1)"
             "  AND ($2::timestamptz IS NULL OR at < $2))"
-            " ORDER BY action_id, seq"
+            f" ORDER BY action_id, {RUN_ORDER}"
         )
         async for row in self._stream(query, since, until, batch_size=batch_size):
             yield row
@@ -326,7 +478,7 @@ class Ledger:
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
             return int(
                 await conn.fetchval(
-                    "SELECT count(*) FROM audit_events WHERE kind = 'requested'"
+                    "SELECT count(DISTINCT action_id) FROM audit_events WHERE kind = 'requested'"
                     " AND ($1::timestamptz IS NULL OR at >= $1)"
                     " AND ($2::timestamptz IS NULL OR at < $2)",
                     since,

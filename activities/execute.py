@@ -8,6 +8,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.audit import ALREADY_EXECUTED, CONNECTION_ERRORS, Ledger, iso_utc
 from activities.executors import ExecutorError, ExecutorRegistry, json_safe
 from activities.targets import TargetError, Targets
 from signoff.models import ExecuteInput, ExecuteResult, ExecutorSpec
@@ -29,11 +30,17 @@ class Executors:
         registry: ExecutorRegistry,
         targets: Targets,
         *,
+        ledger: Ledger | None = None,
         heartbeat_every: timedelta = timedelta(seconds=5),
     ) -> None:
-        """Hold the registry and targets; `heartbeat_every` caps the background heartbeat."""
+        """Hold the registry and targets; `heartbeat_every` caps the background heartbeat.
+
+        `ledger`: where each execution is claimed before it runs (the worker always gives
+        it; without one, as in tests of executors alone, nothing stops a second run).
+        """
         self.registry = registry
         self.targets = targets
+        self.ledger = ledger
         self.heartbeat_every = heartbeat_every
 
     def spec(self, action: str, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec | None:
@@ -49,6 +56,35 @@ class Executors:
         while True:
             activity.heartbeat()
             await asyncio.sleep(interval.total_seconds())
+
+    async def _claim(self, digest: str) -> None:
+        """Claim this run's execution in the ledger; another run's claim refuses it for good."""
+        if self.ledger is None:
+            return
+        info = activity.info()
+        assert info.workflow_id, "executed only by the action workflow"
+        assert info.workflow_run_id, "executed only by the action workflow"
+        delay = 0.5
+        while True:
+            # The workflow claimed moments ago; a ledger blip now must not fail an action
+            # that never ran, so wait for it (the heartbeat keeps the activity alive).
+            try:
+                claim = await self.ledger.claim_execution(
+                    info.workflow_id, info.workflow_run_id, digest
+                )
+                break
+            except CONNECTION_ERRORS as err:
+                activity.logger.warning("ledger unavailable for the execution claim: %s", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        assert claim.claimed_at is not None, "a stored claim has its time"
+        if claim.run_id != info.workflow_run_id:
+            raise ApplicationError(
+                f"already executed by run {claim.run_id} at {iso_utc(claim.claimed_at)}; "
+                "a reset or re-run never executes twice",
+                non_retryable=True,
+                type=ALREADY_EXECUTED,
+            )
 
     @activity.defn(name="execute_action")
     async def execute_action(self, input: ExecuteInput) -> ExecuteResult:
@@ -69,6 +105,7 @@ class Executors:
         )
         beating = asyncio.create_task(self._heartbeat())
         try:
+            await self._claim(request.digest)
             result = await executor.run(request, target, input.idempotency_key)
         except (ExecutorError, TargetError) as exc:
             raise ApplicationError(

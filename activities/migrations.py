@@ -100,6 +100,40 @@ REVOKE ALL ON teams_conversations FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON teams_conversations TO signoff_worker;
 """,
     ),
+    Migration(
+        3,
+        "run_ledger",
+        """
+-- Each run of an action is recorded as that run's: a second run under the same workflow id
+-- (a reset, or an idempotency key reused after retention) gets rows of its own. Rows from
+-- before keep run_id '' and their hashes (the hash covers run_id only when it is set).
+-- ADD COLUMN with a constant default rewrites no row, so the append-only trigger never fires.
+ALTER TABLE audit_events ADD COLUMN run_id text NOT NULL DEFAULT '';
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_action_id_seq_key;
+ALTER TABLE audit_events
+    ADD CONSTRAINT audit_events_action_run_seq_key UNIQUE (action_id, run_id, seq);
+
+-- The durable record that an action's executor ran: one row per action, ever. A reset or a
+-- second run finds the first run's claim and refuses instead of executing again.
+CREATE TABLE executions (
+    action_id  text        PRIMARY KEY,
+    run_id     text        NOT NULL,
+    digest     text        NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION executions_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'executions is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER executions_no_update_delete
+    BEFORE UPDATE OR DELETE ON executions
+    FOR EACH ROW EXECUTE FUNCTION executions_append_only();
+REVOKE ALL ON executions FROM PUBLIC;
+GRANT SELECT, INSERT ON executions TO signoff_worker;
+""",
+    ),
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
 
@@ -132,6 +132,13 @@ def _describe(
         return "timed out"
     if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
         return "cancelled"
+    if t == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+        failed = event.workflow_task_failed_event_attributes
+        if failed.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW:
+            # A reset replays this run from here: say so, since it re-runs what follows.
+            reason = failed.failure.message or "no reason given"
+            return f"reset from run {failed.base_run_id} ({reason}); now run {failed.new_run_id}"
+        return None
     if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
         return "continued as new"
     return None

@@ -16,6 +16,8 @@ from activities.audit import CONNECT_TIMEOUT, Ledger, LedgerRow
 from activities.migrations import GENESIS_HASH
 from signoff.models import ActionStatus, AuditKind
 
+WORKFLOW_NAME = "SignoffAction"  # workflows.action's, without importing the workflow here
+
 # How far from its place a moved row is searched for, by rehashing at each position.
 REORDER_WINDOW = 5000
 
@@ -196,6 +198,7 @@ class LedgerView(BaseModel):
     """What the ledger says about one action, in the terms the workflow status uses."""
 
     action_id: str
+    run_id: str | None = None
     status: str | None = None
     decisions: list[tuple[str, str]] = []
     refused: int = 0
@@ -247,9 +250,10 @@ async def temporal_view(client: Client, action_id: str) -> LedgerView | None:
             if description.status
             else "unknown"
         )
-        return LedgerView(action_id=action_id, status=closed)
+        return LedgerView(action_id=action_id, run_id=description.run_id, status=closed)
     return LedgerView(
         action_id=action_id,
+        run_id=description.run_id,
         status=status.status.value if status.status.terminal else None,
         decisions=[(d.approver, d.decision) for d in status.decisions],
         refused=len(status.refused),
@@ -291,27 +295,145 @@ def compare(ledger: LedgerView, temporal: LedgerView) -> list[Mismatch]:
     return found
 
 
+class TemporalRun(BaseModel):
+    """One run of a workflow id as Temporal's visibility lists it."""
+
+    action_id: str
+    run_id: str
+    start_time: datetime
+    running: bool
+
+
+def _quoted(value: str) -> str:
+    """A value for a visibility query; ids with quotes or backslashes cannot be queried."""
+    if '"' in value or "\\" in value:
+        raise ValueError(f"{value!r} cannot be put in a visibility query")
+    return f'"{value}"'
+
+
+async def temporal_runs(client: Client, query: str) -> list[TemporalRun]:
+    """The runs a visibility query lists, oldest first."""
+    runs = [
+        TemporalRun(
+            action_id=w.id,
+            run_id=w.run_id,
+            start_time=w.start_time,
+            running=w.status == WorkflowExecutionStatus.RUNNING,
+        )
+        async for w in client.list_workflows(query)
+    ]
+    return sorted(runs, key=lambda r: r.start_time)
+
+
+def run_rows(rows: list[LedgerRow], run_id: str) -> list[LedgerRow]:
+    """The rows that make up one run's story: its own, after those of the run it was reset from.
+
+    A reset run replays the history before the reset point, so its first events were written
+    by the run it was reset from (and that one's, if it was reset too): its own rows start at
+    a later seq.
+    """
+    order = list(dict.fromkeys(r.run_id for r in rows))
+    if run_id not in order:
+        return []
+    story: list[LedgerRow] = []
+    below: int | None = None
+    for run in reversed(order[: order.index(run_id) + 1]):
+        own = [r for r in rows if r.run_id == run and (below is None or r.seq < below)]
+        story = own + story
+        if own:
+            below = min(r.seq for r in own)
+        if below == 0:
+            break
+    return story
+
+
+def run_mismatches(
+    action_id: str, rows: list[LedgerRow], runs: list[TemporalRun]
+) -> list[Mismatch]:
+    """Runs Temporal has that the ledger lacks, and runs the ledger has that Temporal lacks."""
+    recorded = list(dict.fromkeys(r.run_id for r in rows))
+    known = {r.run_id for r in runs}
+    unmatched = [r for r in runs if r.run_id not in recorded]
+    legacy = "" in recorded
+    if legacy and unmatched:
+        # Rows from before runs were recorded (run_id ''): they stand for the oldest run.
+        unmatched, legacy = unmatched[1:], False
+    missing = [r for r in unmatched if not r.running]
+    found = [
+        Mismatch(
+            action_id=action_id,
+            field="run",
+            ledger=None,
+            temporal=f"run {r.run_id} (started {r.start_time.isoformat()}) missing from ledger",
+        )
+        for r in missing
+    ]
+    if runs:
+        found.extend(
+            Mismatch(
+                action_id=action_id,
+                field="run",
+                ledger=f"run {run} missing from Temporal",
+                temporal=None,
+            )
+            for run in recorded
+            if run and run not in known
+        )
+        if legacy:
+            found.append(
+                Mismatch(
+                    action_id=action_id,
+                    field="run",
+                    ledger="rows without a run id match no run Temporal has",
+                    temporal=None,
+                )
+            )
+    return found
+
+
 async def cross_check(
     ledger: Ledger,
     client: Client,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    task_queue: str | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> CrossCheckReport:
-    """Compare each action in the ledger with its Temporal history while one is retained."""
+    """Compare each action in the ledger with its Temporal history while one is retained.
+
+    Each run counts: a run Temporal has but the ledger lacks (or the reverse) is a mismatch.
+    With `task_queue`, every action workflow Temporal lists on it in the period is also
+    looked for in the ledger.
+    """
     report = CrossCheckReport()
     current: list[LedgerRow] = []
+    walked: set[str] = set()
 
     async def check(rows: list[LedgerRow]) -> None:
         if advance is not None:
             advance(1)
-        temporal = await temporal_view(client, rows[0].action_id)
+        action_id = rows[0].action_id
+        walked.add(action_id)
+        try:
+            runs = await temporal_runs(client, f"WorkflowId = {_quoted(action_id)}")
+        except ValueError as err:
+            report.mismatches.append(
+                Mismatch(action_id=action_id, field="id", ledger=str(err), temporal=None)
+            )
+            return
+        report.mismatches.extend(run_mismatches(action_id, rows, runs))
+        temporal = await temporal_view(client, action_id)
         if temporal is None:
-            report.out_of_retention += 1
+            if not runs:
+                report.out_of_retention += 1
             return
         report.checked += 1
-        report.mismatches.extend(compare(ledger_view(rows[0].action_id, rows), temporal))
+        story = run_rows(rows, temporal.run_id or "")
+        if not story and {r.run_id for r in rows} == {""}:
+            story = rows  # recorded before runs were: one run, the one Temporal has
+        if story:
+            report.mismatches.extend(compare(ledger_view(action_id, story), temporal))
 
     async for row in ledger.action_rows(since, until):
         if current and current[0].action_id != row.action_id:
@@ -320,4 +442,32 @@ async def cross_check(
         current.append(row)
     if current:
         await check(current)
+    if task_queue is not None:
+        await _unrecorded_workflows(ledger, client, task_queue, since, until, walked, report)
     return report
+
+
+async def _unrecorded_workflows(
+    ledger: Ledger,
+    client: Client,
+    task_queue: str,
+    since: datetime | None,
+    until: datetime | None,
+    walked: set[str],
+    report: CrossCheckReport,
+) -> None:
+    """Action workflows on the task queue in the period whose runs the ledger never saw."""
+    query = f"WorkflowType = {_quoted(WORKFLOW_NAME)} AND TaskQueue = {_quoted(task_queue)}"
+    if since is not None:
+        query += f" AND StartTime >= {_quoted(since.isoformat())}"
+    if until is not None:
+        query += f" AND StartTime < {_quoted(until.isoformat())}"
+    by_id: dict[str, list[TemporalRun]] = {}
+    for run in await temporal_runs(client, query):
+        if run.action_id not in walked:
+            by_id.setdefault(run.action_id, []).append(run)
+    for action_id, runs in by_id.items():
+        rows = await ledger.events(action_id)
+        report.mismatches.extend(
+            m for m in run_mismatches(action_id, rows, runs) if m.ledger is None
+        )

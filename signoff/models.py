@@ -420,6 +420,8 @@ class RefusalCode(StrEnum):
     SIGNATURE_MISMATCH = "signature_mismatch"
     STALE_SIGNATURE = "stale_signature"
     REPLAYED = "replayed"
+    # Another run of the same workflow id (a reset, a re-run) already started executing it.
+    ALREADY_EXECUTED = "already_executed"
 
 
 class RefusedAttempt(Contract):
@@ -654,9 +656,13 @@ class AuditKind(StrEnum):
 
 
 class AuditEvent(Contract):
-    """One ledger row before it is chained; (action_id, seq) makes writes idempotent."""
+    """One ledger row before it is chained; (action_id, run_id, seq) makes writes idempotent.
+
+    `run_id` is the Temporal run that wrote it ('' for runs from before runs were recorded).
+    """
 
     action_id: str
+    run_id: str = ""
     seq: int = Field(ge=0)
     kind: AuditKind
     digest: str
@@ -670,3 +676,31 @@ class AuditBatch(Contract):
     """Events written together, in order, by one activity call."""
 
     events: list[AuditEvent]
+
+
+class RunCheck(Contract):
+    """Ask the ledger whether another run of this action already started executing it."""
+
+    action_id: str
+    run_id: str
+
+
+class ExecutionClaim(Contract):
+    """The one execution of an action: asked for with this run's id, answered with the holder's.
+
+    `granted`: the asking run holds it. Decided by the activity, not by comparing run ids in
+    the workflow: a reset run replays its base run's answer, which was for the base run.
+    """
+
+    action_id: str
+    run_id: str
+    digest: str
+    claimed_at: datetime | None = None
+    granted: bool = False
+
+
+class RunCheckResult(Contract):
+    """The earlier run that started executing the action, if any, and when."""
+
+    executed_by: str | None = None
+    at: datetime | None = None

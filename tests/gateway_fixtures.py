@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from activities.audit import Ledger
 from activities.executors import registry
 from policies.loader import load_policy_and_directory
 from signoff.settings import Settings
@@ -32,10 +33,10 @@ def token(name: str) -> str:
     return f"t-{name}"
 
 
-def build_app(client: Client, settings: Settings) -> FastAPI:
+def build_app(client: Client, settings: Settings, ledger: Ledger | None = None) -> FastAPI:
     """The gateway app over a real ActionService, as `run_gateway` builds it."""
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
-    service = ActionService(client, settings, policy, directory, registry)
+    service = ActionService(client, settings, policy, directory, registry, ledger=ledger)
     return create_app(service, directory, settings)
 
 

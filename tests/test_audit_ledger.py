@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,7 +15,13 @@ import pgserver
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import LEDGER_CONFLICT, LEDGER_UNAVAILABLE, Ledger
+from activities.audit import (
+    LEDGER_CONFLICT,
+    LEDGER_UNAVAILABLE,
+    Ledger,
+    event_content,
+    row_hash,
+)
 from activities.migrations import GENESIS_HASH, MIGRATIONS, WORKER_ROLE
 from signoff.audit_verify import verify_chain
 from signoff.models import AuditBatch, AuditKind
@@ -224,3 +231,130 @@ async def test_postgres_outage_fails_fast_then_recovers_without_loss(tmp_path: P
             await ledger.close()
     finally:
         server.cleanup()
+
+
+def in_run(batch: AuditBatch, run_id: str) -> AuditBatch:
+    """The same events, as written by run `run_id`."""
+    return AuditBatch(events=[e.model_copy(update={"run_id": run_id}) for e in batch.events])
+
+
+async def test_a_second_run_of_the_same_action_is_recorded_as_its_own(ledger: Ledger) -> None:
+    # A reset or a re-run under the same workflow id starts again at seq 0: its rows are new
+    # rows, never taken for the first run's.
+    batches = action_batches("act-runs")
+    for batch in batches:
+        await ledger.record_audit_events(in_run(batch, "run-1"))
+    for batch in batches[:2]:
+        await ledger.record_audit_events(in_run(batch, "run-2"))
+    first = sum(len(b.events) for b in batches)
+    second = sum(len(b.events) for b in batches[:2])
+    assert await ledger.count() == first + second
+    runs = await ledger.runs("act-runs")
+    assert [r.run_id for r in runs] == ["run-1", "run-2"]
+    assert runs[0].executed
+    assert runs[0].status is not None
+    assert runs[1].status is None
+    # Retried writes of either run are still no-ops.
+    assert await ledger.append(in_run(batches[0], "run-2").events) == 0
+    assert (await verify_chain(ledger)).ok
+
+
+async def test_a_different_payload_at_the_same_identity_is_refused(ledger: Ledger) -> None:
+    batch = in_run(action_batches("act-payload")[0], "run-1")
+    await ledger.record_audit_events(batch)
+    verdict = batch.events[1]
+    forged = verdict.model_copy(update={"payload": {**verdict.payload, "effect": "allow"}})
+    with pytest.raises(ApplicationError) as caught:
+        await ledger.record_audit_events(AuditBatch(events=[forged]))
+    assert caught.value.type == LEDGER_CONFLICT
+    assert caught.value.non_retryable
+    assert "act-payload run run-1" in caught.value.message
+    assert "refusing to overwrite" in caught.value.message
+    stored = await ledger.events("act-payload")
+    assert stored[1].payload["effect"] == verdict.payload["effect"]
+
+
+async def test_a_retried_decision_with_a_later_time_in_its_payload_is_the_same(
+    ledger: Ledger,
+) -> None:
+    # A decision's payload carries the workflow time it was accepted at: a workflow task retry
+    # re-runs the local activity with a later one. Same event, first write stands.
+    batches = [in_run(b, "run-1") for b in action_batches("act-decision")]
+    for batch in batches:
+        await ledger.record_audit_events(batch)
+    decision = next(
+        e for b in batches for e in b.events if e.kind == AuditKind.DECISION and "at" in e.payload
+    )
+    later = decision.model_copy(
+        update={
+            "at": decision.at + timedelta(seconds=3),
+            "payload": {**decision.payload, "at": "2031-01-01T00:00:00+00:00"},
+        }
+    )
+    assert await ledger.append([later]) == 0
+
+
+async def test_rows_from_before_runs_were_recorded_keep_verifying(postgres_url: str) -> None:
+    url = await create_database(postgres_url)
+    conn = await asyncpg.connect(url)
+    try:
+        # The database as release 2 left it, with rows written by that release.
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in MIGRATIONS[:2]:
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+        prev = GENESIS_HASH
+        events = [e for b in action_batches("act-old") for e in b.events]
+        for chain_seq, e in enumerate(events):
+            stored = await conn.fetchval("SELECT $1::jsonb::text", json.dumps(e.payload))
+            payload = json.loads(stored)
+            content = event_content(
+                e.action_id, e.seq, e.kind, e.digest, e.actor, e.channel, e.at, payload
+            )
+            digest = row_hash(chain_seq, content, prev)
+            await conn.execute(
+                "INSERT INTO audit_events (chain_seq, action_id, seq, kind, digest, actor,"
+                " channel, at, payload, prev_hash, hash)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)",
+                chain_seq,
+                e.action_id,
+                e.seq,
+                e.kind.value,
+                e.digest,
+                e.actor,
+                e.channel,
+                e.at,
+                json.dumps(payload),
+                prev,
+                digest,
+            )
+            prev = digest
+    finally:
+        await conn.close()
+    ledger = await Ledger.connect(url, migrate=True)
+    try:
+        assert (await verify_chain(ledger)).ok
+        old = await ledger.events("act-old")
+        assert {r.run_id for r in old} == {""}
+        # New rows carry their run, and the hash covers it.
+        for batch in action_batches("act-new"):
+            await ledger.record_audit_events(in_run(batch, "run-9"))
+        assert (await verify_chain(ledger)).ok
+        async with ledger.pool.acquire() as admin:
+            await admin.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+            await admin.execute(
+                "UPDATE audit_events SET run_id = 'run-8' WHERE action_id = 'act-new' AND seq = 0"
+            )
+            await admin.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+        report = await verify_chain(ledger)
+        assert report.broken is not None
+        assert report.broken.reason == "edited"
+    finally:
+        await ledger.close()

@@ -152,6 +152,7 @@ async def test_cross_check_finds_a_planted_mismatch_and_history_reads_temporal(
         [
             AuditEvent(
                 action_id=handle.id,
+                run_id=last.run_id,
                 seq=last.seq + 1,
                 kind=AuditKind.DECISION,
                 digest=last.digest,

@@ -31,6 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.audit import CONNECTION_ERRORS, Ledger
 from activities.executors import ExecutorError, ExecutorRegistry
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
@@ -273,6 +274,7 @@ class ActionService:
         directory: Directory,
         executors: ExecutorRegistry,
         signer: Signer | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -280,6 +282,8 @@ class ActionService:
         self.directory = directory
         self.executors = executors
         self._signer = signer
+        # Where a reused idempotency key is checked once Temporal no longer has its action.
+        self.ledger = ledger
 
     @property
     def signer(self) -> Signer:
@@ -317,6 +321,8 @@ class ActionService:
         signed = self.signer.request(request, action_id)
         # A preview for the UI's summary only; the workflow's own evaluation decides.
         preview = self.policy.evaluate(request, requester, params)
+        if request.idempotency_key is not None:
+            await self._refuse_reuse_after_retention(request.idempotency_key, action_id)
         # AlreadyStarted: the key's action already finished; hand it back, never start a second.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await self.client.start_workflow(
@@ -354,6 +360,35 @@ class ActionService:
         if wait > 0:
             return await self.wait(action_id, wait, current=status)
         return status
+
+    async def _refuse_reuse_after_retention(self, key: str, action_id: str) -> None:
+        """A key whose action Temporal no longer has, but the ledger does, is never run again.
+
+        Temporal forgets a closed workflow after its retention; starting the id then would
+        run the action a second time. The ledger keeps every run, so it answers instead.
+        """
+        if self.ledger is None:
+            return
+        try:
+            await self._handle(action_id).describe()
+            return  # Temporal still has it: the start below finds it (USE_EXISTING)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        try:
+            runs = await self.ledger.runs(action_id)
+        except CONNECTION_ERRORS:
+            raise WorkerUnavailable(
+                f"the audit ledger cannot be reached to check idempotency key {key!r}; "
+                "nothing was started, retry shortly"
+            ) from None
+        if runs:
+            recorded = "; ".join(run.describe() for run in runs)
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used for action {action_id}, which "
+                f"Temporal no longer keeps; the audit ledger records {recorded}. It is not "
+                "run again: use a new key for a new action"
+            )
 
     async def status(self, action_id: str) -> ActionStatus:
         """The action's status: its result once closed, else the workflow's `status` query."""

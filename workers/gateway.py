@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.audit import Ledger, create_pool
 from activities.executors import registry
 from policies.directory import Directory
 from policies.loader import load_policy_and_directory
@@ -638,6 +639,23 @@ async def serve(app: FastAPI, host: str, port: int, *, sock: socket.socket | Non
     await server.serve(sockets=[sock] if sock is not None else None)
 
 
+async def gateway_ledger(settings: Settings) -> Ledger | None:
+    """The ledger a reused idempotency key is checked against; it connects on first use."""
+    from signoff.database import DatabaseNotConfigured, resolve_database_url
+
+    try:
+        url = resolve_database_url(settings=settings)
+    except DatabaseNotConfigured as err:
+        log.warning(
+            "no audit ledger configured (%s): an idempotency key reused after Temporal's "
+            "retention is refused only by the worker, once the action reaches it",
+            err,
+        )
+        return None
+    # A pool with min_size 0 opens nothing until a submission needs it.
+    return Ledger(await create_pool(url, max_size=4))
+
+
 async def run_gateway(
     settings: Settings, *, host: str | None = None, port: int | None = None
 ) -> None:
@@ -649,7 +667,15 @@ async def run_gateway(
 
     tracer_provider = telemetry.setup_tracing("signoff-gateway")
     client = await connect(settings, interceptors=telemetry.client_interceptors(tracer_provider))
-    service = ActionService(client, settings, policy, directory, registry, load_signer(settings))
+    service = ActionService(
+        client,
+        settings,
+        policy,
+        directory,
+        registry,
+        load_signer(settings),
+        await gateway_ledger(settings),
+    )
     app = create_app(
         service, directory, settings, routers=channel_routers(settings, service, directory)
     )

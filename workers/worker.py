@@ -81,7 +81,7 @@ def build_worker(
         heartbeat_timeout=settings.heartbeat_timeout,
         caller_timeout=settings.caller_report_timeout,
     )
-    executors = Executors(parts.executors, parts.targets)
+    executors = Executors(parts.executors, parts.targets, ledger=parts.ledger)
     keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
     signatures = SignatureActivities(keys, settings.signature_max_age)
     if client.data_converter is not data_converter:
@@ -100,6 +100,8 @@ def build_worker(
             notifications.notify_update,
             executors.execute_action,
             parts.ledger.record_audit_events,
+            parts.ledger.check_run,
+            parts.ledger.claim_execution_activity,
             signatures.verify_signature,
         ],
         workflow_runner=SANDBOX,

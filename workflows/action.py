@@ -29,6 +29,7 @@ from signoff.models import (
     Evaluation,
     ExecuteInput,
     ExecuteResult,
+    ExecutionClaim,
     ExecutionReport,
     MessageKind,
     NotificationRef,
@@ -41,6 +42,8 @@ from signoff.models import (
     RefusalCode,
     RefusedAttempt,
     RequirementProgress,
+    RunCheck,
+    RunCheckResult,
     Signature,
     Status,
     Verdict,
@@ -85,6 +88,11 @@ OWNER_AT_DECISION = "owner-at-decision"
 # Patch: the request, every decision, cancel and caller report must carry the gateway's
 # signature (signoff.signing), checked by a local activity before it counts.
 SIGNED_MESSAGES = "signed-messages"
+# Patch: ledger rows carry the run that wrote them; a run refuses to start when another run of
+# the same workflow id (a reset, a re-run after retention) already started executing, and
+# claims the action's one execution in the ledger before the executor or the caller runs it.
+RUN_LEDGER = "run-ledger"
+NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
     "this non-idempotent action, so it was not retried"
@@ -130,6 +138,7 @@ class ActionWorkflow:
         self._ordered_updates = False
         self._write_ahead_with_decision = False
         self._signed: bool | None = None
+        self._runs: bool | None = None
         self._seen_ids: set[str] = set()
         self._seq = 0
 
@@ -145,6 +154,7 @@ class ActionWorkflow:
         self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         self._signatures_required()
+        self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
         # is refused here, before the policy or an executor sees it. Its age counts from the
         # start, not from when a worker first ran it (workers may be down for a deploy).
@@ -153,6 +163,8 @@ class ActionWorkflow:
             request_claims(request, workflow.info().workflow_id),
             now=workflow.info().workflow_start_time,
         )
+        if refusal is None:
+            refusal = await self._earlier_execution()
         if refusal is not None:
             return await self._reject(request, refusal)
         evaluation = await workflow.execute_local_activity(
@@ -253,6 +265,10 @@ class ActionWorkflow:
             await self._audit(self._start_event())
         # The decision handler may have issued the row and still be writing it.
         await workflow.wait_condition(lambda: self._start_durable)
+        refusal = await self._claim_execution()
+        if refusal is not None:
+            self._error = refusal
+            return await self._finish(Status.FAILED, error=refusal)
         if self._request.execution == "caller":
             return await self._await_caller(executor.timeout)
         try:
@@ -331,6 +347,56 @@ class ActionWorkflow:
         return await self._finish(
             Status.REJECTED, error=f"request refused ({refusal.code.value}): {refusal.message}"
         )
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def _runs_recorded(self) -> bool:
+        """Whether this run records its run id and checks for earlier runs (patched)."""
+        # Decided at the top of run() (handlers of the first activation agree: memoised).
+        if self._runs is None:
+            self._runs = workflow.patched(RUN_LEDGER)
+        return self._runs
+
+    async def _earlier_execution(self) -> DecisionRefused | None:
+        """Refuse a run of a workflow id another run already started executing."""
+        if not self._runs_recorded():
+            return None
+        found = await workflow.execute_local_activity(
+            "check_run",
+            RunCheck(action_id=workflow.info().workflow_id, run_id=workflow.info().run_id),
+            result_type=RunCheckResult,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="check earlier runs",
+        )
+        if found.executed_by is None:
+            return None
+        when = f" at {found.at:%Y-%m-%d %H:%M:%S} UTC" if found.at else ""
+        return DecisionRefused(
+            code=RefusalCode.ALREADY_EXECUTED,
+            message=(
+                f"run {found.executed_by} of this action already started executing it{when}; "
+                + NEVER_TWICE
+            ),
+        )
+
+    async def _claim_execution(self) -> str | None:
+        """Claim the action's one execution in the ledger; the refusal when another run has."""
+        if not self._runs_recorded():
+            return None
+        info = workflow.info()
+        claim = await workflow.execute_local_activity(
+            "claim_execution",
+            ExecutionClaim(action_id=info.workflow_id, run_id=info.run_id, digest=self._digest),
+            result_type=ExecutionClaim,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="claim execution",
+        )
+        if claim.granted:
+            return None
+        when = f" at {claim.claimed_at:%Y-%m-%d %H:%M:%S} UTC" if claim.claimed_at else ""
+        return f"already executed by run {claim.run_id}{when}; {NEVER_TWICE}"
 
     # --- signatures -----------------------------------------------------------------------
 
@@ -849,6 +915,7 @@ class ActionWorkflow:
             payload = payload.model_dump(mode="json")
         event = AuditEvent(
             action_id=workflow.info().workflow_id,
+            run_id=workflow.info().run_id if self._runs_recorded() else "",
             seq=self._seq,
             kind=kind,
             digest=self._digest,

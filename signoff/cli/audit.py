@@ -78,13 +78,29 @@ def verify(
     until: Until = None,
     address: Address = None,
     namespace: Namespace = None,
+    task_queue: Annotated[
+        str | None,
+        typer.Option(
+            "--task-queue",
+            help="Cross-check: look for every action run on this queue in the ledger "
+            "(default SIGNOFF_TASK_QUEUE).",
+        ),
+    ] = None,
     progress: ShowProgress = None,
 ) -> None:
     """Walk the hash chain and report the first broken link; exit 0 only when intact."""
     resolved = database_url(url, data_dir)
     window = (parse_time(since, "--since"), parse_time(until, "--until"))
     report, checked = asyncio.run(
-        _verify(resolved, cross_check_temporal, window, address, namespace, progress)
+        _verify(
+            resolved,
+            cross_check_temporal,
+            window,
+            address,
+            namespace,
+            task_queue or Settings().task_queue,
+            progress,
+        )
     )
     if report.broken is None:
         typer.echo(f"ledger intact: {report.rows} rows, head hash {report.head_hash}")
@@ -98,9 +114,12 @@ def verify(
             f"{checked.out_of_retention} past retention, {len(checked.mismatches)} mismatches"
         )
         for m in checked.mismatches:
-            typer.echo(
-                f"  {m.action_id}: {m.field}: ledger {m.ledger!r} != temporal {m.temporal!r}"
-            )
+            if m.field == "run":
+                typer.echo(f"  {m.action_id}: {m.ledger or m.temporal}")
+            else:
+                typer.echo(
+                    f"  {m.action_id}: {m.field}: ledger {m.ledger!r} != temporal {m.temporal!r}"
+                )
     if report.broken is not None or (checked is not None and checked.mismatches):
         raise typer.Exit(1)
 
@@ -111,6 +130,7 @@ async def _verify(
     window: tuple[datetime | None, datetime | None],
     address: str | None,
     namespace: str | None,
+    task_queue: str,
     show: bool | None,
 ) -> tuple[VerifyReport, CrossCheckReport | None]:
     ledger = await Ledger.connect(url)
@@ -124,7 +144,12 @@ async def _verify(
         actions = await ledger.count_actions(*window)
         with progress_bar("cross-checking", actions, show) as advance:
             checked = await cross_check(
-                ledger, client, since=window[0], until=window[1], advance=advance
+                ledger,
+                client,
+                since=window[0],
+                until=window[1],
+                task_queue=task_queue,
+                advance=advance,
             )
         return report, checked
     finally:
