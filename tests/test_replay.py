@@ -42,12 +42,14 @@ IN_FLIGHT = {"pending_one_of_two", "executing"}
 
 
 def test_every_lifecycle_path_has_a_recorded_history() -> None:
-    # v1_*: the shape before the ordered-message-updates and write-ahead-with-decision patches;
+    # v1_*: before the ordered-message-updates and write-ahead-with-decision patches;
+    # v2_*: before owner-at-decision, signed-messages and run-ledger (with in-flight snapshots);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
-    assert names >= PATHS | IN_FLIGHT
+    assert names >= PATHS | IN_FLIGHT | {"rejected"}
     assert {f"v1_{path}" for path in PATHS} <= names
+    assert {f"v2_{path}" for path in PATHS | IN_FLIGHT} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
