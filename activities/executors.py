@@ -50,6 +50,7 @@ from activities.targets import (
 from policies import sql
 from policies.sql import SqlError
 from signoff.models import ACTION_PATTERN, ActionRequest, ExecutorSpec, parse_duration
+from signoff.neutralise import csv_formula_safe
 
 P = TypeVar("P")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -511,8 +512,6 @@ class ExportParams(BaseModel):
 
 def _csv_cell(value: JsonValue) -> str:
     """NULL as empty, structures as JSON; text a spreadsheet would run gets a leading `'`."""
-    from signoff.neutralise import csv_formula_safe  # here, to keep this file's imports as is
-
     if value is None:
         return ""
     if isinstance(value, str):
@@ -527,7 +526,9 @@ async def data_export(ctx: ExecutionContext[ExportParams]) -> JsonValue:
     """Export a plain query's rows as CSV (up to 256 Ki characters; more needs storage)."""
     columns: list[JsonValue] = []
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends: the writer then quotes any cell holding CR or LF, so no cell
+    # can start a new row.
+    writer = csv.writer(out, lineterminator="\r\n")
     written = 0
 
     def take(row: dict[str, JsonValue]) -> bool:

@@ -154,6 +154,13 @@ class DirectoryFile(Contract):
                     raise FieldError(
                         f"principals.{index}.acts_for.{a}", f"unknown principal {other_id!r}"
                     )
+                if by_id[other_id].kind == "agent":
+                    # The self-approval rule knows the requester's owner, not a named agent's:
+                    # acting for another agent would let that agent's owner approve.
+                    raise FieldError(
+                        f"principals.{index}.acts_for.{a}",
+                        f"{other_id!r} is an agent; acts_for names only humans",
+                    )
             if entry.kind == "human" and entry.owner is not None:
                 raise FieldError(f"principals.{index}.owner", "only agents have an owner")
             if entry.kind == "agent":

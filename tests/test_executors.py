@@ -368,7 +368,7 @@ async def test_data_export_returns_csv_read_only_and_capped(executors: Executors
     query = "SELECT n, 'r' || n AS name, (n % 2 = 0) AS even FROM generate_series(1, 5) AS n"
     result = await run(executors, request("data.export", "db", query=query, max_rows=3))
     assert result["columns"] == ["n", "name", "even"]
-    assert result["csv"] == "n,name,even\n1,r1,false\n2,r2,true\n3,r3,false\n"
+    assert result["csv"] == "n,name,even\r\n1,r1,false\r\n2,r2,true\r\n3,r3,false\r\n"
     assert (result["row_count"], result["truncated"]) == (3, True)
     wide = "SELECT repeat('x', 1000) AS blob FROM generate_series(1, 1000)"
     big = await run(executors, request("data.export", "db", query=wide, max_rows=1000))
@@ -512,4 +512,4 @@ async def test_data_export_prefixes_formula_cells(executors: Executors) -> None:
     ]
     assert rows[0][1] == "-1"  # a number stays a number
     cr = await run(executors, request("data.export", "db", query="SELECT E'\\r=1+1' AS c"))
-    assert cr["csv"] == "c\n'\r=1+1\n"
+    assert cr["csv"] == 'c\r\n"\'\r=1+1"\r\n'

@@ -58,6 +58,28 @@ def test_acts_for_must_name_known_principals(tmp_path: Path) -> None:
     assert "unknown principal 'ghost@example.com'" in message
 
 
+def test_acts_for_never_names_an_agent(tmp_path: Path) -> None:
+    # Acting for agent:y would let agent:y's owner approve: the self-approval rule knows only
+    # the requester's owner. So the directory refuses it, naming the field.
+    path = tmp_path / "directory.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            principals:
+              - {id: alice@example.com, kind: human}
+              - {id: bob@example.com, kind: human}
+              - {id: agent:y, kind: agent, owner: bob@example.com}
+              - {id: agent:x, kind: agent, owner: alice@example.com, acts_for: [agent:y]}
+            """
+        )
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_directory(path)
+    message = str(caught.value)
+    assert "acts_for.0" in message
+    assert "'agent:y' is an agent; acts_for names only humans" in message
+
+
 def test_whom_a_principal_may_act_for() -> None:
     agent = Principal(id="agent:x", kind="agent", owner="dave@example.com")
     assert on_behalf_problem(agent, None) is None
