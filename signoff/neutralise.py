@@ -42,7 +42,7 @@ def _escape_char(char: str) -> str:
 
 
 def visible(text: str, *, multiline: bool = False) -> str:
-    """`text` with every hidden character as a `\\uXXXX` escape; backslashes doubled.
+    """`text` with every hidden character as a `\\u` escape (four hex digits); backslashes doubled.
 
     Doubling the backslash keeps it injective: a literal `\\u202e` typed by the agent stays
     distinguishable from a real U+202E. With `multiline`, line feeds stay line feeds.
