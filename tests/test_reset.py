@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from pydantic import JsonValue
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import (
     DeleteWorkflowExecutionRequest,
     ResetWorkflowExecutionRequest,
@@ -57,6 +59,39 @@ def counting(path: Path) -> ExecutorRegistry:
         return "done"
 
     return probe
+
+
+@asynccontextmanager
+async def counting_worker(
+    client: Client, settings: Settings, ledger: Ledger, effects: Path
+) -> AsyncIterator[None]:
+    """A real worker on `ledger` whose noop executor counts its runs in `effects`."""
+    parts = worker_parts(settings, ledger)
+    parts.executors = counting(effects)
+    async with build_worker(client, settings, parts):
+        yield
+
+
+async def approved_and_run(
+    gate: Gate, target: str
+) -> tuple[WorkflowHandle[ActionWorkflow, ActionStatus], str]:
+    """Submit to `target`, approve as alice, wait for success; the handle and its run id."""
+    handle = await gate.submit(target)
+    await gate.wait_for(handle, "pending_approval")
+    await gate.decide(handle, "alice@example.com", reason="go")
+    assert (await handle.result()).status is Status.SUCCEEDED
+    assert handle.result_run_id is not None
+    return handle, handle.result_run_id
+
+
+def execute_scheduled(events: list[HistoryEvent]) -> int:
+    """The index of the event that scheduled `execute_action`."""
+    return next(
+        i
+        for i, e in enumerate(events)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "execute_action"
+    )
 
 
 def runs_of(path: Path) -> int:
@@ -117,9 +152,7 @@ async def test_reset_of_a_succeeded_action_to_its_start_never_executes_again(
     client: Client, settings: Settings, own_ledger: Ledger, tmp_path: Path
 ) -> None:
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
-    async with build_worker(client, settings, parts):
+    async with counting_worker(client, settings, own_ledger, effects):
         handle = await Gate(client, settings).submit("sandbox-reset")
         first = await handle.result()
         assert first.status is Status.SUCCEEDED
@@ -158,26 +191,14 @@ async def test_reset_after_approval_is_refused_by_the_execution_claim(
 ) -> None:
     # The reset point lies after the start check: the executor's claim is the last line.
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
     gate = Gate(client, settings)
-    async with build_worker(client, settings, parts):
-        handle = await gate.submit("one-reset")
-        await gate.wait_for(handle, "pending_approval")
-        await gate.decide(handle, "alice@example.com", reason="go")
-        assert (await handle.result()).status is Status.SUCCEEDED
-        first_run = handle.result_run_id
-        assert first_run is not None
+    async with counting_worker(client, settings, own_ledger, effects):
+        handle, first_run = await approved_and_run(gate, "one-reset")
         assert runs_of(effects) == 1
 
         history = await client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
         events = list(history.events)
-        scheduled = next(
-            i
-            for i, e in enumerate(events)
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and e.activity_task_scheduled_event_attributes.activity_type.name == "execute_action"
-        )
+        scheduled = execute_scheduled(events)
         point = max(
             e.event_id
             for e in events[:scheduled]
@@ -217,8 +238,6 @@ async def test_same_idempotency_key_after_retention_is_refused_by_the_gateway(
     client: Client, settings: Settings, own_ledger: Ledger, tmp_path: Path
 ) -> None:
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
     app = build_app(client, settings, ledger=own_ledger)
     body = {
         "action": "noop",
@@ -227,7 +246,7 @@ async def test_same_idempotency_key_after_retention_is_refused_by_the_gateway(
         "justification": "nightly cleanup",
         "idempotency_key": f"key-{uuid.uuid4()}",
     }
-    async with build_worker(client, settings, parts), api(app, "bot") as http:
+    async with counting_worker(client, settings, own_ledger, effects), api(app, "bot") as http:
         created = await http.post("/v1/actions?wait=30", json=body)
         assert created.status_code == 202, created.text
         action_id = created.json()["id"]
@@ -255,10 +274,8 @@ async def test_a_direct_second_run_after_retention_refuses_to_start(
 ) -> None:
     # Someone with Temporal access starts the same workflow id again, past the gateway.
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
     gate = Gate(client, settings)
-    async with build_worker(client, settings, parts):
+    async with counting_worker(client, settings, own_ledger, effects):
         handle = await gate.submit("sandbox-rerun")
         assert (await handle.result()).status is Status.SUCCEEDED
         first_run = handle.result_run_id
@@ -347,24 +364,12 @@ async def test_reset_after_execution_keeps_its_result_and_runs_nothing_again(
 ) -> None:
     # After the claim: the new run replays the claim and the executor's result from history.
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
     gate = Gate(client, settings)
-    async with build_worker(client, settings, parts):
-        handle = await gate.submit("one-last")
-        await gate.wait_for(handle, "pending_approval")
-        await gate.decide(handle, "alice@example.com", reason="go")
-        assert (await handle.result()).status is Status.SUCCEEDED
-        first_run = handle.result_run_id
-        assert first_run is not None
+    async with counting_worker(client, settings, own_ledger, effects):
+        handle, first_run = await approved_and_run(gate, "one-last")
         history = await client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
         events = list(history.events)
-        scheduled = next(
-            e.event_id
-            for e in events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and e.activity_task_scheduled_event_attributes.activity_type.name == "execute_action"
-        )
+        scheduled = events[execute_scheduled(events)].event_id
         executed = next(
             i
             for i, e in enumerate(events)
@@ -398,10 +403,8 @@ async def test_reset_of_a_pending_action_keeps_its_refusals_and_executes_once(
     client: Client, settings: Settings, own_ledger: Ledger, tmp_path: Path
 ) -> None:
     effects = tmp_path / "runs.txt"
-    parts = worker_parts(settings, own_ledger)
-    parts.executors = counting(effects)
     gate = Gate(client, settings)
-    async with build_worker(client, settings, parts):
+    async with counting_worker(client, settings, own_ledger, effects):
         handle = await gate.submit("one-pending")
         await gate.wait_for(handle, "pending_approval")
         # The agent's owner tries to approve its own agent's action: refused, recorded.
