@@ -462,6 +462,20 @@ class ActionWorkflow:
             at=workflow.now(),
         )
 
+    async def _require_signed(
+        self,
+        signature: Signature | None,
+        claims: dict[str, JsonValue],
+        actor: str,
+        kind: MessageKind,
+    ) -> None:
+        """A cancel or report must be signed for this run; otherwise refuse it, recorded."""
+        refusal = await self._verify(
+            signature, claims, not_before=workflow.info().workflow_start_time
+        )
+        if refusal is not None:
+            await self._refuse_message(actor, kind, refusal)
+
     async def _refuse_message(
         self, actor: str, kind: MessageKind, refusal: DecisionRefused
     ) -> None:
@@ -493,13 +507,12 @@ class ActionWorkflow:
     @workflow.update
     async def cancel(self, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action; only its requester may."""
-        refusal = await self._verify(
+        await self._require_signed(
             request.signature,
             cancel_claims(request, workflow.info().workflow_id),
-            not_before=workflow.info().workflow_start_time,
+            request.by,
+            "cancel",
         )
-        if refusal is not None:
-            await self._refuse_message(request.by, "cancel", refusal)
         if request.by != self._request.requester:
             raise ApplicationError(
                 "only the requester may cancel this action", type=NOT_REQUESTER, non_retryable=True
@@ -521,13 +534,12 @@ class ActionWorkflow:
     @workflow.update
     async def report(self, report: ExecutionReport) -> ActionStatus:
         """Caller mode: the requester reports the result of running the approved action."""
-        refusal = await self._verify(
+        await self._require_signed(
             report.signature,
             report_claims(report, workflow.info().workflow_id),
-            not_before=workflow.info().workflow_start_time,
+            report.by,
+            "report",
         )
-        if refusal is not None:
-            await self._refuse_message(report.by, "report", refusal)
         if self._report is not None:
             # Another report was accepted while this one was being verified.
             raise ApplicationError(
