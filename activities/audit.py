@@ -22,14 +22,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.migrations import GENESIS_HASH, Conn, migrate
-from signoff.models import (
-    AuditBatch,
-    AuditEvent,
-    ExecutionClaim,
-    RunCheck,
-    RunCheckResult,
-    canonical_json,
-)
+from signoff.models import canonical_json
+from workflows.messages import AuditBatch, AuditEvent, ExecutionClaim, RunCheck, RunCheckResult
 
 # Any fixed number: all appenders must agree on it, and nothing else may use it.
 CHAIN_LOCK = 0x5160_0FF1

@@ -8,7 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.notifier import Notifier, NotifierError
-from signoff.models import NotifyInput, NotifyResult, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyResult, NotifyUpdateInput
 
 
 class Notifications:

@@ -10,17 +10,11 @@ from datetime import timedelta
 
 from temporalio import activity
 
-from activities.executors import ExecutorError, ExecutorRegistry
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
-from signoff.models import (
-    ActionRequest,
-    Evaluation,
-    ExecutorSpec,
-    PrincipalLookup,
-    PrincipalLookupResult,
-    Verdict,
-)
+from signoff.executor import ExecutorError, ExecutorRegistry
+from signoff.models import ActionRequest, ExecutorSpec, Verdict
+from workflows.messages import Evaluation, PrincipalLookup, PrincipalLookupResult
 
 
 class PolicyActivities:

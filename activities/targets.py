@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from signoff.models import NAME_PATTERN, Duration
-from signoff.settings import EXAMPLES_DIR
+from workers.settings import EXAMPLES_DIR
 
 DEFAULT_TARGETS_PATH = EXAMPLES_DIR / "targets.yaml"
 

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from temporalio import activity
 
-from signoff.models import RefusalCode, VerifyInput, VerifyResult
-from signoff.signing import DEFAULT_MAX_AGE, KeySet
+from signoff.models import RefusalCode
+from workflows.messages import VerifyInput, VerifyResult
+from workflows.signing import DEFAULT_MAX_AGE, KeySet
 
 
 class SignatureActivities:

@@ -22,7 +22,8 @@ import asyncpg
 
 from activities.audit import Ledger
 from bench.common import PROFILES, ROOT, Section, Stack, console, fmt
-from signoff.models import ActionRequest, AuditEvent, AuditKind
+from signoff.models import ActionRequest
+from workflows.messages import AuditEvent, AuditKind
 
 EVENTS_PER_ACTION = 6
 
@@ -176,8 +177,8 @@ async def profile_library(url: str, tag: str) -> list[str]:
         from pyinstrument import Profiler
     except ImportError:
         return ["pyinstrument not installed: no profile"]
-    from signoff.audit_report import records, render
-    from signoff.audit_verify import verify_chain
+    from workers.audit.report import records, render
+    from workers.audit.verify import verify_chain
 
     PROFILES.mkdir(exist_ok=True)
     ledger = await Ledger.connect(url)

@@ -17,13 +17,13 @@ from typing import Any
 from temporalio.client import Interceptor, OutboundInterceptor, StartWorkflowInput
 
 from activities.audit import Ledger
-from activities.executors import registry
 from activities.targets import load_targets
 from policies.loader import load_policy_and_directory
-from signoff.database import resolve_database_url
-from signoff.settings import Settings
-from workers.actions import ActionService
-from workers.gateway import create_app, serve
+from signoff.executor import registry
+from workers.database import resolve_database_url
+from workers.gateway.app import create_app, serve
+from workers.gateway.service import ActionService
+from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import WorkerParts, build_worker, notifiers_for
 

@@ -34,8 +34,8 @@ from rich.table import Table
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from signoff.binaries import temporal_cli
-from workers.devstack import DevConfig, DevStack, signal_group
+from workers.dev.binaries import temporal_cli
+from workers.dev.supervisor import DevConfig, DevStack, signal_group
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

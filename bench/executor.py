@@ -12,7 +12,7 @@ import time
 
 from pydantic import JsonValue
 
-from activities.executors import ExecutionContext, registry
+from signoff.executor import ExecutionContext, registry
 
 
 def _append(path: str, line: str) -> None:

@@ -6,7 +6,8 @@ import logging
 
 from channels.notifier import RISK_EMOJI, progress_text, requirement_text
 from signoff import neutralise
-from signoff.models import NotificationRef, NotifyInput, NotifyUpdateInput
+from signoff.models import NotificationRef
+from workflows.messages import NotifyInput, NotifyUpdateInput
 
 log = logging.getLogger("signoff.notify")
 

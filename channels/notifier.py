@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from signoff.models import ActionStatus, NotificationRef, NotifyInput, NotifyUpdateInput
+from signoff.models import ActionStatus, NotificationRef
+from workflows.messages import NotifyInput, NotifyUpdateInput
 
 RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 RISK_COLOUR = {"low": "#2eb67d", "medium": "#ecb22e", "high": "#e8912d", "critical": "#e01e5a"}

@@ -33,8 +33,9 @@ from channels.slack_blocks import (
     request_attachments,
 )
 from policies.directory import Directory
-from signoff.models import ActionStatus, NotificationRef, NotifyInput, NotifyUpdateInput
-from signoff.settings import Settings
+from signoff.models import ActionStatus, NotificationRef
+from workers.settings import Settings
+from workflows.messages import NotifyInput, NotifyUpdateInput
 
 log = logging.getLogger("signoff.slack")
 

@@ -51,13 +51,9 @@ from channels.slack_blocks import (
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
 from signoff.neutralise import mrkdwn_code as code_text
-from signoff.settings import Settings
-from workers.actions import (
-    ActionNotFound,
-    ActionNotPending,
-    ActionService,
-    DecisionRefusedError,
-)
+from workers.gateway.service import ActionService
+from workers.settings import Settings
+from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 
 log = logging.getLogger("signoff.slack")
 

@@ -46,21 +46,11 @@ from channels.teams_cards import (
 )
 from policies.directory import Directory
 from signoff import neutralise
-from signoff.models import (
-    ActionStatus,
-    DecisionRequest,
-    NotificationRef,
-    NotifyInput,
-    NotifyUpdateInput,
-    Principal,
-)
-from signoff.settings import Settings
-from workers.actions import (
-    ActionNotFound,
-    ActionNotPending,
-    ActionService,
-    DecisionRefusedError,
-)
+from signoff.models import ActionStatus, DecisionRequest, NotificationRef, Principal
+from workers.gateway.service import ActionService
+from workers.settings import Settings
+from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from workflows.messages import NotifyInput, NotifyUpdateInput
 
 log = logging.getLogger("signoff.teams")
 
@@ -106,7 +96,7 @@ class ConversationStore:
         """A store on the ledger's database, as the worker and gateway find it."""
 
         def url() -> str:
-            from signoff.database import resolve_database_url
+            from workers.database import resolve_database_url
 
             return resolve_database_url(settings=settings)
 

@@ -19,7 +19,7 @@ import httpx
 import jwt
 import msal
 
-from signoff.settings import Settings
+from workers.settings import Settings
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 BOT_FRAMEWORK_ISSUER = "https://api.botframework.com"

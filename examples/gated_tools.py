@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from activities.executors import ExecutionContext, ExecutorError
 from activities.targets import GenericTarget
+from signoff.executor import ExecutionContext, ExecutorError
 from signoff.gated import gated
 
 OUTBOX = Path(".signoff") / "tickets.jsonl"

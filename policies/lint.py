@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from activities.executors import ExecutorRegistry
 from policies.engine import Policy, condition_error
+from signoff.executor import ExecutorRegistry
 from signoff.models import ActionRequest, Principal
 
 # Per condition and action type: enough to cover each key's absence and each union branch.

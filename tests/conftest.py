@@ -19,14 +19,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import Ledger
-from activities.executors import registry
 from activities.targets import load_targets
 from channels.notifier import Notifier
 from policies.loader import load_directory, load_policy
-from signoff.binaries import temporal_cli
+from signoff.executor import registry
 from signoff.models import ActionRequest, ActionStatus, DecisionRequest
-from signoff.settings import Settings
 from tests.signing import SIGNER
+from workers.dev.binaries import temporal_cli
+from workers.settings import Settings
 from workers.worker import WorkerParts, build_worker
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow

@@ -13,8 +13,8 @@ import os
 import asyncpg
 from pydantic import BaseModel, Field, JsonValue
 
-from activities.executors import ExecutionContext, ExecutorError, registry
 from activities.targets import PostgresTarget
+from signoff.executor import ExecutionContext, ExecutorError, registry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scale_attempts (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from activities.executors import ExecutionContext
+from signoff.executor import ExecutionContext
 from signoff.gated import gated
 
 

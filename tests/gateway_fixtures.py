@@ -18,11 +18,11 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from activities.audit import Ledger
-from activities.executors import registry
 from policies.loader import load_policy_and_directory
-from signoff.settings import Settings
-from workers.actions import ActionService
-from workers.gateway import create_app
+from signoff.executor import registry
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
+from workers.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 BASE_URL = "http://gateway.test"

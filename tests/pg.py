@@ -13,16 +13,8 @@ import asyncpg
 from pgserver import PostgresServer
 from pgserver._commands import pg_ctl
 
-from signoff.models import (
-    ActionRequest,
-    AuditBatch,
-    AuditEvent,
-    AuditKind,
-    Decision,
-    RefusalCode,
-    RefusedAttempt,
-    Verdict,
-)
+from signoff.models import ActionRequest, Decision, RefusalCode, RefusedAttempt, Verdict
+from workflows.messages import AuditBatch, AuditEvent, AuditKind
 
 TRIGGER = "audit_events_no_update_delete"
 

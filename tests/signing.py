@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from signoff.signing import KeySet, Signer, generate_key_pair
+from workflows.signing import KeySet, Signer, generate_key_pair
 
 KEY_DIR = Path(tempfile.mkdtemp(prefix="signoff-test-keys-"))
 atexit.register(shutil.rmtree, KEY_DIR, ignore_errors=True)

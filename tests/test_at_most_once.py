@@ -15,8 +15,8 @@ from temporalio.client import Client
 
 from activities.audit import Ledger
 from signoff.models import Status
-from signoff.settings import Settings
 from tests.conftest import DATA, Gate, running_worker, spawn_worker
+from workers.settings import Settings
 from workflows.action import OUTCOME_UNKNOWN, ActionWorkflow
 
 pytestmark = pytest.mark.slow

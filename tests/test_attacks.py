@@ -13,10 +13,10 @@ from temporalio.client import Client
 
 from activities.audit import Ledger
 from signoff.models import CancelRequest
-from signoff.settings import Settings
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 
 # Deny deletes, allow everything else: a rule an agent would love to dodge by spelling.

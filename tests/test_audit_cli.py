@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from activities.audit import Ledger, row_hash
 from activities.migrations import MIGRATIONS
-from signoff.cli import app
 from signoff.models import canonical_json
+from tests.cli import app
 from tests.pg import T0, action_batches, as_attacker, create_database, stop
 
 runner = CliRunner()

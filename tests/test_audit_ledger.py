@@ -23,9 +23,9 @@ from activities.audit import (
     row_hash,
 )
 from activities.migrations import GENESIS_HASH, MIGRATIONS, WORKER_ROLE
-from signoff.audit_verify import verify_chain
-from signoff.models import AuditBatch, AuditKind
 from tests.pg import T0, action_batches, create_database, start, stop, with_database
+from workers.audit.verify import verify_chain
+from workflows.messages import AuditBatch, AuditKind
 
 
 @pytest.fixture

@@ -15,14 +15,15 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from activities.audit import Ledger
-from activities.executors import ExecutionContext, ExecutorRegistry
-from signoff.audit_verify import cross_check, verify_chain
-from signoff.cli import app
-from signoff.models import AuditEvent, AuditKind, Status
-from signoff.settings import Settings
+from signoff.executor import ExecutionContext, ExecutorRegistry
+from signoff.models import Status
+from tests.cli import app
 from tests.conftest import Gate, running_worker, worker_parts
 from tests.pg import create_database, start, stop
+from workers.audit.verify import cross_check, verify_chain
+from workers.settings import Settings
 from workers.worker import build_worker
+from workflows.messages import AuditEvent, AuditKind
 
 runner = CliRunner()
 

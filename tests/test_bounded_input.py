@@ -23,7 +23,6 @@ from temporalio.common import RawValue, SearchAttributePair, TypedSearchAttribut
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import Ledger
-from signoff import telemetry
 from signoff.models import (
     MAX_PARAMS_DEPTH,
     MAX_PARAMS_KEY,
@@ -31,10 +30,11 @@ from signoff.models import (
     MAX_PARAMS_STRING,
     ActionSubmission,
 )
-from signoff.settings import Settings
 from tests.conftest import running_worker, worker_parts
 from tests.gateway_fixtures import api, build_app
 from tests.test_metrics import free_port, scrape_until, value
+from workers import telemetry
+from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
 from workflows import search_attributes as sa

@@ -15,8 +15,8 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from activities.audit import Ledger
-from signoff.cli import app
 from signoff.models import ActionStatus, action_digest
+from tests.cli import app
 from tests.conftest import running_worker
 from tests.gateway_fixtures import LiveGateway, free_port, gateway_process, live_settings, token
 

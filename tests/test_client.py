@@ -31,7 +31,6 @@ from signoff.client import (
     outcome,
 )
 from signoff.models import Status
-from signoff.settings import Settings
 from tests.conftest import running_worker
 from tests.gateway_fixtures import (
     BASE_URL,
@@ -43,6 +42,7 @@ from tests.gateway_fixtures import (
     live_settings,
     token,
 )
+from workers.settings import Settings
 
 
 @pytest.fixture

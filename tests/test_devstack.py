@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from policies.directory import DEV_TOKENS
-from signoff.binaries import temporal_cli
+from workers.dev.binaries import temporal_cli
 
 SIGNOFF = Path(sys.executable).parent / "signoff"
 READY_TIMEOUT = 180.0

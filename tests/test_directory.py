@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from policies import DEV_TOKENS, PolicyError, StaticDirectory, hash_token, load_directory
-from signoff.settings import EXAMPLES_DIR
+from workers.settings import EXAMPLES_DIR
 
 EXAMPLE_DIRECTORY = EXAMPLES_DIR / "directory.yaml"
 

@@ -14,9 +14,9 @@ from policies.directory import DirectoryFile
 from policies.entra import EntraDirectory, EntraError
 from policies.loader import PolicyError, load_directory
 from signoff.models import RefusalCode, Status
-from signoff.settings import Settings
 from tests.conftest import DATA, Gate, worker_parts
 from tests.fake_teams import FakeMicrosoft, MsalRoute
+from workers.settings import Settings
 from workers.worker import build_worker
 
 CLIENT_ID = "a1b2c3d4-0000-4000-8000-00000000e17a"

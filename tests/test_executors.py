@@ -20,10 +20,11 @@ from temporalio.testing import ActivityEnvironment
 
 import activities.executors as executors_module
 import activities.targets as targets_module
-from activities.execute import Executors
-from activities.executors import ExecutionContext, ExecutorRegistry, registry
+from activities.execution import Executors
 from activities.targets import GenericTarget, TargetError, Targets, load_targets
-from signoff.models import ActionRequest, ExecuteInput, ExecuteResult
+from signoff.executor import ExecutionContext, ExecutorRegistry, registry
+from signoff.models import ActionRequest
+from workflows.messages import ExecuteInput, ExecuteResult
 
 SECRET_TOKEN = "Bearer s3cr3t-token-value"
 

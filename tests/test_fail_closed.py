@@ -14,14 +14,15 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from activities.audit import Ledger
-from activities.executors import registry
 from policies import load_policy
 from policies.engine import Policy
 from policies.lint import condition_warnings, samples
-from signoff.cli import app
-from signoff.models import ActionRequest, AuditKind
-from signoff.settings import EXAMPLES_DIR, Settings
+from signoff.executor import registry
+from signoff.models import ActionRequest
+from tests.cli import app
 from tests.conftest import Gate, running_worker
+from workers.settings import EXAMPLES_DIR, Settings
+from workflows.messages import AuditKind
 
 HEADER = """\
 version: 1

@@ -32,8 +32,14 @@ from signoff.models import (
     Signature,
     Status,
 )
-from signoff.settings import Settings
-from signoff.signing import (
+from tests.conftest import Gate
+from tests.signing import KEYS, SIGNER
+from tests.test_replay import replayer
+from workers.gateway.service import load_signer
+from workers.settings import Settings
+from workflows.action import ActionWorkflow
+from workflows.errors import DECISION_REFUSED, MESSAGE_REFUSED
+from workflows.signing import (
     KeySet,
     Signer,
     SigningError,
@@ -41,11 +47,6 @@ from signoff.signing import (
     generate_key_pair,
     request_claims,
 )
-from tests.conftest import Gate
-from tests.signing import KEYS, SIGNER
-from tests.test_replay import replayer
-from workers.actions import load_signer
-from workflows.action import DECISION_REFUSED, MESSAGE_REFUSED, ActionWorkflow
 
 Handle = WorkflowHandle[ActionWorkflow, ActionStatus]
 

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from signoff.models import ActionStatus, action_digest
-from signoff.settings import Settings
 from tests.gateway_fixtures import api, build_app, count_workflows, free_port, token
+from workers.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("worker")
 

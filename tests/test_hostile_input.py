@@ -36,12 +36,12 @@ from temporalio.client import Client
 
 from activities.audit import Ledger
 from policies.loader import load_policy
-from signoff.models import AuditKind
-from signoff.settings import Settings
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import BASE_URL, build_app, token
-from workers.gateway import channel_routers
+from workers.gateway.app import channel_routers
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
+from workflows.messages import AuditKind
 
 # Operations without parameters (health, the catalogue) have a handful of distinct cases and
 # no negative ones; the others make up the 1000.

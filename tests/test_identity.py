@@ -18,10 +18,10 @@ from activities.audit import Ledger
 from policies import PolicyError, load_directory
 from policies.directory import on_behalf_problem
 from signoff.models import Principal, RefusalCode, Status
-from signoff.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
 from tests.gateway_fixtures import api, build_app, count_workflows
-from workers.ratelimit import RefusalBudget
+from workers.gateway.ratelimit import RefusalBudget
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 
 

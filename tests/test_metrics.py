@@ -16,19 +16,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.audit import Ledger
-from activities.executors import registry
 from channels.console import ConsoleNotifier
 from channels.notifier import NotifierError
 from policies.loader import load_policy_and_directory
-from signoff import telemetry
-from signoff.models import NotificationRef, NotifyInput, NotifyUpdateInput
-from signoff.settings import Settings
+from signoff.executor import registry
+from signoff.models import NotificationRef
 from tests.conftest import Gate, worker_parts
-from workers.actions import ActionService
-from workers.gateway import create_app
+from workers import telemetry
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
 from workers.metrics import pending_query
+from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
+from workflows.messages import NotifyInput, NotifyUpdateInput
 
 Labels = dict[str, str]
 ALERTS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yaml"

@@ -15,7 +15,8 @@ from markdown_it import MarkdownIt
 
 from channels.console import ConsoleNotifier
 from signoff import neutralise
-from signoff.models import ActionRequest, ActionStatus, NotifyInput, Status
+from signoff.models import ActionRequest, ActionStatus, Status
+from workflows.messages import NotifyInput
 
 ATTACKS = [
     "ok\u202etxt.exe",  # right-to-left override

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from activities.executors import registry
 from policies import PolicyError, load_directory, load_policy, load_policy_and_directory
 from policies.engine import Policy
-from signoff.cli import app
+from signoff.executor import registry
 from signoff.models import ActionRequest, Principal, Verdict
-from signoff.settings import EXAMPLES_DIR
+from tests.cli import app
+from workers.settings import EXAMPLES_DIR
 
 EXAMPLE_POLICY = EXAMPLES_DIR / "policy.yaml"
 EXAMPLE_DIRECTORY = EXAMPLES_DIR / "directory.yaml"

@@ -42,11 +42,12 @@ from signoff.models import (
     Verdict,
     action_digest,
 )
-from signoff.settings import EXAMPLES_DIR, Settings
 from tests.conftest import DATA, Gate, running_worker
 from tests.signing import SIGNER
-from workers.actions import closed_under
-from workflows.action import DECISION_REFUSED, ActionWorkflow
+from workers.gateway.service import closed_under
+from workers.settings import EXAMPLES_DIR, Settings
+from workflows.action import ActionWorkflow
+from workflows.errors import DECISION_REFUSED
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities.audit import Ledger
-from signoff.settings import Settings
 from tests.histories.record import record_all
+from workers.settings import Settings
 from workers.worker import SANDBOX
 from workflows.action import ActionWorkflow
 

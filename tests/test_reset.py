@@ -24,17 +24,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
 from activities.audit import Ledger
-from activities.executors import ExecutionContext, ExecutorRegistry
-from signoff.audit_history import fetch_lines
-from signoff.audit_verify import cross_check, verify_chain
-from signoff.cli import app
-from signoff.models import ActionRequest, ActionStatus, AuditKind, RefusalCode, Status
-from signoff.settings import Settings
+from signoff.executor import ExecutionContext, ExecutorRegistry
+from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
+from tests.cli import app
 from tests.conftest import Gate, worker_parts
 from tests.gateway_fixtures import api, build_app
 from tests.pg import create_database
+from workers.audit.history import fetch_lines
+from workers.audit.verify import cross_check, verify_chain
+from workers.settings import Settings
 from workers.worker import build_worker
 from workflows.action import ActionWorkflow
+from workflows.messages import AuditKind
 
 RERUN = "a reset or re-run never executes twice"
 

@@ -24,10 +24,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.audit import Ledger
 from signoff.models import ActionStatus, DecisionRequest, Status
-from signoff.settings import Settings
 from tests.conftest import Gate, spawn_worker
 from tests.executors_for_scale import SCHEMA
 from tests.signing import SIGNER
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]

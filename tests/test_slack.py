@@ -25,7 +25,6 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from activities.audit import Ledger
-from activities.executors import registry
 from channels.notifier import NotifierError
 from channels.slack import SlackNotifier, SlackUnavailable
 from channels.slack_blocks import (
@@ -41,6 +40,7 @@ from channels.slack_blocks import (
 from channels.slack_inbound import SlackInteractions, slack_router, slack_router_for
 from policies.directory import Directory
 from policies.loader import load_directory, load_policy
+from signoff.executor import registry
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -48,17 +48,17 @@ from signoff.models import (
     ApprovalRequirement,
     DecisionRequest,
     NotificationRef,
-    NotifyInput,
     RefusalCode,
     RequirementProgress,
     Status,
     Verdict,
 )
-from signoff.settings import Settings
 from tests.conftest import DATA, running_worker
 from tests.fake_slack import Call, FakeSlack
-from workers.actions import ActionService
-from workers.gateway import channel_routers, create_app
+from workers.gateway.app import channel_routers, create_app
+from workers.gateway.service import ActionService
+from workers.settings import Settings
+from workflows.messages import NotifyInput
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 T = TypeVar("T")

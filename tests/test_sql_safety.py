@@ -22,24 +22,20 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.execute import Executors
-from activities.executors import (
-    ExecutionContext,
-    ExecutorError,
-    SqlParams,
-    registry,
-    sql_execute,
-)
+from activities.execution import Executors
+from activities.executors import SqlParams, sql_execute
 from activities.policy import PolicyActivities
 from activities.targets import PostgresTarget, load_targets
 from policies import load_directory, load_policy
 from policies.lint import condition_warnings
 from policies.sql import SqlError, facts, one_statement, plain_query
-from signoff.models import ActionRequest, ExecuteInput, ExecuteResult
-from signoff.settings import EXAMPLES_DIR, Settings
+from signoff.executor import ExecutionContext, ExecutorError, registry
+from signoff.models import ActionRequest
 from tests.gateway_fixtures import api, build_app
 from tests.pg import create_database, with_database
-from workers.devstack import ANALYTICS_READER, ANALYTICS_WRITER, sample_analytics
+from workers.dev.supervisor import ANALYTICS_READER, ANALYTICS_WRITER, sample_analytics
+from workers.settings import EXAMPLES_DIR, Settings
+from workflows.messages import ExecuteInput, ExecuteResult
 
 EXAMPLE_POLICY = EXAMPLES_DIR / "policy.yaml"
 DATA = Path(__file__).parent / "data"

@@ -24,20 +24,21 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
 from activities.audit import Ledger
-from activities.executors import registry
 from channels.notifier import NotifierError
 from channels.teams import ConversationReference, ConversationStore, TeamsNotifier, teams_router
 from channels.teams_auth import service_url_allowed
 from channels.teams_cards import ADAPTIVE_CARD, approval_card
 from policies.directory import StaticDirectory
 from policies.loader import load_directory, load_policy
-from signoff.models import ActionRequest, ActionStatus, NotifyInput, RefusalCode, Status
-from signoff.settings import Settings
+from signoff.executor import registry
+from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
 from tests.conftest import Gate, running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
-from workers.actions import ActionService
-from workers.gateway import create_app
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
+from workflows.messages import NotifyInput
 
 APP_ID = "6c1e3b8e-0000-4000-8000-00000000b075"
 TENANT = "11111111-2222-3333-4444-555555555555"

@@ -13,13 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client
 
 from activities.audit import Ledger
-from activities.executors import registry
 from policies.loader import load_policy_and_directory
-from signoff import telemetry
-from signoff.settings import Settings
+from signoff.executor import registry
 from tests.conftest import worker_parts
-from workers.actions import ActionService
-from workers.gateway import create_app
+from workers import telemetry
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
+from workers.settings import Settings
 from workers.worker import build_worker
 
 PARAM_SECRET = "p4ram-value-never-in-spans"

@@ -11,10 +11,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import Ledger
-from signoff.binaries import temporal_test_server
 from signoff.models import Status
-from signoff.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
+from workers.dev.binaries import temporal_test_server
+from workers.settings import Settings
 from workflows import search_attributes
 from workflows.action import ActionWorkflow
 

@@ -22,9 +22,9 @@ from signoff.models import (
     Status,
     action_digest,
 )
-from signoff.settings import Settings
 from tests.conftest import Gate, running_worker
 from tests.signing import SIGNER
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from signoff.models import Status
-from signoff.settings import Settings
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 
 log = logging.getLogger("signoff.metrics")

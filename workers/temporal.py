@@ -8,8 +8,8 @@ from temporalio.client import Client, Interceptor
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from signoff.converter import data_converter
-from signoff.settings import Settings
+from workers.converter import data_converter
+from workers.settings import Settings
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

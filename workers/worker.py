@@ -13,8 +13,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import Ledger
-from activities.execute import Executors
-from activities.executors import ExecutorRegistry, registry
+from activities.execution import Executors
 from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.targets import Targets, load_targets
@@ -24,12 +23,13 @@ from channels.notifier import Notifier
 from policies.directory import Directory
 from policies.engine import Policy
 from policies.loader import load_policy_and_directory
-from signoff import telemetry
-from signoff.converter import UndecodablePayload, data_converter
-from signoff.settings import Settings
-from signoff.signing import KeySet, SigningError
+from signoff.executor import ExecutorRegistry, registry
+from workers import telemetry
+from workers.converter import UndecodablePayload, data_converter
+from workers.settings import Settings
 from workers.temporal import connect
 from workflows.action import ActionWorkflow
+from workflows.signing import KeySet, SigningError
 
 log = logging.getLogger("signoff.worker")
 
@@ -133,7 +133,7 @@ def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
 
 async def run_worker(settings: Settings) -> None:
     """Load configuration, connect, and run until SIGINT or SIGTERM."""
-    from signoff.database import resolve_database_url
+    from workers.database import resolve_database_url
 
     if settings.verify_keys is None:
         # Without public keys every new action would be refused; say so before starting.

@@ -19,49 +19,53 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 from signoff.models import (
     ActionRequest,
     ActionStatus,
-    AuditBatch,
-    AuditEvent,
-    AuditKind,
     CancelRequest,
     Decision,
     DecisionRefused,
     DecisionRequest,
+    ExecutionReport,
+    MessageKind,
+    NotificationRef,
+    Principal,
+    RefusalCode,
+    RefusedAttempt,
+    RequirementProgress,
+    Signature,
+    Status,
+    Verdict,
+    format_duration,
+)
+from workflows import metrics
+from workflows import search_attributes as sa
+from workflows.errors import (
+    DECISION_REFUSED,
+    MESSAGE_REFUSED,
+    NOT_AWAITING_REPORT,
+    NOT_PENDING,
+    NOT_REQUESTER,
+)
+from workflows.messages import (
+    AuditBatch,
+    AuditEvent,
+    AuditKind,
     Evaluation,
     ExecuteInput,
     ExecuteResult,
     ExecutionClaim,
-    ExecutionReport,
-    MessageKind,
-    NotificationRef,
     NotifyInput,
     NotifyResult,
     NotifyUpdateInput,
-    Principal,
     PrincipalLookup,
     PrincipalLookupResult,
-    RefusalCode,
-    RefusedAttempt,
-    RequirementProgress,
     RunCheck,
     RunCheckResult,
-    Signature,
-    Status,
-    Verdict,
     VerifyInput,
     VerifyResult,
-    format_duration,
 )
-from signoff.signing import cancel_claims, decision_claims, report_claims, request_claims
-from workflows import metrics
-from workflows import search_attributes as sa
 from workflows.quorum import assign_approvers
+from workflows.signing import cancel_claims, decision_claims, report_claims, request_claims
 
 WORKFLOW_NAME = "SignoffAction"
-DECISION_REFUSED = "DecisionRefused"
-NOT_PENDING = "NotPending"
-NOT_REQUESTER = "NotRequester"
-NOT_AWAITING_REPORT = "NotAwaitingReport"
-MESSAGE_REFUSED = "MessageRefused"
 
 # Audit and identity lookups must never be skipped: retry until Postgres or the directory is back.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))

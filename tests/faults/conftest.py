@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 import yaml
 
-from signoff.settings import Settings
 from tests.conftest import DATA
 from tests.executors_for_scale import SCHEMA
+from workers.settings import Settings
 
 RECORD_RUN = [sys.executable, str(DATA / "record_run.py")]
 

@@ -22,10 +22,10 @@ from channels.slack import SlackNotifier
 from channels.teams import ConversationStore, TeamsNotifier
 from policies.loader import load_directory
 from signoff.models import ActionStatus, Status
-from signoff.settings import Settings
 from tests.conftest import running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
 from tests.gateway_fixtures import api, build_app
+from workers.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

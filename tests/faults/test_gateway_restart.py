@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from activities.audit import Ledger
 from signoff.client import SignoffClient
-from signoff.models import ActionRequest, ActionStatus, AuditKind, Status
+from signoff.models import ActionRequest, ActionStatus, Status
 from tests.conftest import running_worker
 from tests.gateway_fixtures import (
     count_workflows,
@@ -27,6 +27,7 @@ from tests.gateway_fixtures import (
     token,
 )
 from workflows.action import workflow_id_for
+from workflows.messages import AuditKind
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -16,12 +16,13 @@ import pytest
 from temporalio.client import Client
 
 from activities.audit import Ledger
-from signoff.audit_verify import verify_chain
-from signoff.models import AuditKind, Status
-from signoff.settings import Settings
+from signoff.models import Status
 from tests.conftest import Gate, running_worker
 from tests.faults.conftest import effect_counts, effects_table
 from tests.pg import start, stop
+from workers.audit.verify import verify_chain
+from workers.settings import Settings
+from workflows.messages import AuditKind
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

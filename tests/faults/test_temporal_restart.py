@@ -19,12 +19,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.audit import Ledger
-from signoff.binaries import temporal_cli
-from signoff.models import AuditKind, Status
-from signoff.settings import Settings
+from signoff.models import Status
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import count_workflows, free_port
+from workers.dev.binaries import temporal_cli
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
+from workflows.messages import AuditKind
 from workflows.search_attributes import dev_server_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -19,11 +19,11 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.audit import Ledger
 from signoff.models import ActionStatus, Status
-from signoff.settings import Settings
 from tests.conftest import Gate
 from tests.faults.conftest import RECORD_RUN, effect_counts, effects_table
 from tests.test_at_most_once import kill_group, wait_for_lines
 from tests.test_scale_out import spawn, wait_for_pollers
+from workers.settings import Settings
 from workflows.action import OUTCOME_UNKNOWN, ActionWorkflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

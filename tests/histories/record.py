@@ -18,9 +18,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.audit import Ledger
-from signoff.binaries import temporal_cli
+from workers.dev.binaries import temporal_cli
 from signoff.models import ActionRequest, CancelRequest
-from signoff.settings import Settings
+from workers.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
 from tests.signing import SIGNER
 from workflows import search_attributes as sa

@@ -1,0 +1,130 @@
+"""The activity that runs an approved action through its registered executor."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.audit import ALREADY_EXECUTED, CONNECTION_ERRORS, Ledger, iso_utc
+from activities.executors import json_safe
+from activities.targets import TargetError, Targets
+from signoff.executor import ExecutorError, ExecutorRegistry
+from signoff.models import ExecutorSpec
+from workflows.messages import ExecuteInput, ExecuteResult
+
+
+def redact(message: str, secrets: list[str]) -> str:
+    """Replace every known secret value in a message with ***."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+class Executors:
+    """The execute activity with what it needs: the executor registry and the targets."""
+
+    def __init__(
+        self,
+        registry: ExecutorRegistry,
+        targets: Targets,
+        *,
+        ledger: Ledger | None = None,
+        heartbeat_every: timedelta = timedelta(seconds=5),
+    ) -> None:
+        """Hold the registry and targets; `heartbeat_every` caps the background heartbeat.
+
+        `ledger`: where each execution is claimed before it runs (the worker always gives
+        it; without one, as in tests of executors alone, nothing stops a second run).
+        """
+        self.registry = registry
+        self.targets = targets
+        self.ledger = ledger
+        self.heartbeat_every = heartbeat_every
+
+    def spec(self, action: str, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec | None:
+        """How the workflow must run `action`, or None when no executor is registered."""
+        return self.registry.spec(action, heartbeat_timeout)
+
+    async def _heartbeat(self) -> None:
+        # Beat well inside the heartbeat timeout so a dead worker, not a slow one, is detected.
+        interval = self.heartbeat_every
+        timeout = activity.info().heartbeat_timeout
+        if timeout:
+            interval = min(interval, timeout / 3)
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval.total_seconds())
+
+    async def _claim(self, digest: str) -> None:
+        """Claim this run's execution in the ledger; another run's claim refuses it for good."""
+        if self.ledger is None:
+            return
+        info = activity.info()
+        assert info.workflow_id, "executed only by the action workflow"
+        assert info.workflow_run_id, "executed only by the action workflow"
+        delay = 0.5
+        while True:
+            # The workflow claimed moments ago; a ledger blip now must not fail an action
+            # that never ran, so wait for it (the heartbeat keeps the activity alive).
+            try:
+                claim = await self.ledger.claim_execution(
+                    info.workflow_id, info.workflow_run_id, digest
+                )
+                break
+            except CONNECTION_ERRORS as err:
+                activity.logger.warning("ledger unavailable for the execution claim: %s", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        assert claim.claimed_at is not None, "a stored claim has its time"
+        if claim.run_id != info.workflow_run_id:
+            raise ApplicationError(
+                f"already executed by run {claim.run_id} at {iso_utc(claim.claimed_at)}; "
+                "a reset or re-run never executes twice",
+                non_retryable=True,
+                type=ALREADY_EXECUTED,
+            )
+
+    @activity.defn(name="execute_action")
+    async def execute_action(self, input: ExecuteInput) -> ExecuteResult:
+        """Run the request's executor against its target; bad requests fail without retry."""
+        request = input.request
+        executor = self.registry.get(request.action)
+        if executor is None:
+            raise ApplicationError(
+                f"no executor for action {request.action!r}; "
+                f"registered: {', '.join(self.registry.actions())}",
+                non_retryable=True,
+                type="ExecutorError",
+            )
+        target = self.targets.get(request.target)
+        secrets = target.secret_values(request.target) if target is not None else []
+        activity.logger.info(
+            "executing %s on %s (key %s)", request.action, request.target, input.idempotency_key
+        )
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            await self._claim(request.digest)
+            result = await executor.run(
+                request, target, input.idempotency_key, on_heartbeat=activity.heartbeat
+            )
+        except (ExecutorError, TargetError) as exc:
+            raise ApplicationError(
+                redact(str(exc), secrets), non_retryable=True, type="ExecutorError"
+            ) from None
+        except ApplicationError as exc:
+            raise ApplicationError(
+                redact(exc.message, secrets), non_retryable=exc.non_retryable, type=exc.type
+            ) from None
+        except Exception as exc:
+            # Retryable: the workflow's retry policy decides, and it allows retries only for
+            # idempotent actions. Rebuilt so the chained original cannot carry a secret out.
+            raise ApplicationError(
+                redact(f"{type(exc).__name__}: {exc}", secrets), type=type(exc).__name__
+            ) from None
+        finally:
+            beating.cancel()
+        return ExecuteResult(result=json_safe(result))

@@ -1,0 +1,216 @@
+"""The executor interface: what runs an approved action, and the registry of action types.
+
+An executor is an async function that performs one approved action. Register your own:
+
+    from signoff import ExecutionContext, ExecutorRegistry
+
+    registry = ExecutorRegistry()
+
+    @registry.executor("ticket.create", idempotent=True, timeout="2m", params_model=Ticket)
+    async def create_ticket(ctx: ExecutionContext[Ticket]) -> JsonValue:
+        ...
+
+`idempotent` decides retries: the workflow retries an idempotent action on transient errors
+and runs any other action at most once. Raise `ExecutorError` for failures retrying cannot fix.
+The server's worker runs registered executors; `@gated` runs them in the agent's own process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, JsonValue, ValidationError
+
+from signoff.models import ACTION_PATTERN, ActionRequest, ExecutorSpec, parse_duration
+
+P = TypeVar("P")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class ExecutorError(Exception):
+    """The action cannot run as asked (bad params, not allowed, wrong target); do not retry."""
+
+
+@dataclass
+class ExecutionContext(Generic[P]):
+    """What an executor gets: the request, its validated params, the target and the key."""
+
+    request: ActionRequest
+    params: P
+    target: Any
+    idempotency_key: str
+    # The server's worker passes Temporal's activity heartbeat; elsewhere heartbeats go nowhere.
+    on_heartbeat: Callable[..., None] | None = None
+
+    @property
+    def target_name(self) -> str:
+        """The target's name as the request gave it."""
+        return self.request.target
+
+    def heartbeat(self, *details: Any) -> None:
+        """Tell Temporal the executor is alive; a no-op outside the worker."""
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(*details)
+
+
+ExecutorFn = Callable[[ExecutionContext[Any]], Awaitable[JsonValue]]
+
+
+@dataclass(frozen=True)
+class Executor:
+    """One registered action type."""
+
+    action: str
+    fn: ExecutorFn
+    idempotent: bool
+    timeout: timedelta = timedelta(minutes=5)
+    params_model: type[BaseModel] | None = None
+    target_kind: str | None = None
+    description: str = ""
+
+    def spec(self, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec:
+        """The retry and timeout contract the workflow runs this action with."""
+        spec = ExecutorSpec(action=self.action, idempotent=self.idempotent, timeout=self.timeout)
+        if heartbeat_timeout is not None:
+            spec = spec.model_copy(update={"heartbeat_timeout": heartbeat_timeout})
+        return spec
+
+    def parse_params(self, params: dict[str, JsonValue]) -> Any:
+        """Validate params against the declared model; errors name the field, not the value."""
+        if self.params_model is None:
+            return params
+        try:
+            return self.params_model.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ExecutorError(f"invalid params for {self.action}: {problems}") from None
+
+    def check_target(self, name: str, target: Any) -> None:
+        """Refuse a missing target or one of the wrong kind."""
+        if self.target_kind is None:
+            return
+        if target is None:
+            raise ExecutorError(f"unknown target {name!r}: not in the targets file")
+        if target.kind != self.target_kind:
+            raise ExecutorError(
+                f"{self.action} needs a {self.target_kind} target; {name!r} is {target.kind}"
+            )
+
+    async def run(
+        self,
+        request: ActionRequest,
+        target: Any,
+        idempotency_key: str,
+        on_heartbeat: Callable[..., None] | None = None,
+    ) -> JsonValue:
+        """Validate, build the context and call the executor function."""
+        self.check_target(request.target, target)
+        params = self.parse_params(request.params)
+        ctx: ExecutionContext[Any] = ExecutionContext(
+            request=request,
+            params=params,
+            target=target,
+            idempotency_key=idempotency_key,
+            on_heartbeat=on_heartbeat,
+        )
+        return await self.fn(ctx)
+
+
+@dataclass
+class ExecutorRegistry:
+    """Action type -> executor. Registering an action twice is an error."""
+
+    _executors: dict[str, Executor] = field(default_factory=dict)
+
+    def register(self, executor: Executor) -> Executor:
+        """Add an executor; refuses a second one for the same action."""
+        if not re.match(ACTION_PATTERN, executor.action):
+            raise ValueError(f"invalid action name {executor.action!r}: e.g. ticket.create")
+        if executor.action in self._executors:
+            raise ValueError(f"an executor for {executor.action!r} is already registered")
+        self._executors[executor.action] = executor
+        return executor
+
+    def executor(
+        self,
+        action: str,
+        *,
+        idempotent: bool,
+        timeout: str | timedelta = timedelta(minutes=5),
+        params_model: type[BaseModel] | None = None,
+        target_kind: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator registering an async function as the executor for `action`."""
+        duration = parse_duration(timeout)
+        if not isinstance(duration, timedelta):
+            raise ValueError(f"invalid timeout {timeout!r} for {action}")
+
+        def decorate(fn: F) -> F:
+            doc = (fn.__doc__ or "").strip().splitlines()
+            self.register(
+                Executor(
+                    action=action,
+                    fn=fn,
+                    idempotent=idempotent,
+                    timeout=duration,
+                    params_model=params_model,
+                    target_kind=target_kind,
+                    description=doc[0] if doc else "",
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, action: str) -> Executor | None:
+        """The executor for `action`, if registered."""
+        return self._executors.get(action)
+
+    def spec(self, action: str, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec | None:
+        """The executor spec for `action`, or None when no executor is registered."""
+        executor = self.get(action)
+        return executor.spec(heartbeat_timeout) if executor else None
+
+    def parsed_params(self, action: str, params: dict[str, JsonValue]) -> BaseModel | None:
+        """Params as the action's model validates and normalises them; None without a model.
+
+        Policies are evaluated on these, so a rule sees what would run. Raises ExecutorError
+        naming the field when the params are invalid.
+        """
+        executor = self.get(action)
+        if executor is None or executor.params_model is None:
+            return None
+        parsed: BaseModel = executor.parse_params(params)
+        return parsed
+
+    def actions(self) -> list[str]:
+        """All registered action types, sorted."""
+        return sorted(self._executors)
+
+    def params_schema(self, action: str) -> dict[str, Any] | None:
+        """JSON schema of the action's params, or None when it declares no model."""
+        executor = self.get(action)
+        if executor is None or executor.params_model is None:
+            return None
+        return executor.params_model.model_json_schema()
+
+    def load_modules(self, names: list[str]) -> None:
+        """Import modules that register executors as a side effect of being imported."""
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ImportError(f"executor module {name!r} cannot be imported: {exc}") from exc
+
+
+# The registry the worker runs: executor modules (SIGNOFF_EXECUTOR_MODULES) and `@gated` register
+# here, and the server adds its built-in executors with an explicit call at start-up.
+registry = ExecutorRegistry()

@@ -1,0 +1,515 @@
+"""The gateway's side of Temporal: submit, read, decide, cancel and list actions.
+
+HTTP routes, Slack and Teams all go through this one service, so a decision means the same
+thing whichever door it came through. Errors are typed; each door maps them to its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.audit import CONNECTION_ERRORS, Ledger
+from policies.directory import Directory, on_behalf_problem
+from policies.engine import Policy
+from signoff.executor import ExecutorError, ExecutorRegistry
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    ActionSubmission,
+    CancelRequest,
+    DecisionRequest,
+    ExecutionReport,
+    Principal,
+    RefusalCode,
+    RefusedAttempt,
+    Status,
+    Verdict,
+)
+from workers.converter import UndecodablePayload
+from workers.settings import Settings
+from workflows import search_attributes as sa
+from workflows.action import ActionWorkflow, workflow_id_for
+from workflows.errors import (
+    DECISION_REFUSED,
+    MESSAGE_REFUSED,
+    NOT_AWAITING_REPORT,
+    NOT_PENDING,
+    NOT_REQUESTER,
+    ActionBroken,
+    ActionError,
+    ActionNotFound,
+    ActionNotPending,
+    ActionStalled,
+    ActionUnreadable,
+    DecisionRefusedError,
+    IdempotencyConflict,
+    InvalidOnBehalfOf,
+    InvalidParams,
+    MessageRefusedError,
+    NotRequester,
+    UnknownAction,
+    WorkerUnavailable,
+)
+from workflows.signing import Signer, SigningError
+
+AUDITORS = "auditors"
+MAX_WAIT = 60.0
+QUERY_TIMEOUT = timedelta(seconds=10)
+# A workflow task on its third attempt has failed at least twice (one timeout is a worker
+# restart): its worker cannot process the action, so a query would only time out.
+FAILING_TASK_ATTEMPT = 3
+MAX_REASON_CHARS = 500
+_SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
+
+
+def load_signer(settings: Settings) -> Signer:
+    """The gateway's signing key from SIGNOFF_SIGNING_KEY; a clear error when it is missing."""
+    if settings.signing_key is None:
+        raise SigningError(
+            "SIGNOFF_SIGNING_KEY is not set: the gateway signs every request and decision it "
+            "sends to Temporal with its Ed25519 private key (PEM); workers refuse unsigned ones"
+        )
+    return Signer.load(settings.signing_key)
+
+
+def party_to(principal_id: str, status: ActionStatus) -> bool:
+    """Whether the principal asked for the action, or it is on their behalf or their agent's."""
+    request = status.request
+    return principal_id in {request.requester, request.on_behalf_of, status.owner}
+
+
+def decider_groups(status: ActionStatus) -> set[str]:
+    """Every group that may decide the action at some stage of its policy."""
+    verdict = status.verdict
+    if verdict is None:
+        return set()
+    groups = {r.group for r in verdict.approvals}
+    for stage in verdict.escalation:
+        groups.update(stage.add_groups)
+    return groups
+
+
+def can_decide_now(principal: Principal, status: ActionStatus) -> bool:
+    """Whether the principal could approve or deny this action right now."""
+    return (
+        status.status is Status.PENDING_APPROVAL
+        and principal.kind == "human"
+        and not party_to(principal.id, status)
+        and bool(set(principal.groups) & set(status.eligible_groups))
+        and all(d.approver != principal.id for d in status.decisions)
+    )
+
+
+def can_view(principal: Principal, status: ActionStatus) -> bool:
+    """Requester (and whom it is for), anyone who may decide it, and auditors may look."""
+    return (
+        party_to(principal.id, status)
+        or AUDITORS in principal.groups
+        or any(d.approver == principal.id for d in status.decisions)
+        or (principal.kind == "human" and bool(set(principal.groups) & decider_groups(status)))
+    )
+
+
+def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str:
+    """The one-line summary an SRE sees in the Temporal UI's workflow list."""
+    head = f"{request.action} on {request.target} by {request.requester}"
+    if verdict.effect == "allow":
+        return f"{head}, allowed by {verdict.rule_id}"
+    if verdict.effect == "deny":
+        return f"{head}, denied by {verdict.rule_id}"
+    needs = ", ".join(f"{r.min} of {r.group}" for r in verdict.approvals)
+    expiry = ""
+    if verdict.expires_after is not None:
+        expiry = f", expires {now + verdict.expires_after:%H:%M} UTC"
+    return f"{head}, waits for {needs}{expiry}"
+
+
+def _raise_if_refused(cause: BaseException | None) -> None:
+    if isinstance(cause, ApplicationError) and cause.type == MESSAGE_REFUSED:
+        raise MessageRefusedError(RefusedAttempt.model_validate(cause.details[0])) from None
+
+
+def closed_under(err: RPCError) -> bool:
+    """Whether an update failed because the workflow had closed, or closed while it waited."""
+    # Both races end the same way for the caller: the action is no longer pending.
+    return "already completed" in err.message or "aborted by closing workflow" in err.message
+
+
+def _failing_task(description: WorkflowExecutionDescription) -> int:
+    """The attempt number of the workflow's pending task (0 when none is pending)."""
+    pending = description.raw_description.pending_workflow_task
+    return pending.attempt if description.raw_description.HasField("pending_workflow_task") else 0
+
+
+def _task_failed(err: RPCError) -> bool:
+    """Whether the server refused an update because the workflow's task is failing."""
+    return err.status is RPCStatusCode.FAILED_PRECONDITION and "Workflow Task in failed" in str(
+        err.message
+    )
+
+
+def _requester(description: WorkflowExecutionDescription) -> str | None:
+    """Who asked for the action, as the gateway recorded it when it started the workflow."""
+    value = description.typed_search_attributes.get(sa.REQUESTER)
+    return value if isinstance(value, str) else None
+
+
+class ActionService:
+    """Temporal operations on actions, for authenticated principals."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        policy: Policy,
+        directory: Directory,
+        executors: ExecutorRegistry,
+        signer: Signer | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.policy = policy
+        self.directory = directory
+        self.executors = executors
+        self._signer = signer
+        # Where a reused idempotency key is checked once Temporal no longer has its action.
+        self.ledger = ledger
+
+    @property
+    def signer(self) -> Signer:
+        """What the gateway vouches with: every message it sends into Temporal is signed."""
+        if self._signer is None:
+            self._signer = load_signer(self.settings)
+        return self._signer
+
+    def _handle(self, action_id: str) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
+        return self.client.get_workflow_handle_for(ActionWorkflow.run, action_id)
+
+    async def submit(
+        self, requester: Principal, submission: ActionSubmission, *, wait: float = 0.0
+    ) -> ActionStatus:
+        """Start the action's workflow, or find the one its idempotency key already started.
+
+        `wait`: then long-poll up to that many seconds for the outcome, as `wait` does.
+        """
+        if submission.execution == "worker" and self.executors.spec(submission.action) is None:
+            known = ", ".join(self.executors.actions())
+            raise UnknownAction(f"unknown action type {submission.action!r}; known: {known}")
+        problem = on_behalf_problem(requester, submission.on_behalf_of)
+        if problem is not None:
+            raise InvalidOnBehalfOf(problem)
+        request = ActionRequest(**submission.model_dump(), requester=requester.id)
+        try:
+            # Refused before anyone is asked to approve what the executor would refuse.
+            params = self.executors.parsed_params(request.action, request.params)
+        except ExecutorError as exc:
+            raise InvalidParams(str(exc)) from None
+        if request.idempotency_key is not None:
+            action_id = workflow_id_for(request)
+        else:
+            action_id = f"act-{uuid.uuid4().hex}"
+        signed = self.signer.request(request, action_id)
+        # A preview for the UI's summary only; the workflow's own evaluation decides.
+        preview = self.policy.evaluate(request, requester, params)
+        if request.idempotency_key is not None:
+            await self._refuse_reuse_after_retention(request.idempotency_key, action_id)
+        # AlreadyStarted: the key's action already finished; hand it back, never start a second.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.client.start_workflow(
+                ActionWorkflow.run,
+                signed,
+                id=action_id,
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.STATUS, Status.EVALUATING.value),
+                        SearchAttributePair(sa.ACTION, request.action),
+                        SearchAttributePair(sa.TARGET, request.target),
+                        SearchAttributePair(sa.REQUESTER, request.requester),
+                        SearchAttributePair(sa.RISK, preview.risk),
+                    ]
+                ),
+                static_summary=summary_text(request, preview, datetime.now(UTC)),
+                static_details=(
+                    f"**Justification:** {request.justification}\n\n**Digest:** `{request.digest}`"
+                ),
+            )
+        if wait > 0 and request.idempotency_key is None:
+            # A fresh id has no earlier action to conflict with, and the caller wants the
+            # outcome: skip reading the status of the action just started (a describe and a
+            # query that waits for its first workflow task).
+            return await self._outcome(action_id, wait)
+        status = await self.status(action_id)
+        if status.digest != request.digest:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for a different "
+                f"action ({status.id}); use a new key for a new action"
+            )
+        if wait > 0:
+            return await self.wait(action_id, wait, current=status)
+        return status
+
+    async def _refuse_reuse_after_retention(self, key: str, action_id: str) -> None:
+        """A key whose action Temporal no longer has, but the ledger does, is never run again.
+
+        Temporal forgets a closed workflow after its retention; starting the id then would
+        run the action a second time. The ledger keeps every run, so it answers instead.
+        """
+        if self.ledger is None:
+            return
+        try:
+            await self._handle(action_id).describe()
+            return  # Temporal still has it: the start below finds it (USE_EXISTING)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        try:
+            runs = await self.ledger.runs(action_id)
+        except CONNECTION_ERRORS:
+            raise WorkerUnavailable(
+                f"the audit ledger cannot be reached to check idempotency key {key!r}; "
+                "nothing was started, retry shortly"
+            ) from None
+        if runs:
+            recorded = "; ".join(run.describe() for run in runs)
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used for action {action_id}, which "
+                f"Temporal no longer keeps; the audit ledger records {recorded}. It is not "
+                "run again: use a new key for a new action"
+            )
+
+    async def status(self, action_id: str) -> ActionStatus:
+        """The action's status: its result once closed, else the workflow's `status` query."""
+        handle = self._handle(action_id)
+        description: WorkflowExecutionDescription | None = None
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            if _failing_task(description) >= FAILING_TASK_ATTEMPT:
+                raise self._stalled(description)
+            # Queries are answered by a worker; without one they would hang for the SDK's 30s.
+            return await handle.query(ActionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        except UndecodablePayload as err:
+            # A status this build's contract refuses (recorded by an older, laxer one).
+            assert description is not None, "only a result or query answer raises this"
+            raise ActionBroken(
+                f"action {action_id}'s status does not fit this gateway's contract: {err}",
+                action_id=action_id,
+                requester=_requester(description),
+            ) from None
+        except WorkflowQueryFailedError as err:
+            # No worker can rebuild the workflow's state (e.g. its input never decoded).
+            assert description is not None, "only the query raises this"
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                raise self._stalled(description) from None
+            raise await self._broken(handle, description, err) from None
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise ActionNotFound(f"no action {action_id}") from None
+            if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                if description is not None and _failing_task(description) > 1:
+                    raise self._stalled(description) from None
+                raise WorkerUnavailable(
+                    f"no worker answered for action {action_id} within "
+                    f"{QUERY_TIMEOUT.total_seconds():.0f}s; is a worker running on task queue "
+                    f"{self.settings.task_queue!r}?"
+                ) from None
+            raise
+
+    async def _unanswered(self, action_id: str, *, failing: bool = False) -> ActionError:
+        """Why no worker took an update: a stalled workflow, or no worker at all."""
+        with contextlib.suppress(RPCError):
+            description = await self._handle(action_id).describe()
+            if failing or _failing_task(description) > 1:
+                return self._stalled(description)
+        return WorkerUnavailable(
+            f"no worker took the request for action {action_id} in time; is a worker running "
+            f"on task queue {self.settings.task_queue!r}?"
+        )
+
+    def _stalled(self, description: WorkflowExecutionDescription) -> ActionStalled:
+        attempt = _failing_task(description)
+        return ActionStalled(
+            f"action {description.id} cannot be read: its workflow task keeps failing or "
+            f"timing out{f' (attempt {attempt})' if attempt > 1 else ''}, so no worker can "
+            "process it; "
+            "nothing runs until an operator fixes the worker (alert SignoffWorkflowTaskFailing; "
+            "the error is in the workflow's history). Retry later.",
+            action_id=description.id,
+            requester=_requester(description),
+        )
+
+    async def _broken(
+        self,
+        handle: WorkflowHandle[ActionWorkflow, ActionStatus],
+        description: WorkflowExecutionDescription,
+        err: Exception,
+    ) -> ActionBroken:
+        reason = str(err)
+        try:
+            await handle.result()
+        except WorkflowFailureError as failure:
+            reason = str(failure.cause or failure)
+        except Exception as other:  # any reason beats none
+            reason = str(other) or reason
+        state = description.status.name.lower().replace("_", " ") if description.status else "?"
+        printable = "".join(c if c.isprintable() else "?" for c in reason)[:MAX_REASON_CHARS]
+        return ActionBroken(
+            f"action {description.id} ended without an outcome ({state}): {printable}",
+            action_id=description.id,
+            requester=_requester(description),
+        )
+
+    async def wait(
+        self, action_id: str, seconds: float, *, current: ActionStatus | None = None
+    ) -> ActionStatus:
+        """Long-poll up to `seconds` (at most a minute) for the action to finish.
+
+        `current`: a status the caller has just read; it saves a describe and a query.
+        """
+        seconds = max(0.0, min(seconds, MAX_WAIT))
+        status = current if current is not None else await self.status(action_id)
+        if status.terminal or seconds == 0:
+            return status
+        return await self._outcome(action_id, seconds)
+
+    async def _outcome(self, action_id: str, seconds: float) -> ActionStatus:
+        """The result if the action finishes within `seconds` (at most a minute), else status."""
+        try:
+            return await asyncio.wait_for(
+                self._handle(action_id).result(), timeout=max(0.0, min(seconds, MAX_WAIT))
+            )
+        except (TimeoutError, WorkflowFailureError):
+            return await self.status(action_id)
+
+    async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
+        """Send one decision through the workflow's `decide` update."""
+        # No status read first: it would cost a describe and a query on the approval path.
+        try:
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.decide, self.signer.decision(decision, action_id)
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == DECISION_REFUSED:
+                attempt = RefusedAttempt.model_validate(cause.details[0])
+                if attempt.code is RefusalCode.NOT_PENDING:
+                    raise ActionNotPending(attempt.message) from None
+                raise DecisionRefusedError(attempt) from None
+            raise ActionNotPending(f"action {action_id} finished before the decision") from None
+        except RPCError as err:
+            if closed_under(err):
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise ActionNotFound(f"no action {action_id}") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
+            raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
+
+    async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
+        """Cancel a pending action on its requester's behalf."""
+        await self.status(action_id)
+        try:
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.cancel, self.signer.cancel(request, action_id)
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            _raise_if_refused(cause)
+            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
+                raise NotRequester(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == NOT_PENDING:
+                raise ActionNotPending(cause.message) from None
+            raise ActionNotPending(f"action {action_id} finished before the cancel") from None
+        except RPCError as err:
+            if closed_under(err):
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
+            raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
+
+    async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
+        """Caller mode: record what happened when the requester ran the approved action."""
+        await self.status(action_id)
+        try:
+            return await self._handle(action_id).execute_update(
+                ActionWorkflow.report, self.signer.report(report, action_id)
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            _raise_if_refused(cause)
+            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
+                raise NotRequester(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING_REPORT:
+                raise ActionNotPending(cause.message) from None
+            raise
+        except RPCError as err:
+            if closed_under(err):
+                raise ActionNotPending(f"action {action_id} has already finished") from None
+            if _task_failed(err):
+                raise await self._unanswered(action_id, failing=True) from None
+            raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise await self._unanswered(action_id) from None
+
+    async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
+        """Pending actions the principal may decide now, newest first."""
+        groups = [g for g in principal.groups if _SAFE_GROUP.match(g)]
+        if principal.kind != "human" or not groups:
+            return []
+        quoted = ", ".join(f'"{g}"' for g in groups)
+        # Scoped to our task queue: another deployment sharing the namespace has its own workers.
+        query = (
+            f'TaskQueue = "{self.settings.task_queue}" AND SignoffStatus = "pending_approval" '
+            f"AND SignoffGroups IN ({quoted})"
+        )
+        ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
+        statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
+        mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
+        return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def _quiet_status(self, action_id: str) -> ActionStatus | None:
+        # One unreadable action must not hide the rest of the inbox.
+        try:
+            return await self.status(action_id)
+        except (ActionNotFound, WorkerUnavailable, ActionUnreadable):
+            return None
+
+    async def ready(self, within: timedelta = timedelta(seconds=2)) -> bool:
+        """Whether Temporal answers."""
+        try:
+            await self.client.service_client.check_health(timeout=within)
+        except Exception:
+            return False
+        return True

@@ -1,0 +1,169 @@
+"""Messages between the workflow and its activities: internal, never part of the public API.
+
+The agent-facing contract lives in `signoff.models`; these payloads cross only the Temporal
+seam inside the server, through the pydantic data converter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field, JsonValue
+
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    Contract,
+    ExecutorSpec,
+    NotificationRef,
+    Principal,
+    RefusalCode,
+    Signature,
+    Verdict,
+)
+
+
+class PrincipalLookup(Contract):
+    """Ask the directory who a principal is, at the moment it matters."""
+
+    id: str
+
+
+class PrincipalLookupResult(Contract):
+    """The directory's answer; `principal` is None when nobody has that id."""
+
+    principal: Principal | None = None
+
+
+class Evaluation(Contract):
+    """Everything the workflow learns before it waits: verdict, people, executor, channels."""
+
+    verdict: Verdict
+    requester: Principal | None = None
+    executor: ExecutorSpec | None = None
+    channels: list[str] = Field(default_factory=list)
+    ui_base_url: str | None = None
+
+
+class VerifyInput(Contract):
+    """Ask a worker to check a signature against the claims its message must carry."""
+
+    signature: Signature
+    expected: dict[str, JsonValue]
+    now: datetime
+    # When the run started: a message signed well before it was meant for an earlier run.
+    not_before: datetime | None = None
+
+
+class VerifyResult(Contract):
+    """The check's answer: no code means the signature holds, and `id` is its unique id."""
+
+    code: RefusalCode | None = None
+    message: str = ""
+    id: str | None = None
+
+
+class NotifyInput(Contract):
+    """Ask one channel to post (or re-post on escalation) an approval request."""
+
+    channel: str
+    status: ActionStatus
+    groups: list[str]
+    stage: int = 0
+    ui_url: str | None = None
+
+
+class NotifyResult(Contract):
+    """What a channel posted."""
+
+    refs: list[NotificationRef] = Field(default_factory=list)
+
+
+class NotifyUpdateInput(Contract):
+    """Ask one channel to bring its posted messages up to date with the status."""
+
+    channel: str
+    status: ActionStatus
+    refs: list[NotificationRef]
+    ui_url: str | None = None
+
+
+class ExecuteInput(Contract):
+    """Run an approved action; the idempotency key is the workflow id."""
+
+    request: ActionRequest
+    idempotency_key: str
+
+
+class ExecuteResult(Contract):
+    """What an executor returned."""
+
+    result: JsonValue = None
+
+
+class AuditKind(StrEnum):
+    """Kinds of ledger events."""
+
+    REQUESTED = "requested"
+    VERDICT = "verdict"
+    NOTIFIED = "notified"
+    DECISION = "decision"
+    REFUSED = "refused"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_RESULT = "execution_result"
+    OUTCOME = "outcome"
+
+
+class AuditEvent(Contract):
+    """One ledger row before it is chained; (action_id, run_id, seq) makes writes idempotent.
+
+    `run_id` is the Temporal run that wrote it ('' for runs from before runs were recorded).
+    """
+
+    action_id: str
+    run_id: str = ""
+    seq: int = Field(ge=0)
+    kind: AuditKind
+    digest: str
+    actor: str | None = None
+    channel: str | None = None
+    at: datetime
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class AuditBatch(Contract):
+    """Events written together, in order, by one activity call."""
+
+    events: list[AuditEvent]
+
+
+class RunCheck(Contract):
+    """Ask the ledger whether another run of this action already started executing it."""
+
+    action_id: str
+    run_id: str
+
+
+class ExecutionClaim(Contract):
+    """The one execution of an action: asked for with this run's id, answered with the holder's.
+
+    `granted`: the asking run holds it. Decided by the activity, not by comparing run ids in
+    the workflow: a reset run replays its base run's answer, which was for the base run.
+    """
+
+    action_id: str
+    run_id: str
+    digest: str
+    claimed_at: datetime | None = None
+    granted: bool = False
+
+
+class RunCheckResult(Contract):
+    """The earlier run that started executing the action, if any, and when."""
+
+    executed_by: str | None = None
+    at: datetime | None = None
