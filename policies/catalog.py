@@ -9,12 +9,12 @@ would be a guess.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Literal
 
 from policies.engine import Policy
 from policies.model import Outcome
 from signoff.catalog import ActionType, ActionTypeRule, Approval
 from signoff.executor import ExecutorRegistry
+from signoff.models import Execution
 
 
 def _summary(rule: str, targets: list[str], when: str | None, outcome: Outcome) -> ActionTypeRule:
@@ -66,7 +66,7 @@ def catalog(policy: Policy, executors: ExecutorRegistry) -> list[ActionType]:
         if all(r.effect == "deny" for r in rules):
             continue  # nobody can ever have it: listing it would only invite requests
         executor = executors.get(action)
-        runs_in: list[Literal["worker", "caller"]] = ["caller"]
+        runs_in: list[Execution] = ["caller"]
         if executor is not None:
             runs_in = ["worker", "caller"]
         types.append(

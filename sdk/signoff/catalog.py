@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from signoff.models import ApprovalRequirement, Contract, Effect, Risk
+from signoff.models import ApprovalRequirement, Contract, Effect, Execution, Risk
 
 if TYPE_CHECKING:
     pass
@@ -44,7 +44,7 @@ class ActionType(Contract):
     params_schema: dict[str, Any] | None = Field(
         default=None, description="JSON schema of params; None when the executor declares none"
     )
-    runs_in: list[Literal["worker", "caller"]] = Field(
+    runs_in: list[Execution] = Field(
         description="worker: a registered executor runs it; caller: the requester runs it"
     )
     approval: Approval

@@ -30,12 +30,12 @@ from signoff.models import (
     Decision,
     DecisionBody,
     DecisionKind,
+    Execution,
     Risk,
     Status,
 )
 
 T = TypeVar("T")
-Execution = Literal["worker", "caller"]
 
 DEFAULT_TIMEOUT = 30.0
 MAX_WAIT = 60.0  # the gateway's longest long-poll

@@ -29,7 +29,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any, Literal, ParamSpec, TypeVar, cast, get_origin, overload
+from typing import Any, ParamSpec, TypeVar, cast, get_origin, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -44,12 +44,12 @@ from signoff.client import (
     outcome,
 )
 from signoff.executor import ExecutionContext, registry
-from signoff.models import ActionStatus, Status
+from signoff.models import ActionStatus, Execution, Status
 from signoff.settings import ClientSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Where = Literal["worker", "caller"]
+Where = Execution
 Justification = str | Callable[..., str] | None
 ClientOption = SignoffClient | SignoffSyncClient | None
 GIVE_UP = "the caller stopped waiting for approval"

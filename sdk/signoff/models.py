@@ -28,6 +28,8 @@ Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 PrincipalKind = Literal["human", "agent"]
 MessageKind = Literal["request", "decision", "cancel", "report"]
+# Where an approved action runs: a worker's registered executor, or the requester itself.
+Execution = Literal["worker", "caller"]
 
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
@@ -212,7 +214,7 @@ class ActionSubmission(Contract):
     )
     on_behalf_of: str | None = Field(default=None, max_length=200)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    execution: Literal["worker", "caller"] = Field(
+    execution: Execution = Field(
         default="worker",
         description=(
             "worker: the worker runs the action with credentials the agent never holds; "

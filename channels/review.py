@@ -1,0 +1,24 @@
+"""The narrow door channels decide through: read an action, decide it. Nothing else.
+
+Slack and Teams depend on this protocol, never on the gateway's service behind it, and they
+catch only the neutral errors in `workflows.errors` (`ActionNotFound`, `ActionNotPending`,
+`DecisionRefusedError`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from signoff.models import ActionStatus, DecisionRequest
+
+
+class Reviews(Protocol):
+    """What a chat channel needs to show an action and record a human's decision on it."""
+
+    async def status(self, action_id: str) -> ActionStatus:
+        """The action as it is now; raises `ActionNotFound`."""
+        ...
+
+    async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
+        """Record a human's decision; raises `DecisionRefusedError`, `ActionNotPending`."""
+        ...

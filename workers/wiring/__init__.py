@@ -1,0 +1,1 @@
+"""Building adapters from the settings: the only place channels and stores meet `Settings`."""
