@@ -25,7 +25,8 @@ from workers.gateway.app import create_app, serve
 from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workers.temporal import connect
-from workers.worker import WorkerParts, build_worker, notifiers_for
+from workers.wiring.channels import notifiers_for
+from workers.worker import WorkerParts, build_worker
 
 
 class EagerStart(Interceptor):

@@ -1,4 +1,4 @@
-"""Slack, inbound: verified button clicks and the deny modal become `ActionService.decide` calls.
+"""Slack, inbound: verified button clicks and the deny modal become `Reviews.decide` calls.
 
 Two doors feed one handler: `POST /slack/interactions` (signed by Slack, verified here over the
 raw body) and Socket Mode (an outbound WebSocket authenticated by the app token). Decisions go
@@ -30,6 +30,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from channels.review import Reviews
 from channels.slack import SlackPermanentError, SlackUnavailable, call_slack, slack_web_client
 from channels.slack_blocks import (
     APPROVE_ACTION,
@@ -51,7 +52,6 @@ from channels.slack_blocks import (
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
 from signoff.neutralise import mrkdwn_code as code_text
-from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 
@@ -261,7 +261,7 @@ class SlackInteractions:
 
     def __init__(
         self,
-        service: ActionService,
+        service: Reviews,
         directory: Directory,
         client: AsyncWebClient,
         signing_secret: str | None,
@@ -280,7 +280,7 @@ class SlackInteractions:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, service: ActionService, directory: Directory
+        cls, settings: Settings, service: Reviews, directory: Directory
     ) -> SlackInteractions:
         """A handler with the settings' signing secret, bot token and API URL."""
         secret = settings.slack_signing_secret
@@ -730,7 +730,7 @@ def slack_router(
 
 def slack_router_for(
     settings: Settings,
-    service: ActionService,
+    service: Reviews,
     directory: Directory,
     *,
     socket_mode: bool | None = None,

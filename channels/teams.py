@@ -3,7 +3,7 @@
 Outbound, `TeamsNotifier` posts a card to each group's `teams_conversation` through the Bot
 Framework connector and replaces it as the action progresses. Inbound, `teams_router` serves
 `POST /teams/messages`: it authenticates the Bot Framework's JWT, remembers where the bot is
-installed, and turns card button presses into the same `ActionService.decide` the API uses.
+installed, and turns card button presses into the same `Reviews.decide` the API uses.
 
 Conversation references live in Postgres (the ledger's database, table `teams_conversations`),
 because the gateway learns them and the worker needs them, and the two run as separate
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from channels.notifier import NotifierError
+from channels.review import Reviews
 from channels.teams_auth import (
     TEAMS_CHANNEL,
     AppTokens,
@@ -47,7 +48,6 @@ from channels.teams_cards import (
 from policies.directory import Directory
 from signoff import neutralise
 from signoff.models import ActionStatus, DecisionRequest, NotificationRef, Principal
-from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 from workflows.messages import NotifyInput, NotifyUpdateInput
@@ -517,7 +517,7 @@ class TeamsInbound:
     def __init__(
         self,
         settings: Settings,
-        service: ActionService,
+        service: Reviews,
         directory: Directory,
         validator: BotFrameworkValidator,
         store: ConversationStore,
@@ -675,7 +675,7 @@ class TeamsInbound:
 
 def teams_router(
     settings: Settings,
-    service: ActionService,
+    service: Reviews,
     directory: Directory,
     *,
     store: ConversationStore | None = None,

@@ -38,8 +38,8 @@ from activities.audit import Ledger
 from policies.loader import load_policy
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import BASE_URL, build_app, token
-from workers.gateway.app import channel_routers
 from workers.settings import Settings
+from workers.wiring.channels import channel_routers
 from workflows.action import ActionWorkflow
 from workflows.messages import AuditKind
 

@@ -55,9 +55,10 @@ from signoff.models import (
 )
 from tests.conftest import DATA, running_worker
 from tests.fake_slack import Call, FakeSlack
-from workers.gateway.app import channel_routers, create_app
+from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
+from workers.wiring.channels import channel_routers
 from workflows.messages import NotifyInput
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -741,7 +742,7 @@ async def test_unreachable_slack_is_retryable_not_permanent(slack_settings: Sett
 
 def test_hooks_into_worker_gateway_and_cli(slack_settings: Settings) -> None:
     from signoff.cli import app
-    from workers.worker import notifiers_for
+    from workers.wiring.channels import notifiers_for
 
     directory = load_directory(slack_settings.directory)
     assert "slack" in [n.channel for n in notifiers_for(slack_settings, directory)]

@@ -28,6 +28,7 @@ from workers import telemetry
 from workers.converter import UndecodablePayload, data_converter
 from workers.settings import Settings
 from workers.temporal import connect
+from workers.wiring.channels import notifiers_for
 from workflows.action import ActionWorkflow
 from workflows.signing import KeySet, SigningError
 
@@ -115,20 +116,6 @@ def build_worker(
         # Notification failures are counted per channel for alerting (telemetry).
         interceptors=[telemetry.NotificationMetrics(), *interceptors],
     )
-
-
-def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
-    """The channels this deployment is configured for; the console one is always on."""
-    notifiers: list[Notifier] = [ConsoleNotifier()]
-    if settings.slack_bot_token:
-        from channels.slack import SlackNotifier  # only Slack deployments load its stack
-
-        notifiers.append(SlackNotifier.from_settings(settings, directory))
-    if settings.teams_app_id:
-        from channels.teams import TeamsNotifier  # only Teams deployments load its stack
-
-        notifiers.append(TeamsNotifier.from_settings(settings, directory))
-    return notifiers
 
 
 async def run_worker(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
+import activities.executors  # noqa: F401  (stopgap: importing registers the built-ins)
 from activities.audit import Ledger, create_pool
 from policies.catalog import catalog
 from policies.directory import Directory
@@ -50,6 +51,7 @@ from workers.gateway.ratelimit import RefusalBudget
 from workers.gateway.service import AUDITORS, MAX_WAIT, ActionService, can_view, load_signer
 from workers.settings import Settings
 from workers.temporal import connect
+from workers.wiring.channels import channel_routers
 from workflows.errors import (
     ActionBroken,
     ActionError,
@@ -572,23 +574,6 @@ def create_app(
     # Added last, so outermost: the access log also sees what BodyLimit answers.
     app.add_middleware(AccessLog)
     return app
-
-
-def channel_routers(
-    settings: Settings, service: ActionService, directory: Directory
-) -> list[APIRouter]:
-    """Routers of the chat channels this deployment is configured for (Slack, Teams)."""
-    routers: list[APIRouter] = []
-    # Always mounted: without SIGNOFF_TEAMS_APP_ID it answers 401, never a tempting 404.
-    from channels.teams import teams_router
-
-    routers.append(teams_router(settings, service, directory))
-    # Always mounted: without SIGNOFF_SLACK_SIGNING_SECRET it answers 401. With
-    # SIGNOFF_SLACK_APP_TOKEN it also runs Socket Mode for the app's lifetime.
-    from channels.slack_inbound import slack_router_for
-
-    routers.append(slack_router_for(settings, service, directory))
-    return routers
 
 
 class _Server(uvicorn.Server):

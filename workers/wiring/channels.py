@@ -1,0 +1,40 @@
+"""Which channels a deployment runs: notifiers for the worker, routers for the gateway."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from channels.console import ConsoleNotifier
+from channels.notifier import Notifier
+from channels.review import Reviews
+from policies.directory import Directory
+from workers.settings import Settings
+
+
+def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
+    """The channels this deployment is configured for; the console one is always on."""
+    notifiers: list[Notifier] = [ConsoleNotifier()]
+    if settings.slack_bot_token:
+        from channels.slack import SlackNotifier  # only Slack deployments load its stack
+
+        notifiers.append(SlackNotifier.from_settings(settings, directory))
+    if settings.teams_app_id:
+        from channels.teams import TeamsNotifier  # only Teams deployments load its stack
+
+        notifiers.append(TeamsNotifier.from_settings(settings, directory))
+    return notifiers
+
+
+def channel_routers(settings: Settings, reviews: Reviews, directory: Directory) -> list[APIRouter]:
+    """Routers of the chat channels this deployment is configured for (Slack, Teams)."""
+    routers: list[APIRouter] = []
+    # Always mounted: without SIGNOFF_TEAMS_APP_ID it answers 401, never a tempting 404.
+    from channels.teams import teams_router
+
+    routers.append(teams_router(settings, reviews, directory))
+    # Always mounted: without SIGNOFF_SLACK_SIGNING_SECRET it answers 401. With
+    # SIGNOFF_SLACK_APP_TOKEN it also runs Socket Mode for the app's lifetime.
+    from channels.slack_inbound import slack_router_for
+
+    routers.append(slack_router_for(settings, reviews, directory))
+    return routers
