@@ -19,8 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from channels.teams_auth import AppTokens, TokenError
 from policies.directory import DirectoryFile, EntraConfig, StaticDirectory
+from policies.microsoft import AppTokens, TokenError
 from signoff.models import Principal
 
 GRAPH_SCOPE_SUFFIX = "/.default"

@@ -25,9 +25,14 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.audit import Ledger
 from channels.notifier import NotifierError
-from channels.teams import ConversationReference, ConversationStore, TeamsNotifier, teams_router
-from channels.teams_auth import service_url_allowed
-from channels.teams_cards import ADAPTIVE_CARD, approval_card
+from channels.teams import (
+    ADAPTIVE_CARD,
+    ConversationReference,
+    ConversationStore,
+    TeamsNotifier,
+    approval_card,
+    service_url_allowed,
+)
 from policies.directory import StaticDirectory
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
@@ -37,6 +42,7 @@ from tests.fake_teams import FakeMicrosoft, MsalRoute
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
+from workers.wiring.teams import teams_notifier, teams_router
 from workflows.action import ActionWorkflow
 from workflows.messages import NotifyInput
 
@@ -132,9 +138,7 @@ def notifier(
     msal_http: MsalRoute,
 ) -> TeamsNotifier:
     """The Teams notifier as the worker builds it, with msal routed to the fake."""
-    return TeamsNotifier.from_settings(
-        teams_settings, directory, store=store, msal_http_client=msal_http
-    )
+    return teams_notifier(teams_settings, directory, store=store, msal_http_client=msal_http)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -590,9 +594,7 @@ async def test_a_wrong_secret_is_a_permanent_notifier_error(
 ) -> None:
     _, status = pending
     wrong = teams_settings.model_copy(update={"teams_app_password": SecretStr("nope")})
-    notifier = TeamsNotifier.from_settings(
-        wrong, directory, store=store, msal_http_client=msal_http
-    )
+    notifier = teams_notifier(wrong, directory, store=store, msal_http_client=msal_http)
     with pytest.raises(NotifierError, match="invalid_client"):
         await notifier.post(NotifyInput(channel="teams", status=status, groups=["dba"]))
     assert fake.connector == []

@@ -9,6 +9,7 @@ from channels.notifier import Notifier
 from channels.review import Reviews
 from policies.directory import Directory
 from workers.settings import Settings
+from workers.wiring.teams import teams_notifier, teams_router
 
 
 def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
@@ -19,9 +20,7 @@ def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
 
         notifiers.append(SlackNotifier.from_settings(settings, directory))
     if settings.teams_app_id:
-        from channels.teams import TeamsNotifier  # only Teams deployments load its stack
-
-        notifiers.append(TeamsNotifier.from_settings(settings, directory))
+        notifiers.append(teams_notifier(settings, directory))
     return notifiers
 
 
@@ -29,8 +28,6 @@ def channel_routers(settings: Settings, reviews: Reviews, directory: Directory) 
     """Routers of the chat channels this deployment is configured for (Slack, Teams)."""
     routers: list[APIRouter] = []
     # Always mounted: without SIGNOFF_TEAMS_APP_ID it answers 401, never a tempting 404.
-    from channels.teams import teams_router
-
     routers.append(teams_router(settings, reviews, directory))
     # Always mounted: without SIGNOFF_SLACK_SIGNING_SECRET it answers 401. With
     # SIGNOFF_SLACK_APP_TOKEN it also runs Socket Mode for the app's lifetime.

@@ -1,14 +1,14 @@
-"""Microsoft identity for the Teams channel: our app tokens (msal) and inbound Bot Framework JWTs.
+"""Microsoft identity for the Teams channel: our bot's tokens and inbound Bot Framework JWTs.
 
-Outbound, msal's confidential client gets and caches app-only tokens. Inbound, every request
-to `/teams/messages` carries a JWT the Bot Framework signed; it is checked with PyJWT against
-the keys its OpenID metadata publishes, including the per-key channel endorsements.
+Outbound, the bot's app-only tokens come from msal (`policies.microsoft.AppTokens`). Inbound,
+every request to `/teams/messages` carries a JWT the Bot Framework signed; it is checked with
+PyJWT against the keys its OpenID metadata publishes, including the per-key channel
+endorsements.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -17,30 +17,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import jwt
-import msal
 
-from workers.settings import Settings
+from policies.microsoft import LOGIN_AUTHORITY, AppTokens
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 BOT_FRAMEWORK_ISSUER = "https://api.botframework.com"
-LOGIN_AUTHORITY = "https://login.microsoftonline.com"
 # Multi-tenant bots get their token from the botframework.com tenant; single-tenant from theirs.
 BOT_FRAMEWORK_TENANT = "botframework.com"
 LEEWAY = timedelta(minutes=5)
 TEAMS_CHANNEL = "msteams"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-# msal error codes that mean the app registration or its secret is wrong: retrying won't help.
-PERMANENT_TOKEN_ERRORS = frozenset(
-    {"invalid_client", "unauthorized_client", "invalid_scope", "invalid_request"}
-)
-
-
-class TokenError(Exception):
-    """msal could not get a token; `permanent` when the credentials themselves are wrong."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class TeamsAuthError(Exception):
@@ -77,90 +63,18 @@ def service_url_allowed(url: str, allowed: Iterable[str]) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK)
 
 
-class AppTokens:
-    """App-only tokens from msal's confidential client, cached and refreshed by msal itself."""
-
-    def __init__(
-        self,
-        client_id: str,
-        client_credential: str | dict[str, Any],
-        *,
-        authority: str,
-        scopes: list[str],
-        http_client: Any = None,
-    ) -> None:
-        self.client_id = client_id
-        self.authority = authority
-        self.scopes = list(scopes)
-        self._credential = client_credential
-        self._http_client = http_client
-        self._app: msal.ConfidentialClientApplication | None = None
-        # One token request at a time: concurrent posts on a cold cache would each ask for one.
-        self._lock = threading.Lock()
-
-    def _application(self) -> msal.ConfidentialClientApplication:
-        if self._app is None:
-            extra: dict[str, Any] = {}
-            if self._http_client is not None:
-                extra["http_client"] = self._http_client
-            # Created lazily: construction already fetches the authority's OpenID configuration.
-            self._app = msal.ConfidentialClientApplication(
-                self.client_id,
-                client_credential=self._credential,
-                authority=self.authority,
-                **extra,
-            )
-        return self._app
-
-    def acquire(self) -> str:
-        """A valid access token, from msal's cache while it lasts (blocking)."""
-        with self._lock:
-            try:
-                result = self._application().acquire_token_for_client(scopes=self.scopes)
-            except ValueError as err:
-                # msal's ValueError: the authority answered that the tenant does not exist.
-                raise TokenError(f"{self.authority}: {err}", permanent=True) from err
-            except Exception as err:
-                # Whatever the HTTP client raised (DNS, TLS, timeout): worth trying again.
-                raise TokenError(f"{self.authority}: {err!r}", permanent=False) from err
-        if "access_token" in result:
-            return str(result["access_token"])
-        error = str(result.get("error", "unknown_error"))
-        description = str(result.get("error_description", "")).splitlines()[0:1]
-        raise TokenError(
-            f"token request to {self.authority} failed: {error} {''.join(description)}".strip(),
-            permanent=error in PERMANENT_TOKEN_ERRORS,
-        )
-
-    async def token(self) -> str:
-        """A valid access token; msal is synchronous, so it runs in a thread."""
-        return await asyncio.to_thread(self.acquire)
-
-
-def bot_credential(settings: Settings) -> str | dict[str, Any]:
-    """The bot's msal client credential: a PFX certificate when configured, else the password."""
-    if settings.teams_certificate_path is not None:
-        credential: dict[str, Any] = {"private_key_pfx_path": str(settings.teams_certificate_path)}
-        if settings.teams_certificate_password is not None:
-            credential["passphrase"] = settings.teams_certificate_password.get_secret_value()
-        return credential
-    if settings.teams_app_password is None:
-        raise ValueError(
-            "Teams needs SIGNOFF_TEAMS_APP_PASSWORD or SIGNOFF_TEAMS_CERTIFICATE_PATH "
-            "alongside SIGNOFF_TEAMS_APP_ID"
-        )
-    return settings.teams_app_password.get_secret_value()
-
-
-def bot_tokens(settings: Settings, *, http_client: Any = None) -> AppTokens:
+def bot_framework_tokens(
+    app_id: str,
+    credential: str | dict[str, Any],
+    *,
+    tenant_id: str | None = None,
+    http_client: Any = None,
+) -> AppTokens:
     """Tokens for calling the Bot Framework connector as our bot."""
-    if not settings.teams_app_id:
-        raise ValueError("SIGNOFF_TEAMS_APP_ID is not set")
-    tenant = settings.teams_tenant_id or BOT_FRAMEWORK_TENANT
     return AppTokens(
-        settings.teams_app_id,
-        bot_credential(settings),
-        authority=f"{LOGIN_AUTHORITY}/{tenant}",
+        app_id,
+        credential,
+        authority=f"{LOGIN_AUTHORITY}/{tenant_id or BOT_FRAMEWORK_TENANT}",
         scopes=[BOT_FRAMEWORK_SCOPE],
         http_client=http_client,
     )

@@ -1,0 +1,107 @@
+"""Teams as an outbound channel: a proactive Adaptive Card per conversation, kept current."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from channels.notifier import NotifierError
+from channels.teams.cards import card_activity
+from channels.teams.config import CHANNEL
+from channels.teams.connector import BotConnector, ConnectorError, with_retries
+from channels.teams.store import ConversationStore
+from policies.directory import Directory
+from policies.microsoft import TokenError
+from signoff.models import NotificationRef
+from workflows.messages import NotifyInput, NotifyUpdateInput
+
+log = logging.getLogger("signoff.teams")
+
+
+class TeamsNotifier:
+    """Posts approval cards to groups' Teams conversations and keeps them current."""
+
+    channel = CHANNEL
+
+    def __init__(
+        self,
+        directory: Directory,
+        connector: BotConnector,
+        store: ConversationStore,
+        *,
+        default_service_url: str,
+    ) -> None:
+        self.directory = directory
+        self.connector = connector
+        self.store = store
+        self.default_service_url = default_service_url
+
+    async def _service_url(self, conversation_id: str) -> str:
+        ref = await self.store.get(conversation_id)
+        return ref.service_url if ref is not None else self.default_service_url
+
+    async def post(self, request: NotifyInput) -> list[NotificationRef]:
+        """Post the card once to each conversation the groups name; one ref per conversation."""
+        conversations: dict[str, list[str]] = {}
+        for group in request.groups:
+            targets = self.directory.group(group)
+            if targets is not None and targets.teams_conversation:
+                conversations.setdefault(targets.teams_conversation, []).append(group)
+        activity = card_activity(request.status, request.ui_url)
+        refs = []
+        for conversation_id, groups in conversations.items():
+            service_url = await self._service_url(conversation_id)
+            destination = ", ".join(groups)
+            try:
+                activity_id = await with_retries(
+                    functools.partial(self.connector.send, service_url, conversation_id, activity)
+                )
+            except ConnectorError as err:
+                if isinstance(err.__cause__, TokenError) and err.__cause__.permanent:
+                    raise NotifierError(str(err)) from err
+                log.warning("could not post to Teams %s: %s", destination, err)
+                refs.append(
+                    NotificationRef(
+                        channel=self.channel,
+                        destination=destination,
+                        error=str(err),
+                        stage=request.stage,
+                    )
+                )
+                continue
+            refs.append(
+                NotificationRef(
+                    channel=self.channel,
+                    destination=destination,
+                    ref={
+                        "conversation_id": conversation_id,
+                        "activity_id": activity_id,
+                        "service_url": service_url,
+                    },
+                    stage=request.stage,
+                )
+            )
+        return refs
+
+    async def update(self, request: NotifyUpdateInput) -> None:
+        """Replace each posted card with the current state; a vanished message is skipped."""
+        activity = card_activity(request.status, request.ui_url)
+        transient: ConnectorError | None = None
+        for ref in request.refs:
+            ids = ref.ref
+            if ref.channel != self.channel or not {"conversation_id", "activity_id"} <= set(ids):
+                continue
+            service_url = ids.get("service_url") or self.default_service_url
+            try:
+                await self.connector.replace(
+                    service_url, ids["conversation_id"], ids["activity_id"], activity
+                )
+            except ConnectorError as err:
+                if isinstance(err.__cause__, TokenError) and err.__cause__.permanent:
+                    raise NotifierError(str(err)) from err
+                log.warning("could not update Teams card in %s: %s", ref.destination, err)
+                if err.transient:
+                    transient = err
+        if transient is not None:
+            # Replacing is idempotent, so Temporal may retry all of them.
+            raise transient
