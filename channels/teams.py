@@ -106,7 +106,7 @@ class ConversationStore:
         """The connection pool, opened on first use."""
         async with self._lock:
             if self._pool is None:
-                from activities.audit import create_pool
+                from activities.ledger.store import create_pool
 
                 assert self._url is not None
                 # Resolving may start the embedded Postgres, which blocks.
