@@ -8,12 +8,16 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import ALREADY_EXECUTED, CONNECTION_ERRORS, Ledger, iso_utc
-from activities.executors import json_safe
+from activities.executors.results import json_safe
+from activities.ledger.chain import iso_utc
+from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from activities.targets import TargetError, Targets
 from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import ExecutorSpec
 from workflows.messages import ExecuteInput, ExecuteResult
+
+# The ApplicationError type of a run refused because another run of the action executed it.
+ALREADY_EXECUTED = "AlreadyExecuted"
 
 
 def redact(message: str, secrets: list[str]) -> str:
@@ -24,7 +28,7 @@ def redact(message: str, secrets: list[str]) -> str:
     return message
 
 
-class Executors:
+class ExecutionActivities:
     """The execute activity with what it needs: the executor registry and the targets."""
 
     def __init__(

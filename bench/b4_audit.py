@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from bench.common import PROFILES, ROOT, Section, Stack, console, fmt
 from signoff.models import ActionRequest
 from workflows.messages import AuditEvent, AuditKind

@@ -16,7 +16,8 @@ from typing import Any
 
 from temporalio.client import Interceptor, OutboundInterceptor, StartWorkflowInput
 
-from activities.audit import Ledger
+from activities.executors import register_builtins
+from activities.ledger.store import Ledger
 from activities.targets import load_targets
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
@@ -51,6 +52,7 @@ async def main() -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    register_builtins(registry)
     registry.load_modules(settings.executor_modules)
     ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))
     client = await connect(settings, interceptors=[EagerStart()] if args.eager else [])

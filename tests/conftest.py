@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.audit import Ledger
+from activities.executors import register_builtins
+from activities.ledger.store import Ledger
 from activities.targets import load_targets
 from channels.notifier import Notifier
 from policies.loader import load_directory, load_policy
@@ -33,6 +34,12 @@ from workflows.action import ActionWorkflow
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def builtin_executors() -> None:
+    """The SDK's registry with the built-in executors, as the worker and gateway prepare it."""
+    register_builtins(registry)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from workers.gateway.app import create_app

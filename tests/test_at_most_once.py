@@ -13,7 +13,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import Status
 from tests.conftest import DATA, Gate, running_worker, spawn_worker
 from workers.settings import Settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import CancelRequest
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import api, build_app

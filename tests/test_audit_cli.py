@@ -16,8 +16,9 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from activities.audit import Ledger, row_hash
-from activities.migrations import MIGRATIONS
+from activities.ledger.chain import row_hash
+from activities.ledger.migrations import MIGRATIONS
+from activities.ledger.store import Ledger
 from signoff.models import canonical_json
 from tests.cli import app
 from tests.pg import T0, action_batches, as_attacker, create_database, stop
@@ -41,7 +42,7 @@ async def db(postgres_url: str) -> str:
     try:
         for n in range(8):
             for batch in action_batches(f"act-{n}", start=T0 + timedelta(hours=n)):
-                await ledger.record_audit_events(batch)
+                await ledger.append(batch.events)
     finally:
         await ledger.close()
     return url
@@ -202,9 +203,9 @@ async def mixed(postgres_url: str) -> str:
         for n, case in enumerate(cases):
             start = T0 + timedelta(days=n % 2, hours=n)
             for batch in action_batches(f"act-{n}", start=start, **case):  # type: ignore[arg-type]
-                await ledger.record_audit_events(batch)
+                await ledger.append(batch.events)
         for batch in action_batches("act-late", start=T0 + timedelta(days=30), self_attempts=5):
-            await ledger.record_audit_events(batch)
+            await ledger.append(batch.events)
     finally:
         await ledger.close()
     return url
@@ -375,7 +376,7 @@ async def hostile(postgres_url: str) -> str:
             requester=FORMULA,
             params={"note": "\x1b[2J\u200bquiet", "sql": "-1+2"},
         ):
-            await ledger.record_audit_events(batch)
+            await ledger.append(batch.events)
     finally:
         await ledger.close()
     return url

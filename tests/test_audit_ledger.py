@@ -15,17 +15,18 @@ import pgserver
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import (
-    LEDGER_CONFLICT,
-    LEDGER_UNAVAILABLE,
-    Ledger,
-    event_content,
-    row_hash,
-)
-from activities.migrations import GENESIS_HASH, MIGRATIONS, WORKER_ROLE
+from activities.audit import LEDGER_CONFLICT, LEDGER_UNAVAILABLE, AuditActivities
+from activities.ledger.chain import GENESIS_HASH, event_content, row_hash
+from activities.ledger.migrations import MIGRATIONS, WORKER_ROLE
+from activities.ledger.store import Ledger
 from tests.pg import T0, action_batches, create_database, start, stop, with_database
 from workers.audit.verify import verify_chain
 from workflows.messages import AuditBatch, AuditKind
+
+
+async def record(ledger: Ledger, batch: AuditBatch) -> None:
+    """Write a batch as the workflow does, through the audit activity."""
+    await AuditActivities(ledger).record_audit_events(batch)
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ async def test_migrations_are_versioned_and_idempotent(db: str) -> None:
 
 async def test_chain_links_from_genesis_and_hashes_each_row(ledger: Ledger) -> None:
     for batch in action_batches("act-1", self_attempts=1):
-        await ledger.record_audit_events(batch)
+        await record(ledger, batch)
     rows = [r async for r in ledger.rows()]
     assert [r.chain_seq for r in rows] == list(range(len(rows)))
     assert rows[0].prev_hash == GENESIS_HASH
@@ -74,8 +75,8 @@ async def test_chain_links_from_genesis_and_hashes_each_row(ledger: Ledger) -> N
 async def test_retried_batch_writes_nothing_twice(ledger: Ledger) -> None:
     batches = action_batches("act-retry")
     for batch in batches:
-        await ledger.record_audit_events(batch)
-        await ledger.record_audit_events(batch)
+        await record(ledger, batch)
+        await record(ledger, batch)
     # A retry of an earlier batch after later ones were written is still a no-op.
     assert await ledger.append(batches[0].events) == 0
     assert await ledger.count() == sum(len(b.events) for b in batches)
@@ -84,10 +85,10 @@ async def test_retried_batch_writes_nothing_twice(ledger: Ledger) -> None:
 
 async def test_a_different_event_under_an_existing_seq_is_refused(ledger: Ledger) -> None:
     batch = action_batches("act-conflict")[0]
-    await ledger.record_audit_events(batch)
+    await record(ledger, batch)
     forged = batch.events[0].model_copy(update={"actor": "mallory"})
     with pytest.raises(ApplicationError) as caught:
-        await ledger.record_audit_events(AuditBatch(events=[forged]))
+        await record(ledger, AuditBatch(events=[forged]))
     assert caught.value.type == LEDGER_CONFLICT
     assert caught.value.non_retryable
 
@@ -95,7 +96,7 @@ async def test_a_different_event_under_an_existing_seq_is_refused(ledger: Ledger
 async def test_a_replayed_event_with_a_later_time_is_the_same_event(ledger: Ledger) -> None:
     # After a workflow task retry a local activity runs again with a later workflow time.
     batch = action_batches("act-replayed")[0]
-    await ledger.record_audit_events(batch)
+    await record(ledger, batch)
     later = [e.model_copy(update={"at": e.at + timedelta(seconds=3)}) for e in batch.events]
     assert await ledger.append(later) == 0
     stored = await ledger.events("act-replayed")
@@ -106,8 +107,8 @@ async def test_a_replayed_event_with_a_later_time_is_the_same_event(ledger: Ledg
 async def test_payload_numbers_hash_as_postgres_stores_them(ledger: Ledger) -> None:
     # jsonb rewrites 1e20 as 100000000000000000000: the hash must cover the stored form.
     batch = action_batches("act-numbers", params={"big": 1e20, "small": 1e-7, "n": 3.0})[0]
-    await ledger.record_audit_events(batch)
-    await ledger.record_audit_events(batch)
+    await record(ledger, batch)
+    await record(ledger, batch)
     assert (await verify_chain(ledger)).ok
     assert await ledger.count() == 2
 
@@ -126,12 +127,10 @@ async def test_concurrent_workers_with_retries_make_one_chain(db: str) -> None:
                 first, retry = rng.sample(ledgers, 2)
                 if rng.random() < 0.5:
                     # A retry racing the original attempt, on another worker.
-                    await asyncio.gather(
-                        first.record_audit_events(batch), retry.record_audit_events(batch)
-                    )
+                    await asyncio.gather(record(first, batch), record(retry, batch))
                 else:
-                    await first.record_audit_events(batch)
-                    await retry.record_audit_events(batch)
+                    await record(first, batch)
+                    await record(retry, batch)
 
         await asyncio.gather(*(run(a) for a in actions))
         expected = sum(len(b.events) for batches in actions.values() for b in batches)
@@ -167,7 +166,7 @@ async def test_worker_role_may_only_insert_and_select(db: str) -> None:
     worker = await Ledger.connect(with_database(db, user="test_worker"))
     try:
         for batch in action_batches("act-role"):
-            await worker.record_audit_events(batch)
+            await record(worker, batch)
         assert (await verify_chain(worker)).ok
         async with worker.pool.acquire() as conn:
             assert await conn.fetchval("SELECT current_user") == "test_worker"
@@ -184,7 +183,7 @@ async def test_worker_role_may_only_insert_and_select(db: str) -> None:
 
 async def test_trigger_refuses_changes_even_for_a_superuser(ledger: Ledger) -> None:
     for batch in action_batches("act-trigger"):
-        await ledger.record_audit_events(batch)
+        await record(ledger, batch)
     async with ledger.pool.acquire() as conn:
         assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         for statement in (
@@ -208,22 +207,22 @@ async def test_postgres_outage_fails_fast_then_recovers_without_loss(tmp_path: P
                 for n in range(5)
             }
             for batches_of in batches.values():
-                await ledger.record_audit_events(batches_of[0])
+                await record(ledger, batches_of[0])
             stop(server)
             loop = asyncio.get_running_loop()
             began = loop.time()
             with pytest.raises(ApplicationError) as caught:
-                await ledger.record_audit_events(batches["act-0"][1])
+                await record(ledger, batches["act-0"][1])
             assert caught.value.type == LEDGER_UNAVAILABLE
             assert not caught.value.non_retryable
             assert loop.time() - began < 8
             # A second attempt while still down fails the same way, it does not hang.
             with pytest.raises(ApplicationError):
-                await ledger.record_audit_events(batches["act-0"][1])
+                await record(ledger, batches["act-0"][1])
             start(server)
             for batches_of in batches.values():
                 for batch in batches_of:
-                    await ledger.record_audit_events(batch)
+                    await record(ledger, batch)
             report = await verify_chain(ledger)
             assert report.ok, report.broken
             assert report.rows == sum(len(b.events) for bs in batches.values() for b in bs)
@@ -243,9 +242,9 @@ async def test_a_second_run_of_the_same_action_is_recorded_as_its_own(ledger: Le
     # rows, never taken for the first run's.
     batches = action_batches("act-runs")
     for batch in batches:
-        await ledger.record_audit_events(in_run(batch, "run-1"))
+        await record(ledger, in_run(batch, "run-1"))
     for batch in batches[:2]:
-        await ledger.record_audit_events(in_run(batch, "run-2"))
+        await record(ledger, in_run(batch, "run-2"))
     first = sum(len(b.events) for b in batches)
     second = sum(len(b.events) for b in batches[:2])
     assert await ledger.count() == first + second
@@ -261,11 +260,11 @@ async def test_a_second_run_of_the_same_action_is_recorded_as_its_own(ledger: Le
 
 async def test_a_different_payload_at_the_same_identity_is_refused(ledger: Ledger) -> None:
     batch = in_run(action_batches("act-payload")[0], "run-1")
-    await ledger.record_audit_events(batch)
+    await record(ledger, batch)
     verdict = batch.events[1]
     forged = verdict.model_copy(update={"payload": {**verdict.payload, "effect": "allow"}})
     with pytest.raises(ApplicationError) as caught:
-        await ledger.record_audit_events(AuditBatch(events=[forged]))
+        await record(ledger, AuditBatch(events=[forged]))
     assert caught.value.type == LEDGER_CONFLICT
     assert caught.value.non_retryable
     assert "act-payload run run-1" in caught.value.message
@@ -281,7 +280,7 @@ async def test_a_retried_decision_with_a_later_time_in_its_payload_is_the_same(
     # re-runs the local activity with a later one. Same event, first write stands.
     batches = [in_run(b, "run-1") for b in action_batches("act-decision")]
     for batch in batches:
-        await ledger.record_audit_events(batch)
+        await record(ledger, batch)
     decision = next(
         e for b in batches for e in b.events if e.kind == AuditKind.DECISION and "at" in e.payload
     )
@@ -345,7 +344,7 @@ async def test_rows_from_before_runs_were_recorded_keep_verifying(postgres_url: 
         assert {r.run_id for r in old} == {""}
         # New rows carry their run, and the hash covers it.
         for batch in action_batches("act-new"):
-            await ledger.record_audit_events(in_run(batch, "run-9"))
+            await record(ledger, in_run(batch, "run-9"))
         assert (await verify_chain(ledger)).ok
         async with ledger.pool.acquire() as admin:
             await admin.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")

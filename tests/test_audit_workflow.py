@@ -14,7 +14,7 @@ from pydantic import JsonValue
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.executor import ExecutionContext, ExecutorRegistry
 from signoff.models import Status
 from tests.cli import app

@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import RawValue, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import (
     MAX_PARAMS_DEPTH,
     MAX_PARAMS_KEY,

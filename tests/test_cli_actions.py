@@ -14,7 +14,7 @@ from click.testing import Result
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import ActionStatus, action_digest
 from tests.cli import app
 from tests.conftest import running_worker

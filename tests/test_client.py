@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.client import (
     ActionCancelled,
     ActionDenied,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies.directory import DirectoryFile
 from policies.entra import EntraDirectory, EntraError
 from policies.loader import PolicyError, load_directory

@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field, JsonValue
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import activities.executors as executors_module
 import activities.targets as targets_module
-from activities.execution import Executors
+import signoff.executor as executor_module
+from activities.execution import ExecutionActivities
+from activities.executors import BUILTINS, register_builtins
+from activities.executors.noop import noop
 from activities.targets import GenericTarget, TargetError, Targets, load_targets
 from signoff.executor import ExecutionContext, ExecutorRegistry, registry
 from signoff.models import ActionRequest
@@ -37,7 +39,7 @@ def request(action: str, target: str = "anything", **params: Any) -> ActionReque
 
 
 async def run(
-    executors: Executors,
+    executors: ExecutionActivities,
     req: ActionRequest,
     key: str = "wf-1",
     env: ActivityEnvironment | None = None,
@@ -50,7 +52,7 @@ async def run(
     return result.result
 
 
-async def failure(executors: Executors, req: ActionRequest) -> ApplicationError:
+async def failure(executors: ExecutionActivities, req: ActionRequest) -> ApplicationError:
     """The ApplicationError the activity raises for `req`."""
     with pytest.raises(ApplicationError) as info:
         await run(executors, req)
@@ -131,26 +133,26 @@ targets:
 
 
 @pytest.fixture
-def executors(targets_file: Path) -> Executors:
+def executors(targets_file: Path) -> ExecutionActivities:
     """The activity class with the default registry and the test targets."""
-    return Executors(registry, load_targets(targets_file))
+    return ExecutionActivities(registry, load_targets(targets_file))
 
 
 # --- registry -------------------------------------------------------------------------------
 
 
-async def test_noop_echoes_params(executors: Executors) -> None:
+async def test_noop_echoes_params(executors: ExecutionActivities) -> None:
     assert await run(executors, request("noop", a=1, b=["x"])) == {"echo": {"a": 1, "b": ["x"]}}
 
 
-async def test_noop_fail_is_not_retryable(executors: Executors) -> None:
+async def test_noop_fail_is_not_retryable(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("noop", fail="boom"))
     assert error.non_retryable
     assert error.type == "ExecutorError"
     assert error.message == "boom"
 
 
-async def test_unknown_action_is_not_retryable(executors: Executors) -> None:
+async def test_unknown_action_is_not_retryable(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("no.such"))
     assert error.non_retryable
     assert "no.such" in error.message
@@ -173,7 +175,7 @@ async def test_custom_executor_gets_context(targets_file: Path) -> None:
         ctx.heartbeat("working")
         return {"title": ctx.params.title, "token_len": len(ctx.target.secret("tickets", "token"))}
 
-    executors = Executors(own, load_targets(targets_file))
+    executors = ExecutionActivities(own, load_targets(targets_file))
     result = await run(executors, request("ticket.create", "tickets", title="disk"), key="wf-42")
     assert result == {"title": "disk", "token_len": len("tkt-secret")}
     assert seen[0].idempotency_key == "wf-42"
@@ -214,7 +216,7 @@ def test_duplicate_registration_is_an_error() -> None:
         own.executor("Bad Name", idempotent=True)(first)
 
 
-BUILTINS = {
+BUILTIN_IDEMPOTENT = {
     "data.export": True,
     "http.request": False,
     "noop": True,
@@ -225,21 +227,43 @@ BUILTINS = {
 
 
 def test_builtins_and_specs() -> None:
-    # Other tests may register plugin executors in this process; the built-ins must be there.
-    assert set(BUILTINS) <= set(registry.actions())
-    idempotent = {a: registry.spec(a).idempotent for a in BUILTINS}  # type: ignore[union-attr]
-    assert idempotent == BUILTINS
-    assert registry.spec("missing") is None
-    schema = registry.params_schema("http.request")
+    own = ExecutorRegistry()
+    assert own.actions() == []  # importing the built-ins registered nothing
+    register_builtins(own)
+    assert own.actions() == sorted(BUILTIN_IDEMPOTENT)
+    idempotent = {a: own.spec(a).idempotent for a in own.actions()}  # type: ignore[union-attr]
+    assert idempotent == BUILTIN_IDEMPOTENT
+    assert own.spec("missing") is None
+    schema = own.params_schema("http.request")
     assert schema is not None
     assert "json" in schema["properties"]
+    assert own.get("noop").description.startswith("Echo the params")  # type: ignore[union-attr]
+    # The processes (and the test session) prepare the SDK's registry the same way.
+    assert set(BUILTIN_IDEMPOTENT) <= set(registry.actions())
+
+
+def test_register_builtins_twice_keeps_them_and_refuses_others() -> None:
+    own = ExecutorRegistry()
+    register_builtins(own)
+    register_builtins(own)
+    assert own.actions() == sorted(e.action for e in BUILTINS)
+    taken = ExecutorRegistry()
+
+    @taken.executor("noop", idempotent=False)
+    async def other(ctx: ExecutionContext[Any]) -> JsonValue:
+        return None
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_builtins(taken)
+    with pytest.raises(ValueError, match="already registered"):
+        own.executor("noop", idempotent=True)(noop)
 
 
 def test_load_modules(tmp_path: Path, monkeypatch: Any) -> None:
     fresh = ExecutorRegistry()
-    monkeypatch.setattr(executors_module, "registry", fresh)
+    monkeypatch.setattr(executor_module, "registry", fresh)
     (tmp_path / "signoff_test_plugin.py").write_text(
-        "from activities.executors import registry\n"
+        "from signoff.executor import registry\n"
         "@registry.executor('plugin.hello', idempotent=True)\n"
         "async def hello(ctx):\n"
         "    return 'hi'\n"
@@ -253,7 +277,7 @@ def test_load_modules(tmp_path: Path, monkeypatch: Any) -> None:
 
 
 async def test_heartbeats_during_long_runs(targets_file: Path) -> None:
-    executors = Executors(
+    executors = ExecutionActivities(
         registry, load_targets(targets_file), heartbeat_every=timedelta(seconds=0.2)
     )
     beats: list[tuple[Any, ...]] = []
@@ -296,13 +320,13 @@ def test_missing_targets_file(tmp_path: Path, monkeypatch: Any) -> None:
     assert load_targets() == Targets()
 
 
-async def test_missing_secret_names_variable(executors: Executors) -> None:
+async def test_missing_secret_names_variable(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("http.request", "unset-api", path="/x"))
     assert error.non_retryable
     assert error.message == "target 'unset-api': environment variable TEST_NOT_SET is not set"
 
 
-async def test_wrong_or_unknown_target(executors: Executors) -> None:
+async def test_wrong_or_unknown_target(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("sql.query", "api", statement="SELECT 1"))
     assert error.non_retryable
     assert "sql.query needs a postgres target; 'api' is http" in error.message
@@ -313,7 +337,7 @@ async def test_wrong_or_unknown_target(executors: Executors) -> None:
 # --- sql ------------------------------------------------------------------------------------
 
 
-async def test_sql_execute_and_query(executors: Executors) -> None:
+async def test_sql_execute_and_query(executors: ExecutionActivities) -> None:
     create = "CREATE TABLE IF NOT EXISTS exec_t (id int, price numeric, at timestamptz, doc jsonb)"
     assert await run(executors, request("sql.execute", "db", statement=create)) == {
         "status": "CREATE TABLE"
@@ -335,7 +359,7 @@ async def test_sql_execute_and_query(executors: Executors) -> None:
     }
 
 
-async def test_sql_query_refuses_writes(executors: Executors) -> None:
+async def test_sql_query_refuses_writes(executors: ExecutionActivities) -> None:
     error = await failure(
         executors, request("sql.query", "db", statement="CREATE TABLE sneaky (id int)")
     )
@@ -357,7 +381,7 @@ async def test_sql_query_refuses_writes(executors: Executors) -> None:
     assert "read-only transaction" in error.message
 
 
-async def test_sql_query_caps_rows(executors: Executors) -> None:
+async def test_sql_query_caps_rows(executors: ExecutionActivities) -> None:
     result = await run(
         executors, request("sql.query", "db", statement="SELECT generate_series(1, 1500) AS n")
     )
@@ -365,7 +389,7 @@ async def test_sql_query_caps_rows(executors: Executors) -> None:
     assert result["truncated"] is True
 
 
-async def test_data_export_returns_csv_read_only_and_capped(executors: Executors) -> None:
+async def test_data_export_returns_csv_read_only_and_capped(executors: ExecutionActivities) -> None:
     query = "SELECT n, 'r' || n AS name, (n % 2 = 0) AS even FROM generate_series(1, 5) AS n"
     result = await run(executors, request("data.export", "db", query=query, max_rows=3))
     assert result["columns"] == ["n", "name", "even"]
@@ -381,7 +405,7 @@ async def test_data_export_returns_csv_read_only_and_capped(executors: Executors
     assert "must be a plain query" in error.message
 
 
-async def test_sql_errors(executors: Executors) -> None:
+async def test_sql_errors(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("sql.execute", "db", statement="SELEC 1"))
     assert error.non_retryable
     assert "syntax error" in error.message
@@ -399,7 +423,9 @@ async def test_sql_errors(executors: Executors) -> None:
 # --- http -----------------------------------------------------------------------------------
 
 
-async def test_http_get_and_post(executors: Executors, http_server: tuple[str, Recorder]) -> None:
+async def test_http_get_and_post(
+    executors: ExecutionActivities, http_server: tuple[str, Recorder]
+) -> None:
     _, recorder = http_server
     recorder.requests.clear()
     result = await run(
@@ -438,13 +464,13 @@ async def test_http_get_and_post(executors: Executors, http_server: tuple[str, R
         "/x#frag",
     ],
 )
-async def test_http_path_must_stay_under_base(executors: Executors, path: str) -> None:
+async def test_http_path_must_stay_under_base(executors: ExecutionActivities, path: str) -> None:
     error = await failure(executors, request("http.request", "api", path=path))
     assert error.non_retryable
     assert "path:" in error.message
 
 
-async def test_http_method_not_allowed(executors: Executors) -> None:
+async def test_http_method_not_allowed(executors: ExecutionActivities) -> None:
     error = await failure(executors, request("http.request", "api", method="DELETE", path="/x"))
     assert error.non_retryable
     assert "DELETE is not allowed" in error.message
@@ -453,19 +479,21 @@ async def test_http_method_not_allowed(executors: Executors) -> None:
 # --- shell ----------------------------------------------------------------------------------
 
 
-async def test_shell_allowed_command_runs(executors: Executors) -> None:
+async def test_shell_allowed_command_runs(executors: ExecutionActivities) -> None:
     result = await run(executors, request("shell.run", "shell", argv=["echo", "hello", "world"]))
     assert result == {"exit_code": 0, "stdout": "hello world\n", "stderr": "", "truncated": False}
 
 
-async def test_shell_env_holds_no_worker_secrets(executors: Executors) -> None:
+async def test_shell_env_holds_no_worker_secrets(executors: ExecutionActivities) -> None:
     result = await run(executors, request("shell.run", "shell", argv=["env"]))
     assert "TEST_BILLING_AUTH" not in result["stdout"]
     assert SECRET_TOKEN not in result["stdout"]
 
 
 @pytest.mark.parametrize("argv", [["rm", "-rf", "/tmp/x"], ["ech"], ["sh", "-c", "id"]])
-async def test_shell_refuses_commands_not_allowed(executors: Executors, argv: list[str]) -> None:
+async def test_shell_refuses_commands_not_allowed(
+    executors: ExecutionActivities, argv: list[str]
+) -> None:
     error = await failure(executors, request("shell.run", "shell", argv=argv))
     assert error.non_retryable
     assert "not allowed" in error.message
@@ -482,7 +510,7 @@ def _sleepers() -> list[int]:
     return pids
 
 
-async def test_shell_timeout_kills_the_process_group(executors: Executors) -> None:
+async def test_shell_timeout_kills_the_process_group(executors: ExecutionActivities) -> None:
     started = time.monotonic()
     error = await failure(
         executors, request("shell.run", "shell", argv=["sh", "-c", "sleep 37.5 & sleep 37.5"])
@@ -496,7 +524,7 @@ async def test_shell_timeout_kills_the_process_group(executors: Executors) -> No
     assert _sleepers() == [], "background child of the timed-out command survived"
 
 
-async def test_data_export_prefixes_formula_cells(executors: Executors) -> None:
+async def test_data_export_prefixes_formula_cells(executors: ExecutionActivities) -> None:
     query = (
         "SELECT * FROM (VALUES ('=HYPERLINK(\"http://evil.test\")', -1), ('+1', 2), "
         "('-2+3', 3), ('@SUM(A1)', 4), (E'\\tx', 5), ('plain', 7)) AS t(cell, n)"

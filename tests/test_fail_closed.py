@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies import load_policy
 from policies.engine import Policy
 from policies.lint import condition_warnings, samples

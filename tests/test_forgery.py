@@ -20,7 +20,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.client import ActionDenied, outcome
 from signoff.models import (
     ActionRequest,

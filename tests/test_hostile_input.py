@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies.loader import load_policy
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import BASE_URL, build_app, token

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies import PolicyError, load_directory
 from policies.directory import on_behalf_problem
 from signoff.models import Principal, RefusalCode, Status

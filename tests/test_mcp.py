@@ -18,7 +18,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.client import SignoffClient
 from tests.conftest import running_worker
 from tests.gateway_fixtures import LiveGateway, free_port, gateway_process, live_settings, token

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from channels.console import ConsoleNotifier
 from channels.notifier import NotifierError
 from policies.loader import load_policy_and_directory

@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies.loader import load_directory, load_policy
 from signoff.models import (
     ACTION_PATTERN,

@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from tests.histories.record import record_all
 from workers.settings import Settings
 from workers.worker import SANDBOX

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.executor import ExecutionContext, ExecutorRegistry
 from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
 from tests.cli import app

@@ -22,7 +22,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import ActionStatus, DecisionRequest, Status
 from tests.conftest import Gate, spawn_worker
 from tests.executors_for_scale import SCHEMA

@@ -24,7 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from channels.notifier import NotifierError
 from channels.slack import SlackNotifier, SlackUnavailable
 from channels.slack_blocks import (

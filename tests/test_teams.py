@@ -23,7 +23,7 @@ from markdown_it import MarkdownIt
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from channels.notifier import NotifierError
 from channels.teams import (
     ADAPTIVE_CARD,

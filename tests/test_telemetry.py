@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from tests.conftest import worker_parts

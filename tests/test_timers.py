@@ -10,7 +10,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import Status
 from tests.conftest import DATA, Gate, running_worker
 from workers.dev.binaries import temporal_test_server

@@ -12,7 +12,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import (
     ActionStatus,
     CancelRequest,

@@ -12,8 +12,10 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.audit import Ledger
-from activities.execution import Executors
+from activities.audit import AuditActivities
+from activities.execution import ExecutionActivities
+from activities.executors import register_builtins
+from activities.ledger.store import Ledger
 from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.targets import Targets, load_targets
@@ -82,7 +84,8 @@ def build_worker(
         heartbeat_timeout=settings.heartbeat_timeout,
         caller_timeout=settings.caller_report_timeout,
     )
-    executors = Executors(parts.executors, parts.targets, ledger=parts.ledger)
+    executors = ExecutionActivities(parts.executors, parts.targets, ledger=parts.ledger)
+    audit = AuditActivities(parts.ledger)
     keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
     signatures = SignatureActivities(keys, settings.signature_max_age)
     if client.data_converter is not data_converter:
@@ -100,9 +103,9 @@ def build_worker(
             notifications.notify,
             notifications.notify_update,
             executors.execute_action,
-            parts.ledger.record_audit_events,
-            parts.ledger.check_run,
-            parts.ledger.claim_execution_activity,
+            audit.record_audit_events,
+            audit.check_run,
+            audit.claim_execution_activity,
             signatures.verify_signature,
         ],
         workflow_runner=SANDBOX,
@@ -131,6 +134,7 @@ async def run_worker(settings: Settings) -> None:
     KeySet.load(settings.verify_keys)  # unreadable or wrong keys: fail now, not per action
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     targets = load_targets(settings.targets)
+    register_builtins(registry)
     registry.load_modules(settings.executor_modules)
     ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))
     # Telemetry: traces when OTEL_* asks for them, Prometheus when the metrics port is set.

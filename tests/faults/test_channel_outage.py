@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from channels.slack import SlackNotifier
 from channels.teams import ConversationStore
 from policies.loader import load_directory

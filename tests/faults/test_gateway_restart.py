@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.client import SignoffClient
 from signoff.models import ActionRequest, ActionStatus, Status
 from tests.conftest import running_worker

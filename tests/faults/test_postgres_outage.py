@@ -15,7 +15,7 @@ import pgserver
 import pytest
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import Status
 from tests.conftest import Gate, running_worker
 from tests.faults.conftest import effect_counts, effects_table

@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import Status
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import count_workflows, free_port

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from signoff.models import ActionStatus, Status
 from tests.conftest import Gate
 from tests.faults.conftest import RECORD_RUN, effect_counts, effects_table

@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from workers.dev.binaries import temporal_cli
 from signoff.models import ActionRequest, CancelRequest
 from workers.settings import Settings

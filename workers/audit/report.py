@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, JsonValue
 
-from activities.audit import Ledger, LedgerRow
+from activities.ledger.chain import LedgerRow
+from activities.ledger.store import Ledger
 from signoff import neutralise
 from signoff.models import Decision, RefusalCode, RefusedAttempt
 from workflows.messages import AuditKind

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.audit import CONNECT_TIMEOUT, Ledger, LedgerRow
-from activities.migrations import GENESIS_HASH
+from activities.ledger.chain import GENESIS_HASH, LedgerRow
+from activities.ledger.store import CONNECT_TIMEOUT, Ledger
 from signoff.models import ActionStatus
 from workflows.messages import AuditKind
 

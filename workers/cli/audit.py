@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from temporalio.client import Client
 
-from activities.audit import Ledger
+from activities.ledger.store import Ledger
 from workers.audit.history import HistoryLine, fetch_lines
 from workers.audit.report import ExportFormat, records, render
 from workers.audit.verify import CrossCheckReport, VerifyReport, cross_check, verify_chain

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from activities.migrations import MIGRATIONS, current_version, migrate
+from activities.ledger.migrations import MIGRATIONS, current_version, migrate
 from workers.database import DatabaseNotConfigured, resolve_database_url
 
 DatabaseUrl = Annotated[

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from activities.executors import register_builtins
 from policies.directory import StaticDirectory
 from policies.engine import Explanation, Policy
 from policies.loader import PolicyError, check_groups, load_directory, load_policy
@@ -63,6 +64,7 @@ def check(
     policy = policy or settings.policy
     directory = directory or settings.directory
     loaded, people = _load(policy, directory)
+    register_builtins(registry)
     try:
         registry.load_modules(settings.executor_modules)
     except (ImportError, ValueError) as exc:
@@ -126,6 +128,7 @@ def explain(
         raise fail(f"invalid request: {problems}") from None
     from signoff.executor import ExecutorError, registry
 
+    register_builtins(registry)
     try:
         registry.load_modules(settings.executor_modules)
         # The rules see what the worker's policy evaluation sees: the executor's parsed params.

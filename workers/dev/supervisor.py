@@ -352,7 +352,7 @@ class DevStack:
 
     async def _database(self) -> str:
         """The ledger's URL, migrated: the configured one, or the embedded Postgres's."""
-        from activities.audit import Ledger
+        from activities.ledger.store import Ledger
 
         url = self.config.database_url
         if url is None:
@@ -702,7 +702,7 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
     """
     import asyncpg
 
-    from activities.migrations import WORKER_ROLE
+    from activities.ledger.migrations import WORKER_ROLE
 
     ledger_db = urlsplit(ledger_url).path.lstrip("/") or "postgres"
     passwords = {

@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
-import activities.executors  # noqa: F401  (stopgap: importing registers the built-ins)
-from activities.audit import Ledger, create_pool
+from activities.executors import register_builtins
+from activities.ledger.store import Ledger, create_pool
 from policies.catalog import catalog
 from policies.directory import Directory
 from policies.loader import load_policy_and_directory
@@ -643,6 +643,7 @@ async def run_gateway(
 ) -> None:
     """Load configuration, connect to Temporal, and serve the gateway until signalled."""
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    register_builtins(registry)
     registry.load_modules(settings.executor_modules)
     # Telemetry: traces when OTEL_* asks for them (the Temporal client carries them on).
     from workers import telemetry

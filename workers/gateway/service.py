@@ -31,7 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.audit import CONNECTION_ERRORS, Ledger
+from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.executor import ExecutorError, ExecutorRegistry

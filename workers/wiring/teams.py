@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from activities.audit import create_pool
+from activities.ledger.store import create_pool
 from channels.review import Reviews
 from channels.teams import (
     BotConnector,

@@ -14,7 +14,6 @@ from asyncpg.pool import PoolConnectionProxy
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 WORKER_ROLE = "signoff_worker"  # created by migration 1
-GENESIS_HASH = "0" * 64
 
 # Any fixed number: it only has to differ from other advisory locks taken on the same database.
 MIGRATION_LOCK = 0x5160_0FF0

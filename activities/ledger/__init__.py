@@ -1,0 +1,1 @@
+"""The audit ledger: chain rules (`chain`), storage (`store`) and schema (`migrations`)."""

@@ -1,0 +1,124 @@
+"""The ledger's chain rules: what an event's content is, how a row is hashed, what is the same.
+
+Every row links to the one before it by `prev_hash`, in a single global chain ordered by
+`chain_seq`; the first row links to `GENESIS_HASH`. Pure functions only: the store writes
+with them and the audit tools verify with them, so both always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, JsonValue
+
+from signoff.models import canonical_json
+
+GENESIS_HASH = "0" * 64
+
+
+def iso_utc(at: datetime) -> str:
+    """ISO-8601 in UTC with microseconds: the one spelling of a time that goes into a hash."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_content(
+    action_id: str,
+    seq: int,
+    kind: str,
+    digest: str,
+    actor: str | None,
+    channel: str | None,
+    at: datetime,
+    payload: Any,
+    *,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The content fields of an event in the form they are hashed and compared.
+
+    `run_id` is part of the content only when set, so rows written before runs were recorded
+    (run_id '') hash exactly as they did and keep verifying.
+    """
+    content = {
+        "action_id": action_id,
+        "seq": seq,
+        "kind": str(kind),
+        "digest": digest,
+        "actor": actor,
+        "channel": channel,
+        "at": iso_utc(at),
+        "payload": payload,
+    }
+    if run_id:
+        content["run_id"] = run_id
+    return content
+
+
+def row_hash(chain_seq: int, content: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 hex over the canonical JSON of a row's content, its chain position and prev_hash."""
+    body = canonical_json({**content, "chain_seq": chain_seq, "prev_hash": prev_hash})
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def event_key(content: dict[str, Any]) -> tuple[str, str, int]:
+    """Where an event sits: its action, its run and its place in that run."""
+    return (content["action_id"], content.get("run_id", ""), content["seq"])
+
+
+def event_identity(content: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes an event the same event: everything but the time it was taken at.
+
+    A local activity whose result was not yet in history runs again after a workflow task
+    retry (a crashed worker), with a later workflow time (`at`, and the `at` a decision or
+    refusal carries in its payload). That is the same event; the first write stands. Any other
+    difference at the same (action, run, seq) is a real conflict.
+    """
+    payload = content["payload"]
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if k != "at"}
+    fields = ("action_id", "seq", "kind", "digest", "actor", "channel")
+    return (*(content[k] for k in fields), content.get("run_id", ""), canonical_json(payload))
+
+
+class LedgerRow(BaseModel):
+    """One stored ledger row, as read back for verification and export."""
+
+    id: int
+    chain_seq: int
+    action_id: str
+    run_id: str = ""
+    seq: int
+    kind: str
+    digest: str
+    actor: str | None
+    channel: str | None
+    at: datetime
+    payload: dict[str, JsonValue]
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+    def content(self) -> dict[str, Any]:
+        """The fields the event's content is made of (what a retry must match)."""
+        return event_content(
+            self.action_id,
+            self.seq,
+            self.kind,
+            self.digest,
+            self.actor,
+            self.channel,
+            self.at,
+            self.payload,
+            run_id=self.run_id,
+        )
+
+    def computed_hash(self, chain_seq: int | None = None, prev_hash: str | None = None) -> str:
+        """The hash this row should have (optionally as if it sat elsewhere in the chain)."""
+        return row_hash(
+            self.chain_seq if chain_seq is None else chain_seq,
+            self.content(),
+            self.prev_hash if prev_hash is None else prev_hash,
+        )
