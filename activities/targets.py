@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from policies import EXAMPLES_DIR
 from signoff.models import NAME_PATTERN, Duration
-from workers.settings import EXAMPLES_DIR
 
 DEFAULT_TARGETS_PATH = EXAMPLES_DIR / "targets.yaml"
 

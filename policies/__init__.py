@@ -1,5 +1,7 @@
 """Policy engine and identity directory: which actions need whose approval, and who is who."""
 
+from pathlib import Path
+
 from policies.directory import DEV_TOKENS, Directory, GroupTargets, StaticDirectory, hash_token
 from policies.engine import Explanation, Policy, RuleTrace
 from policies.loader import (
@@ -10,8 +12,12 @@ from policies.loader import (
     load_policy_and_directory,
 )
 
+# The example policy, directory and targets `signoff dev` runs with unless told otherwise.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
 __all__ = [
     "DEV_TOKENS",
+    "EXAMPLES_DIR",
     "Directory",
     "Explanation",
     "GroupTargets",

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field, JsonValue
 
 from policies.model import Outcome, Rule
-from policies.sql import facts_of as sql_facts
+from policies.variables import cel_context
 from signoff.models import (
     RISK_ORDER,
     ActionRequest,
@@ -59,38 +59,6 @@ class Explanation(BaseModel):
     rules: list[RuleTrace] = Field(default_factory=list)
     winner: str
     verdict: Verdict
-
-
-def cel_context(
-    request: ActionRequest, principal: Principal | None, params: BaseModel | None = None
-) -> dict[str, Any]:
-    """The variables a `when` expression sees.
-
-    `params`: the request's params as the executor's params model validated and normalised
-    them (e.g. `method: "delete"` became "DELETE"), so a rule sees what would run; None (no
-    model, or none given) leaves the raw params. `sql` holds the parsed SQL's facts when the
-    params carry SQL, else empty facts (kind "", no kinds or tables, statement_count 0).
-    """
-    return {
-        "action": request.action,
-        "target": request.target,
-        "params": request.params
-        if params is None
-        else params.model_dump(mode="json", by_alias=True),
-        "sql": sql_facts(params).model_dump(mode="json"),
-        "justification": request.justification,
-        "risk": request.risk,
-        "on_behalf_of": request.on_behalf_of,
-        "requester": request.requester,
-        "principal": None
-        if principal is None
-        else {
-            "id": principal.id,
-            "kind": principal.kind,
-            "groups": list(principal.groups),
-            "owner": principal.owner,
-        },
-    }
 
 
 def _trace(rule: Rule, request: ActionRequest, context: dict[str, Any]) -> RuleTrace:

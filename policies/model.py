@@ -12,6 +12,7 @@ from typing import Any, Literal
 import cel
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from policies.variables import CEL_VARIABLES
 from signoff.models import (
     NAME_PATTERN,
     ApprovalRequirement,
@@ -20,21 +21,6 @@ from signoff.models import (
     Effect,
     EscalationStage,
     Risk,
-)
-
-# The names a `when` expression may use: the request, plus the requester's directory entry.
-CEL_VARIABLES = frozenset(
-    {
-        "action",
-        "target",
-        "params",
-        "justification",
-        "risk",
-        "on_behalf_of",
-        "requester",
-        "principal",
-        "sql",
-    }
 )
 
 # `Program.variables()` also lists the loop variables of macros such as `xs.all(x, ...)`.

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from policies import DEV_TOKENS, PolicyError, StaticDirectory, hash_token, load_directory
-from workers.settings import EXAMPLES_DIR
+from policies import (
+    DEV_TOKENS,
+    EXAMPLES_DIR,
+    PolicyError,
+    StaticDirectory,
+    hash_token,
+    load_directory,
+)
 
 EXAMPLE_DIRECTORY = EXAMPLES_DIR / "directory.yaml"
 

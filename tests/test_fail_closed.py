@@ -14,14 +14,14 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from activities.ledger.store import Ledger
-from policies import load_policy
+from policies import EXAMPLES_DIR, load_policy
 from policies.engine import Policy
 from policies.lint import condition_warnings, samples
 from signoff.executor import registry
 from signoff.models import ActionRequest
 from tests.cli import app
 from tests.conftest import Gate, running_worker
-from workers.settings import EXAMPLES_DIR, Settings
+from workers.settings import Settings
 from workflows.messages import AuditKind
 
 HEADER = """\

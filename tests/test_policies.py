@@ -11,12 +11,17 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from policies import PolicyError, load_directory, load_policy, load_policy_and_directory
+from policies import (
+    EXAMPLES_DIR,
+    PolicyError,
+    load_directory,
+    load_policy,
+    load_policy_and_directory,
+)
 from policies.engine import Policy
 from signoff.executor import registry
 from signoff.models import ActionRequest, Principal, Verdict
 from tests.cli import app
-from workers.settings import EXAMPLES_DIR
 
 EXAMPLE_POLICY = EXAMPLES_DIR / "policy.yaml"
 EXAMPLE_DIRECTORY = EXAMPLES_DIR / "directory.yaml"

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.ledger.store import Ledger
+from policies import EXAMPLES_DIR
 from policies.loader import load_directory, load_policy
 from signoff.models import (
     ACTION_PATTERN,
@@ -45,7 +46,7 @@ from signoff.models import (
 from tests.conftest import DATA, Gate, running_worker
 from tests.signing import SIGNER
 from workers.gateway.service import closed_under
-from workers.settings import EXAMPLES_DIR, Settings
+from workers.settings import Settings
 from workflows.action import ActionWorkflow
 from workflows.errors import DECISION_REFUSED
 

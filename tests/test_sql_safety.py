@@ -26,7 +26,7 @@ from activities.execution import ExecutionActivities
 from activities.executors.sql import SqlParams, sql_execute
 from activities.policy import PolicyActivities
 from activities.targets import PostgresTarget, load_targets
-from policies import load_directory, load_policy
+from policies import EXAMPLES_DIR, load_directory, load_policy
 from policies.lint import condition_warnings
 from policies.sql import SqlError, facts, one_statement, plain_query
 from signoff.executor import ExecutionContext, ExecutorError, registry
@@ -34,7 +34,7 @@ from signoff.models import ActionRequest
 from tests.gateway_fixtures import api, build_app
 from tests.pg import create_database, with_database
 from workers.dev.supervisor import ANALYTICS_READER, ANALYTICS_WRITER, sample_analytics
-from workers.settings import EXAMPLES_DIR, Settings
+from workers.settings import Settings
 from workflows.messages import ExecuteInput, ExecuteResult
 
 EXAMPLE_POLICY = EXAMPLES_DIR / "policy.yaml"

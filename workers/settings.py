@@ -8,9 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from policies import EXAMPLES_DIR
 from signoff.models import Duration
-
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "policies" / "examples"
 
 
 class Settings(BaseSettings):

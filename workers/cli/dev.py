@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workers.settings import EXAMPLES_DIR
+from policies import EXAMPLES_DIR
 
 if TYPE_CHECKING:
     from workers.dev.supervisor import DevConfig

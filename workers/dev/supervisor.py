@@ -26,9 +26,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from policies import EXAMPLES_DIR
 from workers.database import embedded_pgdata
 from workers.dev.binaries import temporal_cli
-from workers.settings import EXAMPLES_DIR, Settings
+from workers.settings import Settings
 from workflows.search_attributes import dev_server_flags
 from workflows.signing import Signer, generate_key_pair
 
