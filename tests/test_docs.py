@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from signoff.settings import ClientSettings
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +15,7 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_in_the_configuration_reference() -> None:
     missing = [
         f"SIGNOFF_{name.upper()}"
-        for name in Settings.model_fields
+        for name in (*Settings.model_fields, *ClientSettings.model_fields)
         if f"`SIGNOFF_{name.upper()}" not in README
     ]
     assert missing == []

@@ -79,9 +79,7 @@ class Settings(BaseSettings):
     refused_decisions_burst: int = Field(default=10, ge=1)
     refused_decisions_per_minute: float = Field(default=6.0, gt=0)
 
-    # CLI and SDK
-    gateway: str = "http://127.0.0.1:8080"
-    token: SecretStr | None = None
+    # The CLI's and SDK's own SIGNOFF_GATEWAY and SIGNOFF_TOKEN: signoff.settings.ClientSettings.
 
     # Slack
     slack_bot_token: SecretStr | None = None
