@@ -33,7 +33,7 @@ from signoff.executor import ExecutionContext, ExecutorError, registry
 from signoff.models import ActionRequest
 from tests.gateway_fixtures import api, build_app
 from tests.pg import create_database, with_database
-from workers.dev.supervisor import ANALYTICS_READER, ANALYTICS_WRITER, sample_analytics
+from workers.dev.postgres import ANALYTICS_READER, ANALYTICS_WRITER, sample_analytics
 from workers.settings import EXAMPLES_DIR, Settings
 from workflows.messages import ExecuteInput, ExecuteResult
 
