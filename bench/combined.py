@@ -22,7 +22,8 @@ from activities.targets import load_targets
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from workers.database import resolve_database_url
-from workers.gateway.app import create_app, serve
+from workers.gateway.app import create_app
+from workers.gateway.server import serve
 from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workers.temporal import connect

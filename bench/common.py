@@ -35,7 +35,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from workers.dev.binaries import temporal_cli
-from workers.dev.supervisor import DevConfig, DevStack, signal_group
+from workers.dev.config import DevConfig
+from workers.dev.process import signal_group
+from workers.dev.supervisor import DevStack
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

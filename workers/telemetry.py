@@ -16,6 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -87,8 +89,6 @@ def span_exporters(env: Mapping[str, str] | None = None) -> list[SpanExporter]:
                     "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: use http/protobuf "
                     "(port 4318) or install opentelemetry-exporter-otlp-proto-grpc"
                 )
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
             exporters.append(OTLPSpanExporter())  # endpoint, headers, timeout from OTEL_*
         elif name == "console":
             exporters.append(ConsoleSpanExporter())
@@ -124,8 +124,6 @@ def instrument_app(
     app: Any, provider: TracerProvider, client_of: Callable[[], client.Client]
 ) -> None:
     """Trace the gateway's FastAPI app; decision requests continue their action's trace."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,

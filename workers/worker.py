@@ -28,6 +28,7 @@ from policies.loader import load_policy_and_directory
 from signoff.executor import ExecutorRegistry, registry
 from workers import telemetry
 from workers.converter import UndecodablePayload, data_converter
+from workers.database import resolve_database_url
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.wiring.channels import notifiers_for
@@ -123,8 +124,6 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Load configuration, connect, and run until SIGINT or SIGTERM."""
-    from workers.database import resolve_database_url
-
     if settings.verify_keys is None:
         # Without public keys every new action would be refused; say so before starting.
         raise SigningError(

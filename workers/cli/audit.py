@@ -16,6 +16,7 @@ from workers.audit.report import ExportFormat, records, render
 from workers.audit.verify import CrossCheckReport, VerifyReport, cross_check, verify_chain
 from workers.cli.db import DatabaseUrl, DataDir, ShowProgress, database_url, progress_bar
 from workers.settings import Settings
+from workers.temporal import connect
 
 FORMATS: dict[str, ExportFormat] = {"json": "json", "csv": "csv", "html": "html"}
 
@@ -54,8 +55,6 @@ def parse_time(value: str | None, name: str) -> datetime | None:
 
 async def temporal_client(address: str | None, namespace: str | None) -> Client:
     """Connect to Temporal the way the worker does, with optional overrides."""
-    from workers.temporal import connect
-
     settings = Settings()
     if address:
         settings.temporal_address = address

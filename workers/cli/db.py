@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from activities.ledger.migrations import MIGRATIONS, current_version, migrate
+from signoff.cli.common import fail
 from workers.database import DatabaseNotConfigured, resolve_database_url
 
 DatabaseUrl = Annotated[
@@ -46,7 +47,8 @@ ShowProgress = Annotated[
 # Ledgers smaller than this finish before a progress bar is worth drawing.
 PROGRESS_THRESHOLD = 5000
 
-err_console = Console(stderr=True)
+# Progress goes to stderr, so an export to stdout stays clean.
+progress_console = Console(stderr=True)
 
 
 def database_url(url: str | None, data_dir: Path | None, *, create: bool = False) -> str:
@@ -54,8 +56,7 @@ def database_url(url: str | None, data_dir: Path | None, *, create: bool = False
     try:
         return resolve_database_url(url, data_dir, create=create)
     except DatabaseNotConfigured as err:
-        err_console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+        raise fail(str(err), 2) from err
 
 
 @contextmanager
@@ -73,7 +74,7 @@ def progress_bar(
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=progress_console,
         transient=True,
     ) as progress:
         task = progress.add_task(description, total=total)

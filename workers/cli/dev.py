@@ -8,7 +8,7 @@ import secrets
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,13 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from policies import EXAMPLES_DIR
+from policies.directory import DEV_TOKENS
+from signoff.cli.common import fail
+from signoff.models import ActionRequest
+from workers.demo import run_demo
+from workers.dev.config import DevConfig, DevStackError
+from workers.dev.supervisor import DevStack
+from workers.settings import Settings
+from workflows.action import workflow_id_for
 
-if TYPE_CHECKING:
-    from workers.dev.supervisor import DevConfig
-
-console = Console(highlight=False, soft_wrap=True)
 # soft_wrap: paths and log lines in messages must stay copyable, not wrapped mid-word.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True)
 
 PolicyFile = Annotated[
     Path,
@@ -57,9 +61,6 @@ def dev(
     ] = 120.0,
 ) -> None:
     """Run the whole stack locally: Temporal with its UI, Postgres, a worker and the gateway."""
-    from workers.dev.supervisor import DevConfig, DevStack, DevStackError, StartupFailed
-    from workers.settings import Settings
-
     settings = Settings()
     configured = settings.database_url
     config = DevConfig(
@@ -79,17 +80,12 @@ def dev(
     try:
         stack.preflight()
     except DevStackError as err:
-        err_console.print(f"[red]error:[/red] {err}", markup=True)
-        raise typer.Exit(2) from None
+        raise fail(str(err), 2) from None
     console.print(f"Starting the signoff stack in [bold]{data_dir}[/bold] ...")
     try:
         asyncio.run(stack.run(lambda: _print_ready(config)))
-    except StartupFailed as err:
-        err_console.print(Text("error: ", style="red") + Text(str(err)))
-        raise typer.Exit(1) from None
-    except DevStackError as err:
-        err_console.print(Text("error: ", style="red") + Text(str(err)))
-        raise typer.Exit(1) from None
+    except DevStackError as err:  # StartupFailed, ChildExited
+        raise fail(str(err)) from None
     console.print("signoff dev stopped; everything it started is down.")
 
 
@@ -121,9 +117,6 @@ def _cli_path() -> str:
 
 def copy_paste_commands(gateway: str, example_tokens: bool) -> list[tuple[str, str]]:
     """The three commands of the ready banner: submit, look, approve (as (title, command))."""
-    from signoff.models import ActionRequest
-    from workflows.action import workflow_id_for
-
     cli = shlex.quote(_cli_path())
     agent = "dev-etl-bot" if example_tokens else "$AGENT_TOKEN"
     approver = "dev-dave" if example_tokens else "$APPROVER_TOKEN"
@@ -167,8 +160,6 @@ def copy_paste_commands(gateway: str, example_tokens: bool) -> list[tuple[str, s
 
 
 def _print_ready(config: DevConfig) -> None:
-    from policies.directory import DEV_TOKENS
-
     console.print()
     console.print("[bold green]signoff is up.[/bold green]")
     console.print(f"  Temporal UI   {config.ui_url}")
@@ -222,7 +213,5 @@ def demo(
     ] = "http://127.0.0.1:8080",
 ) -> None:
     """Play a narrated scenario against a running `signoff dev` (example dev tokens)."""
-    from workers.demo import run_demo
-
     if not asyncio.run(run_demo(gateway, console)):
         raise typer.Exit(1)

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from signoff.cli.common import fail
+from workflows.signing import generate_key_pair
+
 app = typer.Typer(no_args_is_help=True, help="The gateway's Ed25519 signing keys.")
 
 
@@ -16,15 +19,10 @@ def generate(
     public_key: Annotated[Path, typer.Argument(help="Where the public key goes (for workers).")],
 ) -> None:
     """Write a new key pair; the private key is readable by its owner only."""
-    from workflows.signing import generate_key_pair
-
     if private_key.exists():
-        typer.secho(
-            f"error: {private_key} exists; a new key needs a new file (see key rotation in "
-            "README.md)",
-            fg="red",
-            err=True,
+        raise fail(
+            f"{private_key} exists; a new key needs a new file (see key rotation in README.md)",
+            2,
         )
-        raise typer.Exit(2)
     kid = generate_key_pair(private_key, public_key)
     typer.echo(f"key {kid}: private {private_key} (0600), public {public_key}")

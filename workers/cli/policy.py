@@ -16,8 +16,10 @@ from rich.table import Table
 from activities.executors import register_builtins
 from policies.directory import StaticDirectory
 from policies.engine import Explanation, Policy
+from policies.lint import condition_warnings
 from policies.loader import PolicyError, check_groups, load_directory, load_policy
 from signoff.cli.common import errors, fail, parse_param
+from signoff.executor import ExecutorError, registry
 from signoff.models import ActionRequest, Verdict, format_duration
 from workers.settings import Settings
 
@@ -57,9 +59,6 @@ def check(
     Also warns about `when` conditions that error on params the action's executor accepts
     (a missing optional key, a null, a wrong type): such a rule fails closed at run time.
     """
-    from policies.lint import condition_warnings
-    from signoff.executor import registry
-
     settings = Settings()
     policy = policy or settings.policy
     directory = directory or settings.directory
@@ -126,8 +125,6 @@ def explain(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise fail(f"invalid request: {problems}") from None
-    from signoff.executor import ExecutorError, registry
-
     register_builtins(registry)
     try:
         registry.load_modules(settings.executor_modules)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Annotated
 
 import typer
 
+from policies.loader import PolicyError
+from signoff.cli.common import fail
 from workers.settings import Settings
+from workers.worker import run_worker
+from workflows.signing import SigningError
 
 
 def worker(
-    task_queue: str = typer.Option(None, help="Override SIGNOFF_TASK_QUEUE."),
-    log_level: str = typer.Option("INFO", help="Python log level."),
+    task_queue: Annotated[
+        str | None, typer.Option(help="Override SIGNOFF_TASK_QUEUE.", show_default=False)
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
     """Run a worker: the action workflow, policy, notifications, executors and audit."""
-    from policies.loader import PolicyError
-    from workers.worker import run_worker
-    from workflows.signing import SigningError
-
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     if task_queue:
@@ -26,5 +29,4 @@ def worker(
     try:
         asyncio.run(run_worker(settings))
     except (PolicyError, SigningError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(err), 2) from None

@@ -12,201 +12,42 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+from temporalio.client import Client
 
-from policies import EXAMPLES_DIR
-from workers.database import embedded_pgdata
+from workers.database import (
+    embedded_pgdata,
+    embedded_server,
+    stop_embedded_server,
+)
+from workers.dev import process
 from workers.dev.binaries import temporal_cli
+from workers.dev.config import (
+    HOST,
+    ChildExited,
+    DevConfig,
+    DevStackError,
+    StartupFailed,
+    check_config,
+    check_ports,
+)
+from workers.dev.keys import ensure_keys
+from workers.dev.postgres import AnalyticsUrls, migrate_ledger, sample_analytics
+from workers.dev.process import Child, Echo, signoff_command
+from workers.dev.temporal import dev_server_argv, queue_polled, temporal_healthy
 from workers.settings import Settings
-from workflows.search_attributes import dev_server_flags
-from workflows.signing import Signer, generate_key_pair
 
-HOST = "127.0.0.1"
-# Where the flags of each port are named in messages.
-PORT_FLAGS = {
-    "temporal_port": "--temporal-port",
-    "ui_port": "--ui-port",
-    "gateway_port": "--gateway-port",
-}
 # Lines of the worker's log the terminal shows: approval requests and outcomes.
 ECHO_LOGGERS = (" signoff.notify ",)
-# A child gets this long after SIGTERM before SIGKILL: the worker lets running activities
-# finish for up to 30 s (its graceful shutdown timeout) before it exits.
-STOP_TIMEOUT = 40.0
 POLL_INTERVAL = 0.25
-LOG_TAIL_LINES = 20
 
-Echo = Callable[[str, str], None]
 Say = Callable[[str], None]
-
-
-class DevStackError(Exception):
-    """Something the user must fix before the stack can run; the message says what."""
-
-
-class PortInUse(DevStackError):
-    """A port the stack needs is taken."""
-
-    def __init__(self, port: int, flag: str) -> None:
-        super().__init__(f"port {port} is in use; choose another with {flag}")
-        self.port = port
-        self.flag = flag
-
-
-class StartupFailed(DevStackError):
-    """A child did not come up in time, or exited while starting."""
-
-
-class ChildExited(DevStackError):
-    """A child exited on its own while the stack was running."""
-
-
-@dataclass(frozen=True)
-class DevConfig:
-    """What `signoff dev` runs: data dir, ports, configuration files and timeouts."""
-
-    data_dir: Path = Path(".signoff")
-    temporal_port: int = 7233
-    ui_port: int = 8233
-    gateway_port: int = 8080
-    policy: Path = EXAMPLES_DIR / "policy.yaml"
-    directory: Path = EXAMPLES_DIR / "directory.yaml"
-    targets: Path = EXAMPLES_DIR / "targets.yaml"
-    # An external ledger database; None starts the embedded Postgres in DATA_DIR/pg.
-    database_url: str | None = None
-    ready_timeout: float = 120.0
-    stop_timeout: float = STOP_TIMEOUT
-
-    @property
-    def temporal_address(self) -> str:
-        """Host:port of the Temporal frontend."""
-        return f"{HOST}:{self.temporal_port}"
-
-    @property
-    def ui_url(self) -> str:
-        """The Temporal Web UI."""
-        return f"http://{HOST}:{self.ui_port}"
-
-    @property
-    def gateway_url(self) -> str:
-        """The signoff gateway."""
-        return f"http://{HOST}:{self.gateway_port}"
-
-    @property
-    def logs_dir(self) -> Path:
-        """Where each child's output goes, one file per child."""
-        return self.data_dir / "logs"
-
-    @property
-    def signing_key(self) -> Path:
-        """The gateway's private signing key (owner-only); only the gateway is given it."""
-        return self.data_dir / "keys" / "gateway-signing.pem"
-
-    @property
-    def public_keys(self) -> Path:
-        """The public keys workers verify with (one file per key, for rotation)."""
-        return self.data_dir / "keys" / "public"
-
-    @property
-    def pids_file(self) -> Path:
-        """The supervisor's and children's pids while the stack runs."""
-        return self.data_dir / "pids.json"
-
-    @property
-    def uses_example_directory(self) -> bool:
-        """Whether the directory is the example one, whose dev tokens may be shown."""
-        return self.directory.resolve() == (EXAMPLES_DIR / "directory.yaml").resolve()
-
-
-def check_ports(config: DevConfig) -> None:
-    """Raise PortInUse for the first port that is taken (or used twice)."""
-    seen: dict[int, str] = {}
-    for attr, flag in PORT_FLAGS.items():
-        port = getattr(config, attr)
-        if port in seen:
-            raise DevStackError(
-                f"port {port} is given to both {seen[port]} and {flag}; choose another"
-            )
-        seen[port] = flag
-        if not port_free(port):
-            raise PortInUse(port, flag)
-
-
-def port_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on host:port right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As servers do: a port only in TIME_WAIT is free, one with a listener is not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def check_config(config: DevConfig) -> None:
-    """Load policy, directory and targets once, so a mistake is reported before any start."""
-    from activities.targets import load_targets
-    from policies.loader import PolicyError, load_policy_and_directory
-
-    try:
-        load_policy_and_directory(config.policy, config.directory)
-        load_targets(config.targets)
-    except PolicyError as err:
-        raise DevStackError(str(err)) from None
-    except OSError as err:
-        raise DevStackError(f"cannot read configuration: {err}") from None
-
-
-def signoff_command() -> list[str]:
-    """How to run the `signoff` CLI with this interpreter's installation."""
-    script = Path(sys.executable).parent / "signoff"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from signoff.cli import main; main()"]
-
-
-@dataclass
-class Child:
-    """One supervised process: its command, log file and what of its output to show."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    echo_filter: tuple[str, ...] = ()
-    process: asyncio.subprocess.Process | None = None
-    pump: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The child's pid (also its process group id), once started."""
-        return None if self.process is None else self.process.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the child was started and has not exited."""
-        return self.process is not None and self.process.returncode is None
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines of the child's log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -273,10 +114,22 @@ class DevStack:
         config = self.config
         config.logs_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + config.ready_timeout
-        temporal = await self._spawn(self._temporal_child())
+        temporal = await self._spawn(
+            Child(
+                "temporal",
+                dev_server_argv(config),
+                dict(os.environ),
+                config.logs_dir / "temporal.log",
+            )
+        )
         # Postgres starts while Temporal boots: both take seconds.
         self._pg_start = asyncio.create_task(self._database())
-        await self._wait_temporal(temporal, deadline)
+        await self._until(
+            temporal,
+            deadline,
+            f"gRPC health on {config.temporal_address}",
+            lambda: temporal_healthy(config.temporal_address),
+        )
         self.say(f"Temporal is up on {config.temporal_address} (Web UI {config.ui_url})")
         try:
             self.database_url = await asyncio.wait_for(
@@ -290,7 +143,7 @@ class DevStack:
         where = "SIGNOFF_DATABASE_URL" if config.database_url else embedded_pgdata(config.data_dir)
         self.say(f"Audit ledger ready ({where}), migrated")
         env = self._child_env()
-        kid = self._ensure_keys()
+        kid = ensure_keys(config)
         self.say(
             f"Signing key {kid} in {config.signing_key.parent} (gateway signs, worker verifies)"
         )
@@ -322,39 +175,8 @@ class DevStack:
         self.say(f"Worker polling, gateway ready on {config.gateway_url}")
         self._write_pids()
 
-    def _ensure_keys(self) -> str:
-        """The data dir's key pair, generated on first start; returns the key id."""
-        config = self.config
-        if not config.signing_key.exists():
-            return generate_key_pair(config.signing_key, config.public_keys / "gateway.pem")
-        # A private key others can read is no longer the gateway's alone.
-        config.signing_key.chmod(0o600)
-        return Signer.load(config.signing_key).kid
-
-    def _temporal_child(self) -> Child:
-        config = self.config
-        argv = [
-            str(temporal_cli()),
-            "server",
-            "start-dev",
-            "--db-filename",
-            str(config.data_dir / "temporal.db"),
-            "--ip",
-            HOST,
-            "--port",
-            str(config.temporal_port),
-            "--ui-port",
-            str(config.ui_port),
-            *dev_server_flags(),
-            "--log-level",
-            "warn",
-        ]
-        return Child("temporal", argv, dict(os.environ), config.logs_dir / "temporal.log")
-
     async def _database(self) -> str:
         """The ledger's URL, migrated: the configured one, or the embedded Postgres's."""
-        from activities.ledger.store import Ledger
-
         url = self.config.database_url
         if url is None:
             try:
@@ -362,26 +184,14 @@ class DevStack:
             except Exception as err:
                 log = embedded_pgdata(self.config.data_dir) / "log"
                 raise StartupFailed(f"PostgreSQL did not start ({err}); its log is {log}") from None
-        try:
-            ledger = await Ledger.connect(url, migrate=True)
-        except Exception as err:
-            raise StartupFailed(f"cannot prepare the audit ledger database: {err}") from None
-        await ledger.close()
+        await migrate_ledger(url)
         if self.config.database_url is None:
             self.analytics = await sample_analytics(url, self.config.data_dir)
         return url
 
     def _start_embedded_postgres(self) -> str:
-        import warnings
-
-        with warnings.catch_warnings():
-            # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; nothing to act on.
-            warnings.simplefilter("ignore")
-            import pgserver
-
-        pgdata = embedded_pgdata(self.config.data_dir)
-        # cleanup_mode=None: this supervisor stops it explicitly, after the worker is gone.
-        self._pg_server = pgserver.get_server(pgdata, cleanup_mode=None)
+        # This supervisor stops it explicitly, after the worker is gone.
+        self._pg_server = embedded_server(self.config.data_dir)
         return str(self._pg_server.get_uri())
 
     def _child_env(self) -> dict[str, str]:
@@ -413,49 +223,9 @@ class DevStack:
         return env
 
     async def _spawn(self, child: Child) -> Child:
-        log = child.log_path.open("ab")
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        log.write(f"--- {stamp} signoff dev starts: {' '.join(child.argv)}\n".encode())
-        log.flush()
-        try:
-            child.process = await asyncio.create_subprocess_exec(
-                *child.argv,
-                env=child.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                # Its own process group: Ctrl-C reaches only us, and we can kill the whole group.
-                start_new_session=True,
-            )
-        except OSError as err:
-            log.close()
-            raise StartupFailed(f"cannot start {child.name} ({child.argv[0]}): {err}") from None
+        await process.spawn(child, self.echo)
         self.children.append(child)
-        child.pump = asyncio.create_task(self._pump(child, log))
         return child
-
-    async def _pump(self, child: Child, log: IO[bytes]) -> None:
-        """Copy the child's output to its log file, echoing the interesting lines."""
-        assert child.process is not None
-        assert child.process.stdout is not None
-        stream = child.process.stdout
-        pending = b""
-        try:
-            while chunk := await stream.read(65536):
-                log.write(chunk)
-                log.flush()
-                if not child.echo_filter:
-                    continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.decode("utf-8", errors="replace")
-                    if any(marker in line for marker in child.echo_filter):
-                        self.echo(child.name, line)
-                # A runaway line without newline is logged, not kept in memory.
-                pending = pending[-65536:]
-        finally:
-            log.close()
 
     def _exited(self, child: Child) -> StartupFailed:
         assert child.process is not None
@@ -486,38 +256,12 @@ class DevStack:
                 raise self._timed_out(child, what)
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def _wait_temporal(self, child: Child, deadline: float) -> None:
-        from temporalio.client import Client
-
-        async def healthy() -> bool:
-            client = await asyncio.wait_for(Client.connect(self.config.temporal_address), 5)
-            return await asyncio.wait_for(client.service_client.check_health(), 5)
-
-        await self._until(
-            child, deadline, f"gRPC health on {self.config.temporal_address}", healthy
-        )
-
     async def _wait_worker(self, child: Child, deadline: float) -> None:
-        from temporalio.api.enums.v1 import TaskQueueType
-        from temporalio.api.taskqueue.v1 import TaskQueue
-        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-        from temporalio.client import Client
-
         client = await Client.connect(self.config.temporal_address)
         queue = Settings().task_queue
-
-        async def polling() -> bool:
-            # The worker is ready once it polls its task queue: submitted actions get picked up.
-            response = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace="default",
-                    task_queue=TaskQueue(name=queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                )
-            )
-            return len(response.pollers) > 0
-
-        await self._until(child, deadline, f"polling task queue {queue!r}", polling)
+        await self._until(
+            child, deadline, f"polling task queue {queue!r}", lambda: queue_polled(client, queue)
+        )
 
     async def _wait_gateway(self, child: Child, deadline: float) -> None:
         url = f"{self.config.gateway_url}/readyz"
@@ -606,36 +350,14 @@ class DevStack:
         """Stop the children (gateway and worker, then Temporal), then Postgres; no orphans."""
         by_name = {c.name: c for c in self.children}
         first = [by_name[n] for n in ("gateway", "worker") if n in by_name]
-        await asyncio.gather(*(self._stop_child(c) for c in first))
+        timeout = self.config.stop_timeout
+        await asyncio.gather(*(process.stop(c, timeout, self._force) for c in first))
         rest = [c for c in self.children if c not in first]
-        await asyncio.gather(*(self._stop_child(c) for c in rest))
+        await asyncio.gather(*(process.stop(c, timeout, self._force) for c in rest))
         await self._stop_postgres()
         with contextlib.suppress(FileNotFoundError):
             self.config.pids_file.unlink()
         self._release_lock()
-
-    async def _stop_child(self, child: Child) -> None:
-        process = child.process
-        if process is None:
-            return
-        if process.returncode is None:
-            signal_group(process.pid, signal.SIGTERM)
-            exited = asyncio.create_task(process.wait())
-            forced = asyncio.create_task(self._force.wait())
-            await asyncio.wait(
-                {exited, forced},
-                timeout=self.config.stop_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            forced.cancel()
-            if not exited.done():
-                signal_group(process.pid, signal.SIGKILL)
-            await exited
-        # Whatever the leader left behind in its group goes too.
-        signal_group(process.pid, signal.SIGKILL)
-        if child.pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(child.pump, 5)
 
     async def _stop_postgres(self) -> None:
         if self._pg_start is not None:
@@ -644,146 +366,4 @@ class DevStack:
                 await self._pg_start
         if self._pg_server is None:
             return
-        await asyncio.to_thread(stop_embedded_postgres, self._pg_server)
-
-
-SAMPLE_CUSTOMERS = [
-    ("Ada Ltd", "emea", "2025-01-14"),
-    ("Borealis AB", "emea", "2025-02-03"),
-    ("Cobalt Inc", "amer", "2025-02-21"),
-    ("Dunmore LLC", "amer", "2025-03-09"),
-    ("Esker Pty", "apac", "2025-03-30"),
-    ("Fjord AS", "emea", "2025-04-12"),
-    ("Granite Co", "amer", "2025-05-02"),
-    ("Halcyon KK", "apac", "2025-05-27"),
-]
-
-
-# The sample database's roles: least privilege, never the cluster's superuser.
-ANALYTICS_READER = "signoff_analytics_reader"
-ANALYTICS_WRITER = "signoff_analytics_writer"
-# Functions with effects outside the statement that PUBLIC may run by default; a read must not
-# reach them (`SELECT pg_notify(...)` runs in a READ ONLY transaction too).
-_PUBLIC_SIDE_EFFECTS = ("pg_notify(text, text)",)
-
-
-@dataclass(frozen=True)
-class AnalyticsUrls:
-    """The sample database's DSNs: the reader's for queries and exports, the writer's."""
-
-    reader: str
-    writer: str
-
-
-def _role_password(data_dir: Path, role: str) -> str:
-    """The role's password, generated once into the data dir (owner-only)."""
-    path = data_dir / "roles" / f"{role}.password"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(password + "\n")
-    return password
-
-
-def _as_role(url: str, database: str, role: str, password: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
-
-
-async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
-    """Create the embedded `analytics` database, its customers table and two roles for it.
-
-    The reader may SELECT, the writer may also INSERT/UPDATE/DELETE; neither is a superuser
-    or a member of a privileged role, and neither may connect to the ledger's database.
-    """
-    import asyncpg
-
-    from activities.ledger.migrations import WORKER_ROLE
-
-    ledger_db = urlsplit(ledger_url).path.lstrip("/") or "postgres"
-    passwords = {
-        role: _role_password(data_dir, role) for role in (ANALYTICS_READER, ANALYTICS_WRITER)
-    }
-    conn = await asyncpg.connect(ledger_url)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'analytics'"):
-            await conn.execute("CREATE DATABASE analytics")
-        for role, password in passwords.items():
-            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-            verb = "ALTER" if exists else "CREATE"
-            # DDL takes no parameters; the password is ours (token_urlsafe), so quoting is safe.
-            await conn.execute(
-                f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-                f" NOBYPASSRLS PASSWORD '{password}'"
-            )
-        # Nobody but the superuser reaches the ledger's database (PUBLIC could connect before).
-        await conn.execute(f'REVOKE CONNECT ON DATABASE "{ledger_db}" FROM PUBLIC')
-        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", WORKER_ROLE):
-            # Login roles granted the ledger's worker role keep reaching it.
-            await conn.execute(f'GRANT CONNECT ON DATABASE "{ledger_db}" TO {WORKER_ROLE}')
-        await conn.execute("REVOKE CONNECT ON DATABASE analytics FROM PUBLIC")
-        await conn.execute(
-            f"GRANT CONNECT ON DATABASE analytics TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
-        )
-    finally:
-        await conn.close()
-    url = urlunsplit(urlsplit(ledger_url)._replace(path="/analytics"))
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS customers ("
-            " id serial PRIMARY KEY, name text UNIQUE NOT NULL, region text NOT NULL,"
-            " signed_up date NOT NULL)"
-        )
-        await conn.executemany(
-            "INSERT INTO customers (name, region, signed_up) VALUES ($1, $2, $3::text::date)"
-            " ON CONFLICT (name) DO NOTHING",
-            SAMPLE_CUSTOMERS,
-        )
-        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        for function in _PUBLIC_SIDE_EFFECTS:
-            await conn.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
-        await conn.execute(
-            f"GRANT USAGE ON SCHEMA public TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
-        )
-        await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYTICS_READER}")
-        await conn.execute(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
-            f" TO {ANALYTICS_WRITER}"
-        )
-        await conn.execute(
-            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ANALYTICS_WRITER}"
-        )
-    finally:
-        await conn.close()
-    return AnalyticsUrls(
-        reader=_as_role(ledger_url, "analytics", ANALYTICS_READER, passwords[ANALYTICS_READER]),
-        writer=_as_role(ledger_url, "analytics", ANALYTICS_WRITER, passwords[ANALYTICS_WRITER]),
-    )
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    """Send a signal to a whole process group, if any of it is left."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def stop_embedded_postgres(server: Any) -> None:
-    """Stop an embedded pgserver Postgres (fast: disconnect clients, then shut down cleanly)."""
-    # pg_ctl is created at import time, so type checkers cannot see it.
-    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
-
-    postmaster = server.get_postmaster_info()
-    if not postmaster.is_running():
-        return
-    try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-    except Exception:
-        # pg_ctl failed (e.g. the server went away meanwhile): make sure it is gone.
-        with contextlib.suppress(Exception):
-            postmaster.process.kill()
+        await asyncio.to_thread(stop_embedded_server, self._pg_server)

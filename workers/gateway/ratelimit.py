@@ -1,15 +1,17 @@
 """A token bucket per principal, for refused attempts: guessing and probing cost time.
 
-Memory is bounded: at most `max_keys` buckets are kept, the least recently used dropped first
-(a dropped bucket was the least active one, and the directory bounds who can have one anyway).
+Memory is bounded: the buckets live in the one bounded cache (`channels.cache`), at most
+`max_keys` of them, the least recently used dropped first (a dropped bucket was the least
+active one, and the directory bounds who can have one anyway).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+
+from channels.cache import BoundedCache
 
 
 class RefusalBudget:
@@ -29,7 +31,10 @@ class RefusalBudget:
         self.rate = per_minute / 60.0
         self.max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # A bucket left alone this long is full again, the same as no bucket: let it expire.
+        self._buckets: BoundedCache[str, tuple[float, float]] = BoundedCache(
+            max_keys, ttl=self.burst / self.rate, clock=clock
+        )
 
     def _level(self, key: str) -> float:
         """Tokens the key has now (a full bucket for an unknown key)."""
@@ -49,10 +54,7 @@ class RefusalBudget:
     def spend(self, key: str) -> None:
         """Take one token for a refused attempt (never below empty)."""
         tokens = max(0.0, self._level(key) - 1.0)
-        self._buckets[key] = (tokens, self._clock())
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
+        self._buckets.put(key, (tokens, self._clock()))
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -1,0 +1,1 @@
+"""The gateway's ASGI middlewares, one per module."""

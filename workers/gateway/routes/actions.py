@@ -1,0 +1,159 @@
+"""`/v1/actions`: submit an action, read it, decide, cancel, and report its result."""
+
+from __future__ import annotations
+
+import fastapi
+from fastapi import APIRouter, Depends
+
+from signoff.models import (
+    ActionStatus,
+    ActionSubmission,
+    CancelBody,
+    CancelRequest,
+    DecisionBody,
+    DecisionRequest,
+    ExecutionReport,
+    Principal,
+    ReportBody,
+)
+from workers.gateway.auth import current_principal
+from workers.gateway.dependencies import Wait, action_id, get_service, refusal_budget
+from workers.gateway.errors import documented
+from workers.gateway.ratelimit import RefusalBudget
+from workers.gateway.service import ActionService, can_view
+from workflows.errors import ActionError, ActionNotFound, WorkerUnavailable
+
+router = APIRouter(prefix="/v1", tags=["actions"])
+
+
+@router.post(
+    "/actions",
+    status_code=202,
+    response_model=ActionStatus,
+    responses=documented(400, 401, 409, 413, 422, 503),
+)
+async def submit(
+    submission: ActionSubmission,
+    wait: float | None = Wait,
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """Ask for an action; the requester is the authenticated principal.
+
+    Answers 202 with the status. Repeating a request with the same `idempotency_key` answers
+    202 with the same action, never a second one; the same key with a different action,
+    target or params is a 409.
+    """
+    return await service.submit(principal, submission, wait=wait or 0.0)
+
+
+@router.get(
+    "/actions/{id}",
+    response_model=ActionStatus,
+    # 409: the workflow ended without an outcome; 503: its task keeps failing (or no worker).
+    responses=documented(401, 404, 409, 422, 503),
+)
+async def get_action(
+    id: str = Depends(action_id),
+    wait: float | None = Wait,
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """The action's status, for its requester, its possible deciders and auditors; else 404."""
+    status = await service.status(id)
+    if not can_view(principal, status):
+        # The same answer as for an id that does not exist: outsiders learn nothing.
+        raise ActionNotFound(f"no action {id}")
+    if wait and not status.terminal:
+        status = await service.wait(id, wait, current=status)
+    return status
+
+
+@router.post(
+    "/actions/{id}/decisions",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 429, 503),
+)
+async def decide(
+    body: DecisionBody,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+    budget: RefusalBudget = Depends(refusal_budget),
+) -> ActionStatus:
+    """Approve or deny with the digest you were shown; every refused attempt is recorded.
+
+    403: you may not decide it; 404: no such action, or you may not see it (as for GET);
+    409: it is not pending (or you already decided); 422: the digest does not match the
+    action, or a denial has no reason; 429: too many refused attempts, see Retry-After.
+    """
+    wait = budget.retry_after(principal.id)
+    if wait:
+        raise fastapi.HTTPException(
+            status_code=429,
+            detail={
+                "code": "too_many_refusals",
+                "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
+            },
+            headers={"Retry-After": str(wait)},
+        )
+    # No visibility check first on purpose: a refused attempt must reach the workflow's record,
+    # and an accepted one (the usual case) needs no extra status read.
+    request = DecisionRequest(**body.model_dump(), approver=principal.id, channel="api")
+    try:
+        return await service.decide(id, request)
+    except WorkerUnavailable:
+        raise
+    except ActionNotFound:
+        budget.spend(principal.id)
+        raise
+    except ActionError:
+        budget.spend(principal.id)
+        # Someone who may not see the action learns what GET tells them: nothing (no state,
+        # eligible groups or digest from the refusal).
+        if not can_view(principal, await service.status(id)):
+            raise ActionNotFound(f"no action {id}") from None
+        raise
+
+
+@router.post(
+    "/actions/{id}/cancel",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
+)
+async def cancel(
+    body: CancelBody | None = None,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """Cancel a pending action; only its requester may (403 for anyone else)."""
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    reason = body.reason if body is not None else ""
+    return await service.cancel(id, CancelRequest(by=principal.id, reason=reason))
+
+
+@router.post(
+    "/actions/{id}/report",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
+)
+async def report(
+    body: ReportBody,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """Caller mode: the requester reports the result (or error) of the approved action it ran.
+
+    Answers with the final status. 403: only the requester reports; 409: the action is not
+    waiting for a report (not approved yet, worker mode, or already reported).
+    """
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    return await service.report(
+        id, ExecutionReport(by=principal.id, result=body.result, error=body.error)
+    )
