@@ -12,14 +12,11 @@ the default when it is reachable, and `approval` summarises them: `never`, `alwa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from signoff.models import ApprovalRequirement, Contract, Effect, Execution, Risk
-
-if TYPE_CHECKING:
-    pass
 
 Approval = Literal["never", "always", "depends"]
 

@@ -15,6 +15,8 @@ import re
 import unicodedata
 from typing import Any
 
+from rich.markup import escape as _rich_escape
+
 # Letters and marks that render as nothing (Hangul fillers, the combining grapheme joiner,
 # variation selectors); Unicode does not class them as format characters, attackers use them.
 _INVISIBLE = frozenset(
@@ -121,9 +123,7 @@ def slack_plain(text: str, *, multiline: bool = True) -> str:
 
 def rich(text: str, *, multiline: bool = True) -> str:
     """Agent text for rich console markup: hidden characters visible, `[` cannot open a tag."""
-    from rich.markup import escape
-
-    return escape(visible(text, multiline=multiline))
+    return _rich_escape(visible(text, multiline=multiline))
 
 
 def html(text: str, *, multiline: bool = True) -> str:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import Annotated
 
+import anyio
 import typer
 
+from signoff.cli.common import fail
+from signoff.mcp_server import build_server, client_factory
 from signoff.settings import ClientSettings
 
 
@@ -18,31 +22,28 @@ class Transport(StrEnum):
 
 
 def mcp(
-    transport: Transport = typer.Option(
-        Transport.STDIO, help="stdio (the client spawns us) or http (streamable HTTP at /mcp)."
+    transport: Annotated[
+        Transport,
+        typer.Option(help="stdio (the client spawns us) or http (streamable HTTP at /mcp)."),
+    ] = Transport.STDIO,
+    host: Annotated[str, typer.Option(help="HTTP transport: interface to listen on.")] = (
+        "127.0.0.1"
     ),
-    host: str = typer.Option("127.0.0.1", help="HTTP transport: interface to listen on."),
-    port: int = typer.Option(8765, help="HTTP transport: port to listen on."),
-    max_wait: float = typer.Option(
-        30.0, help="Seconds a tool call waits for an outcome before answering (at most 60)."
+    port: Annotated[int, typer.Option(help="HTTP transport: port to listen on.")] = 8765,
+    max_wait: Annotated[
+        float,
+        typer.Option(help="Seconds a tool call waits for an outcome before answering (max 60)."),
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="Python log level (logs go to stderr).")] = (
+        "WARNING"
     ),
-    log_level: str = typer.Option("WARNING", help="Python log level (logs go to stderr)."),
 ) -> None:
     """Serve signoff's tools over MCP, as the agent whose token is in SIGNOFF_TOKEN."""
-    import anyio
-
-    from signoff.mcp_server import build_server, client_factory
-
     # stdout carries the protocol under stdio: logs must go to stderr only.
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = ClientSettings.from_env()
     if settings.token is None:
-        typer.secho(
-            "error: set SIGNOFF_TOKEN to the agent's gateway token (and SIGNOFF_GATEWAY)",
-            fg="red",
-            err=True,
-        )
-        raise typer.Exit(2)
+        raise fail("set SIGNOFF_TOKEN to the agent's gateway token (and SIGNOFF_GATEWAY)", code=2)
     server = build_server(
         client_factory(settings.gateway, settings.token.get_secret_value()), max_wait=max_wait
     )
