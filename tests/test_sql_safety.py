@@ -22,8 +22,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.execution import Executors
-from activities.executors import SqlParams, sql_execute
+from activities.execution import ExecutionActivities
+from activities.executors.sql import SqlParams, sql_execute
 from activities.policy import PolicyActivities
 from activities.targets import PostgresTarget, load_targets
 from policies import EXAMPLES_DIR, load_directory, load_policy
@@ -48,7 +48,7 @@ def request(action: str, target: str, **params: Any) -> ActionRequest:
     )
 
 
-async def run(executors: Executors, req: ActionRequest) -> Any:
+async def run(executors: ExecutionActivities, req: ActionRequest) -> Any:
     """The executor's result, run inside a real activity context."""
     result: ExecuteResult = await ActivityEnvironment().run(
         executors.execute_action, ExecuteInput(request=req, idempotency_key="wf-sql")
@@ -56,7 +56,7 @@ async def run(executors: Executors, req: ActionRequest) -> Any:
     return result.result
 
 
-async def failure(executors: Executors, req: ActionRequest) -> ApplicationError:
+async def failure(executors: ExecutionActivities, req: ActionRequest) -> ApplicationError:
     """The (non-retryable) error the execute activity raises for `req`."""
     with pytest.raises(ApplicationError) as info:
         await run(executors, req)
@@ -86,7 +86,7 @@ async def role(postgres_url: str, name: str, *grants: str) -> str:
 
 
 @pytest.fixture
-async def executors(tmp_path: Path, postgres_url: str) -> Executors:
+async def executors(tmp_path: Path, postgres_url: str) -> ExecutionActivities:
     """Targets on the session's Postgres: the superuser with and without opt-in, other roles."""
     signaller = await role(postgres_url, "sig_signaller", "pg_signal_backend")
     reader = await role(postgres_url, "sig_reader")
@@ -105,7 +105,7 @@ async def executors(tmp_path: Path, postgres_url: str) -> Executors:
     )
     path = tmp_path / "targets.yaml"
     path.write_text("\n".join(lines) + "\n")
-    return Executors(registry, load_targets(path))
+    return ExecutionActivities(registry, load_targets(path))
 
 
 # --- one approval, one statement -------------------------------------------------------------
@@ -141,7 +141,7 @@ async def test_two_statements_are_422_at_submit(client: Client, settings: Settin
 
 
 async def test_two_statements_never_run_even_past_the_parser(
-    executors: Executors, postgres_url: str
+    executors: ExecutionActivities, postgres_url: str
 ) -> None:
     table = f"victim_{uuid.uuid4().hex[:8]}"
     setup = f"CREATE TABLE {table} (x int); INSERT INTO {table} VALUES (1)"  # noqa: S608
@@ -183,7 +183,7 @@ async def test_two_statements_never_run_even_past_the_parser(
     ],
 )
 async def test_query_and_export_take_one_plain_query_only(
-    executors: Executors, tmp_path: Path, statement: str
+    executors: ExecutionActivities, tmp_path: Path, statement: str
 ) -> None:
     marker = tmp_path / "pwned"
     text = statement.format(marker=marker)
@@ -205,7 +205,9 @@ def test_plain_queries_pass() -> None:
         assert plain_query(text) == text
 
 
-async def test_superuser_target_is_refused_unless_it_opts_in(executors: Executors) -> None:
+async def test_superuser_target_is_refused_unless_it_opts_in(
+    executors: ExecutionActivities,
+) -> None:
     read_file = "SELECT pg_read_file('PG_VERSION')"
     error = await failure(executors, request("sql.query", "su", statement=read_file))
     assert error.non_retryable
@@ -217,7 +219,9 @@ async def test_superuser_target_is_refused_unless_it_opts_in(executors: Executor
     assert result["row_count"] == 1
 
 
-async def test_signal_backend_member_is_refused(executors: Executors, postgres_url: str) -> None:
+async def test_signal_backend_member_is_refused(
+    executors: ExecutionActivities, postgres_url: str
+) -> None:
     victim = await asyncpg.connect(postgres_url)
     try:
         pid = victim.get_server_pid()
@@ -230,7 +234,7 @@ async def test_signal_backend_member_is_refused(executors: Executors, postgres_u
 
 
 async def test_least_privilege_reader_runs_queries_but_no_server_functions(
-    executors: Executors,
+    executors: ExecutionActivities,
 ) -> None:
     result = await run(
         executors, request("sql.query", "reader", statement="SELECT count(*) AS n FROM pg_class")
@@ -242,7 +246,7 @@ async def test_least_privilege_reader_runs_queries_but_no_server_functions(
     assert "permission denied" in error.message
 
 
-async def test_every_connection_has_timeouts(executors: Executors) -> None:
+async def test_every_connection_has_timeouts(executors: ExecutionActivities) -> None:
     settings = (
         "SELECT current_setting('statement_timeout') AS st,"
         " current_setting('idle_in_transaction_session_timeout') AS idle"
@@ -258,7 +262,7 @@ async def test_every_connection_has_timeouts(executors: Executors) -> None:
 # --- bounded output -------------------------------------------------------------------------
 
 
-async def test_wide_rows_exceed_the_byte_budget_at_once(executors: Executors) -> None:
+async def test_wide_rows_exceed_the_byte_budget_at_once(executors: ExecutionActivities) -> None:
     wide = "SELECT repeat('x', 3000000) AS blob FROM generate_series(1, 100)"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
@@ -287,7 +291,7 @@ async def test_dev_roles_are_least_privilege_and_cannot_reach_the_ledger(
     )
     os.environ["T_READER"], os.environ["T_WRITER"] = urls.reader, urls.writer
     try:
-        executors = Executors(registry, load_targets(path))
+        executors = ExecutionActivities(registry, load_targets(path))
         # The role check passes: neither role is privileged.
         count = await run(
             executors, request("sql.query", "analytics", statement="SELECT count(*) FROM customers")
