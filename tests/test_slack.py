@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from activities.ledger.store import Ledger
 from channels.notifier import NotifierError
-from channels.slack import SlackNotifier, SlackUnavailable
-from channels.slack_blocks import (
+from channels.slack import SlackInteractions, SlackUnavailable, interactions_router
+from channels.slack.blocks import (
     APPROVE_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
@@ -37,7 +37,6 @@ from channels.slack_blocks import (
     full_request_modal,
     request_attachments,
 )
-from channels.slack_inbound import SlackInteractions, slack_router, slack_router_for
 from policies.directory import Directory
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
@@ -53,12 +52,14 @@ from signoff.models import (
     Status,
     Verdict,
 )
+from tests.cli import app as cli_app
 from tests.conftest import DATA, running_worker
 from tests.fake_slack import Call, FakeSlack
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
-from workers.wiring.channels import channel_routers
+from workers.wiring.channels import channel_routers, notifiers_for
+from workers.wiring.slack import slack_notifier, slack_router
 from workflows.messages import NotifyInput
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -262,9 +263,9 @@ async def open_stack(
     directory = load_directory(settings.directory)
     service = ActionService(client, settings, load_policy(settings.policy), directory, registry)
     app = create_app(
-        service, directory, settings, routers=[slack_router_for(settings, service, directory)]
+        service, directory, settings, routers=[slack_router(settings, service, directory)]
     )
-    notifier = SlackNotifier.from_settings(settings, directory)
+    notifier = slack_notifier(settings, directory)
     async with (
         running_worker(client, settings, ledger, notifiers=[notifier]),
         app.router.lifespan_context(app),
@@ -619,7 +620,7 @@ async def test_without_signing_secret_everything_is_401(
         stack.service,
         stack.directory,
         settings,
-        routers=[slack_router_for(settings, stack.service, stack.directory)],
+        routers=[slack_router(settings, stack.service, stack.directory)],
     )
     action = await stack.submit("two-db")
     call = await stack.posted(action.id, "C0SEC")
@@ -732,7 +733,7 @@ def test_message_escapes_agent_text_and_fits_slack_limits() -> None:
 
 async def test_unreachable_slack_is_retryable_not_permanent(slack_settings: Settings) -> None:
     settings = slack_settings.model_copy(update={"slack_api_url": "http://127.0.0.1:9/api/"})
-    notifier = SlackNotifier.from_settings(settings, load_directory(settings.directory))
+    notifier = slack_notifier(settings, load_directory(settings.directory))
     request = NotifyInput(channel="slack", status=pending_status(), groups=["security"])
     with pytest.raises(SlackUnavailable) as info:
         await notifier.post(request)
@@ -741,9 +742,6 @@ async def test_unreachable_slack_is_retryable_not_permanent(slack_settings: Sett
 
 
 def test_hooks_into_worker_gateway_and_cli(slack_settings: Settings) -> None:
-    from signoff.cli import app
-    from workers.wiring.channels import notifiers_for
-
     directory = load_directory(slack_settings.directory)
     assert "slack" in [n.channel for n in notifiers_for(slack_settings, directory)]
     without = slack_settings.model_copy(update={"slack_bot_token": None})
@@ -758,7 +756,7 @@ def test_hooks_into_worker_gateway_and_cli(slack_settings: Settings) -> None:
     assert "/slack/interactions" in paths
 
     result = CliRunner().invoke(
-        app, ["gateway", "--slack-socket-mode"], env={"SIGNOFF_SLACK_APP_TOKEN": ""}
+        cli_app, ["gateway", "--slack-socket-mode"], env={"SIGNOFF_SLACK_APP_TOKEN": ""}
     )
     assert result.exit_code == 2
     assert "SIGNOFF_SLACK_APP_TOKEN" in result.output
@@ -768,7 +766,7 @@ def test_interactions_router_builds_without_any_slack_settings(slack_settings: S
     directory = load_directory(slack_settings.directory)
     service = ActionService(None, slack_settings, None, directory, registry)  # type: ignore[arg-type]
     interactions = SlackInteractions(service, directory, client=None, signing_secret=None)  # type: ignore[arg-type]
-    router = slack_router(interactions)
+    router = interactions_router(interactions)
     assert [getattr(r, "path", "") for r in router.routes] == ["/slack/interactions"]
 
 

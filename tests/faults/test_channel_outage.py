@@ -18,7 +18,6 @@ from pydantic import SecretStr
 from temporalio.client import Client
 
 from activities.ledger.store import Ledger
-from channels.slack import SlackNotifier
 from channels.teams import ConversationStore
 from policies.loader import load_directory
 from signoff.models import ActionStatus, Status
@@ -26,6 +25,7 @@ from tests.conftest import running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
 from tests.gateway_fixtures import api, build_app
 from workers.settings import Settings
+from workers.wiring.slack import slack_notifier
 from workers.wiring.teams import teams_notifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -63,7 +63,7 @@ async def test_slack_timing_out_and_teams_failing_leave_actions_approvable(
         }
     )
     directory = load_directory(s.directory)
-    slack = SlackNotifier.from_settings(s, directory)
+    slack = slack_notifier(s, directory)
     slack.client.timeout = 1  # seconds per call; the default 10 s only makes the test slower
     teams = teams_notifier(
         s, directory, store=ConversationStore(ledger.pool), msal_http_client=route

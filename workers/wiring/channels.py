@@ -9,6 +9,7 @@ from channels.notifier import Notifier
 from channels.review import Reviews
 from policies.directory import Directory
 from workers.settings import Settings
+from workers.wiring.slack import slack_notifier, slack_router
 from workers.wiring.teams import teams_notifier, teams_router
 
 
@@ -16,9 +17,7 @@ def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
     """The channels this deployment is configured for; the console one is always on."""
     notifiers: list[Notifier] = [ConsoleNotifier()]
     if settings.slack_bot_token:
-        from channels.slack import SlackNotifier  # only Slack deployments load its stack
-
-        notifiers.append(SlackNotifier.from_settings(settings, directory))
+        notifiers.append(slack_notifier(settings, directory))
     if settings.teams_app_id:
         notifiers.append(teams_notifier(settings, directory))
     return notifiers
@@ -31,7 +30,5 @@ def channel_routers(settings: Settings, reviews: Reviews, directory: Directory) 
     routers.append(teams_router(settings, reviews, directory))
     # Always mounted: without SIGNOFF_SLACK_SIGNING_SECRET it answers 401. With
     # SIGNOFF_SLACK_APP_TOKEN it also runs Socket Mode for the app's lifetime.
-    from channels.slack_inbound import slack_router_for
-
-    routers.append(slack_router_for(settings, reviews, directory))
+    routers.append(slack_router(settings, reviews, directory))
     return routers

@@ -2,37 +2,25 @@
 
 Two doors feed one handler: `POST /slack/interactions` (signed by Slack, verified here over the
 raw body) and Socket Mode (an outbound WebSocket authenticated by the app token). Decisions go
-through the same service, and so the same workflow update, as the HTTP API's.
+through `Reviews`, and so the same workflow update, as the HTTP API's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
-import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import parse_qs
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
-from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
-from slack_sdk.socket_mode.request import SocketModeRequest
-from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from channels.cache import BoundedCache
 from channels.review import Reviews
-from channels.slack import SlackPermanentError, SlackUnavailable, call_slack, slack_web_client
-from channels.slack_blocks import (
+from channels.slack.blocks import (
     APPROVE_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
@@ -49,257 +37,56 @@ from channels.slack_blocks import (
     parse_button_value,
     parse_modal_metadata,
 )
+from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack
+from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
+from channels.slack.reply import OK, Rejected, Reply, rejection
+from channels.slack.workspace import Clicker, Workspace
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
 from signoff.neutralise import mrkdwn_code as code_text
-from workers.settings import Settings
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 
 log = logging.getLogger("signoff.slack")
 
 MAX_SKEW = 5 * 60  # Slack's own recommendation for the timestamp window, in seconds
+# Seen signatures (and Socket Mode envelope ids): a replay within the window is refused.
+REPLAY_TTL = 2 * MAX_SKEW
+REPLAY_MAX = 50_000
+USERS_MAX = 10_000
 KNOWN_TTL = 10 * 60.0
 UNKNOWN_TTL = 60.0
 DRAIN_SECONDS = 10.0
 
 
-class TTLSet:
-    """A bounded set whose members expire: for seen signatures and envelope ids."""
-
-    def __init__(self, ttl: float, maxsize: int = 50_000) -> None:
-        self.ttl = ttl
-        self.maxsize = maxsize
-        self._items: OrderedDict[str, float] = OrderedDict()
-
-    def add(self, key: str) -> bool:
-        """Add `key`; False when it was already there and had not expired."""
-        now = time.monotonic()
-        while self._items and next(iter(self._items.values())) <= now:
-            self._items.popitem(last=False)
-        if key in self._items:
-            return False
-        self._items[key] = now + self.ttl
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-        return True
-
-
-class TTLCache:
-    """A bounded mapping whose entries expire, each after its own time to live."""
-
-    def __init__(self, maxsize: int = 10_000) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[bool, str | None]:
-        """(found, value); expired entries are not found."""
-        item = self._items.get(key)
-        if item is None or item[0] <= time.monotonic():
-            self._items.pop(key, None)
-            return False, None
-        return True, item[1]
-
-    def put(self, key: str, value: str | None, ttl: float) -> None:
-        """Store `value` for `ttl` seconds."""
-        self._items[key] = (time.monotonic() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-
-
-# --- payloads -------------------------------------------------------------------------------
-
-
-class SlackModel(BaseModel):
-    """Slack sends many fields we do not use; they are ignored, the ones we use are checked."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-SLACK_ID = r"^[A-Za-z0-9_-]{1,40}$"  # U…, W…, C…, G…, D…: nothing that could forge a log line
-
-
-class SlackUser(SlackModel):
-    """Who clicked, and the workspace they belong to."""
-
-    id: str = Field(pattern=SLACK_ID)
-    team_id: str | None = None
-
-
-class SlackRef(SlackModel):
-    """A workspace or an Enterprise Grid organisation named in a payload."""
-
-    id: str | None = None
-    enterprise_id: str | None = None
-
-
-class SlackChannel(SlackModel):
-    """Where the clicked message is."""
-
-    id: str = Field(pattern=SLACK_ID)
-
-
-class SlackAction(SlackModel):
-    """One clicked element."""
-
-    action_id: str = Field(max_length=255)
-    block_id: str | None = None
-    value: str | None = Field(default=None, max_length=2000)
-
-
-class BlockActions(SlackModel):
-    """A `block_actions` payload: a button was clicked."""
-
-    type: Literal["block_actions"]
-    user: SlackUser
-    team: SlackRef | None = None
-    enterprise: SlackRef | None = None
-    actions: list[SlackAction] = Field(min_length=1)
-    trigger_id: str | None = None
-    channel: SlackChannel | None = None
-    response_url: str | None = None
-
-
-class ViewState(SlackModel):
-    """The values of a modal's inputs, by block id and action id."""
-
-    values: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
-
-
-class SlackView(SlackModel):
-    """A submitted modal."""
-
-    callback_id: str = ""
-    private_metadata: str = Field(default="", max_length=3000)
-    state: ViewState = Field(default_factory=ViewState)
-
-
-class ViewSubmission(SlackModel):
-    """A `view_submission` payload: the deny modal was submitted."""
-
-    type: Literal["view_submission"]
-    user: SlackUser
-    team: SlackRef | None = None
-    enterprise: SlackRef | None = None
-    view: SlackView
-
-
-@dataclass
-class Reply:
-    """What to answer Slack: an HTTP status and, for modals, a response body."""
-
-    status: int
-    body: dict[str, Any] | None = None
-
-    def response(self) -> Response:
-        """This reply as a FastAPI response."""
-        if self.body is None:
-            return Response(status_code=self.status)
-        return JSONResponse(self.body, status_code=self.status)
-
-
-OK = Reply(200)
-ERRORS = {
-    400: ("bad_request", "the interaction was not accepted"),
-    401: ("unauthorized", "the request is not a verified Slack interaction"),
-    403: ("forbidden", "this Slack user may not decide signoff actions"),
-    503: ("slack_unavailable", "Slack could not be reached; try again"),
-}
-
-
-def rejection(status: int) -> Reply:
-    """The gateway's error shape; the details are in the log, not told to the sender."""
-    code, message = ERRORS.get(status, ("error", "the interaction was not accepted"))
-    return Reply(status, {"error": {"code": code, "message": message}})
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Our Slack workspace, and the Enterprise Grid organisation it is part of, if any."""
-
-    team_id: str | None
-    enterprise_id: str | None = None
-
-    def includes(self, team_id: str | None, enterprise_id: str | None) -> bool:
-        """Whether a user of this team (or organisation) is one of ours."""
-        if self.team_id is not None and team_id == self.team_id:
-            return True
-        return self.enterprise_id is not None and enterprise_id == self.enterprise_id
-
-
-@dataclass(frozen=True)
-class Clicker:
-    """Who clicked as the signed payload says: their user id and where they belong."""
-
-    user_id: str
-    team_id: str | None
-    enterprise_id: str | None
-
-    @classmethod
-    def of(cls, payload: BlockActions | ViewSubmission) -> Clicker:
-        """The clicker of a payload."""
-        enterprise = payload.enterprise.id if payload.enterprise else None
-        if enterprise is None and payload.team is not None:
-            enterprise = payload.team.enterprise_id
-        return cls(payload.user.id, payload.user.team_id, enterprise)
-
-
-class Rejected(Exception):
-    """Bad input: answered with `status`, logged with `reason`, and never decided."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-# --- the handler ----------------------------------------------------------------------------
-
-
 class SlackInteractions:
-    """Verifies, parses and acts on Slack interactions; decisions go through the service."""
+    """Verifies, parses and acts on Slack interactions; decisions go through `Reviews`."""
 
     def __init__(
         self,
-        service: Reviews,
+        reviews: Reviews,
         directory: Directory,
         client: AsyncWebClient,
         signing_secret: str | None,
         workspace: Workspace | None = None,
     ) -> None:
-        self.service = service
+        self.reviews = reviews
         self.directory = directory
         self.client = client
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         # Unset: the workspace the bot token belongs to, asked of auth.test once.
         self.workspace = workspace
-        self._signatures = TTLSet(ttl=2 * MAX_SKEW)
-        self._users = TTLCache()
-        self._refusals: dict[str, str] = {}
+        self._signatures: BoundedCache[str, None] = BoundedCache(REPLAY_MAX, ttl=REPLAY_TTL)
+        # A user's principal id (None: not in the directory), and why an unmatched one was
+        # refused; both forget a user together.
+        self._users: BoundedCache[str, str | None] = BoundedCache(USERS_MAX)
+        self._refusals: BoundedCache[str, str] = BoundedCache(USERS_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, service: Reviews, directory: Directory
-    ) -> SlackInteractions:
-        """A handler with the settings' signing secret, bot token and API URL."""
-        secret = settings.slack_signing_secret
-        workspace = None
-        if settings.slack_team_id or settings.slack_enterprise_id:
-            workspace = Workspace(settings.slack_team_id, settings.slack_enterprise_id)
-        return cls(
-            service,
-            directory,
-            slack_web_client(settings),
-            secret.get_secret_value() if secret else None,  # an empty secret is no secret
-            workspace,
-        )
 
     async def handle_http(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         """Answer one `POST /slack/interactions`: verify the signature, then handle the payload."""
         try:
             self._verify(body, headers)
-            payload = _form_payload(body)
+            payload = form_payload(body)
         except Rejected as err:
             log.warning("slack interaction rejected (%s): %s", err.status, err.reason)
             return rejection(err.status)
@@ -342,7 +129,7 @@ class SlackInteractions:
         if not self.verifier.is_valid(body, timestamp, signature):
             raise Rejected(401, "bad signature")
         # A valid signature covers the timestamp and body: seeing it twice means a replay.
-        if not self._signatures.add(signature):
+        if not self._signatures.add(signature, None):
             raise Rejected(401, "replayed request (signature already seen)")
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
@@ -411,7 +198,7 @@ class SlackInteractions:
     async def _checked_status(self, action_id: str, digest: str, principal_id: str) -> ActionStatus:
         """The action's status, after checking it exists and the clicked digest is its digest."""
         try:
-            status = await self.service.status(action_id)
+            status = await self.reviews.status(action_id)
         except ActionNotFound:
             raise Rejected(400, f"unknown action {action_id[:80]!r} (by {principal_id})") from None
         if not hmac.compare_digest(status.digest, digest):
@@ -429,7 +216,7 @@ class SlackInteractions:
         confirmed: a Slack Connect guest from elsewhere can put anyone's address on a profile.
         """
         user_id = clicker.user_id
-        found, cached = self._users.get(user_id)
+        found, cached = self._users.lookup(user_id)
         if not found:
             cached = await self._lookup(clicker)
             self._users.put(user_id, cached, KNOWN_TTL if cached else UNKNOWN_TTL)
@@ -453,7 +240,7 @@ class SlackInteractions:
 
     async def _lookup(self, clicker: Clicker) -> str | None:
         user_id = clicker.user_id
-        self._refusals.pop(user_id, None)
+        self._refusals.pop(user_id)
         principal = await self.directory.by_slack_user(user_id)
         if principal is not None:
             return principal.id
@@ -472,10 +259,7 @@ class SlackInteractions:
             return None
         refusal = await self._foreign(clicker, user)
         if refusal is not None:
-            # Bounded by the user cache's size: both forget a user together.
-            if len(self._refusals) >= self._users.maxsize:
-                self._refusals.clear()
-            self._refusals[user_id] = refusal
+            self._refusals.put(user_id, refusal)
             return None
         principal = await self.directory.by_email(email)
         return principal.id if principal is not None else None
@@ -500,7 +284,7 @@ class SlackInteractions:
         return None
 
     async def _our_workspace(self) -> Workspace:
-        """Our workspace: from the settings, else the bot token's own (auth.test, once)."""
+        """Our workspace: as configured, else the bot token's own (auth.test, once)."""
         if self.workspace is None:
             try:
                 info = await call_slack("auth.test", "-", self.client.auth_test)
@@ -552,7 +336,7 @@ class SlackInteractions:
             approver=principal_id, decision=decision, digest=digest, reason=reason, channel="slack"
         )
         try:
-            await self.service.decide(action_id, request)
+            await self.reviews.decide(action_id, request)
         except DecisionRefusedError as err:
             log.info("slack %s by %s on %s refused: %s", decision, principal_id, action_id, err)
             await self._ephemeral(
@@ -604,160 +388,3 @@ class SlackInteractions:
 def _str(value: Any) -> str | None:
     """A non-empty string from Slack's JSON, else None."""
     return value if isinstance(value, str) and value else None
-
-
-def _form_payload(body: bytes) -> dict[str, Any]:
-    """The JSON in the `payload` form field of an interaction request."""
-    try:
-        form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=20)
-    except (UnicodeDecodeError, ValueError):
-        raise Rejected(400, "body is not a url-encoded form") from None
-    values = form.get("payload")
-    if not values or len(values) != 1:
-        raise Rejected(400, "no payload field in the form")
-    try:
-        payload = json.loads(values[0])
-    except ValueError:
-        raise Rejected(400, "payload is not JSON") from None
-    if not isinstance(payload, dict):
-        raise Rejected(400, "payload is not a JSON object")
-    return payload
-
-
-# --- Socket Mode ----------------------------------------------------------------------------
-
-
-class SlackSocketMode:
-    """Receives interactions over Socket Mode and feeds them to the same handler."""
-
-    def __init__(
-        self,
-        interactions: SlackInteractions,
-        app_token: str,
-        web_client: AsyncWebClient,
-    ) -> None:
-        self.interactions = interactions
-        self.app_token = app_token
-        self.web_client = web_client
-        self._envelopes = TTLSet(ttl=2 * MAX_SKEW)
-        self.client: SocketModeClient | None = None
-        self._connecting: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start connecting (apps.connections.open, then the WebSocket) in the background.
-
-        The SDK retries until it gets through; the gateway's API must not wait for Slack.
-        """
-        self.client = SocketModeClient(
-            app_token=self.app_token, web_client=self.web_client, logger=log
-        )
-        self.client.socket_mode_request_listeners.append(self._on_request)
-        self._connecting = asyncio.create_task(self._connect(self.client))
-
-    async def _connect(self, client: SocketModeClient) -> None:
-        await client.connect()
-        if not client.closed:
-            log.info("slack socket mode connected")
-
-    async def connected(self) -> bool:
-        """Whether the WebSocket is up."""
-        return self.client is not None and await self.client.is_connected()
-
-    async def stop(self) -> None:
-        """Close the WebSocket."""
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
-        if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
-            self._connecting = None
-
-    async def _on_request(
-        self, client: AsyncBaseSocketModeClient, request: SocketModeRequest
-    ) -> None:
-        """Acknowledge every envelope; interactive ones carry the modal's answer, if any."""
-        reply = OK
-        if request.type != "interactive":
-            log.info("slack socket mode envelope of type %r ignored", request.type)
-        elif not self._envelopes.add(request.envelope_id):
-            log.info("slack socket mode envelope %s redelivered; ignored", request.envelope_id)
-        else:
-            reply = await self.interactions.handle_payload(request.payload)
-        payload = reply.body if reply.status == 200 else None
-        await client.send_socket_mode_response(
-            SocketModeResponse(envelope_id=request.envelope_id, payload=payload)
-        )
-
-
-# --- the gateway's router -------------------------------------------------------------------
-
-
-def slack_router(
-    interactions: SlackInteractions,
-    socket: SlackSocketMode | None = None,
-    *,
-    max_body_bytes: int = 1024 * 1024,
-) -> APIRouter:
-    """`POST /slack/interactions`, plus Socket Mode for the app's lifetime when given."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if socket is not None:
-            await socket.start()
-        try:
-            yield
-        finally:
-            if socket is not None:
-                await socket.stop()
-            await interactions.aclose()
-
-    router = APIRouter(lifespan=lifespan)
-
-    @router.post("/slack/interactions", include_in_schema=False)
-    async def slack_interactions(request: Request) -> Response:
-        """Slack's interactivity request URL."""
-        body = await _read_body(request, max_body_bytes)
-        if body is None:
-            log.warning("slack interaction rejected (413): body over %d bytes", max_body_bytes)
-            return Response(status_code=413)
-        reply = await interactions.handle_http(body, request.headers)
-        return reply.response()
-
-    return router
-
-
-def slack_router_for(
-    settings: Settings,
-    service: Reviews,
-    directory: Directory,
-    *,
-    socket_mode: bool | None = None,
-) -> APIRouter:
-    """The Slack router as the settings configure it; Socket Mode is on with an app token."""
-    interactions = SlackInteractions.from_settings(settings, service, directory)
-    if socket_mode is None:
-        socket_mode = bool(settings.slack_app_token)
-    socket = None
-    if socket_mode:
-        if not settings.slack_app_token:
-            raise ValueError(
-                "Slack Socket Mode needs an app-level token: set SIGNOFF_SLACK_APP_TOKEN (xapp-…)"
-            )
-        socket = SlackSocketMode(
-            interactions, settings.slack_app_token.get_secret_value(), slack_web_client(settings)
-        )
-    return slack_router(interactions, socket, max_body_bytes=settings.max_body_bytes)
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The raw body (the signature covers its exact bytes), or None past `limit` bytes."""
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -1,6 +1,6 @@
 """Slack, outbound: post approval requests as Block Kit and keep the messages current.
 
-The inbound side (button clicks, the deny modal, Socket Mode) is in `channels.slack_inbound`.
+The inbound side (button clicks, the deny modal, Socket Mode) is in `channels.slack.interactions`.
 Messages are found again through the `channel` and `ts` stored in each `NotificationRef`, which
 the notify activity returns into workflow state.
 """
@@ -8,22 +8,12 @@ the notify activity returns into workflow state.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from channels.notifier import NotifierError, outcome_recipient
-from channels.slack_blocks import (
+from channels.cache import BoundedCache
+from channels.notifier import outcome_recipient
+from channels.slack.blocks import (
     escalation_text,
     escape,
     fallback_text,
@@ -32,9 +22,9 @@ from channels.slack_blocks import (
     outcome_reply,
     request_attachments,
 )
+from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
 from policies.directory import Directory
 from signoff.models import ActionStatus, NotificationRef
-from workers.settings import Settings
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
 log = logging.getLogger("signoff.slack")
@@ -43,107 +33,7 @@ CHANNEL = "slack"
 REQUEST = "request"
 ESCALATION = "escalation"
 
-# Errors that will not go away by retrying, with what the operator should do about them.
-PERMANENT_ERRORS: dict[str, str] = {
-    "channel_not_found": (
-        "the channel does not exist or the app cannot see it; check the group's "
-        "slack_channel in the directory"
-    ),
-    "not_in_channel": "the app is not a member of the channel; /invite the app there",
-    "is_archived": "the channel is archived",
-    "channel_is_archived": "the channel is archived",
-    "restricted_action": "the workspace does not allow the app to post there",
-    "invalid_auth": "the bot token is not valid; check SIGNOFF_SLACK_BOT_TOKEN",
-    "not_authed": "no bot token was sent; set SIGNOFF_SLACK_BOT_TOKEN",
-    "account_inactive": "the bot token belongs to a deactivated app",
-    "token_revoked": "the bot token was revoked; reinstall the app",
-    "token_expired": "the bot token expired; reinstall the app",
-    "missing_scope": "the app lacks a scope; reinstall it from deploy/slack/manifest.yaml",
-    "no_permission": "the app has no permission for this; check its scopes",
-    "message_not_found": "the message was deleted",
-    "user_not_found": "no such Slack user",
-    "user_not_visible": "the app cannot see this Slack user",
-    "cant_update_message": "the message cannot be edited by the app",
-    "edit_window_closed": "the message is too old to edit",
-    "invalid_blocks": "Slack rejected the message blocks (a signoff bug; please report it)",
-    "msg_too_long": "the message is too long (a signoff bug; please report it)",
-}
-
 SEEN_MAX = 10_000
-
-
-class SlackPermanentError(NotifierError):
-    """Slack refused a call in a way that retrying will not fix; names the channel."""
-
-    def __init__(self, message: str, destination: str) -> None:
-        super().__init__(message)
-        self.destination = destination
-
-
-class SlackUnavailable(Exception):
-    """Slack could not be reached, or kept rate limiting, or failed on its side: retry later."""
-
-    def __init__(self, message: str, destination: str) -> None:
-        super().__init__(message)
-        self.destination = destination
-
-
-def slack_api_url(settings: Settings) -> str:
-    """The Web API base URL, with the trailing slash slack-sdk joins method names onto."""
-    return settings.slack_api_url.rstrip("/") + "/"
-
-
-def retry_handlers() -> list[AsyncRetryHandler]:
-    """slack-sdk's own retries: rate limits wait out Retry-After; blips and 5xx retry briefly."""
-    return [
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-        AsyncServerErrorRetryHandler(max_retry_count=2),
-    ]
-
-
-def slack_web_client(settings: Settings) -> AsyncWebClient:
-    """A Web API client with the bot token, the configured API URL and the retry handlers."""
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    # Without a token slack-sdk sends no Authorization header; Slack answers not_authed.
-    return AsyncWebClient(
-        token=token,
-        base_url=slack_api_url(settings),
-        timeout=10,
-        retry_handlers=retry_handlers(),
-    )
-
-
-async def call_slack(method: str, destination: str, call: Any, **kwargs: Any) -> AsyncSlackResponse:
-    """Call one Web API method, turning its failures into permanent or retryable errors."""
-    try:
-        response: AsyncSlackResponse = await call(**kwargs)
-        return response
-    except SlackApiError as err:
-        code = str(err.response.get("error") or f"HTTP {err.response.status_code}")
-        hint = PERMANENT_ERRORS.get(code)
-        if hint is not None:
-            raise SlackPermanentError(
-                f"Slack {method} to {destination} failed: {code} ({hint})", destination
-            ) from None
-        raise SlackUnavailable(
-            f"Slack {method} to {destination} failed: {code}", destination
-        ) from None
-    except (SlackClientError, aiohttp.ClientError, TimeoutError) as err:
-        raise SlackUnavailable(
-            f"Slack {method} to {destination} failed: {type(err).__name__} (is Slack reachable?)",
-            destination,
-        ) from None
-
-
-def raise_failures(failures: list[SlackPermanentError | SlackUnavailable]) -> None:
-    """Raise one error for several failed calls: retryable if any of them is worth a retry."""
-    if not failures:
-        return
-    message = "; ".join(str(f) for f in failures)
-    if any(isinstance(f, SlackUnavailable) for f in failures):
-        raise SlackUnavailable(message, failures[0].destination)
-    raise NotifierError(message)
 
 
 class SlackNotifier:
@@ -157,13 +47,8 @@ class SlackNotifier:
         # Per worker process: which messages got their outcome reply, and how fresh each
         # message's content is. Concurrent update activities must not post the outcome twice
         # or put an older state back over a newer one.
-        self._freshness: OrderedDict[tuple[str, str], tuple[int, ...]] = OrderedDict()
-        self._told: OrderedDict[tuple[str, str], None] = OrderedDict()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, directory: Directory) -> SlackNotifier:
-        """A notifier using the settings' bot token and API URL."""
-        return cls(slack_web_client(settings), directory)
+        self._freshness: BoundedCache[tuple[str, str], tuple[int, ...]] = BoundedCache(SEEN_MAX)
+        self._told: BoundedCache[tuple[str, str], None] = BoundedCache(SEEN_MAX)
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -284,7 +169,7 @@ class SlackNotifier:
         if key in self._told:
             return
         # Claimed before the first await, so a concurrent update of the same message skips it.
-        _remember(self._told, key, None)
+        self._told.put(key, None)
         recipient = outcome_recipient(status)
         try:
             await call_slack(
@@ -296,15 +181,15 @@ class SlackNotifier:
                 text=outcome_reply(status, mentions.get(recipient) or f"*{escape(recipient)}*"),
             )
         except BaseException:
-            self._told.pop(key, None)  # not told after all: the activity's retry tries again
+            self._told.pop(key)  # not told after all: the activity's retry tries again
             raise
 
     def _fresh(self, key: tuple[str, str], status: ActionStatus) -> bool:
         """Whether `status` is at least as far along as what the message already shows."""
         rank = (int(status.terminal), len(status.decisions), int(not is_open(status)))
-        if rank < self._freshness.get(key, (0, 0, 0)):
+        if rank < (self._freshness.get(key) or (0, 0, 0)):
             return False
-        _remember(self._freshness, key, rank)
+        self._freshness.put(key, rank)
         return True
 
     # --- helpers --------------------------------------------------------------------------
@@ -355,10 +240,3 @@ def _is_request(ref: NotificationRef) -> bool:
         and bool(ref.ref.get("channel"))
         and bool(ref.ref.get("ts"))
     )
-
-
-def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > SEEN_MAX:
-        cache.popitem(last=False)
