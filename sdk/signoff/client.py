@@ -33,6 +33,7 @@ from signoff.models import (
     Execution,
     Risk,
     Status,
+    validation_problems,
 )
 
 T = TypeVar("T")
@@ -213,10 +214,7 @@ def submission(
             execution=execution,
         )
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidRequest(fields, code="invalid_request") from None
+        raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
 
 
 # --- the async client -----------------------------------------------------------------------

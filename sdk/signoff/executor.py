@@ -26,7 +26,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from signoff.models import ACTION_PATTERN, ActionRequest, ExecutorSpec, parse_duration
+from signoff.models import (
+    ACTION_PATTERN,
+    ActionRequest,
+    ExecutorSpec,
+    parse_duration,
+    validation_problems,
+)
 
 P = TypeVar("P")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -87,10 +93,7 @@ class Executor:
         try:
             return self.params_model.model_validate(params)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            problems = validation_problems(exc, "params")
             raise ExecutorError(f"invalid params for {self.action}: {problems}") from None
 
     def check_target(self, name: str, target: Any) -> None:

@@ -44,7 +44,7 @@ from signoff.client import (
     outcome,
 )
 from signoff.executor import ExecutionContext, registry
-from signoff.models import ActionStatus, Execution, Status
+from signoff.models import ActionStatus, Execution, Status, validation_problems
 from signoff.settings import ClientSettings
 
 P = ParamSpec("P")
@@ -146,7 +146,8 @@ class GatedFunction:
         try:
             model = self.params_model.model_validate(bound.arguments)
         except ValidationError as exc:
-            raise InvalidRequest(_problems(exc), code="invalid_request") from None
+            problems = validation_problems(exc, "params")
+            raise InvalidRequest(problems, code="invalid_request") from None
         dumped: dict[str, Any] = model.model_dump(mode="json")
         return dumped
 
@@ -264,12 +265,6 @@ class GatedFunction:
             # A blocking body must not stall the worker's event loop (heartbeats, other actions).
             result = await asyncio.to_thread(self.fn, **kwargs)
         return _as_json(result)
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 def _error_text(exc: BaseException) -> str:

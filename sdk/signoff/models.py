@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    ValidationError,
     field_validator,
 )
 
@@ -76,6 +77,13 @@ class Contract(BaseModel):
     """Base for contract models: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def validation_problems(exc: ValidationError, root: str = "") -> str:
+    """A validation error as `field.path: message; ...`: names fields, never echoes values."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors()
+    )
 
 
 # --- the digest -----------------------------------------------------------------------------

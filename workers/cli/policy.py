@@ -20,7 +20,7 @@ from policies.lint import condition_warnings
 from policies.loader import PolicyError, check_groups, load_directory, load_policy
 from signoff.cli.common import errors, fail, parse_param
 from signoff.executor import ExecutorError, registry
-from signoff.models import ActionRequest, Verdict, format_duration
+from signoff.models import ActionRequest, Verdict, format_duration, validation_problems
 from workers.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Check policies and explain their verdicts.")
@@ -121,10 +121,7 @@ def explain(
             }
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise fail(f"invalid request: {problems}") from None
+        raise fail(f"invalid request: {validation_problems(exc)}") from None
     register_builtins(registry)
     try:
         registry.load_modules(settings.executor_modules)
