@@ -13,6 +13,7 @@ from activities.executors import json_safe
 from activities.targets import TargetError, Targets
 from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import ExecutorSpec
+from workflows.errors import EXECUTOR_ERROR
 from workflows.messages import ExecuteInput, ExecuteResult
 
 
@@ -98,7 +99,7 @@ class Executors:
                 f"no executor for action {request.action!r}; "
                 f"registered: {', '.join(self.registry.actions())}",
                 non_retryable=True,
-                type="ExecutorError",
+                type=EXECUTOR_ERROR,
             )
         target = self.targets.get(request.target)
         secrets = target.secret_values(request.target) if target is not None else []
@@ -113,7 +114,7 @@ class Executors:
             )
         except (ExecutorError, TargetError) as exc:
             raise ApplicationError(
-                redact(str(exc), secrets), non_retryable=True, type="ExecutorError"
+                redact(str(exc), secrets), non_retryable=True, type=EXECUTOR_ERROR
             ) from None
         except ApplicationError as exc:
             raise ApplicationError(

@@ -48,7 +48,7 @@ from signoff.models import (
 )
 from workers.gateway.auth import current_principal
 from workers.gateway.ratelimit import RefusalBudget
-from workers.gateway.service import AUDITORS, MAX_WAIT, ActionService, can_view, load_signer
+from workers.gateway.service import MAX_WAIT, ActionService, load_signer
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.wiring.channels import channel_routers
@@ -68,6 +68,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
+from workflows.rules import AUDITORS, can_view
 
 log = logging.getLogger("signoff.gateway")
 
