@@ -14,6 +14,7 @@ from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from activities.targets import TargetError, Targets
 from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import ExecutorSpec
+from workflows.errors import EXECUTOR_ERROR
 from workflows.messages import ExecuteInput, ExecuteResult
 
 # The ApplicationError type of a run refused because another run of the action executed it.
@@ -102,7 +103,7 @@ class ExecutionActivities:
                 f"no executor for action {request.action!r}; "
                 f"registered: {', '.join(self.registry.actions())}",
                 non_retryable=True,
-                type="ExecutorError",
+                type=EXECUTOR_ERROR,
             )
         target = self.targets.get(request.target)
         secrets = target.secret_values(request.target) if target is not None else []
@@ -117,7 +118,7 @@ class ExecutionActivities:
             )
         except (ExecutorError, TargetError) as exc:
             raise ApplicationError(
-                redact(str(exc), secrets), non_retryable=True, type="ExecutorError"
+                redact(str(exc), secrets), non_retryable=True, type=EXECUTOR_ERROR
             ) from None
         except ApplicationError as exc:
             raise ApplicationError(

@@ -8,6 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.notifier import Notifier, NotifierError
+from workflows.errors import NOTIFIER_ERROR
 from workflows.messages import NotifyInput, NotifyResult, NotifyUpdateInput
 
 
@@ -28,7 +29,7 @@ class Notifications:
         except KeyError:
             raise ApplicationError(
                 f"channel {channel!r} is not configured on this worker",
-                type="NotifierError",
+                type=NOTIFIER_ERROR,
                 non_retryable=True,
             ) from None
 
@@ -39,7 +40,7 @@ class Notifications:
         try:
             return NotifyResult(refs=await notifier.post(request))
         except NotifierError as err:
-            raise ApplicationError(str(err), type="NotifierError", non_retryable=True) from err
+            raise ApplicationError(str(err), type=NOTIFIER_ERROR, non_retryable=True) from err
 
     @activity.defn(name="notify_update")
     async def notify_update(self, request: NotifyUpdateInput) -> None:
@@ -48,4 +49,4 @@ class Notifications:
         try:
             await notifier.update(request)
         except NotifierError as err:
-            raise ApplicationError(str(err), type="NotifierError", non_retryable=True) from err
+            raise ApplicationError(str(err), type=NOTIFIER_ERROR, non_retryable=True) from err

@@ -18,7 +18,7 @@ class SignatureActivities:
         self.keys = keys
         self.max_age = max_age
 
-    @activity.defn
+    @activity.defn(name="verify_signature")
     async def verify_signature(self, check: VerifyInput) -> VerifyResult:
         """Whether the signature is the gateway's, for this message, recent enough."""
         if self.keys is None:

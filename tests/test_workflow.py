@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.audit import AuditActivities
+from activities.execution import ExecutionActivities
 from activities.ledger.store import Ledger
+from activities.notify import Notifications
+from activities.policy import PolicyActivities
+from activities.verify import SignatureActivities
 from signoff.models import (
     ActionStatus,
     CancelRequest,
@@ -413,3 +421,21 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
         "audit decision, execution_started",
         "audit execution_result, outcome",
     ]
+
+
+def test_activity_names_recorded_in_history_never_change() -> None:
+    # The workflow calls activities by reference; their names, fixed once in each
+    # `@activity.defn`, are what recorded histories (and running workflows) hold.
+    called: dict[Callable[..., Any], str] = {
+        PolicyActivities.evaluate_policy: "evaluate_policy",
+        PolicyActivities.resolve_principal: "resolve_principal",
+        SignatureActivities.verify_signature: "verify_signature",
+        AuditActivities.record_audit_events: "record_audit_events",
+        AuditActivities.check_run: "check_run",
+        AuditActivities.claim_execution_activity: "claim_execution",
+        ExecutionActivities.execute_action: "execute_action",
+        Notifications.notify: "notify",
+        Notifications.notify_update: "notify_update",
+    }
+    for method, name in called.items():
+        assert activity._Definition.must_from_callable(method).name == name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import JsonValue
@@ -26,23 +27,23 @@ from signoff.models import (
     ExecutionReport,
     MessageKind,
     NotificationRef,
-    Principal,
     RefusalCode,
     RefusedAttempt,
-    RequirementProgress,
     Signature,
     Status,
     Verdict,
     format_duration,
 )
-from workflows import metrics
+from workflows import metrics, rules
 from workflows import search_attributes as sa
 from workflows.errors import (
     DECISION_REFUSED,
+    EXECUTOR_ERROR,
     MESSAGE_REFUSED,
     NOT_AWAITING_REPORT,
     NOT_PENDING,
     NOT_REQUESTER,
+    NOTIFIER_ERROR,
 )
 from workflows.messages import (
     AuditBatch,
@@ -50,20 +51,24 @@ from workflows.messages import (
     AuditKind,
     Evaluation,
     ExecuteInput,
-    ExecuteResult,
     ExecutionClaim,
     NotifyInput,
-    NotifyResult,
     NotifyUpdateInput,
     PrincipalLookup,
     PrincipalLookupResult,
     RunCheck,
-    RunCheckResult,
     VerifyInput,
-    VerifyResult,
 )
-from workflows.quorum import assign_approvers
 from workflows.signing import cancel_claims, decision_claims, report_claims, request_claims
+from workflows.state import ActionState, Phase
+
+# Activities are called by reference, so their names are written once, beside each activity.
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditActivities
+    from activities.execution import ExecutionActivities
+    from activities.notify import Notifications
+    from activities.policy import PolicyActivities
+    from activities.verify import SignatureActivities
 
 WORKFLOW_NAME = "SignoffAction"
 
@@ -72,12 +77,12 @@ FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=ti
 NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=5,
     initial_interval=timedelta(seconds=1),
-    non_retryable_error_types=["NotifierError"],
+    non_retryable_error_types=[NOTIFIER_ERROR],
 )
 IDEMPOTENT_RETRY = RetryPolicy(
     maximum_attempts=5,
     initial_interval=timedelta(seconds=1),
-    non_retryable_error_types=["ExecutorError"],
+    non_retryable_error_types=[EXECUTOR_ERROR],
 )
 AT_MOST_ONCE = RetryPolicy(maximum_attempts=1)
 # Patch: message updates go out one at a time per channel, always with the latest state, and a
@@ -111,40 +116,29 @@ def workflow_id_for(request: ActionRequest) -> str:
     return "act-" + hashlib.sha256(material).hexdigest()[:32]
 
 
+@dataclass
+class _Patches:
+    """Which patched behaviours this run has; decided once, at the start of run()."""
+
+    ordered_updates: bool = False
+    write_ahead_with_decision: bool = False
+    # Decided lazily too: a handler may run before run() in the first activation.
+    signed: bool | None = None
+    runs: bool | None = None
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class ActionWorkflow:
     """One privileged action, from request to outcome."""
 
     @workflow.init
     def __init__(self, request: ActionRequest) -> None:
-        self._request = request
-        self._digest = request.digest
-        self._status = Status.EVALUATING
-        self._created_at = workflow.now()
-        self._evaluation: Evaluation | None = None
-        self._decisions: list[Decision] = []
-        self._approver_groups: dict[str, list[str]] = {}
-        self._refused: list[RefusedAttempt] = []
-        self._eligible: list[str] = []
-        self._level = 0
-        self._expires_at: datetime | None = None
-        self._decided_at: datetime | None = None
-        self._notifications: list[NotificationRef] = []
+        self.state = ActionState(request=request, created_at=workflow.now())
+        self._patches = _Patches()
+        # Messages and their updates run beside the process; the run waits for them at the end.
         self._background: list[asyncio.Task[None]] = []
         self._stale_channels: set[str] = set()
         self._updating_channels: set[str] = set()
-        self._result: object = None
-        self._error: str | None = None
-        self._approved = False
-        self._report: ExecutionReport | None = None
-        self._start_recorded = False
-        self._start_durable = False
-        self._ordered_updates = False
-        self._write_ahead_with_decision = False
-        self._signed: bool | None = None
-        self._runs: bool | None = None
-        self._seen_ids: set[str] = set()
-        self._seq = 0
 
     # --- the process ----------------------------------------------------------------------
 
@@ -154,8 +148,8 @@ class ActionWorkflow:
         # Every patch is decided here, before the first local activity: core may resolve a
         # local activity in an earlier workflow task on replay than it ran in, and a patch
         # asked for after it would then be missed.
-        self._ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
-        self._write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
+        self._patches.ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
+        self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         self._signatures_required()
         self._runs_recorded()
@@ -171,21 +165,20 @@ class ActionWorkflow:
             refusal = await self._earlier_execution()
         if refusal is not None:
             return await self._reject(request, refusal)
-        evaluation = await workflow.execute_local_activity(
-            "evaluate_policy",
+        evaluation = await workflow.execute_local_activity_method(
+            PolicyActivities.evaluate_policy,
             request,
-            result_type=Evaluation,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FOREVER,
             summary="evaluate policy",
         )
-        self._evaluation = evaluation
+        self.state.evaluation = evaluation
         verdict = evaluation.verdict
         events = [
             self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
             self._event(AuditKind.VERDICT, payload=verdict),
         ]
-        if verdict.effect == "allow" and self._write_ahead_with_decision:
+        if verdict.effect == "allow" and self._patches.write_ahead_with_decision:
             events.append(self._start_event())
         await self._audit(*events)
 
@@ -195,53 +188,55 @@ class ActionWorkflow:
         if verdict.effect == "require_approval":
             outcome = await self._wait_for_approval(verdict)
             if outcome is not None:
-                return await self._finish(outcome, error=self._error)
+                return await self._finish(outcome, error=self.state.error)
 
         return await self._execute(evaluation)
 
     async def _wait_for_approval(self, verdict: Verdict) -> Status | None:
         """Notify and wait through each escalation stage; None means approved."""
         assert verdict.expires_after is not None, "policy guarantees an expiry for approvals"
-        self._status = Status.PENDING_APPROVAL
-        self._eligible = sorted({r.group for r in verdict.approvals})
-        self._expires_at = self._created_at + verdict.expires_after
+        state = self.state
+        state.phase = Phase.PENDING
+        state.eligible = sorted({r.group for r in verdict.approvals})
+        state.expires_at = state.created_at + verdict.expires_after
         self._publish()
-        self._notify(self._eligible, stage=0)
+        self._notify(state.eligible, stage=0)
 
-        deadlines = [(self._created_at + s.after, s) for s in verdict.escalation]
-        for deadline, stage in [*deadlines, (self._expires_at, None)]:
+        deadlines = [(state.created_at + s.after, s) for s in verdict.escalation]
+        for deadline, stage in [*deadlines, (state.expires_at, None)]:
             label = (
-                f"approval stage {self._level + 1} ({format_duration(deadline - self._created_at)})"
+                f"approval stage {state.level + 1} ({format_duration(deadline - state.created_at)})"
                 if stage is not None
-                else f"expiry ({format_duration(deadline - self._created_at)})"
+                else f"expiry ({format_duration(deadline - state.created_at)})"
             )
             if await self._wait_until(deadline, label):
                 break
             if stage is None:
                 # Close the door before awaiting anything, so no decision lands after expiry.
-                self._status = Status.EXPIRED
-                self._error = f"no decision before {self._expires_at:%Y-%m-%d %H:%M} UTC"
-                await self._audit(self._event(AuditKind.EXPIRED, payload={"level": self._level}))
+                state.finish(
+                    Status.EXPIRED, f"no decision before {state.expires_at:%Y-%m-%d %H:%M} UTC"
+                )
+                await self._audit(self._event(AuditKind.EXPIRED, payload={"level": state.level}))
                 return Status.EXPIRED
-            self._level += 1
+            state.level += 1
             metrics.escalated()
-            self._eligible = sorted({*self._eligible, *stage.add_groups})
+            state.eligible = sorted({*state.eligible, *stage.add_groups})
             await self._audit(
                 self._event(
                     AuditKind.ESCALATED,
                     payload={
-                        "level": self._level,
+                        "level": state.level,
                         "notify": list(stage.notify),
-                        "eligible_groups": list(self._eligible),
+                        "eligible_groups": list(state.eligible),
                     },
                 )
             )
             self._publish()
-            self._notify(list(stage.notify), stage=self._level)
+            self._notify(list(stage.notify), stage=state.level)
 
-        if self._status is Status.PENDING_APPROVAL:
+        if state.phase is Phase.APPROVED:
             return None  # approved: quorum met
-        return self._status  # denied or cancelled by a handler
+        return state.status  # denied or cancelled by a handler
 
     async def _wait_until(self, deadline: datetime, label: str) -> bool:
         """Wait for a resolution until `deadline`; False when the time ran out first."""
@@ -255,77 +250,79 @@ class ActionWorkflow:
         return True
 
     def _resolved(self) -> bool:
-        return self._approved or self._status is not Status.PENDING_APPROVAL
+        return not self.state.awaits_decisions
 
     async def _execute(self, evaluation: Evaluation) -> ActionStatus:
         """Write the start to the ledger, then run the executor once approved or allowed."""
         executor = evaluation.executor
         assert executor is not None, "evaluate_policy denies action types without an executor"
-        self._status = Status.EXECUTING
+        state = self.state
+        request = state.request
+        state.phase = Phase.EXECUTING
         self._publish()
         self._update_notifications()
         # Write-ahead: the action never runs unless its approval is on record first.
-        if not self._start_recorded:
+        if not state.start_recorded:
             await self._audit(self._start_event())
         # The decision handler may have issued the row and still be writing it.
-        await workflow.wait_condition(lambda: self._start_durable)
+        await workflow.wait_condition(lambda: state.start_durable)
         refusal = await self._claim_execution()
         if refusal is not None:
-            self._error = refusal
             return await self._finish(Status.FAILED, error=refusal)
-        if self._request.execution == "caller":
+        if request.execution == "caller":
             return await self._await_caller(executor.timeout)
         try:
-            result = await workflow.execute_activity(
-                "execute_action",
-                ExecuteInput(request=self._request, idempotency_key=workflow.info().workflow_id),
-                result_type=ExecuteResult,
+            result = await workflow.execute_activity_method(
+                ExecutionActivities.execute_action,
+                ExecuteInput(request=request, idempotency_key=workflow.info().workflow_id),
                 start_to_close_timeout=executor.timeout,
                 heartbeat_timeout=executor.heartbeat_timeout,
                 retry_policy=IDEMPOTENT_RETRY if executor.idempotent else AT_MOST_ONCE,
-                summary=f"execute {self._request.action} on {self._request.target}",
+                summary=f"execute {request.action} on {request.target}",
             )
         except ActivityError as err:
-            self._error = _execution_error(err, idempotent=executor.idempotent)
-            return await self._finish(Status.FAILED, error=self._error)
-        self._result = result.result
+            return await self._finish(
+                Status.FAILED, error=_execution_error(err, idempotent=executor.idempotent)
+            )
+        state.result = result.result
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
     async def _await_caller(self, allowed: timedelta) -> ActionStatus:
         """Caller mode: the requester runs the approved action and reports how it went."""
+        state = self.state
+        state.phase = Phase.AWAITING_REPORT
         try:
             await workflow.wait_condition(
-                lambda: self._report is not None,
+                lambda: state.report is not None,
                 timeout=allowed,
-                timeout_summary=f"caller runs {self._request.action}",
+                timeout_summary=f"caller runs {state.request.action}",
             )
         except TimeoutError:
-            self._error = (
-                f"outcome unknown, verify manually: the caller did not report within "
-                f"{format_duration(allowed)}"
+            return await self._finish(
+                Status.FAILED,
+                error=(
+                    f"outcome unknown, verify manually: the caller did not report within "
+                    f"{format_duration(allowed)}"
+                ),
             )
-            return await self._finish(Status.FAILED, error=self._error)
-        assert self._report is not None
-        if self._report.error is not None:
-            return await self._finish(Status.FAILED, error=self._report.error)
-        self._result = self._report.result
+        assert state.report is not None
+        if state.report.error is not None:
+            return await self._finish(Status.FAILED, error=state.report.error)
+        state.result = state.report.result
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
     async def _finish(
         self, status: Status, *, error: str | None = None, result_recorded: bool = False
     ) -> ActionStatus:
         """Record the outcome, bring messages up to date, and return the final status."""
-        self._status = status
-        self._error = error
+        self.state.finish(status, error)
         self._publish()
-        metrics.action_finished(self._request.action, status.value)
+        metrics.action_finished(self.state.request.action, status.value)
         events = []
         if status in (Status.SUCCEEDED, Status.FAILED):
+            result = self.state.result if result_recorded else None
             events.append(
-                self._event(
-                    AuditKind.EXECUTION_RESULT,
-                    payload={"result": self._result if result_recorded else None, "error": error},
-                )
+                self._event(AuditKind.EXECUTION_RESULT, payload={"result": result, "error": error})
             )
         events.append(
             self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error})
@@ -342,7 +339,7 @@ class ActionWorkflow:
     async def _reject(self, request: ActionRequest, refusal: DecisionRefused) -> ActionStatus:
         """End a run whose request is not the gateway's: recorded, never evaluated or run."""
         attempt = self._refusal(request.requester, "request", refusal)
-        self._refused.append(attempt)
+        self.state.refused.append(attempt)
         metrics.refused(attempt.code.value)
         await self._audit(
             self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
@@ -357,18 +354,17 @@ class ActionWorkflow:
     def _runs_recorded(self) -> bool:
         """Whether this run records its run id and checks for earlier runs (patched)."""
         # Decided at the top of run() (handlers of the first activation agree: memoised).
-        if self._runs is None:
-            self._runs = workflow.patched(RUN_LEDGER)
-        return self._runs
+        if self._patches.runs is None:
+            self._patches.runs = workflow.patched(RUN_LEDGER)
+        return self._patches.runs
 
     async def _earlier_execution(self) -> DecisionRefused | None:
         """Refuse a run of a workflow id another run already started executing."""
         if not self._runs_recorded():
             return None
-        found = await workflow.execute_local_activity(
-            "check_run",
+        found = await workflow.execute_local_activity_method(
+            AuditActivities.check_run,
             RunCheck(action_id=workflow.info().workflow_id, run_id=workflow.info().run_id),
-            result_type=RunCheckResult,
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=FOREVER,
             summary="check earlier runs",
@@ -389,10 +385,11 @@ class ActionWorkflow:
         if not self._runs_recorded():
             return None
         info = workflow.info()
-        claim = await workflow.execute_local_activity(
-            "claim_execution",
-            ExecutionClaim(action_id=info.workflow_id, run_id=info.run_id, digest=self._digest),
-            result_type=ExecutionClaim,
+        claim = await workflow.execute_local_activity_method(
+            AuditActivities.claim_execution_activity,
+            ExecutionClaim(
+                action_id=info.workflow_id, run_id=info.run_id, digest=self.state.digest
+            ),
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=FOREVER,
             summary="claim execution",
@@ -408,9 +405,9 @@ class ActionWorkflow:
         """Whether this run requires signed messages (runs from before the patch do not)."""
         # Decided at the top of run(); a handler running in the first activation decides it
         # at the same point, and patched() is memoised, so both always agree.
-        if self._signed is None:
-            self._signed = workflow.patched(SIGNED_MESSAGES)
-        return self._signed
+        if self._patches.signed is None:
+            self._patches.signed = workflow.patched(SIGNED_MESSAGES)
+        return self._patches.signed
 
     async def _verify(
         self,
@@ -429,15 +426,14 @@ class ActionWorkflow:
                 message=f"the {expected['kind']} carries no gateway signature; only the "
                 "signoff gateway can send it",
             )
-        result = await workflow.execute_local_activity(
-            "verify_signature",
+        result = await workflow.execute_local_activity_method(
+            SignatureActivities.verify_signature,
             VerifyInput(
                 signature=signature,
                 expected=expected,
                 now=now or workflow.now(),
                 not_before=not_before,
             ),
-            result_type=VerifyResult,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=FOREVER,
             summary=f"verify {expected['kind']} signature",
@@ -445,12 +441,12 @@ class ActionWorkflow:
         if result.code is not None:
             return DecisionRefused(code=result.code, message=result.message)
         assert result.id is not None, "a signature that holds has an id"
-        if result.id in self._seen_ids:
+        if result.id in self.state.seen_ids:
             return DecisionRefused(
                 code=RefusalCode.REPLAYED,
                 message=f"signed message {result.id} was already delivered to this action",
             )
-        self._seen_ids.add(result.id)
+        self.state.seen_ids.add(result.id)
         return None
 
     def _refusal(
@@ -460,7 +456,7 @@ class ActionWorkflow:
             approver=actor,
             kind=kind,
             channel=channel,
-            digest=self._digest,
+            digest=self.state.digest,
             code=refusal.code,
             message=refusal.message,
             at=workflow.now(),
@@ -485,7 +481,7 @@ class ActionWorkflow:
     ) -> None:
         """Record a refused cancel or report in state, history and ledger, then fail it."""
         attempt = self._refusal(actor, kind, refusal)
-        self._refused.append(attempt)
+        self.state.refused.append(attempt)
         metrics.refused(attempt.code.value)
         self._publish()
         await self._audit(self._event(AuditKind.REFUSED, actor=actor, payload=attempt))
@@ -517,19 +513,20 @@ class ActionWorkflow:
             request.by,
             "cancel",
         )
-        if request.by != self._request.requester:
+        state = self.state
+        if request.by != state.request.requester:
             raise ApplicationError(
                 "only the requester may cancel this action", type=NOT_REQUESTER, non_retryable=True
             )
-        if self._status is not Status.PENDING_APPROVAL or self._approved:
+        if not state.awaits_decisions:
             raise ApplicationError(
-                f"the action is {self._status.value}, not pending", type=NOT_PENDING
+                f"the action is {state.status.value}, not pending", type=NOT_PENDING
             )
-        self._status = Status.CANCELLED
-        self._error = f"cancelled by {request.by}" + (
-            f": {request.reason}" if request.reason else ""
+        state.finish(
+            Status.CANCELLED,
+            f"cancelled by {request.by}" + (f": {request.reason}" if request.reason else ""),
         )
-        self._decided_at = workflow.now()
+        state.decided_at = workflow.now()
         await self._audit(
             self._event(AuditKind.CANCELLED, actor=request.by, payload={"reason": request.reason})
         )
@@ -544,57 +541,36 @@ class ActionWorkflow:
             report.by,
             "report",
         )
-        if self._report is not None:
+        if self.state.report is not None:
             # Another report was accepted while this one was being verified.
             raise ApplicationError(
                 "the action's result was already reported", type=NOT_AWAITING_REPORT
             )
-        self._report = report
-        await workflow.wait_condition(lambda: self._status.terminal)
+        self.state.report = report
+        await workflow.wait_condition(lambda: self.state.phase is Phase.FINISHED)
         return self.status()
 
     @report.validator
     def _validate_report(self, report: ExecutionReport) -> None:
-        if report.by != self._request.requester:
+        state = self.state
+        if report.by != state.request.requester:
             raise ApplicationError(
                 "only the requester reports a caller-run action", type=NOT_REQUESTER
             )
         if (
-            self._request.execution != "caller"
-            or self._status is not Status.EXECUTING
-            or self._report is not None
+            state.request.execution != "caller"
+            or state.phase not in (Phase.EXECUTING, Phase.AWAITING_REPORT)
+            or state.report is not None
         ):
             raise ApplicationError(
-                f"the action is {self._public_status().value}; nothing to report",
+                f"the action is {state.status.value}; nothing to report",
                 type=NOT_AWAITING_REPORT,
             )
 
     @workflow.query
     def status(self) -> ActionStatus:
         """The action's current status."""
-        verdict = self._evaluation.verdict if self._evaluation else None
-        requester = self._evaluation.requester if self._evaluation else None
-        return ActionStatus(
-            id=workflow.info().workflow_id,
-            digest=self._digest,
-            request=self._request,
-            status=self._public_status(),
-            verdict=verdict,
-            decisions=list(self._decisions),
-            refused=list(self._refused),
-            progress=self._progress(),
-            eligible_groups=list(self._eligible)
-            if self._public_status() is Status.PENDING_APPROVAL
-            else [],
-            escalation_level=self._level,
-            created_at=self._created_at,
-            expires_at=self._expires_at,
-            decided_at=self._decided_at,
-            notifications=list(self._notifications),
-            result=self._result,
-            error=self._error,
-            owner=requester.owner if requester else None,
-        )
+        return self.state.snapshot(workflow.info().workflow_id)
 
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
@@ -604,24 +580,24 @@ class ActionWorkflow:
             request.signature,
             decision_claims(request, workflow.info().workflow_id),
             not_before=workflow.info().workflow_start_time,
-        ) or self._precheck(request)
+        ) or rules.decision_refusal(self.status(), request)
         if refusal is None:
-            requester_now: Principal | None = None
+            owner_now: str | None = None
             # patched() is memoised: this agrees with run(), even in a handler that runs first.
             if workflow.patched(OWNER_AT_DECISION):
-                found, now = await asyncio.gather(
+                found, requester_now = await asyncio.gather(
                     self._resolve(request.approver, "approver"),
-                    self._resolve(self._request.requester, "requester"),
+                    self._resolve(self.state.request.requester, "requester"),
                 )
-                requester_now = now.principal
+                owner_now = requester_now.principal.owner if requester_now.principal else None
             else:
                 found = await self._resolve(request.approver, "approver")
             # Re-check: another decision may have resolved the action while we looked up.
-            refusal = self._precheck(request) or self._authorise(request, found, requester_now)
-        if refusal is not None or found.principal is None:
-            refusal = refusal or DecisionRefused(
-                code=RefusalCode.UNKNOWN_PRINCIPAL, message=f"{request.approver} is unknown"
+            status = self.status()
+            refusal = rules.decision_refusal(status, request) or rules.approver_refusal(
+                status, request.approver, found.principal, owner_now=owner_now
             )
+        if refusal is not None:
             attempt = RefusedAttempt(
                 approver=request.approver,
                 decision=request.decision,
@@ -631,7 +607,7 @@ class ActionWorkflow:
                 message=refusal.message,
                 at=workflow.now(),
             )
-            self._refused.append(attempt)
+            self.state.refused.append(attempt)
             metrics.refused(attempt.code.value)
             self._publish()
             await self._audit(
@@ -644,18 +620,12 @@ class ActionWorkflow:
             )
             return attempt
 
+        assert found.principal is not None, "approver_refusal refuses principals nobody knows"
+        state = self.state
         accepted = Decision(**request.model_dump(), at=workflow.now())
-        self._decisions.append(accepted)
-        self._approver_groups[request.approver] = list(found.principal.groups)
-        if request.decision == "deny":
-            self._status = Status.DENIED
-            self._error = f"Denied by {request.approver}: {request.reason}"
-            self._decided_at = accepted.at
-        elif all(p.met for p in self._progress()):
-            self._approved = True
-            self._decided_at = accepted.at
-        if self._decided_at is not None:
-            metrics.decided(self._decided_at - self._created_at)
+        state.accept(accepted, found.principal.groups)
+        if state.decided_at is not None:
+            metrics.decided(state.decided_at - state.created_at)
         self._publish()
         events = [
             self._event(
@@ -665,175 +635,54 @@ class ActionWorkflow:
                 payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
             )
         ]
-        if self._approved and self._write_ahead_with_decision:
+        if state.phase is Phase.APPROVED and self._patches.write_ahead_with_decision:
             events.append(self._start_event())
         await self._audit(*events)
-        if not self._ordered_updates or not self._resolved():
+        if not self._patches.ordered_updates or not self._resolved():
             self._update_notifications()
         return None
 
     async def _resolve(self, principal_id: str, role: str) -> PrincipalLookupResult:
         """Who a principal is now, as the worker's directory says."""
-        return await workflow.execute_local_activity(
-            "resolve_principal",
+        return await workflow.execute_local_activity_method(
+            PolicyActivities.resolve_principal,
             PrincipalLookup(id=principal_id),
-            result_type=PrincipalLookupResult,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=FOREVER,
             summary=f"resolve {role} {principal_id}",
         )
 
-    def _precheck(self, request: DecisionRequest) -> DecisionRefused | None:
-        """Refusals that need no identity: state, digest and repetition."""
-        if self._status is not Status.PENDING_APPROVAL or self._approved:
-            return DecisionRefused(
-                code=RefusalCode.NOT_PENDING,
-                message=f"the action is {self._public_status().value}, not pending approval",
-            )
-        if request.digest != self._digest:
-            return DecisionRefused(
-                code=RefusalCode.DIGEST_MISMATCH,
-                message=(
-                    f"digest {request.digest[:12]}… does not match the action "
-                    f"({self._digest[:12]}…); you were shown a different action"
-                ),
-            )
-        if any(d.approver == request.approver for d in self._decisions):
-            return DecisionRefused(
-                code=RefusalCode.DUPLICATE,
-                message=f"{request.approver} has already decided this action",
-            )
-        if request.decision == "deny" and not request.reason.strip():
-            return DecisionRefused(
-                code=RefusalCode.MISSING_REASON,
-                message="a denial needs a reason, so the agent learns why",
-            )
-        return None
-
-    def _authorise(
-        self,
-        request: DecisionRequest,
-        found: PrincipalLookupResult,
-        requester_now: Principal | None = None,
-    ) -> DecisionRefused | None:
-        """Who may decide: a known human, not party to the request, in an eligible group.
-
-        `requester_now`: the requester as the directory has it at decision time; its owner
-        is a party as much as the owner at request time.
-        """
-        approver = found.principal
-        if approver is None:
-            return DecisionRefused(
-                code=RefusalCode.UNKNOWN_PRINCIPAL,
-                message=f"{request.approver} is not in the directory",
-            )
-        if approver.kind == "agent":
-            return DecisionRefused(
-                code=RefusalCode.AGENT_APPROVER,
-                message=f"{approver.id} is an agent; agents never decide actions",
-            )
-        parties = {
-            self._request.requester: "the requester",
-            self._request.on_behalf_of: "the principal it is on behalf of",
-        }
-        requester = self._evaluation.requester if self._evaluation else None
-        if requester is not None and requester.owner:
-            parties.setdefault(requester.owner, "the requesting agent's owner")
-        if requester_now is not None and requester_now.owner:
-            parties.setdefault(requester_now.owner, "the requesting agent's owner")
-        if approver.id in parties:
-            return DecisionRefused(
-                code=RefusalCode.SELF_APPROVAL,
-                message=f"{approver.id} is {parties[approver.id]}; nobody decides their own action",
-            )
-        if not set(approver.groups) & set(self._eligible):
-            return DecisionRefused(
-                code=RefusalCode.NOT_ELIGIBLE,
-                message=(
-                    f"{approver.id} is not in a group that may decide at this stage "
-                    f"({', '.join(self._eligible)})"
-                ),
-            )
-        return None
-
-    def _progress(self) -> list[RequirementProgress]:
-        """Each requirement with the approvers counted toward it (each person counts once)."""
-        verdict = self._evaluation.verdict if self._evaluation else None
-        if verdict is None or verdict.effect != "require_approval":
-            return []
-        widened = set(self._eligible) - {r.group for r in verdict.approvals}
-        approvers = {
-            d.approver: self._approver_groups.get(d.approver, [])
-            for d in self._decisions
-            if d.decision == "approve"
-        }
-        assignment = assign_approvers(verdict.approvals, approvers, widened)
-        return [
-            RequirementProgress(group=r.group, min=r.min, approved_by=assignment[i])
-            for i, r in enumerate(verdict.approvals)
-        ]
-
     # --- visibility, notifications and audit ---------------------------------------------
-
-    def _public_status(self) -> Status:
-        return Status.EXECUTING if self._approved and not self._status.terminal else self._status
 
     def _publish(self) -> None:
         """Upsert search attributes and current details so the UI shows what waits on whom."""
-        verdict = self._evaluation.verdict if self._evaluation else None
-        status = self._public_status()
-        eligible = list(self._eligible) if status is Status.PENDING_APPROVAL else []
+        state = self.state
+        verdict = state.verdict
+        status = state.status
+        eligible = list(state.eligible) if status is Status.PENDING_APPROVAL else []
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set(status.value),
-                sa.ACTION.value_set(self._request.action),
-                sa.TARGET.value_set(self._request.target),
-                sa.REQUESTER.value_set(self._request.requester),
-                sa.RISK.value_set(verdict.risk if verdict else self._request.risk or "unknown"),
-                sa.ESCALATION.value_set(self._level),
+                sa.ACTION.value_set(state.request.action),
+                sa.TARGET.value_set(state.request.target),
+                sa.REQUESTER.value_set(state.request.requester),
+                sa.RISK.value_set(verdict.risk if verdict else state.request.risk or "unknown"),
+                sa.ESCALATION.value_set(state.level),
                 sa.GROUPS.value_set(eligible),
             ]
         )
-        workflow.set_current_details(self._details(status))
-
-    def _details(self, status: Status) -> str:
-        """Markdown for the Temporal UI's workflow page."""
-        req = self._request
-        lines = [f"**{req.action}** on **{req.target}** by {req.requester} — **{status.value}**"]
-        if status is Status.PENDING_APPROVAL:
-            waits = ", ".join(
-                f"{len(p.approved_by)} of {p.min} from {p.group}" for p in self._progress()
-            )
-            lines.append(f"Waits for: {waits} (eligible now: {', '.join(self._eligible)})")
-            if self._expires_at:
-                lines.append(f"Expires: {self._expires_at:%Y-%m-%d %H:%M} UTC")
-        if self._decisions:
-            lines.append(
-                "Decisions: " + "; ".join(f"{d.approver} {d.decision}" for d in self._decisions)
-            )
-        if self._refused:
-            lines.append(
-                f"Refused attempts: {len(self._refused)} ("
-                + "; ".join(f"{r.approver}: {r.code.value}" for r in self._refused[-5:])
-                + ")"
-            )
-        if failed := [n for n in self._notifications if n.error]:
-            lines.append(f"Notification failures: {len(failed)} ({failed[-1].error})")
-        if self._error:
-            lines.append(f"Reason: {self._error}")
-        lines.append(f"Digest: `{self._digest}`")
-        return "\n\n".join(lines)
+        workflow.set_current_details(state.details())
 
     def _notify(self, groups: list[str], *, stage: int) -> None:
         """Post the request to every configured channel, without holding up the decision."""
-        assert self._evaluation is not None
-        for channel in self._evaluation.channels:
+        assert self.state.evaluation is not None
+        for channel in self.state.evaluation.channels:
             self._background.append(asyncio.create_task(self._notify_one(channel, groups, stage)))
 
     async def _notify_one(self, channel: str, groups: list[str], stage: int) -> None:
         try:
-            result = await workflow.execute_activity(
-                "notify",
+            result = await workflow.execute_activity_method(
+                Notifications.notify,
                 NotifyInput(
                     channel=channel,
                     status=self.status(),
@@ -841,7 +690,6 @@ class ActionWorkflow:
                     stage=stage,
                     ui_url=self._ui_url(),
                 ),
-                result_type=NotifyResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"notify {channel} {', '.join(groups)}"
@@ -859,7 +707,7 @@ class ActionWorkflow:
                     stage=stage,
                 )
             ]
-        self._notifications.extend(refs)
+        self.state.notifications.extend(refs)
         self._publish()
         delivered = [r for r in refs if not r.error]
         if delivered:
@@ -873,8 +721,8 @@ class ActionWorkflow:
 
     def _update_notifications(self) -> None:
         """Bring posted messages up to date (progress, final status, buttons removed)."""
-        channels = sorted({ref.channel for ref in self._notifications if not ref.error})
-        if not self._ordered_updates:
+        channels = sorted({ref.channel for ref in self.state.notifications if not ref.error})
+        if not self._patches.ordered_updates:
             for channel in channels:
                 refs = self._delivered(channel)
                 self._background.append(asyncio.create_task(self._update_one(channel, refs)))
@@ -895,12 +743,12 @@ class ActionWorkflow:
             self._updating_channels.discard(channel)
 
     def _delivered(self, channel: str) -> list[NotificationRef]:
-        return [r for r in self._notifications if r.channel == channel and not r.error]
+        return [r for r in self.state.notifications if r.channel == channel and not r.error]
 
     async def _update_one(self, channel: str, refs: list[NotificationRef]) -> None:
         try:
-            await workflow.execute_activity(
-                "notify_update",
+            await workflow.execute_activity_method(
+                Notifications.notify_update,
                 NotifyUpdateInput(
                     channel=channel, status=self.status(), refs=refs, ui_url=self._ui_url()
                 ),
@@ -912,7 +760,8 @@ class ActionWorkflow:
             workflow.logger.warning("could not update %s messages: %s", channel, err)
 
     def _ui_url(self) -> str | None:
-        base = self._evaluation.ui_base_url if self._evaluation else None
+        evaluation = self.state.evaluation
+        base = evaluation.ui_base_url if evaluation else None
         if not base:
             return None
         info = workflow.info()
@@ -932,41 +781,42 @@ class ActionWorkflow:
         event = AuditEvent(
             action_id=workflow.info().workflow_id,
             run_id=workflow.info().run_id if self._runs_recorded() else "",
-            seq=self._seq,
+            seq=self.state.seq,
             kind=kind,
-            digest=self._digest,
+            digest=self.state.digest,
             actor=actor,
             channel=channel,
             at=workflow.now(),
             payload=payload or {},
         )
-        self._seq += 1
+        self.state.seq += 1
         return event
 
     def _start_event(self) -> AuditEvent:
         """The write-ahead row: written before the executor runs, never after."""
-        executor = self._evaluation.executor if self._evaluation else None
+        evaluation = self.state.evaluation
+        executor = evaluation.executor if evaluation else None
         assert executor is not None, "evaluate_policy denies action types without an executor"
-        self._start_recorded = True
+        self.state.start_recorded = True
         return self._event(
             AuditKind.EXECUTION_STARTED,
             payload={
                 "executor": executor.model_dump(mode="json"),
-                "runs_in": self._request.execution,
+                "runs_in": self.state.request.execution,
             },
         )
 
     async def _audit(self, *events: AuditEvent) -> None:
         """Append events to the ledger; retried until Postgres accepts them, never skipped."""
-        await workflow.execute_local_activity(
-            "record_audit_events",
+        await workflow.execute_local_activity_method(
+            AuditActivities.record_audit_events,
             AuditBatch(events=list(events)),
             start_to_close_timeout=timedelta(seconds=15),
             retry_policy=FOREVER,
             summary="audit " + ", ".join(e.kind.value for e in events),
         )
         if any(e.kind is AuditKind.EXECUTION_STARTED for e in events):
-            self._start_durable = True
+            self.state.start_durable = True
 
 
 def _cause_message(err: ActivityError) -> str:

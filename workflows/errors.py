@@ -16,6 +16,9 @@ NOT_PENDING = "NotPending"
 NOT_REQUESTER = "NotRequester"
 NOT_AWAITING_REPORT = "NotAwaitingReport"
 MESSAGE_REFUSED = "MessageRefused"
+# ApplicationError types raised by activities, which the workflow's retry policies never retry.
+NOTIFIER_ERROR = "NotifierError"
+EXECUTOR_ERROR = "ExecutorError"
 
 
 class ActionError(Exception):

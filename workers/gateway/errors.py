@@ -20,7 +20,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from policies.directory import Directory
 from signoff import neutralise
 from signoff.models import RefusalCode
-from workers.gateway.service import AUDITORS
 from workflows.errors import (
     ActionBroken,
     ActionError,
@@ -37,6 +36,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
+from workflows.rules import AUDITORS
 
 log = logging.getLogger("signoff.gateway")
 

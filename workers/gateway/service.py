@@ -73,9 +73,9 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
+from workflows.rules import can_decide_now
 from workflows.signing import Signer, SigningError
 
-AUDITORS = "auditors"
 MAX_WAIT = 60.0
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A workflow task on its third attempt has failed at least twice (one timeout is a worker
@@ -93,44 +93,6 @@ def load_signer(settings: Settings) -> Signer:
             "sends to Temporal with its Ed25519 private key (PEM); workers refuse unsigned ones"
         )
     return Signer.load(settings.signing_key)
-
-
-def party_to(principal_id: str, status: ActionStatus) -> bool:
-    """Whether the principal asked for the action, or it is on their behalf or their agent's."""
-    request = status.request
-    return principal_id in {request.requester, request.on_behalf_of, status.owner}
-
-
-def decider_groups(status: ActionStatus) -> set[str]:
-    """Every group that may decide the action at some stage of its policy."""
-    verdict = status.verdict
-    if verdict is None:
-        return set()
-    groups = {r.group for r in verdict.approvals}
-    for stage in verdict.escalation:
-        groups.update(stage.add_groups)
-    return groups
-
-
-def can_decide_now(principal: Principal, status: ActionStatus) -> bool:
-    """Whether the principal could approve or deny this action right now."""
-    return (
-        status.status is Status.PENDING_APPROVAL
-        and principal.kind == "human"
-        and not party_to(principal.id, status)
-        and bool(set(principal.groups) & set(status.eligible_groups))
-        and all(d.approver != principal.id for d in status.decisions)
-    )
-
-
-def can_view(principal: Principal, status: ActionStatus) -> bool:
-    """Requester (and whom it is for), anyone who may decide it, and auditors may look."""
-    return (
-        party_to(principal.id, status)
-        or AUDITORS in principal.groups
-        or any(d.approver == principal.id for d in status.decisions)
-        or (principal.kind == "human" and bool(set(principal.groups) & decider_groups(status)))
-    )
 
 
 def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str:

@@ -20,8 +20,9 @@ from workers.gateway.auth import current_principal
 from workers.gateway.dependencies import Wait, action_id, get_service, refusal_budget
 from workers.gateway.errors import documented
 from workers.gateway.ratelimit import RefusalBudget
-from workers.gateway.service import ActionService, can_view
+from workers.gateway.service import ActionService
 from workflows.errors import ActionError, ActionNotFound, WorkerUnavailable
+from workflows.rules import can_view
 
 router = APIRouter(prefix="/v1", tags=["actions"])
 

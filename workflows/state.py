@@ -1,0 +1,196 @@
+"""What one action's workflow knows: its phase and every fact its status is made of.
+
+The workflow changes this state; the public `ActionStatus`, the progress toward the quorum and
+the Temporal UI's details are read from it here, without Temporal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import JsonValue
+
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    Decision,
+    ExecutionReport,
+    NotificationRef,
+    Principal,
+    RefusedAttempt,
+    RequirementProgress,
+    Status,
+    Verdict,
+)
+from workflows.messages import Evaluation
+from workflows.quorum import assign_approvers
+
+
+class Phase(StrEnum):
+    """Where the action is in its lifecycle."""
+
+    EVALUATING = "evaluating"  # verifying the request and evaluating the policy
+    PENDING = "pending"  # waiting for decisions
+    APPROVED = "approved"  # the quorum is met; the run moves on to execute
+    EXECUTING = "executing"  # write-ahead, execution claim, and the worker's executor
+    AWAITING_REPORT = "awaiting_report"  # caller mode: the requester runs it and reports
+    FINISHED = "finished"  # `outcome` is decided; nothing more can happen
+
+
+# The public status of each phase before the outcome: approved counts as executing, since
+# nothing can stop it any more.
+_PUBLIC = {
+    Phase.EVALUATING: Status.EVALUATING,
+    Phase.PENDING: Status.PENDING_APPROVAL,
+    Phase.APPROVED: Status.EXECUTING,
+    Phase.EXECUTING: Status.EXECUTING,
+    Phase.AWAITING_REPORT: Status.EXECUTING,
+}
+
+
+@dataclass
+class ActionState:
+    """One action's state, from request to outcome."""
+
+    request: ActionRequest
+    created_at: datetime
+    phase: Phase = Phase.EVALUATING
+    outcome: Status | None = None
+    evaluation: Evaluation | None = None
+    # Groups whose members may decide now; escalation stages widen it.
+    eligible: list[str] = field(default_factory=list)
+    level: int = 0
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    # Each approver's groups when they decided: what their approval counts toward.
+    approver_groups: dict[str, list[str]] = field(default_factory=dict)
+    refused: list[RefusedAttempt] = field(default_factory=list)
+    notifications: list[NotificationRef] = field(default_factory=list)
+    result: JsonValue = None
+    error: str | None = None
+    report: ExecutionReport | None = None
+    # Ids of the signed messages delivered so far: each counts once.
+    seen_ids: set[str] = field(default_factory=set)
+    # The ledger: the next event's sequence number, and whether the write-ahead row is issued
+    # (`start_recorded`) and written (`start_durable`).
+    seq: int = 0
+    start_recorded: bool = False
+    start_durable: bool = False
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.digest = self.request.digest
+
+    @property
+    def status(self) -> Status:
+        """The public status of the action."""
+        if self.phase is Phase.FINISHED:
+            assert self.outcome is not None, "a finished action has its outcome"
+            return self.outcome
+        return _PUBLIC[self.phase]
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The policy's verdict, once evaluated."""
+        return self.evaluation.verdict if self.evaluation else None
+
+    @property
+    def requester(self) -> Principal | None:
+        """The requester as the directory had it when the policy was evaluated."""
+        return self.evaluation.requester if self.evaluation else None
+
+    @property
+    def awaits_decisions(self) -> bool:
+        """Whether a decision or a cancel may still change the action."""
+        return self.phase is Phase.PENDING
+
+    def finish(self, outcome: Status, error: str | None) -> None:
+        """Decide the action's outcome; `error` says why it did not succeed."""
+        assert outcome.terminal, f"{outcome.value} is not an outcome"
+        self.phase = Phase.FINISHED
+        self.outcome = outcome
+        self.error = error
+
+    def accept(self, decision: Decision, groups: list[str]) -> None:
+        """Count an authorised decision: a denial ends the wait, as does the quorum's last one."""
+        self.decisions.append(decision)
+        self.approver_groups[decision.approver] = list(groups)
+        if decision.decision == "deny":
+            self.finish(Status.DENIED, f"Denied by {decision.approver}: {decision.reason}")
+            self.decided_at = decision.at
+        elif all(p.met for p in self.progress()):
+            self.phase = Phase.APPROVED
+            self.decided_at = decision.at
+
+    def progress(self) -> list[RequirementProgress]:
+        """Each requirement with the approvers counted toward it (each person counts once)."""
+        verdict = self.verdict
+        if verdict is None or verdict.effect != "require_approval":
+            return []
+        widened = set(self.eligible) - {r.group for r in verdict.approvals}
+        approvers = {
+            d.approver: self.approver_groups.get(d.approver, [])
+            for d in self.decisions
+            if d.decision == "approve"
+        }
+        assignment = assign_approvers(verdict.approvals, approvers, widened)
+        return [
+            RequirementProgress(group=r.group, min=r.min, approved_by=assignment[i])
+            for i, r in enumerate(verdict.approvals)
+        ]
+
+    def snapshot(self, action_id: str) -> ActionStatus:
+        """The action's public status."""
+        status = self.status
+        requester = self.requester
+        return ActionStatus(
+            id=action_id,
+            digest=self.digest,
+            request=self.request,
+            status=status,
+            verdict=self.verdict,
+            decisions=list(self.decisions),
+            refused=list(self.refused),
+            progress=self.progress(),
+            eligible_groups=list(self.eligible) if status is Status.PENDING_APPROVAL else [],
+            escalation_level=self.level,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            decided_at=self.decided_at,
+            notifications=list(self.notifications),
+            result=self.result,
+            error=self.error,
+            owner=requester.owner if requester else None,
+        )
+
+    def details(self) -> str:
+        """Markdown for the Temporal UI's workflow page."""
+        req = self.request
+        status = self.status
+        lines = [f"**{req.action}** on **{req.target}** by {req.requester} — **{status.value}**"]
+        if status is Status.PENDING_APPROVAL:
+            waits = ", ".join(
+                f"{len(p.approved_by)} of {p.min} from {p.group}" for p in self.progress()
+            )
+            lines.append(f"Waits for: {waits} (eligible now: {', '.join(self.eligible)})")
+            if self.expires_at:
+                lines.append(f"Expires: {self.expires_at:%Y-%m-%d %H:%M} UTC")
+        if self.decisions:
+            lines.append(
+                "Decisions: " + "; ".join(f"{d.approver} {d.decision}" for d in self.decisions)
+            )
+        if self.refused:
+            lines.append(
+                f"Refused attempts: {len(self.refused)} ("
+                + "; ".join(f"{r.approver}: {r.code.value}" for r in self.refused[-5:])
+                + ")"
+            )
+        if failed := [n for n in self.notifications if n.error]:
+            lines.append(f"Notification failures: {len(failed)} ({failed[-1].error})")
+        if self.error:
+            lines.append(f"Reason: {self.error}")
+        lines.append(f"Digest: `{self.digest}`")
+        return "\n\n".join(lines)
