@@ -9,10 +9,9 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from activities.executors.builtin import builtin
 from activities.executors.sql import sql_check, stream_rows
 from policies import sql
-from signoff.executor import ExecutionContext
+from signoff.executor import ExecutionContext, Executor
 from signoff.neutralise import csv_formula_safe
 
 # An export's result lands in workflow history, which caps payloads at 2 MB; a character can
@@ -86,7 +85,7 @@ async def data_export(ctx: ExecutionContext[ExportParams]) -> JsonValue:
     }
 
 
-DATA_EXPORT = builtin(
+DATA_EXPORT = Executor.define(
     data_export,
     "data.export",
     idempotent=True,

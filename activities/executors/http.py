@@ -10,9 +10,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from activities.executors.builtin import builtin
 from activities.targets import HTTP_METHODS, HttpTarget
-from signoff.executor import ExecutionContext, ExecutorError
+from signoff.executor import ExecutionContext, Executor, ExecutorError
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -104,7 +103,7 @@ async def http_request(ctx: ExecutionContext[HttpParams]) -> JsonValue:
     }
 
 
-HTTP_REQUEST = builtin(
+HTTP_REQUEST = Executor.define(
     http_request,
     "http.request",
     idempotent=False,

@@ -7,8 +7,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from activities.executors.builtin import builtin
-from signoff.executor import ExecutionContext, ExecutorError
+from signoff.executor import ExecutionContext, Executor, ExecutorError
 
 
 class NoopParams(BaseModel):
@@ -36,4 +35,6 @@ async def noop(ctx: ExecutionContext[NoopParams]) -> JsonValue:
     return {"echo": ctx.request.params}
 
 
-NOOP = builtin(noop, "noop", idempotent=True, timeout=timedelta(minutes=2), params_model=NoopParams)
+NOOP = Executor.define(
+    noop, "noop", idempotent=True, timeout=timedelta(minutes=2), params_model=NoopParams
+)

@@ -10,9 +10,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from activities.executors.builtin import builtin
 from activities.targets import ShellTarget
-from signoff.executor import ExecutionContext, ExecutorError
+from signoff.executor import ExecutionContext, Executor, ExecutorError
 
 MAX_OUTPUT_BYTES = 64 * 1024
 
@@ -102,7 +101,7 @@ async def shell_run(ctx: ExecutionContext[ShellParams]) -> JsonValue:
     }
 
 
-SHELL_RUN = builtin(
+SHELL_RUN = Executor.define(
     shell_run,
     "shell.run",
     idempotent=False,

@@ -15,12 +15,11 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from activities.executors.builtin import builtin
 from activities.executors.results import json_safe
 from activities.targets import PostgresTarget
 from policies import sql
 from policies.sql import SqlError
-from signoff.executor import ExecutionContext, ExecutorError
+from signoff.executor import ExecutionContext, Executor, ExecutorError
 
 MAX_ROWS = 1000
 
@@ -233,7 +232,7 @@ async def sql_execute(ctx: ExecutionContext[SqlParams]) -> JsonValue:
     return {"status": status}
 
 
-SQL_QUERY = builtin(
+SQL_QUERY = Executor.define(
     sql_query,
     "sql.query",
     idempotent=True,
@@ -241,7 +240,7 @@ SQL_QUERY = builtin(
     params_model=QueryParams,
     target_kind="postgres",
 )
-SQL_EXECUTE = builtin(
+SQL_EXECUTE = Executor.define(
     sql_execute,
     "sql.execute",
     idempotent=False,

@@ -18,6 +18,7 @@ The server's worker runs registered executors; `@gated` runs them in the agent's
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ class ExecutionContext(Generic[P]):
 ExecutorFn = Callable[[ExecutionContext[Any]], Awaitable[JsonValue]]
 
 
+async def _never(ctx: ExecutionContext[Any]) -> JsonValue:
+    raise AssertionError("only used to check a declaration")
+
+
 @dataclass(frozen=True)
 class Executor:
     """One registered action type."""
@@ -78,6 +83,32 @@ class Executor:
     params_model: type[BaseModel] | None = None
     target_kind: str | None = None
     description: str = ""
+
+    @classmethod
+    def define(
+        cls,
+        fn: ExecutorFn,
+        action: str,
+        *,
+        idempotent: bool,
+        timeout: str | timedelta = timedelta(minutes=5),
+        params_model: type[BaseModel] | None = None,
+        target_kind: str | None = None,
+    ) -> Executor:
+        """The executor `fn` for `action`, described by the first line of its docstring."""
+        duration = parse_duration(timeout)
+        if not isinstance(duration, timedelta):
+            raise ValueError(f"invalid timeout {timeout!r} for {action}")
+        doc = (inspect.getdoc(fn) or "").splitlines()
+        return cls(
+            action=action,
+            fn=fn,
+            idempotent=idempotent,
+            timeout=duration,
+            params_model=params_model,
+            target_kind=target_kind,
+            description=doc[0] if doc else "",
+        )
 
     def spec(self, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec:
         """The retry and timeout contract the workflow runs this action with."""
@@ -152,21 +183,18 @@ class ExecutorRegistry:
         target_kind: str | None = None,
     ) -> Callable[[F], F]:
         """Decorator registering an async function as the executor for `action`."""
-        duration = parse_duration(timeout)
-        if not isinstance(duration, timedelta):
-            raise ValueError(f"invalid timeout {timeout!r} for {action}")
+        # Checked now, not at the first call: a bad timeout fails the import that declares it.
+        Executor.define(_never, action, idempotent=idempotent, timeout=timeout)
 
         def decorate(fn: F) -> F:
-            doc = (fn.__doc__ or "").strip().splitlines()
             self.register(
-                Executor(
-                    action=action,
-                    fn=fn,
+                Executor.define(
+                    fn,
+                    action,
                     idempotent=idempotent,
-                    timeout=duration,
+                    timeout=timeout,
                     params_model=params_model,
                     target_kind=target_kind,
-                    description=doc[0] if doc else "",
                 )
             )
             return fn
