@@ -12,6 +12,7 @@ import hmac
 import re
 from datetime import timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -92,12 +93,80 @@ class EntraConfig(Contract):
     )
 
 
+OKTA_SCOPES = ["okta.groups.read", "okta.users.read"]
+
+
+class OktaConfig(Contract):
+    """Resolve membership of some policy groups from Okta (the Groups API) when asked.
+
+    Authenticate with an API token (`api_token_env`, sent as `SSWS`) or an API service app
+    (`client_id` and a private key for private-key JWT, from `private_key_env` or
+    `private_key_file`). Secrets come from the environment or that file, never from this one.
+    """
+
+    org_url: str = Field(min_length=1, description="e.g. https://example.okta.com")
+    api_token_env: str | None = Field(default=None, min_length=1)
+    client_id: str | None = Field(default=None, min_length=1)
+    private_key_env: str | None = Field(default=None, min_length=1)
+    private_key_file: str | None = Field(default=None, min_length=1)
+    key_id: str | None = Field(default=None, min_length=1, description="the key's kid in Okta")
+    scopes: list[str] = Field(default_factory=lambda: list(OKTA_SCOPES), min_length=1)
+    membership_ttl: Duration = Field(default=timedelta(seconds=60))
+    timeout: Duration = Field(default=timedelta(seconds=5))
+    groups: dict[str, str] = Field(
+        default_factory=dict, description="policy group -> Okta group id (00g...) or name"
+    )
+
+    @field_validator("org_url")
+    @classmethod
+    def _https_origin(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an https URL, e.g. https://example.okta.com")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must be the org's origin only, e.g. https://example.okta.com")
+        if parts.path not in ("", "/"):
+            raise ValueError("must be the org's origin only, without a path")
+        return f"https://{parts.netloc}"
+
+    @field_validator("membership_ttl")
+    @classmethod
+    def _ttl(cls, value: timedelta) -> timedelta:
+        # A long TTL lets someone removed in Okta keep approving; cap it at a day.
+        if value > timedelta(days=1):
+            raise ValueError("at most 1d (removals in Okta take effect after this long)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> OktaConfig:
+        keys = [k for k in (self.private_key_env, self.private_key_file) if k is not None]
+        if self.api_token_env is not None:
+            if self.client_id is not None or keys:
+                raise FieldError(
+                    "api_token_env",
+                    "use either an API token or a service app (client_id), not both",
+                )
+            return self
+        if self.client_id is None:
+            raise FieldError(
+                "api_token_env",
+                "required: an API token's environment variable, or a service app's client_id",
+            )
+        if len(keys) != 1:
+            raise FieldError(
+                "private_key_env",
+                "a service app needs exactly one of private_key_env or private_key_file",
+            )
+        return self
+
+
 class DirectoryFile(Contract):
     """The directory YAML file: principals and groups."""
 
     principals: list[DirectoryEntry] = Field(default_factory=list)
     groups: dict[str, GroupTargets] = Field(default_factory=dict)
     entra: EntraConfig | None = None
+    okta: OktaConfig | None = None
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -148,6 +217,17 @@ class DirectoryFile(Contract):
                 raise FieldError(
                     f"entra.groups.{group}", f"unknown group {group!r} (add it under 'groups')"
                 )
+        for group in self.okta.groups if self.okta else {}:
+            if group not in self.groups:
+                raise FieldError(
+                    f"okta.groups.{group}", f"unknown group {group!r} (add it under 'groups')"
+                )
+            if self.entra is not None and group in self.entra.groups:
+                raise FieldError(
+                    f"okta.groups.{group}",
+                    f"group {group!r} is mapped under entra.groups too; "
+                    "a policy group has one source of membership",
+                )
         for index, entry in enumerate(self.principals):
             for a, other_id in enumerate(entry.acts_for):
                 if other_id not in by_id:
@@ -182,7 +262,7 @@ class DirectoryFile(Contract):
     @staticmethod
     def models() -> list[type[BaseModel]]:
         """The models of this file, for suggesting the right spelling of an unknown key."""
-        return [DirectoryFile, DirectoryEntry, Token, GroupTargets, EntraConfig]
+        return [DirectoryFile, DirectoryEntry, Token, GroupTargets, EntraConfig, OktaConfig]
 
 
 def may_act_for(principal: Principal) -> set[str]:

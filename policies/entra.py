@@ -1,4 +1,4 @@
-"""A directory whose group membership comes from Entra ID (Microsoft Graph), asked when needed.
+"""Group membership from Entra ID (Microsoft Graph), asked when needed.
 
 Principals, their tokens and how to reach groups still come from the directory file. For the
 policy groups mapped under `entra.groups`, membership is Entra's alone: a person's YAML list
@@ -6,20 +6,23 @@ for those groups is ignored, and whether they are in one is asked of Graph
 (`/users/{id}/transitiveMemberOf`, so nested groups count) with an msal app token, at the
 moment a decision is authorised. Answers are cached for `cache_ttl`, so removing someone from
 a group in Entra takes effect within that time.
+
+`EntraGroups` is the `GroupSource`; `EntraDirectory` is the directory with Entra as its only
+source.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from policies.directory import DirectoryFile, EntraConfig, StaticDirectory
+from policies.directory import DirectoryFile, EntraConfig
+from policies.groups import GroupSourceError, MembershipCache, SourcedDirectory
 from policies.microsoft import AppTokens, TokenError
 from signoff.models import Principal
 
@@ -27,33 +30,39 @@ GRAPH_SCOPE_SUFFIX = "/.default"
 PAGE_LIMIT = 100  # 100 pages of 999: far beyond any real membership list, but bounded
 
 
-class EntraError(Exception):
+class EntraError(GroupSourceError):
     """Graph could not answer; the caller retries (a decision waits rather than guesses)."""
 
 
-class EntraDirectory(StaticDirectory):
-    """The file's directory, with membership of mapped groups resolved through Graph."""
+class EntraGroups:
+    """The `GroupSource` for the policy groups mapped under `entra.groups`, through Graph."""
+
+    name = "entra"
 
     def __init__(
         self,
-        document: DirectoryFile,
+        config: EntraConfig,
         source: str = "<directory>",
         *,
         msal_http_client: Any = None,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 10.0,
     ) -> None:
-        super().__init__(document, source)
-        assert document.entra is not None, "EntraDirectory needs an `entra:` section"
-        self.config: EntraConfig = document.entra
-        self._mapped = dict(self.config.groups)
-        self._clock = clock
+        self.config = config
+        self.source = source
+        self._mapped = dict(config.groups)
         self._timeout = timeout
         self._msal_http_client = msal_http_client
         self._tokens: AppTokens | None = None
-        self._member_of: dict[str, tuple[float, frozenset[str]]] = {}
-        self._members: dict[str, tuple[float, frozenset[str]]] = {}
-        self._graph = self.config.graph_url.rstrip("/")
+        ttl = config.cache_ttl.total_seconds()
+        self._member_of = MembershipCache(ttl, clock=clock)
+        self._members = MembershipCache(ttl, clock=clock)
+        self._graph = config.graph_url.rstrip("/")
+
+    @property
+    def groups(self) -> Mapping[str, str]:
+        """Policy group -> Entra group object id."""
+        return self._mapped
 
     # --- Graph ----------------------------------------------------------------------------
 
@@ -76,8 +85,8 @@ class EntraDirectory(StaticDirectory):
             )
         return self._tokens
 
-    async def _ids(self, path: str) -> frozenset[str] | None:
-        """Every object id a Graph collection lists, following its pages; None on 404."""
+    async def _ids(self, path: str) -> frozenset[str]:
+        """Every object id a Graph collection lists, following its pages; none on 404."""
         try:
             token = await self.tokens().token()
         except TokenError as err:
@@ -99,7 +108,7 @@ class EntraDirectory(StaticDirectory):
                 except httpx.HTTPError as err:
                     raise EntraError(f"Graph {path}: {err!r}") from err
                 if response.status_code == 404:
-                    return None
+                    return frozenset()
                 if response.status_code != 200:
                     raise EntraError(f"Graph {path}: HTTP {response.status_code}")
                 page = response.json()
@@ -113,69 +122,62 @@ class EntraDirectory(StaticDirectory):
                 params = None  # the next link already carries them
         raise EntraError(f"Graph {path}: more than {PAGE_LIMIT} pages")
 
-    async def _cached(
-        self, cache: dict[str, tuple[float, frozenset[str]]], key: str, path: str
-    ) -> frozenset[str]:
-        hit = cache.get(key)
-        now = self._clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        ids = await self._ids(path) or frozenset()
-        cache[key] = (now + self.config.cache_ttl.total_seconds(), ids)
-        return ids
-
     async def entra_groups(self, oid: str) -> frozenset[str]:
         """The Entra group ids a user is in, directly or through nested groups (cached)."""
         path = f"users/{quote(oid, safe='')}/transitiveMemberOf/microsoft.graph.group"
-        return await self._cached(self._member_of, oid, path)
+        return await self._member_of.get(oid, lambda: self._ids(path))
 
-    # --- resolution -----------------------------------------------------------------------
+    # --- GroupSource ----------------------------------------------------------------------
 
-    async def _resolve(self, principal: Principal | None) -> Principal | None:
-        """The principal with mapped groups replaced by what Entra says now."""
-        if principal is None:
-            return None
-        groups = [g for g in principal.groups if g not in self._mapped]
+    async def groups_of(self, principal: Principal) -> frozenset[str]:
+        """The mapped policy groups Entra lists the principal in now."""
         # Agents never approve, and people without an Entra id cannot be looked up.
-        if principal.kind == "human" and principal.teams_aad_object_id:
-            member_of = await self.entra_groups(principal.teams_aad_object_id)
-            groups += [g for g, gid in self._mapped.items() if gid in member_of]
-        return principal.model_copy(update={"groups": groups})
+        if principal.kind != "human" or not principal.teams_aad_object_id:
+            return frozenset()
+        member_of = await self.entra_groups(principal.teams_aad_object_id)
+        return frozenset(g for g, gid in self._mapped.items() if gid in member_of)
 
-    async def principal(self, id: str) -> Principal | None:
-        """The principal with this id, its groups resolved now."""
-        return await self._resolve(await super().principal(id))
-
-    async def by_token(self, token: str) -> Principal | None:
-        """The principal holding this bearer token, its groups resolved now."""
-        return await self._resolve(await super().by_token(token))
-
-    async def by_slack_user(self, slack_user_id: str) -> Principal | None:
-        """The principal with this Slack user id, its groups resolved now."""
-        return await self._resolve(await super().by_slack_user(slack_user_id))
-
-    async def by_email(self, email: str) -> Principal | None:
-        """The principal with this email address, its groups resolved now."""
-        return await self._resolve(await super().by_email(email))
-
-    async def by_aad_object_id(self, oid: str) -> Principal | None:
-        """The principal with this Entra object id, its groups resolved now."""
-        return await self._resolve(await super().by_aad_object_id(oid))
-
-    async def members(self, group: str) -> list[Principal]:
-        """Everyone in the group; for a mapped group, the file's people Entra lists in it."""
-        if group not in self._mapped:
-            resolved = [await self._resolve(p) for p in self.principals()]
-            return [p for p in resolved if p is not None and group in p.groups]
+    async def members(self, group: str, candidates: Sequence[Principal]) -> list[Principal]:
+        """The candidates Graph lists among the mapped group's (transitive) members."""
         path = (
             f"groups/{quote(self._mapped[group], safe='')}/transitiveMembers/microsoft.graph.user"
         )
-        member_ids = await self._cached(self._members, group, path)
-        listed = [p for p in self.principals() if p.teams_aad_object_id in member_ids]
-        resolved = await asyncio.gather(*(self._resolve(p) for p in listed))
-        return [p for p in resolved if p is not None]
+        member_ids = await self._members.get(group, lambda: self._ids(path))
+        return [p for p in candidates if p.teams_aad_object_id in member_ids]
 
     def clear_cache(self) -> None:
         """Forget cached memberships, e.g. after an access review."""
         self._member_of.clear()
         self._members.clear()
+
+
+class EntraDirectory(SourcedDirectory):
+    """The file's directory, with membership of mapped groups resolved through Graph."""
+
+    def __init__(
+        self,
+        document: DirectoryFile,
+        source: str = "<directory>",
+        *,
+        msal_http_client: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 10.0,
+    ) -> None:
+        assert document.entra is not None, "EntraDirectory needs an `entra:` section"
+        self.graph = EntraGroups(
+            document.entra,
+            source,
+            msal_http_client=msal_http_client,
+            clock=clock,
+            timeout=timeout,
+        )
+        super().__init__(document, source, sources=[self.graph])
+        self.config: EntraConfig = document.entra
+
+    def tokens(self) -> AppTokens:
+        """The msal app-token source for Graph; the secret is read on first use."""
+        return self.graph.tokens()
+
+    async def entra_groups(self, oid: str) -> frozenset[str]:
+        """The Entra group ids a user is in, directly or through nested groups (cached)."""
+        return await self.graph.entra_groups(oid)

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from policies.directory import DirectoryFile, StaticDirectory
 from policies.engine import Policy
-from policies.entra import EntraDirectory
+from policies.entra import EntraDirectory, EntraGroups
+from policies.groups import GroupSource, SourcedDirectory
 from policies.model import FieldError, Match, Outcome, PolicyFile, Rule
+from policies.okta import OktaGroups
 from signoff.models import ApprovalRequirement, EscalationStage
 
 _POLICY_MODELS: tuple[type[BaseModel], ...] = (
@@ -192,8 +194,22 @@ def load_policy(path: Path) -> Policy:
     return Policy(rules=rules, default=default, sources=sources)
 
 
+def group_sources(parsed: DirectoryFile, source: str) -> list[GroupSource]:
+    """The identity providers the file hands group membership to (`entra:`, `okta:`)."""
+    sources: list[GroupSource] = []
+    if parsed.entra is not None:
+        sources.append(EntraGroups(parsed.entra, source))
+    if parsed.okta is not None:
+        sources.append(OktaGroups(parsed.okta, source))
+    return sources
+
+
 def load_directory(path: Path) -> StaticDirectory:
-    """Load a directory (people, agents, groups) YAML file; with `entra:`, an EntraDirectory."""
+    """Load a directory (people, agents, groups) YAML file, with its IdP group sources if any.
+
+    With only `entra:` it is an EntraDirectory; with `okta:` (and maybe `entra:` for other
+    groups) a SourcedDirectory asking each source about the groups mapped to it.
+    """
     path = Path(path)
     if not path.is_file():
         raise PolicyError([f"{path}: no such file"])
@@ -202,6 +218,8 @@ def load_directory(path: Path) -> StaticDirectory:
         parsed = DirectoryFile.model_validate(data)
     except ValidationError as exc:
         raise format_errors(path, data, exc, DirectoryFile.models()) from None
+    if parsed.okta is not None:
+        return SourcedDirectory(parsed, str(path), sources=group_sources(parsed, str(path)))
     if parsed.entra is not None:
         return EntraDirectory(parsed, source=str(path))
     return StaticDirectory(parsed, source=str(path))
