@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
+from policies.cache import BoundedCache
 from policies.directory import DirectoryFile, StaticDirectory
 from signoff.models import Principal
 
@@ -67,30 +67,26 @@ class MembershipCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
-        self.maxsize = maxsize
-        self._clock = clock
-        self._items: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._answers: BoundedCache[str, frozenset[str]] = BoundedCache(
+            maxsize, ttl=ttl, clock=clock
+        )
 
     async def get(self, key: str, fetch: Callable[[], Awaitable[frozenset[str]]]) -> frozenset[str]:
         """The cached answer for `key` while it is fresh, else `fetch()`'s, then cached."""
-        hit = self._items.get(key)
-        if hit is not None and hit[0] > self._clock():
-            self._items.move_to_end(key)
-            return hit[1]
-        value = await fetch()
+        found, value = self._answers.lookup(key)
+        if found and value is not None:
+            return value
+        answer = await fetch()
         # The expiry counts from the answer, so a slow IdP does not shorten the TTL to nothing.
-        self._items[key] = (self._clock() + self.ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-        return value
+        self._answers.put(key, answer)
+        return answer
 
     def clear(self) -> None:
         """Forget every answer."""
-        self._items.clear()
+        self._answers.clear()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._answers)
 
 
 def owners(sources: Sequence[GroupSource], where: str = "<directory>") -> dict[str, GroupSource]:

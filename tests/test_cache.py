@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.cache import BoundedCache
+from policies.cache import BoundedCache
 
 
 class FakeClock:

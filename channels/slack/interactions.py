@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.cache import BoundedCache
 from channels.review import Reviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
@@ -41,6 +40,7 @@ from channels.slack.client import SlackPermanentError, SlackUnavailable, call_sl
 from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
 from channels.slack.reply import OK, Rejected, Reply, rejection
 from channels.slack.workspace import Clicker, Workspace
+from policies.cache import BoundedCache
 from policies.directory import Directory
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
 from signoff.neutralise import mrkdwn_code as code_text

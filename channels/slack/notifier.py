@@ -11,7 +11,6 @@ import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.cache import BoundedCache
 from channels.notifier import outcome_recipient
 from channels.slack.blocks import (
     escalation_text,
@@ -23,6 +22,7 @@ from channels.slack.blocks import (
     request_attachments,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
+from policies.cache import BoundedCache
 from policies.directory import Directory
 from signoff.models import ActionStatus, NotificationRef
 from workflows.messages import NotifyInput, NotifyUpdateInput

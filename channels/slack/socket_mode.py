@@ -16,9 +16,9 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.cache import BoundedCache
 from channels.slack.interactions import REPLAY_MAX, REPLAY_TTL, SlackInteractions
 from channels.slack.reply import OK
+from policies.cache import BoundedCache
 
 log = logging.getLogger("signoff.slack")
 

@@ -1,6 +1,6 @@
 """A token bucket per principal, for refused attempts: guessing and probing cost time.
 
-Memory is bounded: the buckets live in the one bounded cache (`channels.cache`), at most
+Memory is bounded: the buckets live in the one bounded cache (`policies.cache`), at most
 `max_keys` of them, the least recently used dropped first (a dropped bucket was the least
 active one, and the directory bounds who can have one anyway).
 """
@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 
-from channels.cache import BoundedCache
+from policies.cache import BoundedCache
 
 
 class RefusalBudget:

@@ -1,8 +1,9 @@
 """The one bounded cache: least recently used entries go first, each entry may expire.
 
-Everything the gateway remembers about strangers (seen signatures, Slack users, refusal
-budgets, what a message last showed) lives in one of these, so no input can grow memory
-without bound.
+Everything the server remembers about strangers or asks of an identity provider (seen
+signatures, Slack users, refusal budgets, what a message last showed, group membership) lives
+in one of these, so no input can grow memory without bound. It sits in the lowest server layer
+so that policies, channels and processes all share it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class BoundedCache(Generic[K, V]):
         """Remove `key`, returning its live value if any."""
         item = self._items.pop(key, None)
         return item[1] if item is not None and item[0] > self._clock() else None
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self._items.clear()
 
     def __contains__(self, key: object) -> bool:
         return self.lookup(key)[0]  # type: ignore[arg-type]
