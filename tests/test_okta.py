@@ -21,12 +21,16 @@ from activities.ledger.store import Ledger
 from policies.directory import DirectoryFile, EntraConfig, OktaConfig
 from policies.entra import EntraGroups
 from policies.groups import GroupSourceError, MembershipCache, SourcedDirectory, owners
-from policies.loader import PolicyError, load_directory
+from policies.loader import PolicyError, load_directory, load_policy_and_directory
 from policies.okta import OktaError, OktaGroups, OktaRateLimited
+from signoff.executor import registry
 from signoff.models import RefusalCode, Status
 from tests.conftest import DATA, Gate, worker_parts
 from tests.fake_okta import FakeOkta
 from tests.fake_teams import FakeMicrosoft, MsalRoute
+from tests.gateway_fixtures import api
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workers.worker import build_worker
 
@@ -585,3 +589,28 @@ async def test_an_okta_outage_makes_the_decision_wait(
         accepted = await asyncio.wait_for(decision, timeout=60)
         assert [d.approver for d in accepted.decisions] == ["carol@example.com"]
         assert accepted.refused == []
+
+
+async def test_the_gateway_says_retry_when_okta_is_down(
+    directory: SourcedDirectory,
+    okta: FakeOkta,
+    client: Client,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An IdP outage at sign-in is a 503 with Retry-After, not a 500; no secret is logged."""
+    policy, _ = load_policy_and_directory(settings.policy, settings.directory)
+    service = ActionService(client, settings, policy, directory, registry)
+    app = create_app(service, directory, settings)
+    await okta.pause()
+    try:
+        async with api(app, "carol") as carol:
+            response = await carol.get("/v1/approvals")
+    finally:
+        await okta.resume()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "identity_provider_unavailable"
+    assert int(response.headers["Retry-After"]) >= 5
+    assert API_TOKEN not in caplog.text
+    async with api(app, "carol") as carol:
+        assert (await carol.get("/v1/approvals")).status_code == 200

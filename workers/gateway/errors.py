@@ -7,6 +7,7 @@ get their HTTP status here; Temporal being unreachable is a 503, anything else a
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from policies.directory import Directory
+from policies.groups import GroupSourceError
 from signoff import neutralise
 from signoff.models import RefusalCode
 from workflows.errors import (
@@ -114,6 +116,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ActionError, _on_action_error)
+    app.add_exception_handler(GroupSourceError, _on_identity_provider_error)
     app.add_exception_handler(RPCError, _on_temporal_error)
     app.add_exception_handler(RuntimeError, _on_temporal_error)
     app.add_exception_handler(Exception, _on_unexpected)
@@ -187,6 +190,28 @@ async def _on_temporal_error(request: Request, exc: Exception) -> JSONResponse:
         )
         return error_response(503, "temporal_unavailable", "Temporal is not reachable; retry")
     return await _on_unexpected(request, exc)
+
+
+# Seconds a caller waits before asking again when the identity provider cannot answer.
+IDP_RETRY_AFTER = 5
+
+
+async def _on_identity_provider_error(request: Request, exc: Exception) -> JSONResponse:
+    # Who is in which group cannot be known now: answer "retry", never guess and never 500.
+    log.warning(
+        "identity provider unavailable on %s %s: %s",
+        neutralise.one_line(request.method),
+        neutralise.one_line(request.url.path),
+        neutralise.one_line(str(exc)),
+    )
+    retry_after = max(IDP_RETRY_AFTER, math.ceil(getattr(exc, "retry_after", 0)))
+    return error_response(
+        503,
+        "identity_provider_unavailable",
+        "the identity provider cannot be reached to resolve group membership; "
+        "nothing was changed, retry shortly",
+        {"Retry-After": str(retry_after)},
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
