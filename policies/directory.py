@@ -334,7 +334,7 @@ class StaticDirectory:
         self._hashes = [(t.sha256, e.id) for e in self._entries for t in e.tokens]
         self.entra = document.entra
         self.oidc = document.oidc
-        self._verifier = None if document.oidc is None else OidcVerifier(document.oidc)
+        self.verifier = None if document.oidc is None else OidcVerifier(document.oidc)
         self._workloads = {
             (e.workload.issuer, e.workload.subject): e.id for e in self._entries if e.workload
         }
@@ -369,9 +369,9 @@ class StaticDirectory:
         principal = await self.by_token(token)
         if principal is not None:
             return Authenticated(principal=principal, method="token")
-        if self._verifier is None or not OidcVerifier.looks_like_jwt(token):
+        if self.verifier is None or not OidcVerifier.looks_like_jwt(token):
             return None
-        verified = await self._verifier.verify(token)
+        verified = await self.verifier.verify(token)
         principal = await self._oidc_principal(verified)
         return Authenticated(principal=principal, method="oidc", issuer=verified.issuer.issuer)
 

@@ -236,6 +236,10 @@ class IssuerKeys:
                 continue  # a key type pyjwt cannot use; another key may still be fine
         self._keys = keys
 
+    def known(self) -> set[str]:
+        """The key ids cached now."""
+        return set(self._keys)
+
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at >= JWKS_MAX_AGE
 

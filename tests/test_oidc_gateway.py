@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import re
+import stat
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +23,7 @@ import httpx
 import jwt
 import pytest
 import yaml
+from click.testing import Result
 from cryptography.hazmat.primitives.asymmetric import rsa
 from temporalio.client import Client
 from typer.testing import CliRunner
@@ -229,13 +234,14 @@ async def test_sso_people_approve_and_workload_agents_never_do(
     submitted = await call(live, agent, "POST", "/v1/actions", json=body)
     assert submitted.status_code == 202, submitted.text
     action = submitted.json()
-    assert (action["request"]["requester"], action["owner"]) == ("agent:etl", "dave@example.com")
+    assert action["request"]["requester"] == "agent:etl"
     path = f"/v1/actions/{action['id']}"
     for _ in range(100):
         status = (await call(live, agent, "GET", path)).json()
         if status["status"] == "pending_approval":
             break
         await asyncio.sleep(0.1)
+    assert status["owner"] == "dave@example.com"  # the workload's agent's owner
     decision = {"decision": "approve", "digest": action["digest"]}
     refused = await call(live, agent, "POST", f"{path}/decisions", json=decision)
     assert refused.status_code == 403, refused.text
@@ -244,3 +250,57 @@ async def test_sso_people_approve_and_workload_agents_never_do(
     approved = await call(live, alice, "POST", f"{path}/decisions", json=decision)
     assert approved.status_code == 200, approved.text
     assert [d["approver"] for d in approved.json()["decisions"]] == ["alice@example.com"]
+
+
+# --- signoff login / logout -----------------------------------------------------------------
+
+
+async def test_login_refresh_and_logout(
+    live: LiveGateway, idp: OpenIdProvider, tmp_path: Path
+) -> None:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "SIGNOFF_GATEWAY": live.url}
+    env.pop("SIGNOFF_TOKEN", None)
+    command = [sys.executable, "-c", "from signoff.cli import main; main()", "login"]
+    command += ["--issuer", idp.issuer, "--client-id", "signoff-cli", "--resource", AUDIENCE]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    prompt = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    user_code = re.search(r"confirm the code (\S+)", prompt)
+    assert user_code is not None, prompt
+    # The person at the browser, while the CLI polls.
+    await asyncio.to_thread(idp.approve_device, user_code.group(1), "zoe@example.com")
+    rest = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
+    assert await process.wait() == 0, prompt + rest
+    assert "signed in to" in rest
+    stored = tmp_path / "signoff" / "credentials.json"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    saved = json.loads(stored.read_text())
+    used(saved["access_token"])
+    assert saved["access_token"] not in prompt + rest  # never printed
+
+    def whoami() -> Result:
+        return runner.invoke(cli_app, ["whoami", "--json"], env={**env, "SIGNOFF_TOKEN": ""})
+
+    shown = await asyncio.to_thread(whoami)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["id"] == "zoe@example.com"
+
+    # An access token about to expire is refreshed with the refresh token, and stored again.
+    saved["expires_at"] = time.time()
+    stored.write_text(json.dumps(saved))
+    shown = await asyncio.to_thread(whoami)
+    assert json.loads(shown.output)["id"] == "zoe@example.com"
+    renewed = json.loads(stored.read_text())
+    assert renewed["access_token"] != saved["access_token"]
+    assert renewed["expires_at"] > time.time() + 60
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    used(renewed["access_token"])
+
+    out = await asyncio.to_thread(runner.invoke, cli_app, ["logout"], env=env)
+    assert "signed out" in out.output
+    assert not stored.exists()
+    gone = await asyncio.to_thread(whoami)
+    assert gone.exit_code == 1
+    assert "signoff login" in gone.stderr

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from signoff import neutralise
 from signoff.cli.common import fail, parse_param
+from signoff.cli.credentials import LoginError, current_token
 from signoff.client import SignoffError, SignoffSyncClient
 from signoff.models import ActionStatus, Risk
 from signoff.settings import DEFAULT_GATEWAY
@@ -42,9 +43,17 @@ Json = Annotated[bool, typer.Option("--json", help="Print the status as JSON")]
 
 @contextmanager
 def gateway_client(gateway: str | None, token: str | None) -> Iterator[SignoffSyncClient]:
-    """A client for the command, turning every signoff error into a plain message and exit 1."""
+    """A client for the command, turning every signoff error into a plain message and exit 1.
+
+    Without `--token` or SIGNOFF_TOKEN, the token `signoff login` stored (refreshed if due).
+    """
     if not token:
-        raise fail("no token: pass --token or set SIGNOFF_TOKEN")
+        try:
+            token = current_token()
+        except LoginError as err:
+            raise fail(str(err)) from None
+    if not token:
+        raise fail("no token: pass --token, set SIGNOFF_TOKEN or run `signoff login`")
     url = gateway or DEFAULT_GATEWAY
     try:
         # The CLI is interactive: one retry is enough before telling the human.
