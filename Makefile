@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The tests' OpenID Provider (the `oidc-provider` npm package), pinned by its lock file.
+OIDC   := tests/oidc/node_modules/.installed-stamp
 
-.PHONY: install dev test lint typecheck pytest chromium bench clean
+.PHONY: install dev test lint typecheck pytest chromium oidc-harness bench clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("signoff needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -33,7 +35,14 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
-pytest: install chromium
+# The identity tests run a real OpenID Provider on node; npm installs it from the lock file.
+$(OIDC): tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
+	@touch $(OIDC)
+
+oidc-harness: $(OIDC)
+
+pytest: install chromium oidc-harness
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
@@ -42,4 +51,4 @@ bench: install
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .signoff .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .signoff .pytest_cache .mypy_cache .ruff_cache tests/oidc/node_modules

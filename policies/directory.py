@@ -2,7 +2,9 @@
 
 `Directory` is the interface the gateway, workflow and channels use. `StaticDirectory` reads a
 YAML file; a directory backed by Entra ID can implement the same Protocol and resolve group
-membership when asked instead of up front.
+membership when asked instead of up front. With an `oidc:` section, bearer tokens may also be
+JWTs from trusted issuers: people by a claim (email or subject), agents by their workload
+identity (issuer and subject), see `policies.oidc`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ import hashlib
 import hmac
 import re
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from policies.model import FieldError
+from policies.oidc import (
+    OidcConfig,
+    OidcIssuer,
+    OidcVerifier,
+    TokenRejected,
+    VerifiedToken,
+    Workload,
+    policy_groups,
+)
 from signoff.models import Contract, Duration, Principal
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -61,10 +72,13 @@ class DirectoryEntry(Principal):
     """A principal as the directory file writes it: the resolved identity plus its tokens."""
 
     tokens: list[Token] = Field(default_factory=list)
+    workload: Workload | None = Field(
+        default=None, description="an agent's workload identity: a token issuer and subject"
+    )
 
     def principal(self) -> Principal:
         """The identity without its tokens."""
-        return Principal.model_validate(self.model_dump(exclude={"tokens"}))
+        return Principal.model_validate(self.model_dump(exclude={"tokens", "workload"}))
 
 
 class GroupTargets(Contract):
@@ -167,6 +181,7 @@ class DirectoryFile(Contract):
     groups: dict[str, GroupTargets] = Field(default_factory=dict)
     entra: EntraConfig | None = None
     okta: OktaConfig | None = None
+    oidc: OidcConfig | None = None
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -257,12 +272,56 @@ class DirectoryFile(Contract):
                     raise FieldError(
                         f"principals.{index}.owner", f"{entry.owner!r} is not a human principal"
                     )
+        self._check_oidc()
         return self
+
+    def _check_oidc(self) -> None:
+        """Issuers are distinct, mapped groups exist, workloads name agents of workload issuers."""
+        issuers = self.oidc.issuers if self.oidc else []
+        seen: set[tuple[str, str]] = set()
+        for index, issuer in enumerate(issuers):
+            if (issuer.issuer, issuer.audience) in seen:
+                raise FieldError(
+                    f"oidc.issuers.{index}", "the same issuer and audience are listed twice"
+                )
+            seen.add((issuer.issuer, issuer.audience))
+        for group in self.oidc.groups if self.oidc else {}:
+            if group not in self.groups:
+                raise FieldError(
+                    f"oidc.groups.{group}", f"unknown group {group!r} (add it under 'groups')"
+                )
+        workload_issuers = {i.issuer for i in issuers if i.kind == "workload"}
+        subjects: dict[tuple[str, str], str] = {}
+        for index, entry in enumerate(self.principals):
+            if entry.workload is None:
+                continue
+            where = f"principals.{index}.workload"
+            if entry.kind != "agent":
+                raise FieldError(where, "only agents have a workload identity")
+            if entry.workload.issuer not in workload_issuers:
+                raise FieldError(
+                    f"{where}.issuer",
+                    f"{entry.workload.issuer!r} is not an oidc issuer of kind workload",
+                )
+            key = (entry.workload.issuer, entry.workload.subject)
+            if key in subjects:
+                raise FieldError(f"{where}.subject", f"already used by {subjects[key]!r}")
+            subjects[key] = entry.id
 
     @staticmethod
     def models() -> list[type[BaseModel]]:
         """The models of this file, for suggesting the right spelling of an unknown key."""
-        return [DirectoryFile, DirectoryEntry, Token, GroupTargets, EntraConfig, OktaConfig]
+        return [
+            DirectoryFile,
+            DirectoryEntry,
+            Token,
+            GroupTargets,
+            EntraConfig,
+            OktaConfig,
+            OidcConfig,
+            OidcIssuer,
+            Workload,
+        ]
 
 
 def may_act_for(principal: Principal) -> set[str]:
@@ -291,6 +350,16 @@ def on_behalf_problem(requester: Principal, on_behalf_of: str | None) -> str | N
     )
 
 
+class Authenticated(Contract):
+    """Who a bearer token belongs to, and how the gateway knows."""
+
+    principal: Principal
+    method: Literal["token", "oidc"] = Field(
+        description="token: a static token from the directory; oidc: a JWT from an issuer"
+    )
+    issuer: str | None = None
+
+
 class Directory(Protocol):
     """Look up principals and groups; lookups are async so a remote directory can back it."""
 
@@ -300,6 +369,14 @@ class Directory(Protocol):
 
     async def by_token(self, token: str) -> Principal | None:
         """The principal holding this bearer token."""
+        ...
+
+    async def authenticate(self, token: str) -> Authenticated | None:
+        """Whose bearer token this is (a static token or a trusted JWT); None for nobody's.
+
+        Raises `policies.oidc.TokenRejected` for a JWT that does not verify, and
+        `IdentityProviderUnavailable` when its issuer's keys cannot be fetched.
+        """
         ...
 
     async def by_slack_user(self, slack_user_id: str) -> Principal | None:
@@ -337,6 +414,11 @@ class StaticDirectory:
         self._groups = dict(document.groups)
         self._hashes = [(t.sha256, e.id) for e in self._entries for t in e.tokens]
         self.entra = document.entra
+        self.oidc = document.oidc
+        self.verifier = None if document.oidc is None else OidcVerifier(document.oidc)
+        self._workloads = {
+            (e.workload.issuer, e.workload.subject): e.id for e in self._entries if e.workload
+        }
 
     def principals(self) -> list[Principal]:
         """Every principal, in file order."""
@@ -362,6 +444,57 @@ class StaticDirectory:
             if hmac.compare_digest(stored, digest):
                 match = principal_id
         return None if match is None else await self.principal(match)
+
+    async def authenticate(self, token: str) -> Authenticated | None:
+        """Whose bearer token this is: a static token, else a JWT from a trusted issuer."""
+        principal = await self.by_token(token)
+        if principal is not None:
+            return Authenticated(principal=principal, method="token")
+        if self.verifier is None or not OidcVerifier.looks_like_jwt(token):
+            return None
+        verified = await self.verifier.verify(token)
+        principal = await self._oidc_principal(verified)
+        return Authenticated(principal=principal, method="oidc", issuer=verified.issuer.issuer)
+
+    async def _oidc_principal(self, verified: VerifiedToken) -> Principal:
+        """The principal a verified token names: a mapped agent, or a person."""
+        entry = verified.issuer
+        if entry.kind == "workload":
+            agent = self._workloads.get((entry.issuer, verified.subject))
+            found = None if agent is None else await self.principal(agent)
+            if found is None:
+                raise TokenRejected(
+                    f"workload {verified.subject[:200]!r} of {entry.issuer} is not mapped to an "
+                    "agent (add `workload: {issuer, subject}` to the agent in the directory)"
+                )
+            return found
+        claim = verified.claims.get(entry.principal_claim)
+        if not isinstance(claim, str) or not claim.strip():
+            raise TokenRejected(f"token lacks the {entry.principal_claim!r} claim naming a person")
+        if entry.principal_claim == "email" and verified.claims.get("email_verified") is False:
+            raise TokenRejected("token's email is not verified by the identity provider")
+        person_id = claim.strip().lower() if entry.principal_claim == "email" else claim.strip()
+        listed = self._principals.get(person_id) or (
+            await self.by_email(person_id) if entry.principal_claim == "email" else None
+        )
+        if listed is not None:
+            if listed.kind != "human":
+                # A person's token naming an agent would let it act as (or for) that agent.
+                raise TokenRejected("a person's token cannot name an agent principal")
+            resolved = await self.principal(listed.id)
+            assert resolved is not None, "listed principals resolve"
+            return resolved
+        email = verified.claims.get("email")
+        return Principal(
+            id=person_id,
+            kind="human",
+            groups=policy_groups(
+                verified.claims.get(entry.groups_claim),
+                self._groups,
+                self.oidc.groups if self.oidc else {},
+            ),
+            email=email if isinstance(email, str) else None,
+        )
 
     async def by_slack_user(self, slack_user_id: str) -> Principal | None:
         """The principal with this Slack user id."""

@@ -18,12 +18,13 @@ from typing import Protocol
 
 from policies.cache import BoundedCache
 from policies.directory import DirectoryFile, StaticDirectory
+from policies.unavailable import IdentityProviderUnavailable
 from signoff.models import Principal
 
 MAX_CACHED = 10_000  # memberships remembered per source: beyond any directory file's people
 
 
-class GroupSourceError(Exception):
+class GroupSourceError(IdentityProviderUnavailable):
     """An identity provider could not say who is in a group; retry later, never guess."""
 
 

@@ -553,6 +553,7 @@ async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -
         ("post", "/v1/actions/{id}/report"),
         ("get", "/v1/approvals"),
         ("get", "/v1/action-types"),
+        ("get", "/v1/me"),
     }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops if p.startswith("/v1/")}
     assert found == expected

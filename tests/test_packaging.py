@@ -31,7 +31,18 @@ from tests.gateway_fixtures import LiveGateway, gateway_process, live_settings, 
 
 ROOT = Path(__file__).resolve().parent.parent
 PIP = [sys.executable, "-m", "pip"]  # the machine's pip config (index, cache) applies
-SDK_COMMANDS = {"submit", "status", "pending", "approve", "deny", "cancel", "mcp"}
+SDK_COMMANDS = {
+    "submit",
+    "status",
+    "pending",
+    "approve",
+    "deny",
+    "cancel",
+    "whoami",
+    "login",
+    "logout",
+    "mcp",
+}
 SERVER_COMMANDS = {"dev", "worker", "gateway", "db", "audit", "policy", "keys", "demo"}
 # Server-side distributions an agent's environment must never receive from the SDK.
 SERVER_ONLY = {

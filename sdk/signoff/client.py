@@ -487,6 +487,11 @@ class SignoffClient:
         data = await self._send("GET", "/v1/action-types", idempotent=True)
         return [ActionType.model_validate(item) for item in data]
 
+    async def me(self) -> dict[str, Any]:
+        """Who the gateway thinks you are: id, kind, groups, owner and how you signed in."""
+        data: dict[str, Any] = await self._send("GET", "/v1/me", idempotent=True)
+        return data
+
 
 # --- the sync facade ------------------------------------------------------------------------
 
@@ -642,3 +647,7 @@ class SignoffSyncClient:
     def action_types(self) -> list[ActionType]:
         """The action types you can ask for, with params schema and approval needs."""
         return self._call(self.client.action_types())
+
+    def me(self) -> dict[str, Any]:
+        """Who the gateway thinks you are: id, kind, groups, owner and how you signed in."""
+        return self._call(self.client.me())

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from policies.directory import Directory
-from policies.groups import GroupSourceError
+from policies.unavailable import IdentityProviderUnavailable
 from signoff import neutralise
 from signoff.models import RefusalCode
 from workflows.errors import (
@@ -116,7 +116,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ActionError, _on_action_error)
-    app.add_exception_handler(GroupSourceError, _on_identity_provider_error)
+    app.add_exception_handler(IdentityProviderUnavailable, _on_identity_provider_error)
     app.add_exception_handler(RPCError, _on_temporal_error)
     app.add_exception_handler(RuntimeError, _on_temporal_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -1,9 +1,10 @@
 """The `signoff` command: the agent's and approver's commands, plus any installed plugins.
 
-The SDK ships `submit`, `status`, `pending`, `approve`, `deny`, `cancel` and `mcp`. The server
-distribution adds its operator commands (`dev`, `worker`, `gateway`, `db`, `audit`, `policy`,
-`keys`, `demo`) through the `signoff.commands` entry point group: each entry is a function
-that takes this typer app and adds its commands.
+The SDK ships `submit`, `status`, `pending`, `approve`, `deny`, `cancel`, `whoami`, `login`,
+`logout` and `mcp`.
+The server distribution adds its operator commands (`dev`, `worker`, `gateway`, `db`, `audit`,
+`policy`, `keys`, `demo`) through the `signoff.commands` entry point group: each entry is a
+function that takes this typer app and adds its commands.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from signoff.cli import actions, mcp
+from signoff.cli import actions, identity, login, mcp
 from signoff.cli.common import fail
 
 PLUGIN_GROUP = "signoff.commands"
@@ -33,6 +34,9 @@ def build_app() -> typer.Typer:
         actions.deny,
         actions.cancel,
         actions.pending,
+        identity.whoami,
+        login.login,
+        login.logout,
         mcp.mcp,
     ):
         app.command()(command)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from signoff import neutralise
 from signoff.cli.common import fail, parse_param
+from signoff.cli.credentials import LoginError, current_token
 from signoff.client import SignoffError, SignoffSyncClient
 from signoff.models import ActionStatus, Risk
 from signoff.settings import DEFAULT_GATEWAY
@@ -41,10 +42,18 @@ Json = Annotated[bool, typer.Option("--json", help="Print the status as JSON")]
 
 
 @contextmanager
-def _client(gateway: str | None, token: str | None) -> Iterator[SignoffSyncClient]:
-    """A client for the command, turning every signoff error into a plain message and exit 1."""
+def gateway_client(gateway: str | None, token: str | None) -> Iterator[SignoffSyncClient]:
+    """A client for the command, turning every signoff error into a plain message and exit 1.
+
+    Without `--token` or SIGNOFF_TOKEN, the token `signoff login` stored (refreshed if due).
+    """
     if not token:
-        raise fail("no token: pass --token or set SIGNOFF_TOKEN")
+        try:
+            token = current_token()
+        except LoginError as err:
+            raise fail(str(err)) from None
+    if not token:
+        raise fail("no token: pass --token, set SIGNOFF_TOKEN or run `signoff login`")
     url = gateway or DEFAULT_GATEWAY
     try:
         # The CLI is interactive: one retry is enough before telling the human.
@@ -130,7 +139,7 @@ def submit(
     if risk is not None and risk not in ("low", "medium", "high", "critical"):
         raise fail(f"--risk {risk!r}: use low, medium, high or critical")
     claimed: Risk | None = risk  # type: ignore[assignment]
-    with _client(gateway, token) as client:
+    with gateway_client(gateway, token) as client:
         status = client.request(
             action,
             target,
@@ -154,7 +163,7 @@ def status(
     token: Token = None,
 ) -> None:
     """Show an action: what it is, who decided, and how it ended."""
-    with _client(gateway, token) as client:
+    with gateway_client(gateway, token) as client:
         found = client.status(action_id, wait=wait)
     _print(found, as_json)
 
@@ -169,7 +178,7 @@ def _decide(
     token: str | None,
 ) -> None:
     """Show the action, then send the decision bound to the digest that was shown."""
-    with _client(gateway, token) as client:
+    with gateway_client(gateway, token) as client:
         shown = client.status(action_id)
         if not as_json:
             console.print(f"[bold]You are about to {decision}:[/bold]")
@@ -225,7 +234,7 @@ def cancel(
     token: Token = None,
 ) -> None:
     """Cancel your own pending action."""
-    with _client(gateway, token) as client:
+    with gateway_client(gateway, token) as client:
         cancelled = client.cancel(action_id, reason=reason)
     if as_json:
         typer.echo(cancelled.model_dump_json(indent=2))
@@ -240,7 +249,7 @@ def pending(
     token: Token = None,
 ) -> None:
     """Your inbox: pending actions you may decide now, newest first."""
-    with _client(gateway, token) as client:
+    with gateway_client(gateway, token) as client:
         inbox = client.pending(limit=limit)
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in inbox], indent=2))

@@ -1,0 +1,191 @@
+"""A real OpenID Provider for the tests: tests/oidc/provider.mjs (the `oidc-provider` package).
+
+Tokens come from it the real way: client credentials over HTTP for workloads, and the OAuth
+2.0 device authorization grant for people, its HTML pages (code entry, login, consent) driven
+with httpx as a browser would.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+HARNESS = Path(__file__).parent / "oidc"
+AUDIENCE = "https://signoff.test"
+AGENTS_AUDIENCE = "https://agents.signoff.test"
+CLI_CLIENT = "signoff-cli"
+HUMAN_SCOPE = "openid email groups offline_access signoff"
+_FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.S | re.I)
+_INPUT = re.compile(r"<input\b([^>]*)/?>", re.I)
+_ATTR = re.compile(r'([\w-]+)="([^"]*)"')
+
+
+class OpenIdProvider:
+    """One running oidc-provider process and what tests ask of it."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, issuer: str) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.issuer = issuer
+
+    def client_credentials(self, client_id: str, *, resource: str | None = AUDIENCE) -> str:
+        """An access token for a workload (a confidential client), as an IdP issues it."""
+        data = {"grant_type": "client_credentials", "scope": "signoff"}
+        if resource is not None:
+            data["resource"] = resource
+        response = httpx.post(
+            f"{self.url}/token", data=data, auth=(client_id, f"{client_id}-secret"), timeout=10
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def start_device_flow(self, resource: str = AUDIENCE) -> dict[str, Any]:
+        """Begin the device authorization grant as the CLI does (RFC 8628, step one)."""
+        response = httpx.post(
+            f"{self.url}/device/auth",
+            data={"client_id": CLI_CLIENT, "scope": HUMAN_SCOPE, "resource": resource},
+            timeout=10,
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def approve_device(self, user_code: str, account: str) -> None:
+        """Be the person at the browser: enter the code, sign in as `account`, consent."""
+        with httpx.Client(base_url=self.url, follow_redirects=True, timeout=10) as browser:
+            page = browser.get("/device")
+            for _ in range(10):
+                text = page.text
+                if "Sign-in Success" in text:
+                    return
+                forms = _FORM.findall(text)
+                assert forms, f"no form on {page.url}: {text[:300]}"
+                attrs, inner = forms[0]
+                form = dict(_ATTR.findall(attrs))
+                fields = {}
+                for raw in _INPUT.findall(inner):
+                    field = dict(_ATTR.findall(raw))
+                    if "name" in field:
+                        fields[field["name"]] = html.unescape(field.get("value", ""))
+                if "user_code" in fields and not fields["user_code"]:
+                    fields["user_code"] = user_code
+                if "login" in fields:
+                    fields["login"] = account
+                    fields["password"] = "any"
+                action = html.unescape(form.get("action", str(page.url)))
+                page = browser.post(action, data=fields)
+            raise AssertionError(f"the device flow did not finish: {page.text[:300]}")
+
+    def poll_device(self, device_code: str) -> dict[str, Any]:
+        """The token response for a device code (RFC 8628, the client's poll)."""
+        response = httpx.post(
+            f"{self.url}/token",
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "device_code": device_code,
+                "client_id": CLI_CLIENT,
+            },
+            timeout=10,
+        )
+        data: dict[str, Any] = response.json()
+        return data
+
+    def human_token(self, account: str, *, resource: str = AUDIENCE) -> str:
+        """A person's access token through the whole device flow."""
+        started = self.start_device_flow(resource)
+        self.approve_device(started["user_code"], account)
+        tokens = self.poll_device(started["device_code"])
+        assert "access_token" in tokens, tokens
+        return str(tokens["access_token"])
+
+    def rotate(self) -> list[str]:
+        """A new signing key; the JWKS then lists the new and the previous key."""
+        response = httpx.post(f"{self.url}/__test/rotate", timeout=30)
+        response.raise_for_status()
+        return list(response.json()["kids"])
+
+    def jwks(self) -> dict[str, Any]:
+        """The provider's public keys."""
+        data: dict[str, Any] = httpx.get(f"{self.url}/jwks", timeout=10).json()
+        return data
+
+    def stats(self) -> dict[str, int]:
+        """How often discovery and the JWKS were fetched since the last reset."""
+        data: dict[str, int] = httpx.get(f"{self.url}/__test/stats", timeout=10).json()
+        return data
+
+    def reset_stats(self) -> None:
+        """Zero the fetch counters."""
+        httpx.post(f"{self.url}/__test/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        """Stop the process."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_provider(*, issuer: str | None = None) -> OpenIdProvider:
+    """Start tests/oidc/provider.mjs on a free port and wait until discovery answers."""
+    node = shutil.which("node")
+    if node is None or not (HARNESS / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail(
+            "the OpenID Provider harness is not installed: run "
+            "`npm ci --prefix tests/oidc --no-audit --no-fund` (make test does)"
+        )
+    command = [node, str(HARNESS / "provider.mjs"), "--port", "0"]
+    if issuer is not None:
+        command += ["--issuer", issuer]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=HARNESS
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening "):
+        process.kill()
+        raise AssertionError(f"the OpenID Provider did not start: {line!r}")
+    port = int(line.split()[1])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            discovery = httpx.get(f"{url}/.well-known/openid-configuration", timeout=2)
+            if discovery.status_code == 200:
+                provider = OpenIdProvider(process, port, str(discovery.json()["issuer"]))
+                provider.reset_stats()
+                return provider
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the OpenID Provider's discovery never answered")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[OpenIdProvider]:
+    """The trusted OpenID Provider, one per test module."""
+    provider = start_provider()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def other_idp() -> Iterator[OpenIdProvider]:
+    """Another, untrusted OpenID Provider with its own issuer and keys."""
+    provider = start_provider()
+    yield provider
+    provider.stop()
