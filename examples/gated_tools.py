@@ -16,8 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from activities.targets import GenericTarget
-from signoff.executor import ExecutionContext, ExecutorError
+from signoff.executor import ConfiguredTarget, ExecutionContext, ExecutorError
 from signoff.gated import gated
 
 OUTBOX = Path(".signoff") / "tickets.jsonl"
@@ -29,7 +28,7 @@ async def create_ticket(
 ) -> dict[str, Any]:
     """Open a ticket in the ops tracker."""
     target = ctx.target
-    if not isinstance(target, GenericTarget):
+    if not isinstance(target, ConfiguredTarget) or target.kind != "generic":
         raise ExecutorError("ticket.create needs the generic 'ticketing' target")
     token = target.secret(ctx.target_name, "token")  # read in the worker, never sent anywhere
     # The idempotency key is the action id: a retried run opens the same ticket, not another.

@@ -542,3 +542,17 @@ async def test_data_export_prefixes_formula_cells(executors: ExecutionActivities
     assert rows[0][1] == "-1"  # a number stays a number
     cr = await run(executors, request("data.export", "db", query="SELECT E'\\r=1+1' AS c"))
     assert cr["csv"] == 'c\r\n"\'\r=1+1"\r\n'
+
+
+def test_a_generic_target_is_what_custom_executors_are_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An executor module checks targets against the SDK's interface, never the server's class."""
+    monkeypatch.setenv("TICKETS_TOKEN", "s3cret")
+    generic = targets_module.GenericTarget(
+        kind="generic", config={"project": "OPS"}, secrets_env={"token": "TICKETS_TOKEN"}
+    )
+    http = targets_module.HttpTarget(kind="http", base_url="https://tickets.example.com")
+    assert isinstance(generic, executor_module.ConfiguredTarget)
+    assert generic.secret("ticketing", "token") == "s3cret"
+    assert not isinstance(http, executor_module.ConfiguredTarget)

@@ -28,7 +28,13 @@ from signoff.client import (
     SignoffError,
     SignoffSyncClient,
 )
-from signoff.executor import ExecutionContext, ExecutorError, ExecutorRegistry, registry
+from signoff.executor import (
+    ConfiguredTarget,
+    ExecutionContext,
+    ExecutorError,
+    ExecutorRegistry,
+    registry,
+)
 from signoff.gated import GatedFunction, gated
 from signoff.models import (
     ActionRequest,
@@ -64,6 +70,7 @@ __all__ = [
     "AuthenticationError",
     "CancelBody",
     "ClientSettings",
+    "ConfiguredTarget",
     "Conflict",
     "Decision",
     "DecisionBody",

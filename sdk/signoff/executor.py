@@ -23,7 +23,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
@@ -41,6 +41,22 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 class ExecutorError(Exception):
     """The action cannot run as asked (bad params, not allowed, wrong target); do not retry."""
+
+
+@runtime_checkable
+class ConfiguredTarget(Protocol):
+    """A `kind: generic` target as a custom executor sees it: free-form config, named secrets.
+
+    The worker reads the targets file; an executor module needs only this interface, never the
+    server's own target classes.
+    """
+
+    kind: str
+    config: dict[str, JsonValue]
+
+    def secret(self, name: str, key: str) -> str:
+        """One named secret of the target `name`, read now (in the worker, never sent on)."""
+        ...
 
 
 @dataclass
