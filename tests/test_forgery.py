@@ -143,6 +143,60 @@ async def test_forged_decide_update_is_refused_and_recorded(gate: Gate, ledger: 
 
 
 @pytest.mark.usefixtures("worker")
+async def test_idp_groups_added_to_a_signed_decision_are_refused(
+    gate: Gate, ledger: Ledger
+) -> None:
+    handle = await gate.submit("one-db", {"idp": True})
+    status = await gate.wait_for(handle, "pending_approval")
+    # The gateway's genuine signature for a person the directory does not list, without
+    # groups: the worker finds nobody, and the decision is refused unknown_principal.
+    genuine = SIGNER.decision(
+        DecisionRequest(approver="zoe@example.com", decision="approve", digest=status.digest),
+        handle.id,
+    )
+    assert (await refused_update(handle, genuine)).details[0]["code"] == "unknown_principal"
+    # Someone with Temporal access adds the groups to the payload: not what was signed.
+    signed = SIGNER.decision(
+        DecisionRequest(approver="zoe@example.com", decision="approve", digest=status.digest),
+        handle.id,
+    )
+    forged = signed.model_copy(update={"approver_groups": ["dba"]})
+    cause = await refused_update(handle, forged)
+    assert cause.details[0]["code"] == "signature_mismatch"
+    assert "approver_groups" in cause.message
+    # Groups signed for one set and swapped for another are refused the same way.
+    widened = SIGNER.decision(
+        DecisionRequest(
+            approver="zoe@example.com",
+            decision="approve",
+            digest=status.digest,
+            approver_groups=["security"],
+        ),
+        handle.id,
+    ).model_copy(update={"approver_groups": ["dba"]})
+    assert (await refused_update(handle, widened)).details[0]["code"] == "signature_mismatch"
+    await assert_unchanged(handle, ledger, "pending_approval")
+    assert await ledger_refusals(ledger, handle.id) == [
+        ("decision", "unknown_principal"),
+        ("decision", "signature_mismatch"),
+        ("decision", "signature_mismatch"),
+    ]
+    # The gateway's own signature over the groups is what lets the person decide.
+    vouched = SIGNER.decision(
+        DecisionRequest(
+            approver="zoe@example.com",
+            decision="approve",
+            digest=status.digest,
+            approver_groups=["dba"],
+        ),
+        handle.id,
+    )
+    approved = await handle.execute_update("decide", vouched, result_type=ActionStatus)
+    assert [d.approver for d in approved.decisions] == ["zoe@example.com"]
+    assert (await handle.result()).status is Status.SUCCEEDED
+
+
+@pytest.mark.usefixtures("worker")
 async def test_decision_signed_for_another_action_is_refused(gate: Gate, ledger: Ledger) -> None:
     first = await gate.submit("one-db", {"n": 1})
     second = await gate.submit("one-db", {"n": 1})

@@ -252,6 +252,79 @@ async def test_sso_people_approve_and_workload_agents_never_do(
     assert [d["approver"] for d in approved.json()["decisions"]] == ["alice@example.com"]
 
 
+async def pending_action(live: LiveGateway, agent: str, target: str) -> dict[str, Any]:
+    """Submit a noop as the workload agent and return it once it awaits approval."""
+    body = {"action": "noop", "target": target, "params": {}, "justification": "idp approver"}
+    submitted = await call(live, agent, "POST", "/v1/actions", json=body)
+    assert submitted.status_code == 202, submitted.text
+    path = f"/v1/actions/{submitted.json()['id']}"
+    for _ in range(100):
+        status = (await call(live, agent, "GET", path)).json()
+        if status["status"] == "pending_approval":
+            return dict(status)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} never awaited approval: {status}")
+
+
+async def test_a_person_only_the_idp_knows_approves_with_their_idp_groups(
+    live: LiveGateway, idp: OpenIdProvider, ledger: Ledger
+) -> None:
+    agent = used(idp.client_credentials("etl-bot", resource=AGENTS_AUDIENCE))
+    action = await pending_action(live, agent, "one-idp-approver")
+    path = f"/v1/actions/{action['id']}"
+    decision = {"decision": "approve", "digest": action["digest"]}
+    # zoe is in no directory file; her IdP groups map to dba, oncall and security.
+    zoe = used(await asyncio.to_thread(idp.human_token, "zoe@example.com"))
+    # A client cannot claim groups for itself: the body model forbids the field outright.
+    claimed = await call(
+        live, zoe, "POST", f"{path}/decisions", json={**decision, "approver_groups": ["dba"]}
+    )
+    assert claimed.status_code == 422, claimed.text
+    unchanged = (await call(live, agent, "GET", path)).json()
+    assert (unchanged["status"], unchanged["decisions"], unchanged["refused"]) == (
+        "pending_approval",
+        [],
+        [],
+    )
+    approved = await call(live, zoe, "POST", f"{path}/decisions", json=decision)
+    assert approved.status_code == 200, approved.text
+    assert [d["approver"] for d in approved.json()["decisions"]] == ["zoe@example.com"]
+    for _ in range(100):
+        final = (await call(live, agent, "GET", path)).json()
+        if final["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.1)
+    assert final["status"] == "succeeded", final
+    events = await ledger.events(action["id"])
+    [recorded] = [e for e in events if e.kind == "decision"]
+    assert recorded.actor == "zoe@example.com"
+    assert "dba" in recorded.payload["groups"]
+
+
+async def test_a_person_only_the_idp_knows_without_the_group_is_refused(
+    live: LiveGateway, idp: OpenIdProvider
+) -> None:
+    agent = used(idp.client_credentials("etl-bot", resource=AGENTS_AUDIENCE))
+    action = await pending_action(live, agent, "one-idp-outsider")
+    path = f"/v1/actions/{action['id']}"
+    nobody = used(await asyncio.to_thread(idp.human_token, "nobody@example.com"))
+    refused = await call(
+        live,
+        nobody,
+        "POST",
+        f"{path}/decisions",
+        json={"decision": "approve", "digest": action["digest"]},
+    )
+    # Not eligible, and (not being able to see the action) told no more than a 404 says.
+    assert refused.status_code in (403, 404), refused.text
+    status = (await call(live, agent, "GET", path)).json()
+    assert status["status"] == "pending_approval"
+    assert status["decisions"] == []
+    assert [(r["approver"], r["code"]) for r in status["refused"]] == [
+        ("nobody@example.com", "not_eligible")
+    ]
+
+
 # --- signoff login / logout -----------------------------------------------------------------
 
 

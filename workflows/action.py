@@ -27,6 +27,7 @@ from signoff.models import (
     ExecutionReport,
     MessageKind,
     NotificationRef,
+    Principal,
     RefusalCode,
     RefusedAttempt,
     Signature,
@@ -101,6 +102,9 @@ SIGNED_MESSAGES = "signed-messages"
 # the same workflow id (a reset, a re-run after retention) already started executing, and
 # claims the action's one execution in the ledger before the executor or the caller runs it.
 RUN_LEDGER = "run-ledger"
+# Patch: an approver the directory does not list but whose signed decision carries the groups
+# of a verified identity-provider token counts as a person in those groups (issue 14).
+IDP_APPROVERS = "idp-approvers"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -151,6 +155,7 @@ class ActionWorkflow:
         self._patches.ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
         self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
+        workflow.patched(IDP_APPROVERS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -592,6 +597,8 @@ class ActionWorkflow:
                 owner_now = requester_now.principal.owner if requester_now.principal else None
             else:
                 found = await self._resolve(request.approver, "approver")
+            if found.principal is None:
+                found = PrincipalLookupResult(principal=self._idp_approver(request))
             # Re-check: another decision may have resolved the action while we looked up.
             status = self.status()
             refusal = rules.decision_refusal(status, request) or rules.approver_refusal(
@@ -632,7 +639,14 @@ class ActionWorkflow:
                 AuditKind.DECISION,
                 actor=request.approver,
                 channel=request.channel,
-                payload={**accepted.model_dump(mode="json"), "groups": found.principal.groups},
+                payload={
+                    # Rows of people the directory lists read as they did before the field.
+                    **accepted.model_dump(
+                        mode="json",
+                        exclude={"approver_groups"} if accepted.approver_groups is None else None,
+                    ),
+                    "groups": found.principal.groups,
+                },
             )
         ]
         if state.phase is Phase.APPROVED and self._patches.write_ahead_with_decision:
@@ -641,6 +655,17 @@ class ActionWorkflow:
         if not self._patches.ordered_updates or not self._resolved():
             self._update_notifications()
         return None
+
+    def _idp_approver(self, request: DecisionRequest) -> Principal | None:
+        """A person known only to the identity provider, as the gateway's signature vouches."""
+        # Only on a verified signature: the groups are part of the signed claims, so someone
+        # with Temporal access but not the gateway's key cannot add or change them.
+        if request.approver_groups is None or not self._signatures_required():
+            return None
+        # patched() is memoised: this agrees with run(), even in a handler that runs first.
+        if not workflow.patched(IDP_APPROVERS):
+            return None
+        return Principal(id=request.approver, kind="human", groups=list(request.approver_groups))
 
     async def _resolve(self, principal_id: str, role: str) -> PrincipalLookupResult:
         """Who a principal is now, as the worker's directory says."""

@@ -78,7 +78,7 @@ def request_claims(request: ActionRequest, action_id: str) -> dict[str, JsonValu
 
 def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, JsonValue]:
     """A decision's claims: which action and digest, who decided what, why, and through what."""
-    return {
+    claims: dict[str, JsonValue] = {
         "kind": "decision",
         "action_id": action_id,
         "digest": decision.digest,
@@ -87,6 +87,10 @@ def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, Json
         "reason_sha256": _sha256(decision.reason),
         "channel": decision.channel,
     }
+    if decision.approver_groups is not None:
+        # Only when present, so every decision signed before this field existed still verifies.
+        claims["approver_groups"] = list(decision.approver_groups)
+    return claims
 
 
 def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]:

@@ -381,6 +381,14 @@ class DecisionRequest(DecisionBody):
 
     approver: str = Field(min_length=1, max_length=200)
     channel: str = Field(default="api", max_length=40)
+    approver_groups: list[str] | None = Field(
+        default=None,
+        max_length=200,
+        description=(
+            "Set only by the gateway, from a verified identity-provider token, for a person the "
+            "directory file does not list; signed with the decision"
+        ),
+    )
     signature: Signature | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fastapi
 from fastapi import APIRouter, Depends
 
+from policies.directory import Authenticated, Directory
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
@@ -16,7 +17,7 @@ from signoff.models import (
     Principal,
     ReportBody,
 )
-from workers.gateway.auth import current_principal
+from workers.gateway.auth import current_identity, current_principal
 from workers.gateway.dependencies import Wait, action_id, get_service, refusal_budget
 from workers.gateway.errors import documented
 from workers.gateway.ratelimit import RefusalBudget
@@ -77,8 +78,9 @@ async def get_action(
 )
 async def decide(
     body: DecisionBody,
+    request: fastapi.Request,
     id: str = Depends(action_id),
-    principal: Principal = Depends(current_principal),
+    identity: Authenticated = Depends(current_identity),
     service: ActionService = Depends(get_service),
     budget: RefusalBudget = Depends(refusal_budget),
 ) -> ActionStatus:
@@ -88,6 +90,7 @@ async def decide(
     409: it is not pending (or you already decided); 422: the digest does not match the
     action, or a denial has no reason; 429: too many refused attempts, see Retry-After.
     """
+    principal = identity.principal
     wait = budget.retry_after(principal.id)
     if wait:
         raise fastapi.HTTPException(
@@ -100,9 +103,14 @@ async def decide(
         )
     # No visibility check first on purpose: a refused attempt must reach the workflow's record,
     # and an accepted one (the usual case) needs no extra status read.
-    request = DecisionRequest(**body.model_dump(), approver=principal.id, channel="api")
+    decision = DecisionRequest(
+        **body.model_dump(),
+        approver=principal.id,
+        channel="api",
+        approver_groups=await idp_groups(identity, request.app.state.directory),
+    )
     try:
-        return await service.decide(id, request)
+        return await service.decide(id, decision)
     except WorkerUnavailable:
         raise
     except ActionNotFound:
@@ -115,6 +123,21 @@ async def decide(
         if not can_view(principal, await service.status(id)):
             raise ActionNotFound(f"no action {id}") from None
         raise
+
+
+async def idp_groups(identity: Authenticated, directory: Directory) -> list[str] | None:
+    """The verified IdP groups of a person the directory file does not list; else None.
+
+    Workers look approvers up in their directory; for a person known only to the identity
+    provider they find nobody, so the gateway vouches (in the signed decision) for what the
+    verified token says. Anyone the directory lists is judged by the directory alone.
+    """
+    principal = identity.principal
+    if identity.method != "oidc" or principal.kind != "human":
+        return None
+    if await directory.principal(principal.id) is not None:
+        return None
+    return list(principal.groups)
 
 
 @router.post(
