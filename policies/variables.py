@@ -6,31 +6,29 @@ silently false rule), and the engine fills exactly these for each request.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from policies.sql import facts_of as sql_facts
 from signoff.models import ActionRequest, Principal
 
 
-class CelVariables(BaseModel):
-    """One field per CEL variable; the values are passed through as they are, not coerced."""
+class CelVariables(TypedDict):
+    """One key per CEL variable: a plain dict, built for every evaluation, never validated."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    action: Any = Field(description="the action type, e.g. sql.execute")
-    target: Any = Field(description="the target's name")
-    params: Any = Field(description="params as the executor's params model normalised them")
-    sql: Any = Field(description="facts of the params' SQL (kind, kinds, tables, functions...)")
-    justification: Any = Field(description="the requester's justification")
-    risk: Any = Field(description="the risk the requester declared")
-    on_behalf_of: Any = Field(description="whom the action is for, if not the requester")
-    requester: Any = Field(description="the requester's id")
-    principal: Any = Field(description="the requester's directory entry: id, kind, groups, owner")
+    action: str  # the action type, e.g. sql.execute
+    target: str  # the target's name
+    params: dict[str, Any]  # as the executor's params model normalised them
+    sql: dict[str, Any]  # facts of the params' SQL: kind, kinds, tables, functions...
+    justification: str | None
+    risk: str | None  # the risk the requester declared
+    on_behalf_of: str | None  # whom the action is for, if not the requester
+    requester: str  # the requester's id
+    principal: dict[str, Any] | None  # the requester's directory entry: id, kind, groups, owner
 
 
-CEL_VARIABLES = frozenset(CelVariables.model_fields)
+CEL_VARIABLES = frozenset(CelVariables.__annotations__)
 
 
 def cel_context(
@@ -61,4 +59,5 @@ def cel_context(
             "owner": principal.owner,
         },
     )
+    # cel takes a plain dict; the TypedDict only makes the names checked and listed once.
     return dict(variables)

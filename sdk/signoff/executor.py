@@ -43,6 +43,14 @@ class ExecutorError(Exception):
     """The action cannot run as asked (bad params, not allowed, wrong target); do not retry."""
 
 
+def _timeout(value: str | timedelta, action: str) -> timedelta:
+    """An executor's timeout as a duration; a clear error naming the action otherwise."""
+    duration = parse_duration(value)
+    if not isinstance(duration, timedelta):
+        raise ValueError(f"invalid timeout {value!r} for {action}")
+    return duration
+
+
 @runtime_checkable
 class ConfiguredTarget(Protocol):
     """A `kind: generic` target as a custom executor sees it: free-form config, named secrets.
@@ -84,10 +92,6 @@ class ExecutionContext(Generic[P]):
 ExecutorFn = Callable[[ExecutionContext[Any]], Awaitable[JsonValue]]
 
 
-async def _never(ctx: ExecutionContext[Any]) -> JsonValue:
-    raise AssertionError("only used to check a declaration")
-
-
 @dataclass(frozen=True)
 class Executor:
     """One registered action type."""
@@ -112,15 +116,12 @@ class Executor:
         target_kind: str | None = None,
     ) -> Executor:
         """The executor `fn` for `action`, described by the first line of its docstring."""
-        duration = parse_duration(timeout)
-        if not isinstance(duration, timedelta):
-            raise ValueError(f"invalid timeout {timeout!r} for {action}")
         doc = (inspect.getdoc(fn) or "").splitlines()
         return cls(
             action=action,
             fn=fn,
             idempotent=idempotent,
-            timeout=duration,
+            timeout=_timeout(timeout, action),
             params_model=params_model,
             target_kind=target_kind,
             description=doc[0] if doc else "",
@@ -199,8 +200,8 @@ class ExecutorRegistry:
         target_kind: str | None = None,
     ) -> Callable[[F], F]:
         """Decorator registering an async function as the executor for `action`."""
-        # Checked now, not at the first call: a bad timeout fails the import that declares it.
-        Executor.define(_never, action, idempotent=idempotent, timeout=timeout)
+        # Checked now, not when decorating: a bad timeout fails the line that declares it.
+        _timeout(timeout, action)
 
         def decorate(fn: F) -> F:
             self.register(

@@ -11,6 +11,7 @@ import contextlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -30,6 +31,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from policies.directory import Directory, on_behalf_problem
@@ -109,9 +111,31 @@ def summary_text(request: ActionRequest, verdict: Verdict, now: datetime) -> str
     return f"{head}, waits for {needs}{expiry}"
 
 
-def _raise_if_refused(cause: BaseException | None) -> None:
-    if isinstance(cause, ApplicationError) and cause.type == MESSAGE_REFUSED:
-        raise MessageRefusedError(RefusedAttempt.model_validate(cause.details[0])) from None
+# The workflow's untyped refusals of an update, as the neutral errors every door maps.
+_REFUSED_AS: dict[str, type[ActionError]] = {
+    NOT_REQUESTER: NotRequester,
+    NOT_PENDING: ActionNotPending,
+    NOT_AWAITING_REPORT: ActionNotPending,
+}
+
+
+def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) -> Exception:
+    """The typed error for an update the workflow failed."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        if cause.type in (DECISION_REFUSED, MESSAGE_REFUSED):
+            attempt = RefusedAttempt.model_validate(cause.details[0])
+            if cause.type == MESSAGE_REFUSED:
+                return MessageRefusedError(attempt)
+            if attempt.code is RefusalCode.NOT_PENDING:
+                return ActionNotPending(attempt.message)
+            return DecisionRefusedError(attempt)
+        refused_as = _REFUSED_AS.get(cause.type or "")
+        if refused_as is not None:
+            return refused_as(cause.message)
+    if ended is None:
+        return err
+    return ActionNotPending(f"action {action_id} finished before the {ended}")
 
 
 def closed_under(err: RPCError) -> bool:
@@ -374,71 +398,43 @@ class ActionService:
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Send one decision through the workflow's `decide` update."""
         # No status read first: it would cost a describe and a query on the approval path.
+        message = self.signer.decision(decision, action_id)
+        return await self._update(action_id, ActionWorkflow.decide, message, ended="decision")
+
+    async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
+        """Cancel a pending action on its requester's behalf."""
+        await self.status(action_id)
+        message = self.signer.cancel(request, action_id)
+        return await self._update(action_id, ActionWorkflow.cancel, message, ended="cancel")
+
+    async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
+        """Caller mode: record what happened when the requester ran the approved action."""
+        await self.status(action_id)
+        message = self.signer.report(report, action_id)
+        return await self._update(action_id, ActionWorkflow.report, message, ended=None)
+
+    async def _update(
+        self,
+        action_id: str,
+        update: UpdateMethodMultiParam[[ActionWorkflow, Any], ActionStatus],
+        message: Any,
+        *,
+        ended: str | None,
+    ) -> ActionStatus:
+        """Run one update; Temporal's failures become the service's typed errors.
+
+        `ended` names the update in "finished before the ..." when the workflow closed under
+        it; None re-raises a failure the workflow did not type.
+        """
         try:
-            return await self._handle(action_id).execute_update(
-                ActionWorkflow.decide, self.signer.decision(decision, action_id)
-            )
+            return await self._handle(action_id).execute_update(update, message)
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == DECISION_REFUSED:
-                attempt = RefusedAttempt.model_validate(cause.details[0])
-                if attempt.code is RefusalCode.NOT_PENDING:
-                    raise ActionNotPending(attempt.message) from None
-                raise DecisionRefusedError(attempt) from None
-            raise ActionNotPending(f"action {action_id} finished before the decision") from None
+            raise _refused(err, action_id, ended) from None
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise ActionNotFound(f"no action {action_id}") from None
-            if _task_failed(err):
-                raise await self._unanswered(action_id, failing=True) from None
-            raise
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise await self._unanswered(action_id) from None
-
-    async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
-        """Cancel a pending action on its requester's behalf."""
-        await self.status(action_id)
-        try:
-            return await self._handle(action_id).execute_update(
-                ActionWorkflow.cancel, self.signer.cancel(request, action_id)
-            )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            _raise_if_refused(cause)
-            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
-                raise NotRequester(cause.message) from None
-            if isinstance(cause, ApplicationError) and cause.type == NOT_PENDING:
-                raise ActionNotPending(cause.message) from None
-            raise ActionNotPending(f"action {action_id} finished before the cancel") from None
-        except RPCError as err:
-            if closed_under(err):
-                raise ActionNotPending(f"action {action_id} has already finished") from None
-            if _task_failed(err):
-                raise await self._unanswered(action_id, failing=True) from None
-            raise
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise await self._unanswered(action_id) from None
-
-    async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
-        """Caller mode: record what happened when the requester ran the approved action."""
-        await self.status(action_id)
-        try:
-            return await self._handle(action_id).execute_update(
-                ActionWorkflow.report, self.signer.report(report, action_id)
-            )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            _raise_if_refused(cause)
-            if isinstance(cause, ApplicationError) and cause.type == NOT_REQUESTER:
-                raise NotRequester(cause.message) from None
-            if isinstance(cause, ApplicationError) and cause.type == NOT_AWAITING_REPORT:
-                raise ActionNotPending(cause.message) from None
-            raise
-        except RPCError as err:
-            if closed_under(err):
-                raise ActionNotPending(f"action {action_id} has already finished") from None
             if _task_failed(err):
                 raise await self._unanswered(action_id, failing=True) from None
             raise
