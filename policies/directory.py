@@ -350,6 +350,18 @@ def on_behalf_problem(requester: Principal, on_behalf_of: str | None) -> str | N
     )
 
 
+async def vouched_groups(directory: Directory, principal: Principal) -> list[str] | None:
+    """The groups the gateway signs into a decision: for a person the file does not list.
+
+    Workers look approvers up in their own directory; for a person known only to an identity
+    provider they find nobody, so the gateway vouches (in the signed decision) for the groups
+    it verified. Anyone the file lists is judged by the file (and its group sources) alone.
+    """
+    if principal.kind != "human" or await directory.principal(principal.id) is not None:
+        return None
+    return list(principal.groups)
+
+
 class Authenticated(Contract):
     """Who a bearer token belongs to, and how the gateway knows."""
 
@@ -389,6 +401,17 @@ class Directory(Protocol):
 
     async def by_aad_object_id(self, oid: str) -> Principal | None:
         """The principal with this Entra ID (AAD) object id."""
+        ...
+
+    async def person_by_email(self, email: str) -> Principal | None:
+        """Who a chat user with this verified email is: the file's, else an IdP's person.
+
+        Raises `IdentityProviderUnavailable` when an identity provider cannot say.
+        """
+        ...
+
+    async def person_by_aad_object_id(self, oid: str) -> Principal | None:
+        """Who the Teams user with this Entra object id is: the file's, else Entra's person."""
         ...
 
     async def members(self, group: str) -> list[Principal]:
@@ -511,6 +534,15 @@ class StaticDirectory:
     async def by_aad_object_id(self, oid: str) -> Principal | None:
         """The principal with this Entra ID (AAD) object id."""
         return self._find("teams_aad_object_id", oid)
+
+    async def person_by_email(self, email: str) -> Principal | None:
+        """The file's principal with this email, or whose id it is (no IdP to ask here)."""
+        wanted = email.strip().lower()
+        return await self.by_email(wanted) or await self.principal(wanted)
+
+    async def person_by_aad_object_id(self, oid: str) -> Principal | None:
+        """The file's principal with this Entra object id (no IdP to ask here)."""
+        return await self.by_aad_object_id(oid)
 
     async def members(self, group: str) -> list[Principal]:
         """Everyone in the group, agents included (they can never approve; callers check)."""

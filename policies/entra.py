@@ -7,12 +7,18 @@ for those groups is ignored, and whether they are in one is asked of Graph
 moment a decision is authorised. Answers are cached for `cache_ttl`, so removing someone from
 a group in Entra takes effect within that time.
 
+People the file does not list are looked up in Graph for chat clicks: a Teams user by their
+object id (`/users/{id}`), a Slack user by the email Slack verified
+(`/users?$filter=mail eq '...' or userPrincipalName eq '...'`); `accountEnabled: false` is a
+person who may not act. This needs the application permission User.Read.All as well.
+
 `EntraGroups` is the `GroupSource`; `EntraDirectory` is the directory with Entra as its only
 source.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,12 +28,21 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from policies.directory import DirectoryFile, EntraConfig
-from policies.groups import GroupSourceError, MembershipCache, SourcedDirectory
+from policies.groups import (
+    GroupSourceError,
+    IdpPerson,
+    MembershipCache,
+    SourcedDirectory,
+    TtlAnswers,
+)
 from policies.microsoft import AppTokens, TokenError
 from signoff.models import Principal
 
+log = logging.getLogger("signoff.entra")
+
 GRAPH_SCOPE_SUFFIX = "/.default"
 PAGE_LIMIT = 100  # 100 pages of 999: far beyond any real membership list, but bounded
+USER_FIELDS = "id,mail,userPrincipalName,accountEnabled"
 
 
 class EntraError(GroupSourceError):
@@ -57,6 +72,7 @@ class EntraGroups:
         ttl = config.cache_ttl.total_seconds()
         self._member_of = MembershipCache(ttl, clock=clock)
         self._members = MembershipCache(ttl, clock=clock)
+        self._people: TtlAnswers[IdpPerson | None] = TtlAnswers(ttl, clock=clock)
         self._graph = config.graph_url.rstrip("/")
 
     @property
@@ -122,6 +138,85 @@ class EntraGroups:
                 params = None  # the next link already carries them
         raise EntraError(f"Graph {path}: more than {PAGE_LIMIT} pages")
 
+    async def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+        """One Graph object (JSON); None on 404, EntraError on anything else but 200."""
+        try:
+            token = await self.tokens().token()
+        except TokenError as err:
+            raise EntraError(str(err)) from err
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
+            try:
+                response = await http.get(
+                    f"{self._graph}/v1.0/{path}",
+                    params=params,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.HTTPError as err:
+                raise EntraError(f"Graph {path}: {type(err).__name__}") from err
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise EntraError(f"Graph {path}: HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise EntraError(f"Graph {path}: unreadable answer") from None
+        if not isinstance(body, dict):
+            raise EntraError(f"Graph {path}: unexpected answer")
+        return body
+
+    def _person(self, user: dict[str, Any]) -> IdpPerson | None:
+        """A Graph user object as an IdpPerson, named by mail (else their UPN)."""
+        oid = user.get("id")
+        if not isinstance(oid, str) or not oid:
+            return None
+        email = next(
+            (v for v in (user.get("mail"), user.get("userPrincipalName")) if isinstance(v, str)),
+            None,
+        )
+        return IdpPerson(
+            source=self.name,
+            email=email.lower() if email else None,
+            aad_object_id=oid,
+            # Only an explicit false disables: the field is absent without User.Read.All.
+            active=user.get("accountEnabled") is not False,
+        )
+
+    async def _user_by_id(self, oid: str) -> IdpPerson | None:
+        user = await self._get(f"users/{quote(oid, safe='')}", {"$select": USER_FIELDS})
+        return None if user is None else self._person(user)
+
+    async def _user_by_email(self, email: str) -> IdpPerson | None:
+        literal = email.replace("'", "''")  # OData quotes a quote by doubling it
+        found = await self._get(
+            "users",
+            {
+                "$filter": f"mail eq '{literal}' or userPrincipalName eq '{literal}'",
+                "$select": USER_FIELDS,
+            },
+        )
+        users = [u for u in (found or {}).get("value", []) if isinstance(u, dict)]
+        if len(users) > 1:
+            # Two accounts with one address: neither is named by it with any certainty.
+            log.warning(
+                "Graph: %d users have the address %s; nobody is named by it", len(users), email
+            )
+            return None
+        return self._person(users[0]) if users else None
+
+    @property
+    def resolves_object_ids(self) -> bool:
+        """Entra object ids are Entra's own."""
+        return True
+
+    async def person_by_email(self, email: str) -> IdpPerson | None:
+        """The Entra user with this mail or UPN (cached)."""
+        return await self._people.get(f"mail:{email.lower()}", lambda: self._user_by_email(email))
+
+    async def person_by_object_id(self, oid: str) -> IdpPerson | None:
+        """The Entra user with this object id (cached)."""
+        return await self._people.get(f"oid:{oid}", lambda: self._user_by_id(oid))
+
     async def entra_groups(self, oid: str) -> frozenset[str]:
         """The Entra group ids a user is in, directly or through nested groups (cached)."""
         path = f"users/{quote(oid, safe='')}/transitiveMemberOf/microsoft.graph.group"
@@ -149,6 +244,7 @@ class EntraGroups:
         """Forget cached memberships, e.g. after an access review."""
         self._member_of.clear()
         self._members.clear()
+        self._people.clear()
 
 
 class EntraDirectory(SourcedDirectory):

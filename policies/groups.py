@@ -7,25 +7,49 @@ membership replaced by what their source says now. Sources cache answers for a s
 `MembershipCache` (bounded), so someone removed from a group in the IdP loses it within that
 time. A source that cannot answer raises `GroupSourceError`: the caller retries (a decision
 waits), it never guesses.
+
+Sources also know people the file does not list: a chat click by a Slack user (found by the
+email Slack verified) or a Teams user (by Entra object id) becomes the IdP's person, named by
+their email (the id an OIDC token with `principal_claim: email` gives them), with the policy
+groups the sources say they are in now (`SourcedDirectory.person_by_email`,
+`person_by_aad_object_id`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from policies.cache import BoundedCache
 from policies.directory import DirectoryFile, StaticDirectory
 from policies.unavailable import IdentityProviderUnavailable
 from signoff.models import Principal
 
+log = logging.getLogger("signoff.groups")
+
+# What a person is named by: an email address as IdPs and Slack store it, nothing stranger.
+EMAIL = re.compile(r"[a-z0-9._%+'-]{1,64}@[a-z0-9.-]{1,189}\.[a-z]{2,63}")
 MAX_CACHED = 10_000  # memberships remembered per source: beyond any directory file's people
+V = TypeVar("V")
 
 
 class GroupSourceError(IdentityProviderUnavailable):
     """An identity provider could not say who is in a group; retry later, never guess."""
+
+
+@dataclass(frozen=True)
+class IdpPerson:
+    """A person as an identity provider knows them: their email, Entra object id, and state."""
+
+    source: str
+    email: str | None
+    aad_object_id: str | None = None
+    active: bool = True  # False: the IdP has them, but disabled (suspended, deprovisioned)
 
 
 class GroupSource(Protocol):
@@ -52,6 +76,49 @@ class GroupSource(Protocol):
     def clear_cache(self) -> None:
         """Forget cached answers, e.g. after an access review."""
         ...
+
+    @property
+    def resolves_object_ids(self) -> bool:
+        """Whether `person_by_object_id` can answer (Entra object ids are Entra's alone)."""
+        ...
+
+    async def person_by_email(self, email: str) -> IdpPerson | None:
+        """The IdP's person with this email (their login); None when it has nobody."""
+        ...
+
+    async def person_by_object_id(self, oid: str) -> IdpPerson | None:
+        """The IdP's person with this Entra object id; None when it has nobody."""
+        ...
+
+
+class TtlAnswers(Generic[V]):
+    """IdP answers (a key -> a value, None too) trusted for `ttl` seconds; at most `maxsize` kept.
+
+    Failures are never cached: the next lookup asks again.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        maxsize: int = MAX_CACHED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self._answers: BoundedCache[str, V] = BoundedCache(maxsize, ttl=ttl, clock=clock)
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[V]]) -> V:
+        """The cached answer for `key` while it is fresh, else `fetch()`'s, then cached."""
+        found, value = self._answers.lookup(key)
+        if found:
+            return value  # type: ignore[return-value]  # stored by put(), so a V
+        answer = await fetch()
+        self._answers.put(key, answer)
+        return answer
+
+    def clear(self) -> None:
+        """Forget every answer."""
+        self._answers.clear()
 
 
 class MembershipCache:
@@ -105,6 +172,15 @@ def owners(sources: Sequence[GroupSource], where: str = "<directory>") -> dict[s
     return owned
 
 
+async def _every(lookups: Iterable[Awaitable[IdpPerson | None]]) -> list[IdpPerson | None]:
+    """Every source's answer; all finish before the first failure is raised (none left behind)."""
+    answers = await asyncio.gather(*lookups, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return [a for a in answers if not isinstance(a, BaseException)]
+
+
 class SourcedDirectory(StaticDirectory):
     """The file's directory, with membership of mapped groups asked of their group source."""
 
@@ -118,6 +194,16 @@ class SourcedDirectory(StaticDirectory):
         super().__init__(document, source)
         self.sources = list(sources)
         self._owners = owners(self.sources, source)
+        people = [i for i in (document.oidc.issuers if document.oidc else []) if i.kind == "human"]
+        # A chat click names an IdP person by email; a token naming them by another claim
+        # would make one person two approvers (or let them approve their own request).
+        self._people_by_email = all(i.principal_claim == "email" for i in people)
+        if self.sources and not self._people_by_email:
+            log.warning(
+                "%s: chat clicks by people the file does not list are not counted: an oidc "
+                "issuer names people by another claim than email (set principal_claim: email)",
+                source,
+            )
 
     async def _resolve(self, principal: Principal | None) -> Principal | None:
         """The principal with source-owned groups replaced by what the sources say now."""
@@ -163,3 +249,68 @@ class SourcedDirectory(StaticDirectory):
         """Forget every source's cached memberships, e.g. after an access review."""
         for source in self.sources:
             source.clear_cache()
+
+    # --- people the file does not list ----------------------------------------------------
+
+    async def person_by_email(self, email: str) -> Principal | None:
+        """The person a verified email names: the file's, else the identity providers' (now)."""
+        listed = await super().person_by_email(email)
+        if listed is not None or not self.sources or not self._people_by_email:
+            return listed
+        wanted = email.strip().lower()
+        if not EMAIL.fullmatch(wanted):
+            return None
+        answers = await _every(s.person_by_email(wanted) for s in self.sources)
+        return await self._idp_person(wanted, answers, None)
+
+    async def person_by_aad_object_id(self, oid: str) -> Principal | None:
+        """The person with this Entra object id: the file's, else Entra's (named by email)."""
+        listed = await super().person_by_aad_object_id(oid)
+        if listed is not None or not self._people_by_email:
+            return listed
+        resolvers = [s for s in self.sources if s.resolves_object_ids]
+        if not resolvers:
+            return None
+        found = [await s.person_by_object_id(oid) for s in resolvers]
+        email = next((p.email for p in found if p is not None and p.email), None)
+        if email is None or not EMAIL.fullmatch(email.strip().lower()):
+            if any(p is not None for p in found):
+                log.info("Entra user %s has no usable email address to name them by", oid[:80])
+            return None
+        wanted = email.strip().lower()
+        listed = await super().person_by_email(wanted)
+        if listed is not None:
+            # The file links this email to another Teams account: which one is right is the
+            # file's call, and it did not name this one.
+            if listed.teams_aad_object_id not in (None, oid):
+                log.warning(
+                    "Entra user %s has the email of %s, listed with another object id",
+                    oid[:80],
+                    listed.id,
+                )
+                return None
+            return listed
+        others = [s for s in self.sources if not s.resolves_object_ids]
+        more = await _every(s.person_by_email(wanted) for s in others)
+        return await self._idp_person(wanted, [*found, *more], oid)
+
+    async def _idp_person(
+        self, email: str, answers: list[IdpPerson | None], oid: str | None
+    ) -> Principal | None:
+        """A person only the IdPs know, with the groups the sources give them now; or nobody."""
+        known = [a for a in answers if a is not None]
+        if not known:
+            return None
+        disabled = sorted(a.source for a in known if not a.active)
+        if disabled:
+            # Disabled anywhere is nobody: offboarding in one IdP must be enough.
+            log.info("%s is disabled in %s: not counted", email, ", ".join(disabled))
+            return None
+        oid = oid or next((a.aad_object_id for a in known if a.aad_object_id), None)
+        if oid is not None and await super().by_aad_object_id(oid) is not None:
+            log.warning(
+                "%s: Entra object id %s is listed in the file as someone else", email, oid[:80]
+            )
+            return None
+        person = Principal(id=email, kind="human", email=email, teams_aad_object_id=oid)
+        return await self._resolve(person)

@@ -8,9 +8,11 @@ decision is authorised, cached for `membership_ttl`. A person is looked up by th
 
 Okta is called as an API token (`Authorization: SSWS ...`) or as an API service app with
 private-key JWT (an RS256 client assertion exchanged at `{org}/oauth2/v1/token` for a
-`Bearer` token). Secrets are read from the environment or a file on first use and never appear
-in a message. Rate limits (429 with `X-Rate-Limit-Reset`) are waited out briefly, then reported
-as a retryable `OktaError`; so is every other failure: a decision waits, it never guesses.
+`Bearer` token). A person the directory file does not list is looked up by email as their
+login (`GET /api/v1/users/{login}`, for chat clicks). Secrets are read from the environment or
+a file on first use and never appear in a message. Rate limits (429 with `X-Rate-Limit-Reset`)
+are waited out briefly, then reported as a retryable `OktaError`; so is every other failure: a
+decision waits, it never guesses.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from policies.directory import OktaConfig
-from policies.groups import GroupSourceError, MembershipCache
+from policies.groups import GroupSourceError, IdpPerson, MembershipCache, TtlAnswers
 from signoff.models import Principal
 
 PAGE_LIMIT = 50  # pages of a user's groups: far beyond any real membership list, but bounded
@@ -45,6 +47,9 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Okta group ids: `00g` and 17 more characters. Anything else in `groups:` is a group name.
 GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
 MAX_SUMMARY = 200  # characters of Okta's error summary quoted in a message
+# Okta user statuses of someone who may act; STAGED, PROVISIONED (never activated), SUSPENDED
+# and DEPROVISIONED are people who may not.
+ACTIVE_STATUSES = frozenset({"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
 
 
 class OktaError(GroupSourceError):
@@ -107,6 +112,9 @@ class OktaGroups:
         self._rate_limit_wait = rate_limit_wait
         self._timeout = config.timeout.total_seconds()
         self._member_of = MembershipCache(config.membership_ttl.total_seconds(), clock=clock)
+        self._people: TtlAnswers[IdpPerson | None] = TtlAnswers(
+            config.membership_ttl.total_seconds(), clock=clock
+        )
         self._secret: str | None = None  # the API token, once read
         self._key: tuple[RSAPrivateKey, str | None] | None = None  # the app's key and its kid
         self._access: tuple[str, float] | None = None  # a Bearer token and when it expires
@@ -301,42 +309,47 @@ class OktaGroups:
             )
         return OktaError(f"{self._where()}: {what}: {status}")
 
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, verify=self._verify)
+
+    async def _get(self, http: httpx.AsyncClient, url: str, what: str) -> httpx.Response | None:
+        """One authorised GET of the org's API: the 200 answer, None on 404, else OktaError."""
+        # Links come from answers: our credentials only ever go to the org.
+        if not url.startswith(self._org + "/"):
+            raise OktaError(f"{self._where()}: {what}: paged to another host")
+        for retried in (False, True):
+            authorization = await self._authorization(http)
+            response = await self._send(
+                http,
+                what,
+                "GET",
+                url,
+                headers={"Authorization": authorization, "Accept": "application/json"},
+            )
+            if response.status_code == 401 and self.config.api_token_env is None and not retried:
+                # The access token may have been revoked or expired early: get a new one.
+                self._access = None
+                continue
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise self._refusal(response, what)
+            return response
+        raise self._refusal(response, what)
+
     async def _user_groups(self, login: str) -> frozenset[str]:
         """The user's groups as `id:<id>` and `name:<name>` (Okta groups only); none on 404."""
         what = f"groups of {login}"
         url: str | None = f"{self._org}/api/v1/users/{quote(login, safe='')}/groups"
         found: set[str] = set()
-        async with httpx.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, verify=self._verify
-        ) as http:
-            retried = False
+        async with self._client() as http:
             pages = 0
             while url is not None:
                 if pages >= PAGE_LIMIT:
                     raise OktaError(f"{self._where()}: {what}: more than {PAGE_LIMIT} pages")
-                # The next link comes from the answer: our credentials only ever go to the org.
-                if not url.startswith(self._org + "/"):
-                    raise OktaError(f"{self._where()}: {what}: paged to another host")
-                authorization = await self._authorization(http)
-                response = await self._send(
-                    http,
-                    what,
-                    "GET",
-                    url,
-                    headers={"Authorization": authorization, "Accept": "application/json"},
-                )
-                if (
-                    response.status_code == 401
-                    and self.config.api_token_env is None
-                    and not retried
-                ):
-                    # The access token may have been revoked or expired early: get a new one.
-                    self._access, retried = None, True
-                    continue
-                if response.status_code == 404:
+                response = await self._get(http, url, what)
+                if response is None:
                     return frozenset()  # no such user in Okta: in no Okta group
-                if response.status_code != 200:
-                    raise self._refusal(response, what)
                 try:
                     items = response.json()
                 except ValueError:
@@ -356,9 +369,49 @@ class OktaGroups:
                 pages += 1
         return frozenset(found)
 
+    async def _user(self, login: str) -> IdpPerson | None:
+        """The Okta user whose login this is (`GET /api/v1/users/{login}`); None when none."""
+        what = f"user {login}"
+        async with self._client() as http:
+            response = await self._get(
+                http, f"{self._org}/api/v1/users/{quote(login, safe='')}", what
+            )
+        if response is None:
+            return None
+        try:
+            user = response.json()
+        except ValueError:
+            raise OktaError(f"{self._where()}: {what}: unreadable answer") from None
+        profile = user.get("profile") if isinstance(user, dict) else None
+        if not isinstance(profile, dict):
+            raise OktaError(f"{self._where()}: {what}: unexpected answer")
+        # The path also takes a user id or a login's short name: only an exact login is them.
+        found = profile.get("login")
+        if not isinstance(found, str) or found.lower() != login.lower():
+            return None
+        email = profile.get("email")
+        return IdpPerson(
+            source=self.name,
+            email=email.lower() if isinstance(email, str) else login.lower(),
+            active=user.get("status") in ACTIVE_STATUSES,
+        )
+
     async def okta_groups(self, login: str) -> frozenset[str]:
         """The user's Okta groups as `id:<id>` and `name:<name>` entries (cached)."""
         return await self._member_of.get(login.lower(), lambda: self._user_groups(login))
+
+    @property
+    def resolves_object_ids(self) -> bool:
+        """Okta knows no Entra object ids."""
+        return False
+
+    async def person_by_email(self, email: str) -> IdpPerson | None:
+        """The Okta user whose login is this email, and whether they may act (cached)."""
+        return await self._people.get(email.lower(), lambda: self._user(email))
+
+    async def person_by_object_id(self, oid: str) -> IdpPerson | None:
+        """Okta knows no Entra object ids: nobody."""
+        return None
 
     # --- GroupSource ----------------------------------------------------------------------
 
@@ -387,5 +440,6 @@ class OktaGroups:
         return [p for p, yes in zip(candidates, found, strict=True) if yes]
 
     def clear_cache(self) -> None:
-        """Forget cached memberships, e.g. after an access review."""
+        """Forget cached memberships and people, e.g. after an access review."""
         self._member_of.clear()
+        self._people.clear()

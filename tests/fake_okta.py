@@ -1,6 +1,8 @@
 """Okta's side of the Groups API, on 127.0.0.1 over TLS, speaking Okta's real wire format.
 
-What OktaGroups talks to: `GET /api/v1/users/{id}/groups` (JSON group objects with `id`,
+What OktaGroups talks to: `GET /api/v1/users/{login}` (Okta's user object: `id`, `status`,
+`profile.login` and `profile.email`; a login's short name finds the user too, as in Okta),
+`GET /api/v1/users/{id}/groups` (JSON group objects with `id`,
 `profile.name` and `type`, paginated with `Link: <...>; rel="next"`, rate-limit headers on
 every answer and 429 with `X-Rate-Limit-Reset` when throttled, Okta's error objects for 401,
 403 and 404) and the org authorization server's token endpoint, which checks a private-key
@@ -11,6 +13,7 @@ certificate is made here for 127.0.0.1; `client_tls` trusts it.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import itertools
 import shutil
@@ -18,6 +21,7 @@ import ssl
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +95,9 @@ class FakeOkta:
     def __init__(self) -> None:
         self.groups: dict[str, dict[str, str]] = {}  # group id -> {name, type}
         self.memberships: dict[str, list[str]] = {}  # user login -> group ids
+        # user login -> Okta status; a login with memberships and no entry here is ACTIVE.
+        self.statuses: dict[str, str] = {}
+        self.emails: dict[str, str] = {}  # user login -> profile.email, when not the login
         self.api_tokens: set[str] = set()
         self.apps: dict[str, rsa.RSAPublicKey] = {}  # service app client id -> public key
         self.app_scopes = {"okta.groups.read", "okta.users.read"}
@@ -130,6 +137,7 @@ class FakeOkta:
         """Listen on a free port of 127.0.0.1 (HTTPS)."""
         app = web.Application()
         app.router.add_get("/api/v1/users/{user}/groups", self._user_groups)
+        app.router.add_get("/api/v1/users/{user}", self._user)
         app.router.add_post("/oauth2/v1/token", self._token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -182,13 +190,15 @@ class FakeOkta:
             "X-Rate-Limit-Reset": str(int(time.time() + reset_in)),
         }
 
-    def _authorised(self, request: web.Request) -> web.Response | None:
+    def _authorised(
+        self, request: web.Request, scope: str = "okta.groups.read"
+    ) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         if header.startswith("SSWS ") and header.removeprefix("SSWS ") in self.api_tokens:
             return None
         if header.startswith("Bearer ") and header.removeprefix("Bearer ") in self.issued:
             scopes = self.issued[header.removeprefix("Bearer ")]
-            if "okta.groups.read" not in scopes:
+            if scope not in scopes:
                 return error(
                     403, "E0000006", "You do not have permission to perform the requested action"
                 )
@@ -202,7 +212,57 @@ class FakeOkta:
         )
         return response
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _user(self, request: web.Request) -> web.Response:
+        response = await self._answer(request, self._user_object)
+        self.requests.append(
+            Seen("GET", str(request.rel_url), request.headers.get("Authorization"), response.status)
+        )
+        return response
+
+    def _login_of(self, wanted: str) -> str | None:
+        """The login a path names: the login itself, or its short name (as Okta matches)."""
+        logins = set(self.memberships) | set(self.statuses)
+        if wanted in logins:
+            return wanted
+        short = [login for login in logins if login.split("@")[0] == wanted]
+        return short[0] if len(short) == 1 else None
+
+    def _user_object(self, request: web.Request) -> web.Response:
+        login = self._login_of(request.match_info["user"].lower())
+        if login is None:
+            return error(
+                404,
+                "E0000007",
+                f"Not found: Resource not found: {request.match_info['user']} (User)",
+            )
+        uid = f"00u{int(hashlib.sha256(login.encode()).hexdigest(), 16) % 10**17:017d}"
+        stamp = "2024-01-01T00:00:00.000Z"
+        body = {
+            "id": uid,
+            "status": self.statuses.get(login, "ACTIVE"),
+            "created": stamp,
+            "activated": stamp,
+            "statusChanged": stamp,
+            "lastLogin": stamp,
+            "lastUpdated": stamp,
+            "passwordChanged": stamp,
+            "type": {"id": "oty1fakeusertype0001"},
+            "profile": {
+                "firstName": login.split("@")[0].title(),
+                "lastName": "Example",
+                "mobilePhone": None,
+                "secondEmail": None,
+                "login": login,
+                "email": self.emails.get(login, login),
+            },
+            "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+            "_links": {"self": {"href": f"{self.url}/api/v1/users/{uid}"}},
+        }
+        return web.json_response(body, headers=self._rate_headers())
+
+    async def _answer(
+        self, request: web.Request, found: Callable[[web.Request], web.Response] | None = None
+    ) -> web.Response:
         if self.throttled:
             reset_in = self.throttled.pop(0)
             answer = error(
@@ -211,11 +271,15 @@ class FakeOkta:
             answer.headers.update(self._rate_headers(reset_in))
             answer.headers["X-Rate-Limit-Remaining"] = "0"
             return answer
-        refused = self._authorised(request)
+        refused = self._authorised(
+            request, "okta.groups.read" if found is None else "okta.users.read"
+        )
         if refused is not None:
             return refused
         if self.failures:
             return error(self.failures.pop(0), "E0000009", "Internal Server Error")
+        if found is not None:
+            return found(request)
         user = request.match_info["user"].lower()
         if user not in self.memberships:
             return error(404, "E0000007", f"Not found: Resource not found: {user} (User)")

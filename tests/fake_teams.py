@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 AUTHORITY_HOST = "login.microsoftonline.com"
 BOT_SCOPE = "https://api.botframework.com/.default"
 GRAPH_SCOPE_SUFFIX = "/.default"
+# The properties Graph returns for a user without $select (v1.0).
+USER_DEFAULT_FIELDS = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
 
 
 def _b64(number: int) -> str:
@@ -82,6 +97,8 @@ class FakeMicrosoft:
         self.graph: list[Recorded] = []
         self.memberships: dict[str, list[str]] = {}  # user oid -> Entra group ids
         self.group_members: dict[str, list[str]] = {}  # Entra group id -> user oids
+        # Entra users by object id: mail, userPrincipalName, accountEnabled, displayName.
+        self.users: dict[str, dict[str, Any]] = {}
         self.page_size = 2
         self.connector_failures: list[int] = []  # statuses to answer the next requests with
         self.graph_failures: list[int] = []
@@ -111,6 +128,8 @@ class FakeMicrosoft:
         app.router.add_get(
             "/v1.0/groups/{gid}/transitiveMembers/microsoft.graph.user", self._members
         )
+        app.router.add_get("/v1.0/users/{oid}", self._user)
+        app.router.add_get("/v1.0/users", self._users)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -277,6 +296,74 @@ class FakeMicrosoft:
                 f"{self.url}{request.path}?$select=id&$skiptoken={skip + self.page_size}"
             )
         return web.json_response(answer)
+
+    def _graph_refusal(self, request: web.Request) -> web.Response | None:
+        """Record a Graph request; the error Graph would answer, if any."""
+        self.graph.append(
+            Recorded("GET", request.path_qs, None, request.headers.get("Authorization"))
+        )
+        scope = self._scope_of(request)
+        if scope is None or scope == BOT_SCOPE:
+            return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
+        if self.graph_failures:
+            return web.json_response({}, status=self.graph_failures.pop(0))
+        return None
+
+    def _user_json(self, oid: str, select: str | None) -> dict[str, Any]:
+        """A user object with the properties Graph returns: the $select list, else its default."""
+        user = {"id": oid, "displayName": oid, **self.users[oid]}
+        fields = select.split(",") if select else [*USER_DEFAULT_FIELDS]
+        # accountEnabled is never in the default set: only an explicit $select returns it.
+        return {f: user.get(f) for f in fields}
+
+    async def _user(self, request: web.Request) -> web.Response:
+        refused = self._graph_refusal(request)
+        if refused is not None:
+            return refused
+        oid = request.match_info["oid"]
+        if oid not in self.users:
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "Request_ResourceNotFound",
+                        "message": f"Resource '{oid}' does not exist or one of its queried "
+                        "reference-property objects are not present.",
+                    }
+                },
+                status=404,
+            )
+        body = self._user_json(oid, request.query.get("$select"))
+        return web.json_response(
+            {"@odata.context": f"{self.url}/v1.0/$metadata#users/$entity", **body}
+        )
+
+    async def _users(self, request: web.Request) -> web.Response:
+        """`/users?$filter=prop eq 'x' or prop eq 'y'` as Graph reads it (eq, or, '' quoting)."""
+        refused = self._graph_refusal(request)
+        if refused is not None:
+            return refused
+        terms = request.query.get("$filter", "").split(" or ")
+        wanted: list[tuple[str, str]] = []
+        for term in terms:
+            match = re.fullmatch(r"(\w+) eq '((?:[^']|'')*)'", term.strip())
+            if match is None:
+                return web.json_response(
+                    {"error": {"code": "BadRequest", "message": f"Invalid filter clause: {term}"}},
+                    status=400,
+                )
+            wanted.append((match.group(1), match.group(2).replace("''", "'")))
+        found = [
+            oid
+            for oid, user in self.users.items()
+            if any(str(user.get(f, "")).lower() == v.lower() for f, v in wanted)
+        ]
+        select = request.query.get("$select")
+        return web.json_response(
+            {
+                "@odata.context": f"{self.url}/v1.0/$metadata#users",
+                "value": [self._user_json(oid, select) for oid in found],
+            }
+        )
 
     async def _mof(self, request: web.Request) -> web.Response:
         ids = self.memberships.get(request.match_info["oid"])

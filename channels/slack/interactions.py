@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,7 +42,8 @@ from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
 from channels.slack.reply import OK, Rejected, Reply, rejection
 from channels.slack.workspace import Clicker, Workspace
 from policies.cache import BoundedCache
-from policies.directory import Directory
+from policies.directory import Directory, vouched_groups
+from policies.unavailable import IdentityProviderUnavailable
 from signoff.models import ActionStatus, DecisionKind, DecisionRequest
 from signoff.neutralise import mrkdwn_code as code_text
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
@@ -56,6 +58,22 @@ USERS_MAX = 10_000
 KNOWN_TTL = 10 * 60.0
 UNKNOWN_TTL = 60.0
 DRAIN_SECONDS = 10.0
+IDP_DOWN = (
+    "the identity provider is unavailable, so nobody can say who you are just now: "
+    "your click was not counted, try again in a minute"
+)
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Whom a Slack user is: a principal id, and the verified email when only the IdP knows them.
+
+    For such a person the IdP is asked again when they decide (through its cache of a short
+    TTL), so someone offboarded or moved out of a group stops counting in that time.
+    """
+
+    principal_id: str
+    idp_email: str | None = None
 
 
 class SlackInteractions:
@@ -78,7 +96,7 @@ class SlackInteractions:
         self._signatures: BoundedCache[str, None] = BoundedCache(REPLAY_MAX, ttl=REPLAY_TTL)
         # A user's principal id (None: not in the directory), and why an unmatched one was
         # refused; both forget a user together.
-        self._users: BoundedCache[str, str | None] = BoundedCache(USERS_MAX)
+        self._users: BoundedCache[str, Linked | None] = BoundedCache(USERS_MAX)
         self._refusals: BoundedCache[str, str] = BoundedCache(USERS_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -141,7 +159,8 @@ class SlackInteractions:
             raise Rejected(400, f"malformed button value on {action.action_id}")
         action_id, digest = parsed
         channel = payload.channel.id if payload.channel else None
-        principal_id = await self._principal_for(Clicker.of(payload), channel)
+        linked = await self._principal_for(Clicker.of(payload), channel)
+        principal_id = linked.principal_id
         status = await self._checked_status(action_id, digest, principal_id)
         if action.action_id == SHOW_FULL_ACTION:
             # Only shows: the request as the digest binds it, read fresh. Decides nothing.
@@ -157,7 +176,7 @@ class SlackInteractions:
             return OK
         if action.action_id == APPROVE_ACTION:
             self._spawn(
-                self._decide(principal_id, payload.user.id, channel, action_id, digest, "approve")
+                self._decide(linked, payload.user.id, channel, action_id, digest, "approve")
             )
             return OK
         if not is_open(status):
@@ -188,10 +207,10 @@ class SlackInteractions:
             # Shown under the input; the modal stays open for a better answer.
             error = "Say why, so the agent learns" if not reason else "At most 2000 characters"
             return Reply(200, {"response_action": "errors", "errors": {REASON_BLOCK: error}})
-        principal_id = await self._principal_for(Clicker.of(payload), channel)
-        await self._checked_status(action_id, digest, principal_id)
+        linked = await self._principal_for(Clicker.of(payload), channel)
+        await self._checked_status(action_id, digest, linked.principal_id)
         self._spawn(
-            self._decide(principal_id, payload.user.id, channel, action_id, digest, "deny", reason)
+            self._decide(linked, payload.user.id, channel, action_id, digest, "deny", reason)
         )
         return OK
 
@@ -209,8 +228,8 @@ class SlackInteractions:
             )
         return status
 
-    async def _principal_for(self, clicker: Clicker, channel: str | None) -> str:
-        """The directory principal of a Slack user: by Slack id, else by their Slack email.
+    async def _principal_for(self, clicker: Clicker, channel: str | None) -> Linked:
+        """Who a Slack user is: by Slack id in the file, else by their Slack email (file or IdP).
 
         By email only for a member of our workspace (or organisation) whose email Slack has
         confirmed: a Slack Connect guest from elsewhere can put anyone's address on a profile.
@@ -218,7 +237,12 @@ class SlackInteractions:
         user_id = clicker.user_id
         found, cached = self._users.lookup(user_id)
         if not found:
-            cached = await self._lookup(clicker)
+            try:
+                cached = await self._lookup(clicker)
+            except IdentityProviderUnavailable as err:
+                # Not cached: the next click asks again. Nothing is decided on a guess.
+                self._spawn(self._ephemeral(channel, user_id, f"⛔ {IDP_DOWN}."))
+                raise Rejected(503, f"Slack user {user_id}: {err}") from None
             self._users.put(user_id, cached, KNOWN_TTL if cached else UNKNOWN_TTL)
         if cached is None:
             refusal = self._refusals.get(user_id)
@@ -231,19 +255,20 @@ class SlackInteractions:
                 self._ephemeral(
                     channel,
                     user_id,
-                    "Your Slack account is not linked to anyone in the signoff directory, so "
-                    "your click was not counted. Ask an admin to add your slack_user_id.",
+                    "Your Slack account is not linked to anyone in the signoff directory or "
+                    "the identity provider, so your click was not counted. Ask an admin to add "
+                    "your slack_user_id.",
                 )
             )
             raise Rejected(401, f"Slack user {user_id} is not in the directory")
         return cached
 
-    async def _lookup(self, clicker: Clicker) -> str | None:
+    async def _lookup(self, clicker: Clicker) -> Linked | None:
         user_id = clicker.user_id
         self._refusals.pop(user_id)
         principal = await self.directory.by_slack_user(user_id)
         if principal is not None:
-            return principal.id
+            return Linked(principal.id)
         try:
             info = await call_slack("users.info", user_id, self.client.users_info, user=user_id)
         except SlackPermanentError as err:
@@ -261,8 +286,14 @@ class SlackInteractions:
         if refusal is not None:
             self._refusals.put(user_id, refusal)
             return None
-        principal = await self.directory.by_email(email)
-        return principal.id if principal is not None else None
+        # Trusted because Slack confirmed it (is_email_confirmed) for a member of our own
+        # workspace, checked just above; the IdP then says whether it names a person.
+        principal = await self.directory.person_by_email(email)
+        if principal is None:
+            return None
+        if await self.directory.principal(principal.id) is None:
+            return Linked(principal.id, idp_email=email)
+        return Linked(principal.id)
 
     async def _foreign(self, clicker: Clicker, user: dict[str, Any]) -> str | None:
         """Why a user matched by email is not one of ours; None when they are."""
@@ -322,9 +353,35 @@ class SlackInteractions:
             for task in list(self._tasks):
                 task.cancel()
 
+    async def _vouched(self, linked: Linked, channel: str | None, user_id: str) -> list[str] | None:
+        """The IdP groups to sign into the decision of a person only the IdP knows, asked now.
+
+        Raises LookupError (after telling the clicker) when the IdP cannot say or no longer
+        knows them: then nothing is decided.
+        """
+        if linked.idp_email is None:
+            return None
+        try:
+            person = await self.directory.person_by_email(linked.idp_email)
+            groups = None if person is None else await vouched_groups(self.directory, person)
+        except IdentityProviderUnavailable as err:
+            log.warning("slack click by %s not counted: %s", linked.principal_id, err)
+            await self._ephemeral(channel, user_id, f"⛔ {IDP_DOWN}.")
+            raise LookupError(linked.principal_id) from None
+        if person is None or person.id != linked.principal_id or groups is None:
+            self._users.pop(user_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                "⛔ The identity provider no longer knows you as an active person, so your "
+                "click was not counted.",
+            )
+            raise LookupError(linked.principal_id)
+        return groups
+
     async def _decide(
         self,
-        principal_id: str,
+        linked: Linked,
         user_id: str,
         channel: str | None,
         action_id: str,
@@ -332,8 +389,18 @@ class SlackInteractions:
         decision: DecisionKind,
         reason: str = "",
     ) -> None:
+        principal_id = linked.principal_id
+        try:
+            groups = await self._vouched(linked, channel, user_id)
+        except LookupError:
+            return
         request = DecisionRequest(
-            approver=principal_id, decision=decision, digest=digest, reason=reason, channel="slack"
+            approver=principal_id,
+            decision=decision,
+            digest=digest,
+            reason=reason,
+            channel="slack",
+            approver_groups=groups,
         )
         try:
             await self.reviews.decide(action_id, request)

@@ -26,7 +26,8 @@ from channels.teams.cards import ADAPTIVE_CARD, VERBS, approval_card, full_reach
 from channels.teams.config import CHANNEL, TeamsConfig
 from channels.teams.connector import BotConnector, ConnectorError
 from channels.teams.store import ConversationReference, ConversationStore
-from policies.directory import Directory
+from policies.directory import Directory, vouched_groups
+from policies.unavailable import IdentityProviderUnavailable
 from signoff import neutralise
 from signoff.models import ActionStatus, DecisionRequest, Principal
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
@@ -34,6 +35,10 @@ from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedEr
 log = logging.getLogger("signoff.teams")
 
 CARD_ACTION = "adaptiveCard/action"
+IDP_DOWN = (
+    "The identity provider is unavailable, so nobody can say who you are just now: your "
+    "click was not counted, try again in a minute."
+)
 ERROR_TYPE = "application/vnd.microsoft.error"
 
 
@@ -206,9 +211,14 @@ class TeamsInbound:
         except ValidationError as err:
             raise BadActivity(f"malformed action data: {err.error_count()} problem(s)") from None
         oid = activity.from_.aad_object_id
-        principal = await self.directory.by_aad_object_id(oid) if oid else None
+        # The object id comes from Teams in an activity the Bot Framework signed, for a tenant
+        # checked above; the file knows it, or Entra does (then by the email Entra holds).
+        principal = await self.directory.person_by_aad_object_id(oid) if oid else None
         if principal is None:
-            raise BadActivity("your Teams account is not in the signoff directory")
+            raise BadActivity(
+                "your Teams account is not in the signoff directory or the identity provider"
+            )
+        groups = await vouched_groups(self.directory, principal)
         try:
             current = await self.service.status(decision.action_id)
         except ActionNotFound:
@@ -225,6 +235,7 @@ class TeamsInbound:
             digest=decision.digest,
             reason=decision.reason,
             channel=CHANNEL,
+            approver_groups=groups,
         )
 
     async def _decide(self, request: DecisionRequest, action_id: str) -> tuple[ActionStatus, str]:
@@ -243,7 +254,11 @@ class TeamsInbound:
         action = value.get("action")
         if not isinstance(action, dict) or action.get("type") != "Action.Execute":
             raise BadActivity("not an Action.Execute")
-        _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
+        try:
+            _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
+        except IdentityProviderUnavailable as err:
+            log.warning("Teams click not counted: %s", err)
+            return await self._idp_down_card(action.get("data"))
         action_id = str(action["data"]["action_id"])
         status, notice = await self._decide(request, action_id)
         card = approval_card(status, ui_link(self.config, action_id), notice=notice or None)
@@ -252,9 +267,13 @@ class TeamsInbound:
     async def _submitted(self, activity: Activity) -> Response:
         """The Action.Submit fallback: decide, and reply in the thread only when refused."""
         data = activity.value
-        _, request = await self._prepare(activity, data.get("verb"), data)
-        action_id = str(data["action_id"])
-        _, notice = await self._decide(request, action_id)
+        try:
+            _, request = await self._prepare(activity, data.get("verb"), data)
+        except IdentityProviderUnavailable as err:
+            log.warning("Teams click not counted: %s", err)
+            request, notice = None, IDP_DOWN
+        if request is not None:
+            _, notice = await self._decide(request, str(data["action_id"]))
         # On success the workflow's own card update shows the decision.
         if notice and activity.reply_to_id:
             try:
@@ -267,3 +286,12 @@ class TeamsInbound:
             except ConnectorError as err:
                 log.warning("could not reply in Teams: %s", err)
         return Response(status_code=200)
+
+    async def _idp_down_card(self, data: Any) -> Response:
+        """The card as it is, saying the click was not counted because the IdP is down."""
+        try:
+            # Checked by _prepare before it asked the IdP; parsed again, not trusted blindly.
+            status = await self.service.status(CardDecision.model_validate(data).action_id)
+        except (ValidationError, ActionNotFound):
+            raise BadActivity(IDP_DOWN) from None
+        return _invoke_card(approval_card(status, ui_link(self.config, status.id), notice=IDP_DOWN))
