@@ -12,7 +12,7 @@
 //   GET  /__test/stats   how often discovery and the JWKS were fetched
 //   POST /__test/reset   zero those counters
 import { createServer } from 'node:http';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 
 import Provider from 'oidc-provider';
 
@@ -51,6 +51,15 @@ const CLIENTS = [
     response_types: [],
     redirect_uris: [],
   },
+  {
+    // The CLI at an IdP that wants PKCE on the device grant too (see devicePkce below).
+    client_id: 'signoff-cli-pkce',
+    client_name: 'signoff CLI (PKCE)',
+    token_endpoint_auth_method: 'none',
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+    response_types: [],
+    redirect_uris: [],
+  },
   // Workloads: client credentials, like an Okta service app or an Entra app registration.
   ...['etl-bot', 'unmapped-bot', 'short-lived-bot'].map((id) => ({
     client_id: id,
@@ -68,6 +77,43 @@ function newKey() {
 
 let keys = [newKey()];
 const stats = { discovery: 0, jwks: 0 };
+
+// PKCE on the device grant. oidc-provider lists S256 in discovery but applies PKCE to the
+// authorization endpoint only (it drops code_challenge from device requests), while some IdPs
+// accept it on the device grant as well. This middleware makes the harness one of those: a
+// device request may carry an S256 code_challenge (signoff-cli-pkce must), and then the token
+// request that would hand out the tokens must carry the matching code_verifier.
+const deviceChallenges = new Map(); // device_code -> code_challenge
+const PKCE_CLIENTS = new Set(['signoff-cli-pkce']);
+
+async function devicePkce(ctx, next) {
+  await next();
+  const route = ctx.oidc?.route;
+  const body = ctx.oidc?.body ?? {};
+  if (route === 'device_authorization' && ctx.status === 200) {
+    if (body.code_challenge && body.code_challenge_method === 'S256') {
+      deviceChallenges.set(ctx.body.device_code, body.code_challenge);
+    } else if (body.code_challenge || PKCE_CLIENTS.has(body.client_id)) {
+      ctx.status = 400;
+      ctx.body = {
+        error: 'invalid_request',
+        error_description: 'code_challenge with code_challenge_method S256 is required',
+      };
+    }
+  }
+  const deviceGrant = body.grant_type === 'urn:ietf:params:oauth:grant-type:device_code';
+  if (route === 'token' && deviceGrant && ctx.status === 200) {
+    const challenge = deviceChallenges.get(body.device_code);
+    if (challenge !== undefined) {
+      deviceChallenges.delete(body.device_code);
+      const verifier = typeof body.code_verifier === 'string' ? body.code_verifier : '';
+      if (createHash('sha256').update(verifier).digest('base64url') !== challenge) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_grant', error_description: 'PKCE verification failed' };
+      }
+    }
+  }
+}
 
 function build(issuer) {
   const provider = new Provider(issuer, {
@@ -130,6 +176,7 @@ function build(issuer) {
     },
   });
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  provider.use(devicePkce);
   return provider;
 }
 

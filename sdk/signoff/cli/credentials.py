@@ -1,8 +1,12 @@
-"""The signed-in person's tokens from `signoff login`: a 0600 file, refreshed when they expire.
+"""The signed-in person's tokens from `signoff login`: the OS keyring or a 0600 file, refreshed.
 
-The file is `$XDG_CONFIG_HOME/signoff/credentials.json` (`~/.config/signoff/...` by default);
-it holds the issuer's token endpoint, the access token, the refresh token and when the access
-token expires. Nothing here prints a token.
+With the `keyring` package installed (`pip install 'signoff[keyring]'`) and a keyring the OS
+offers (macOS Keychain, Windows Credential Locker, the Secret Service on Linux), the tokens go
+there, under the service `signoff`. Without one, or when it refuses them, or with
+`SIGNOFF_CREDENTIALS_STORE=file`, they go to `$XDG_CONFIG_HOME/signoff/credentials.json`
+(`~/.config/signoff/...` by default), readable by the user alone. Either holds the issuer's token
+endpoint, the access token, the refresh token and when the access token expires; `forget`
+clears both. Nothing here prints a token.
 """
 
 from __future__ import annotations
@@ -15,8 +19,21 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+try:  # optional: the SDK works without it, with the file
+    import keyring
+    from keyring.errors import KeyringError
+except ImportError:  # pragma: no cover - the test environment has keyring
+    keyring = None  # type: ignore[assignment]
+
+    class KeyringError(Exception):  # type: ignore[no-redef]
+        """Stands in for keyring's error when keyring is not installed."""
+
+
 REFRESH_MARGIN = 60.0  # refresh this many seconds before the access token expires
 TIMEOUT = 15.0
+KEYRING_SERVICE = "signoff"
+KEYRING_ENTRY = "login"
+STORE_ENV = "SIGNOFF_CREDENTIALS_STORE"  # "file" keeps tokens out of the keyring
 
 
 class LoginError(Exception):
@@ -45,7 +62,30 @@ def credentials_path() -> Path:
     return Path(base) / "signoff" / "credentials.json"
 
 
-def save(login: StoredLogin) -> Path:
+def _keyring_wanted() -> bool:
+    return keyring is not None and os.environ.get(STORE_ENV, "").strip().lower() != "file"
+
+
+def _keyring_name() -> str:
+    backend = keyring.get_keyring() if keyring is not None else None
+    return getattr(backend, "name", None) or type(backend).__name__
+
+
+def save(login: StoredLogin) -> str:
+    """Keep the tokens: in the OS keyring when there is one, else in the 0600 file; say where."""
+    if _keyring_wanted():
+        try:
+            keyring.set_password(KEYRING_SERVICE, KEYRING_ENTRY, login.model_dump_json())
+        except KeyringError:
+            pass  # no keyring (or it refused, e.g. too long for it): the file then
+        else:
+            # One copy only: a stale file must not outlive a newer login or a logout.
+            credentials_path().unlink(missing_ok=True)
+            return f"the OS keyring ({_keyring_name()})"
+    return str(save_file(login))
+
+
+def save_file(login: StoredLogin) -> Path:
     """Write the tokens to a file only the user can read (0600, in a 0700 directory)."""
     path = credentials_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -59,8 +99,28 @@ def save(login: StoredLogin) -> Path:
     return path
 
 
+def _from_keyring() -> StoredLogin | None:
+    if not _keyring_wanted():
+        return None
+    try:
+        text = keyring.get_password(KEYRING_SERVICE, KEYRING_ENTRY)
+    except KeyringError:
+        return None  # no usable keyring: the file, if any
+    if text is None:
+        return None
+    try:
+        return StoredLogin.model_validate_json(text)
+    except ValueError:
+        raise LoginError(
+            "the login in the OS keyring is damaged: run `signoff login` again"
+        ) from None
+
+
 def load() -> StoredLogin | None:
-    """The stored login, or None when nobody signed in."""
+    """The stored login (the keyring's, else the file's), or None when nobody signed in."""
+    found = _from_keyring()
+    if found is not None:
+        return found
     path = credentials_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -77,9 +137,18 @@ def load() -> StoredLogin | None:
 
 
 def forget() -> bool:
-    """Delete the stored tokens; False when there were none."""
+    """Delete the stored tokens, from the keyring and the file; False when there were none."""
+    existed = False
+    if keyring is not None:
+        # Whatever the store setting says now: a login kept there earlier goes too.
+        try:
+            existed = keyring.get_password(KEYRING_SERVICE, KEYRING_ENTRY) is not None
+            if existed:
+                keyring.delete_password(KEYRING_SERVICE, KEYRING_ENTRY)
+        except KeyringError:
+            pass
     path = credentials_path()
-    existed = path.exists()
+    existed = path.exists() or existed
     path.unlink(missing_ok=True)
     return existed
 

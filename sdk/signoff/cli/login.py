@@ -2,12 +2,18 @@
 
 The OAuth 2.0 device authorization grant (RFC 8628): the identity provider shows a code to
 confirm in a browser, the CLI polls its token endpoint until you have, and keeps the tokens in
-a 0600 file (`signoff.cli.credentials`) that later commands use when no `--token` is given.
+the OS keyring or a 0600 file (`signoff.cli.credentials`) that later commands use when no
+`--token` is given. With `--pkce` (for an IdP that wants PKCE on the device grant too) the
+start carries an S256 `code_challenge` and every poll its `code_verifier` (RFC 7636), once
+discovery lists S256 in `code_challenge_methods_supported`.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import secrets
 import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -31,6 +37,13 @@ from signoff.cli.credentials import (
 console = Console()
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_SCOPE = "openid email groups offline_access"
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh PKCE code verifier and its S256 code challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(64)  # 86 unreserved characters: within 43..128
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _discover(issuer: str) -> dict[str, Any]:
@@ -83,12 +96,31 @@ def login(
             help="Resource indicator (RFC 8707) for the gateway's audience, if your IdP wants one",
         ),
     ] = None,
+    pkce: Annotated[
+        bool,
+        typer.Option(
+            "--pkce",
+            envvar="SIGNOFF_OIDC_PKCE",
+            show_envvar=True,
+            help="Send a PKCE code challenge (S256), for an IdP that wants one on the device grant",
+        ),
+    ] = False,
 ) -> None:
     """Sign in with your identity provider (device flow); later commands use the token."""
     config = _discover(issuer)
     request = {"client_id": client_id, "scope": scope}
     if resource:
         request["resource"] = resource
+    verifier = None
+    if pkce:
+        methods = config.get("code_challenge_methods_supported")
+        if not isinstance(methods, list) or "S256" not in methods:
+            raise fail(
+                f"--pkce: {issuer} does not list S256 in code_challenge_methods_supported; "
+                "sign in without --pkce"
+            )
+        verifier, challenge = pkce_pair()
+        request.update(code_challenge=challenge, code_challenge_method="S256")
     status, started = _post(config["device_authorization_endpoint"], request)
     if status != 200 or "device_code" not in started:
         raise fail(f"the identity provider refused to start: {started.get('error', status)}")
@@ -105,6 +137,8 @@ def login(
     poll["client_id"] = client_id
     if resource:
         poll["resource"] = resource
+    if verifier is not None:
+        poll["code_verifier"] = verifier
     while time.monotonic() < deadline:
         time.sleep(interval)
         status, answer = _post(config["token_endpoint"], poll)
@@ -130,9 +164,9 @@ def login(
         )
     except LoginError as err:
         raise fail(str(err)) from None
-    path = save(stored)
+    where = save(stored)
     console.print(
-        f"signed in to {neutralise.rich(issuer)} (tokens in {neutralise.rich(str(path))})",
+        f"signed in to {neutralise.rich(issuer)} (tokens in {neutralise.rich(where)})",
         highlight=False,
         soft_wrap=True,
     )
