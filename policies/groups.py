@@ -27,6 +27,7 @@ from typing import Generic, Protocol, TypeVar
 
 from policies.cache import BoundedCache
 from policies.directory import DirectoryFile, StaticDirectory
+from policies.oidc import VerifiedToken
 from policies.unavailable import IdentityProviderUnavailable
 from signoff.models import Principal
 
@@ -251,6 +252,32 @@ class SourcedDirectory(StaticDirectory):
             source.clear_cache()
 
     # --- people the file does not list ----------------------------------------------------
+
+    async def _oidc_principal(self, verified: VerifiedToken) -> Principal:
+        """A token's person; one the file does not list gets source-owned groups from the source.
+
+        Their token's groups claim still grants the other policy groups, but a group mapped to
+        Okta or Entra is that source's alone, asked now (so removal counts after the TTL, not
+        when the token expires). They are looked up by the email the token names them by.
+        """
+        principal = await super()._oidc_principal(verified)
+        if principal.kind != "human" or not self._owners or principal.id in self._principals:
+            return principal
+        email = principal.id if verified.issuer.principal_claim == "email" else None
+        groups = [g for g in principal.groups if g not in self._owners]
+        if email is None or not EMAIL.fullmatch(email):
+            # Named by another claim: no verified email to ask the sources by, so none of theirs.
+            return principal.model_copy(update={"groups": groups})
+        entra = [s for s in self.sources if s.resolves_object_ids]
+        found = await _every(s.person_by_email(email) for s in entra)
+        if any(p is not None and not p.active for p in found):
+            return principal.model_copy(update={"groups": groups})
+        oid = next((p.aad_object_id for p in found if p is not None and p.aad_object_id), None)
+        resolved = await self._resolve(
+            principal.model_copy(update={"email": email, "teams_aad_object_id": oid})
+        )
+        assert resolved is not None, "a principal resolves to a principal"
+        return resolved
 
     async def person_by_email(self, email: str) -> Principal | None:
         """The person a verified email names: the file's, else the identity providers' (now)."""

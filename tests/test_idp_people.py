@@ -15,7 +15,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -38,10 +37,12 @@ from policies.okta import OktaGroups
 from policies.unavailable import IdentityProviderUnavailable
 from signoff.executor import registry
 from signoff.models import ActionStatus, ActionSubmission, RefusalCode, Status
+from tests import oidc_fixtures
 from tests.conftest import DATA, worker_parts
 from tests.fake_okta import FakeOkta
 from tests.fake_slack import FakeSlack
 from tests.fake_teams import FakeMicrosoft, MsalRoute
+from tests.oidc_fixtures import AUDIENCE, OpenIdProvider
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
@@ -90,7 +91,7 @@ async def okta() -> AsyncIterator[FakeOkta]:
 
 @pytest.fixture
 async def graph() -> AsyncIterator[FakeMicrosoft]:
-    """Entra (Graph) and the Bot Framework: yan and uma in dba, vic disabled, mal with carol's mail."""
+    """Graph and the Bot Framework: yan and uma in dba, vic disabled, mal with carol's mail."""
     fake = await FakeMicrosoft(client_id=APP_ID, client_secret=SECRET).start()
     fake.users = {
         "aad-yan": {"mail": "Yan@Example.com", "userPrincipalName": "yan@corp.test"},
@@ -152,7 +153,8 @@ def sourced(
     doc: DirectoryFile, okta: FakeOkta, msal_http: MsalRoute, clock: Clock
 ) -> SourcedDirectory:
     """The directory with both sources, on the fakes."""
-    assert doc.okta is not None and doc.entra is not None
+    assert doc.okta is not None
+    assert doc.entra is not None
     return SourcedDirectory(
         doc,
         "test",
@@ -207,7 +209,8 @@ async def test_a_verified_email_names_the_idp_person_with_their_groups_now(
     )
     # Someone the file lists is the file's person, whatever an IdP would say.
     alice = await directory.person_by_email("ALICE@example.com")
-    assert alice is not None and alice.id == "alice@example.com"
+    assert alice is not None
+    assert alice.id == "alice@example.com"
     # Nobody is a workload: an IdP person is never an agent.
     assert await directory.principal("zoe@example.com") is None
 
@@ -239,7 +242,8 @@ async def test_a_teams_object_id_names_the_entra_person_by_their_mail(
         ["dba", "oncall", "security"],  # Entra's dba, and Okta's groups by the same email
     )
     uma = await directory.person_by_aad_object_id("aad-uma")  # no mail: named by UPN
-    assert uma is not None and (uma.id, uma.groups) == ("uma@example.com", ["dba"])
+    assert uma is not None
+    assert (uma.id, uma.groups) == ("uma@example.com", ["dba"])
     assert await directory.person_by_aad_object_id("aad-nobody") is None  # 404 in Graph
     assert await directory.person_by_aad_object_id("aad-vic") is None  # accountEnabled: false
     # mal's mail is carol's, but the file links carol to another Teams account: not carol.
@@ -247,7 +251,8 @@ async def test_a_teams_object_id_names_the_entra_person_by_their_mail(
     # The file's people are the file's (and Graph is not asked who they are).
     asked = len(graph.graph)
     carol = await directory.person_by_aad_object_id("aad-carol")
-    assert carol is not None and carol.id == "carol@example.com"
+    assert carol is not None
+    assert carol.id == "carol@example.com"
     assert not any(r.path.startswith("/v1.0/users/aad-carol?") for r in graph.graph[asked:])
 
 
@@ -598,3 +603,44 @@ async def test_a_graph_outage_during_a_teams_click_decides_nothing(chat: Chat) -
     chat.graph.graph_failures = []
     assert (await chat.teams("aad-uma", action)).status_code == 200
     await chat.until(action.id, lambda s: s.status is Status.SUCCEEDED)
+
+
+# --- API tokens of people the file does not list ---------------------------------------------
+
+idp = oidc_fixtures.idp
+
+
+async def test_a_token_persons_source_owned_groups_come_from_the_source_now(
+    idp: OpenIdProvider,
+    okta: FakeOkta,
+    graph: FakeMicrosoft,
+    msal_http: MsalRoute,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """zoe's token says dba and security; Okta owns security, Entra dba: they decide, now."""
+    monkeypatch.setenv("TEST_OKTA_TOKEN", OKTA_TOKEN)
+    monkeypatch.setenv("TEST_ENTRA_SECRET", SECRET)
+    oidc = {
+        "issuers": [{"issuer": idp.issuer, "audience": AUDIENCE}],
+        "groups": {"dba": ["dba-team"]},
+    }
+    directory = sourced(document(okta, graph, oidc=oidc), okta, msal_http, clock)
+    token = await asyncio.to_thread(idp.human_token, "zoe@example.com")
+    zoe = await directory.authenticate(token)
+    assert zoe is not None
+    assert (zoe.method, zoe.principal.id) == ("oidc", "zoe@example.com")
+    # Okta lists her in security; Graph has no zoe, so no dba, whatever the token claims.
+    assert zoe.principal.groups == ["security"]
+    # Out of security in Okta: after the TTL she is in nothing, with the same (valid) token.
+    okta.memberships["zoe@example.com"] = []
+    clock.now += 61
+    again = await directory.authenticate(token)
+    assert again is not None
+    assert again.principal.groups == []
+    # A listed person's token is the file's person, as before.
+    alice = await directory.authenticate(
+        await asyncio.to_thread(idp.human_token, "alice@example.com")
+    )
+    assert alice is not None
+    assert alice.principal.id == "alice@example.com"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fastapi
 from fastapi import APIRouter, Depends
 
-from policies.directory import Authenticated, Directory
+from policies.directory import Authenticated, Directory, vouched_groups
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
@@ -132,12 +132,9 @@ async def idp_groups(identity: Authenticated, directory: Directory) -> list[str]
     provider they find nobody, so the gateway vouches (in the signed decision) for what the
     verified token says. Anyone the directory lists is judged by the directory alone.
     """
-    principal = identity.principal
-    if identity.method != "oidc" or principal.kind != "human":
-        return None
-    if await directory.principal(principal.id) is not None:
-        return None
-    return list(principal.groups)
+    if identity.method != "oidc":
+        return None  # a static token is always someone the file lists
+    return await vouched_groups(directory, identity.principal)
 
 
 @router.post(
