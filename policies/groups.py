@@ -199,6 +199,19 @@ class SourcedDirectory(StaticDirectory):
         # A chat click names an IdP person by email; a token naming them by another claim
         # would make one person two approvers (or let them approve their own request).
         self._people_by_email = all(i.principal_claim == "email" for i in people)
+        unnamed = [
+            e.id
+            for e in document.principals
+            if e.kind == "human" and not e.email and not EMAIL.fullmatch(e.id.lower())
+        ]
+        if self.sources and unnamed:
+            # Signed in through the IdP (or clicking in chat) they would be a second person.
+            log.warning(
+                "%s: %s have no email; the identity provider names people by email, so give "
+                "them one (or they are someone else when they sign in there)",
+                source,
+                ", ".join(unnamed[:10]),
+            )
         if self.sources and not self._people_by_email:
             log.warning(
                 "%s: chat clicks by people the file does not list are not counted: an oidc "

@@ -314,6 +314,7 @@ SLACK_USERS: dict[str, dict[str, Any]] = {
     "U0NOMAIL": {"profile": {}, **MEMBER},  # the bot lacks users:read.email, or Slack hides it
     "U0STRANGER": {"profile": {"email": "stranger@elsewhere.test"}, **MEMBER},
     "U0SAM": {"profile": {"email": "sam@example.com"}, **MEMBER},
+    "U0DAVE": {"profile": {"email": "Dave@example.com"}, **MEMBER},  # agent:bot's owner
 }
 
 
@@ -507,6 +508,20 @@ async def test_a_slack_user_the_idp_does_not_vouch_for_decides_nothing(
     await asyncio.sleep(0.3)
     status = await chat.service.status(action.id)
     assert (status.status, status.decisions, status.refused) == (Status.PENDING_APPROVAL, [], [])
+
+
+async def test_the_owner_found_by_email_is_the_files_person_and_cannot_self_approve(
+    chat: Chat, okta: FakeOkta
+) -> None:
+    """Okta knows dave too, but the file lists him: he is the agent's owner, not a stranger."""
+    okta.memberships["dave@example.com"] = [G_SECURITY]
+    action = await chat.submit("two-db")
+    assert (await chat.click("U0DAVE", action)).status_code == 200
+    status = await chat.until(action.id, lambda s: bool(s.refused))
+    assert [(r.approver, r.code) for r in status.refused] == [
+        ("dave@example.com", RefusalCode.SELF_APPROVAL)
+    ]
+    assert status.decisions == []
 
 
 async def test_a_slack_user_removed_from_the_okta_group_is_refused_after_the_ttl(
