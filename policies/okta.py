@@ -33,7 +33,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from policies.directory import OktaConfig
+from policies.directory import OKTA_SCOPES, OktaConfig
 from policies.groups import GroupSourceError, IdpPerson, MembershipCache, TtlAnswers
 from signoff.models import Principal
 
@@ -304,7 +304,7 @@ class OktaGroups:
         if response.status_code == 403:
             return OktaError(
                 f"{self._where()}: {what}: not allowed ({status}); grant "
-                f"{' and '.join(self.config.scopes)} (service app) or a read-only admin role "
+                f"{' and '.join(OKTA_SCOPES)} (service app) or a read-only admin role "
                 "(API token)"
             )
         return OktaError(f"{self._where()}: {what}: {status}")

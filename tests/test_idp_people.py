@@ -22,6 +22,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 from temporalio.client import Client
@@ -659,3 +661,67 @@ async def test_a_token_persons_source_owned_groups_come_from_the_source_now(
     )
     assert alice is not None
     assert alice.principal.id == "alice@example.com"
+
+
+async def test_a_token_persons_groups_wait_for_an_idp_that_is_down(
+    idp: OpenIdProvider,
+    okta: FakeOkta,
+    graph: FakeMicrosoft,
+    msal_http: MsalRoute,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Okta down: the gateway cannot say which groups zoe is in, so it says so (a 503)."""
+    monkeypatch.setenv("TEST_OKTA_TOKEN", OKTA_TOKEN)
+    monkeypatch.setenv("TEST_ENTRA_SECRET", SECRET)
+    oidc = {"issuers": [{"issuer": idp.issuer, "audience": AUDIENCE}]}
+    directory = sourced(document(okta, graph, oidc=oidc), okta, msal_http, clock)
+    token = await asyncio.to_thread(idp.human_token, "zoe@example.com")
+    await okta.pause()
+    try:
+        with pytest.raises(IdentityProviderUnavailable):
+            await directory.authenticate(token)
+    finally:
+        await okta.resume()
+    zoe = await directory.authenticate(token)
+    assert zoe is not None
+    assert zoe.principal.groups == ["security"]
+
+
+async def test_people_are_looked_up_with_the_service_apps_users_scope(
+    okta: FakeOkta,
+    graph: FakeMicrosoft,
+    msal_http: MsalRoute,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Users API needs okta.users.read; without it Okta says 403 and nobody is guessed."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    okta.apps["0oa1serviceapp000001"] = key.public_key()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    monkeypatch.setenv("TEST_OKTA_KEY", pem)
+    monkeypatch.setenv("TEST_ENTRA_SECRET", SECRET)
+    doc = document(okta, graph)
+    assert doc.okta is not None
+    app = doc.okta.model_copy(
+        update={
+            "api_token_env": None,
+            "client_id": "0oa1serviceapp000001",
+            "private_key_env": "TEST_OKTA_KEY",
+        }
+    )
+    directory = sourced(doc.model_copy(update={"okta": app}), okta, msal_http, clock)
+    zoe = await directory.person_by_email("zoe@example.com")
+    assert zoe is not None
+    assert zoe.groups == ["security"]
+    assert all(r.authorization.startswith("Bearer ") for r in okta.api_requests())  # type: ignore[union-attr]
+    # A service app granted only okta.groups.read: the Users API refuses it, and says why.
+    okta.app_scopes = {"okta.groups.read"}
+    limited = app.model_copy(update={"scopes": ["okta.groups.read"]})
+    directory = sourced(doc.model_copy(update={"okta": limited}), okta, msal_http, clock)
+    with pytest.raises(IdentityProviderUnavailable, match=r"not allowed .*okta\.users\.read"):
+        await directory.person_by_email("yan@example.com")
