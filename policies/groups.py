@@ -312,6 +312,10 @@ class SourcedDirectory(StaticDirectory):
         if not resolvers:
             return None
         found = [await s.person_by_object_id(oid) for s in resolvers]
+        if any(p is not None and not p.active for p in found):
+            # A disabled account names nobody, not even a person the file lists by its email.
+            log.info("Entra user %s is disabled: not counted", oid[:80])
+            return None
         email = next((p.email for p in found if p is not None and p.email), None)
         if email is None or not EMAIL.fullmatch(email.strip().lower()):
             if any(p is not None for p in found):

@@ -101,10 +101,14 @@ async def graph() -> AsyncIterator[FakeMicrosoft]:
         "aad-vic": {"mail": "vic@example.com", "userPrincipalName": "vic@example.com"},
         "aad-mal": {"mail": "carol@example.com", "userPrincipalName": "mal@example.com"},
         "aad-alice": {"mail": "alice@example.com", "userPrincipalName": "alice@example.com"},
+        # pat is in the file without an object id: Entra's accounts with pat's mail.
+        "aad-pat": {"mail": "pat@example.com", "userPrincipalName": "pat@example.com"},
+        "aad-pat-old": {"mail": "pat@example.com", "userPrincipalName": "pat.old@example.com"},
     }
     for user in fake.users.values():
         user["accountEnabled"] = True
     fake.users["aad-vic"]["accountEnabled"] = False
+    fake.users["aad-pat-old"]["accountEnabled"] = False
     fake.memberships = {
         "aad-yan": [G_DBA],
         "aad-uma": [G_DBA],
@@ -133,6 +137,9 @@ def clock() -> Clock:
 def document(okta: FakeOkta, graph: FakeMicrosoft, **extra: Any) -> DirectoryFile:
     """The test directory: security and oncall from Okta, dba from Entra."""
     data = yaml.safe_load((DATA / "directory.yaml").read_text())
+    data["principals"].append(
+        {"id": "pat@example.com", "kind": "human", "email": "pat@example.com"}
+    )
     data["okta"] = {
         "org_url": okta.url,
         "api_token_env": "TEST_OKTA_TOKEN",
@@ -248,6 +255,11 @@ async def test_a_teams_object_id_names_the_entra_person_by_their_mail(
     assert (uma.id, uma.groups) == ("uma@example.com", ["dba"])
     assert await directory.person_by_aad_object_id("aad-nobody") is None  # 404 in Graph
     assert await directory.person_by_aad_object_id("aad-vic") is None  # accountEnabled: false
+    # pat's account is pat (the file's); a disabled one with pat's mail is nobody, not pat.
+    pat = await directory.person_by_aad_object_id("aad-pat")
+    assert pat is not None
+    assert (pat.id, pat.teams_aad_object_id) == ("pat@example.com", None)
+    assert await directory.person_by_aad_object_id("aad-pat-old") is None
     # mal's mail is carol's, but the file links carol to another Teams account: not carol.
     assert await directory.person_by_aad_object_id("aad-mal") is None
     # The file's people are the file's (and Graph is not asked who they are).
