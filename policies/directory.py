@@ -92,7 +92,8 @@ class GroupTargets(Contract):
 class EntraConfig(Contract):
     """Resolve membership of some policy groups from Entra ID (Microsoft Graph) when asked.
 
-    The app registration needs the Graph application permission GroupMember.Read.All; its
+    The app registration needs the Graph application permission GroupMember.Read.All (and
+    User.Read.All to find people the file does not list, for Teams and Slack clicks); its
     secret is read from the environment variable named here, never from this file.
     """
 
