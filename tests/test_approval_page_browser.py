@@ -45,6 +45,34 @@ from workers.wiring.slack import slack_notifier, slack_router
 pytestmark = pytest.mark.browser
 
 PHONE = {"width": 390, "height": 844}
+# In the signed-in page: a real assertion for action A (other), sent to decide action B with
+# B's digest, then sent again for A. Both must be refused by the gateway.
+STOLEN_ASSERTION = """async ([otherId, otherDigest, targetId, csrf]) => {
+  const enc = (b) => btoa(String.fromCharCode(...new Uint8Array(b)))
+    .replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+  const dec = (s) => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')
+    + '='.repeat((4 - s.length % 4) % 4)), (c) => c.charCodeAt(0));
+  const post = (url, data) => fetch(url, {method: 'POST', credentials: 'same-origin',
+    headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+    body: new URLSearchParams(data), redirect: 'manual'});
+  const options = await (await post(`/a/${otherId}/step-up`, {csrf, digest: otherDigest})).json();
+  const p = options.publicKey;
+  p.challenge = dec(p.challenge);
+  p.allowCredentials.forEach((c) => { c.id = dec(c.id); });
+  const a = await navigator.credentials.get({publicKey: p});
+  const assertion = JSON.stringify({id: a.id, rawId: enc(a.rawId), type: a.type, response: {
+    clientDataJSON: enc(a.response.clientDataJSON),
+    authenticatorData: enc(a.response.authenticatorData),
+    signature: enc(a.response.signature), userHandle: null}});
+  const target = document.querySelector('#decide input[name="digest"]').value;
+  const answers = [];
+  for (const [id, digest] of [[targetId, target], [otherId, otherDigest]]) {
+    const r = await post(`/a/${id}/decide`, {csrf, digest, decision: 'approve',
+      nonce: options.nonce, assertion});
+    answers.push({status: r.status, text: await r.text()});
+  }
+  return answers;
+}"""
 SCREENSHOT = DOCS / "approval-page-phone.png"
 
 
@@ -242,6 +270,19 @@ async def run_scenario(
             max_redirects=0,
         )
         assert forged.status == 403
+
+        # An assertion made for another action cannot decide this one, nor be used twice.
+        other = await service.submit(
+            bot,
+            ActionSubmission(action="noop", target="vault-dev", justification="another one"),
+        )
+        csrf = await page.locator('#decide input[name="csrf"]').get_attribute("value")
+        answers = await page.evaluate(STOLEN_ASSERTION, [other.id, other.digest, action.id, csrf])
+        assert answers[0]["status"] == 403, answers
+        assert "asked about another action" in answers[0]["text"]
+        assert answers[1]["status"] == 403, answers
+        assert "expired or was already used" in answers[1]["text"]
+        assert (await service.status(other.id)).decisions == []
 
         await page.get_by_role("button", name="Approve").click()
         await expect(page.get_by_text("approved by bob@example.com")).to_be_visible()
