@@ -309,3 +309,56 @@ async def test_the_api_cannot_claim_a_step_up(page: Page) -> None:
     assert plain.json()["error"]["code"] == "step_up_required"
     status = await page.service.status(action.id)
     assert status.decisions == []
+
+
+async def test_sign_in_refuses_forged_answers_agents_and_open_redirects(page: Page) -> None:
+    # An answer nobody asked for (no pending sign-in in this browser's session).
+    stray = await page.browser.get("/a/callback?code=abc&state=xyz")
+    assert stray.status_code == 400
+    # A pending sign-in, answered with another state: login CSRF refused.
+    await page.browser.get("/a/login?next=/a/register")
+    forged = await page.browser.get("/a/callback?code=abc&state=forged")
+    assert forged.status_code == 400
+    assert "does not match" in forged.text
+    # The provider vouches for a person whose email is an agent's id: never signed in.
+    agent = await sign_in(page.browser, page.idp, "/a/register", "mallory")
+    assert agent.status_code == 403
+    assert "cannot name an agent" in agent.text
+    # `next` may only lead to a page of the gateway.
+    landed = await sign_in(
+        page.browser, page.idp, "/a/login?next=https://evil.test/a/x", "bob@example.com"
+    )
+    assert landed.status_code == 200
+    assert str(landed.url) == f"{GATEWAY}/a/register"
+
+
+async def test_a_person_known_only_to_the_identity_provider_approves(page: Page) -> None:
+    action = await page.submit("one-idp")
+    shown = await page.signed_in(action.id, "zoe@example.com")
+    assert shown.status_code == 200
+    decided = await page.browser.post(
+        f"/a/{action.id}/decide", data={**form_fields(shown.text), "decision": "approve"}
+    )
+    assert decided.status_code == 303
+    [decision] = (await page.service.status(action.id)).decisions
+    assert (decision.approver, decision.channel) == ("zoe@example.com", "web")
+    assert decision.approver_groups is not None
+    assert "dba" in decision.approver_groups  # from her verified token, signed by the gateway
+
+
+async def test_over_https_the_cookie_is_secure_and_host_only(
+    client: Client, settings: Settings, idp: OpenIdProvider, tmp_path: Path
+) -> None:
+    configured = page_settings(settings, idp, "https://signoff.test", tmp_path)
+    app = build_app(client, configured)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://signoff.test"
+    ) as browser:
+        start = await browser.get("/a/login?next=/a/register")
+    assert start.status_code == 303
+    cookie = start.headers["set-cookie"]
+    assert cookie.startswith("__Host-signoff_session=")
+    for flag in ("Secure", "HttpOnly", "SameSite=lax", "Path=/"):
+        assert flag in cookie
+    assert "Domain" not in cookie
+    assert "redirect_uri=https%3A%2F%2Fsignoff.test%2Fa%2Fcallback" in start.headers["location"]
