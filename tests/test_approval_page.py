@@ -16,17 +16,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.ledger.store import Ledger
 from signoff.links import approval_page_url
-from signoff.models import ActionStatus, ActionSubmission, RefusalCode, Status
+from signoff.models import (
+    ActionStatus,
+    ActionSubmission,
+    DecisionRequest,
+    RefusalCode,
+    Status,
+    StepUp,
+)
 from tests.conftest import running_worker
 from tests.gateway_fixtures import build_app
 from tests.oidc_fixtures import OpenIdProvider, start_provider
 from tests.page_fixtures import form_fields, page_settings, sign_in
+from tests.signing import SIGNER
 from workers.gateway.service import ActionService
 from workers.settings import Settings
+from workflows.action import ActionWorkflow
 
 GATEWAY = "http://gateway.test"
 
@@ -46,6 +55,7 @@ class Page:
     service: ActionService
     browser: httpx.AsyncClient
     idp: OpenIdProvider
+    settings: Settings
 
     async def submit(
         self, target: str, justification: str = "rotate keys", **params: object
@@ -84,7 +94,7 @@ async def page(
             transport=httpx.ASGITransport(app=app), base_url=GATEWAY, timeout=60
         ) as browser,
     ):
-        yield Page(app.state.service, browser, idp)
+        yield Page(app.state.service, browser, idp, configured)
 
 
 async def test_a_link_without_a_session_only_leads_to_sign_in(page: Page) -> None:
@@ -362,3 +372,32 @@ async def test_over_https_the_cookie_is_secure_and_host_only(
         assert flag in cookie
     assert "Domain" not in cookie
     assert "redirect_uri=https%3A%2F%2Fsignoff.test%2Fa%2Fcallback" in start.headers["location"]
+
+
+async def test_only_the_gateway_can_vouch_for_a_step_up(page: Page) -> None:
+    """Someone with Temporal access but not the gateway's key cannot add the step-up fact."""
+    action = await page.submit("vault-forged")
+    handle = page.service.client.get_workflow_handle_for(ActionWorkflow.run, action.id)
+    plain = DecisionRequest(approver="bob@example.com", decision="approve", digest=action.digest)
+    signed_without = SIGNER.decision(plain, action.id)
+    claimed = signed_without.model_copy(
+        update={"step_up": StepUp(method="webauthn", credential_id="made-up")}
+    )
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(ActionWorkflow.decide, claimed)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(ActionWorkflow.decide, signed_without)
+    status = await page.service.status(action.id)
+    assert status.decisions == []
+    assert [r.code for r in status.refused] == [
+        RefusalCode.SIGNATURE_MISMATCH,
+        RefusalCode.STEP_UP_REQUIRED,
+    ]
+    # With the gateway's signature over the fact, the same decision counts.
+    proven = SIGNER.decision(
+        plain.model_copy(update={"step_up": StepUp(method="webauthn", credential_id="key-1")}),
+        action.id,
+    )
+    accepted = await handle.execute_update(ActionWorkflow.decide, proven)
+    [decision] = accepted.decisions
+    assert decision.step_up == StepUp(method="webauthn", credential_id="key-1")
