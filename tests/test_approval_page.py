@@ -252,6 +252,12 @@ async def test_a_denial_needs_a_reason_and_a_stale_digest_is_refused(page: Page)
     )
     assert other.status_code == 422
     assert "digest_mismatch" in other.text
+    for bad in ("x" * 2001, "nul\x00byte"):
+        refused = await page.browser.post(
+            f"/a/{action.id}/decide", data={**fields, "decision": "deny", "reason": bad}
+        )
+        assert refused.status_code == 422
+        assert "Not decided: reason" in refused.text
     denied = await page.browser.post(
         f"/a/{action.id}/decide", data={**fields, "decision": "deny", "reason": "not tonight"}
     )

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from policies.directory import Authenticated, Directory
 from policies.oidc import TokenRejected
@@ -462,17 +463,24 @@ async def decide(request: Request, id: str) -> Response:
             return await _render_action(
                 request, session, identity, status, notice=f"Not decided: {err}", code=403
             )
-    request_: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "decision": decision,
         "digest": digest,
-        "reason": reason[:2000],
+        "reason": reason,
         "approver": principal.id,
         "channel": CHANNEL,
         "approver_groups": await idp_groups(identity, request.app.state.directory),
         "step_up": step_up,
     }
     try:
-        await service.decide(id, DecisionRequest(**request_))
+        decision_request = DecisionRequest(**fields)
+    except ValidationError as err:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        return await _render_action(
+            request, session, identity, status, notice=f"Not decided: {problem}", code=422
+        )
+    try:
+        await service.decide(id, decision_request)
     except WorkerUnavailable as err:
         return _message("Worker unavailable", err.message, 503)
     except ActionError as err:
