@@ -10,8 +10,11 @@ refuses a decision without a security key.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,8 +22,12 @@ import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.ledger.store import Ledger
+from channels.console import ConsoleNotifier
+from channels.slack.blocks import request_blocks
+from channels.teams.cards import approval_card
 from signoff.links import approval_page_url
 from signoff.models import (
+    ActionRequest,
     ActionStatus,
     ActionSubmission,
     DecisionRequest,
@@ -36,6 +43,7 @@ from tests.signing import SIGNER
 from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workflows.action import ActionWorkflow
+from workflows.messages import NotifyInput
 
 GATEWAY = "http://gateway.test"
 
@@ -407,3 +415,31 @@ async def test_only_the_gateway_can_vouch_for_a_step_up(page: Page) -> None:
     accepted = await handle.execute_update(ActionWorkflow.decide, proven)
     [decision] = accepted.decisions
     assert decision.step_up == StepUp(method="webauthn", credential_id="key-1")
+
+
+async def test_every_channel_links_to_the_page(caplog: pytest.LogCaptureFixture) -> None:
+    """The console line, the Slack message and the Teams card all name `/a/{id}`."""
+    request = ActionRequest(
+        action="noop", target="one-links", justification="why", requester="agent:bot"
+    )
+    status = ActionStatus(
+        id="act-links",
+        digest=request.digest,
+        request=request,
+        status=Status.PENDING_APPROVAL,
+        created_at=datetime.now(UTC),
+    )
+    page_url = approval_page_url("https://signoff.test/", "act-links")
+    assert page_url == "https://signoff.test/a/act-links"
+    with caplog.at_level(logging.INFO, logger="signoff.notify"):
+        await ConsoleNotifier(page_base="https://signoff.test").post(
+            NotifyInput(channel="console", status=status, groups=["dba"])
+        )
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.endswith(f"; page {page_url}")
+    blocks = json.dumps([b.to_dict() for b in request_blocks(status, None, {}, page_url=page_url)])
+    assert f"<{page_url}|Open the approval page>" in blocks
+    card = approval_card(status, page_url=page_url)
+    assert {"type": "Action.OpenUrl", "title": "Open the approval page", "url": page_url} in card[
+        "actions"
+    ]
