@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +43,7 @@ from tests.oidc_fixtures import OpenIdProvider, start_provider
 from tests.page_fixtures import form_fields, page_settings, sign_in
 from tests.signing import SIGNER
 from workers.gateway.service import ActionService
+from workers.gateway.web.credentials import CredentialStore
 from workers.settings import Settings
 from workflows.action import ActionWorkflow
 from workflows.messages import NotifyInput
@@ -443,3 +446,31 @@ async def test_every_channel_links_to_the_page(caplog: pytest.LogCaptureFixture)
     assert {"type": "Action.OpenUrl", "title": "Open the approval page", "url": page_url} in card[
         "actions"
     ]
+
+
+async def test_a_person_removes_only_their_own_security_keys(page: Page, ledger: Ledger) -> None:
+    store = CredentialStore(ledger.pool)
+    suffix = uuid.uuid4().hex[:8]
+    mine, theirs = f"bob-key-{suffix}", f"alice-key-{suffix}"
+    assert await store.add(mine, "bob@example.com", b"public-key", 0)
+    assert await store.add(theirs, "alice@example.com", b"public-key", 0)
+    assert not await store.add(mine, "alice@example.com", b"other", 0)  # ids are unique
+    shown = await sign_in(page.browser, page.idp, "/a/register", "bob@example.com")
+    assert shown.status_code == 200
+    assert mine[:16] in shown.text
+    assert theirs[:16] not in shown.text
+    match = re.search(r'data-csrf="([^"]+)"', shown.text)
+    assert match is not None
+    csrf = match.group(1)
+    forged = await page.browser.post("/a/register/remove", data={"credential_id": mine})
+    assert forged.status_code == 403
+    other = await page.browser.post(
+        "/a/register/remove", data={"csrf": csrf, "credential_id": theirs}
+    )
+    assert other.status_code == 404
+    assert theirs in [c.credential_id for c in await store.of("alice@example.com")]
+    removed = await page.browser.post(
+        "/a/register/remove", data={"csrf": csrf, "credential_id": mine}
+    )
+    assert removed.status_code == 303
+    assert mine not in [c.credential_id for c in await store.of("bob@example.com")]

@@ -140,6 +140,8 @@ def _signed_in(request: Request) -> tuple[WebSession, Authenticated] | None:
     session = _web(request).sessions.current(request)
     if session is None or session.identity is None:
         return None
+    # For the access log, which records who, as for API calls.
+    request.state.principal = session.identity.principal.id
     return session, session.identity
 
 
@@ -306,6 +308,27 @@ async def register(request: Request) -> Response:
         return _json_error(422, "webauthn", str(err))
     log.info("security key %s registered by %s", credential_id[:16], identity.principal.id)
     return JSONResponse({"credential_id": credential_id})
+
+
+@router.post("/register/remove")
+async def remove_key(request: Request) -> Response:
+    """Forget one of the signed-in person's security keys (a lost or retired one)."""
+    found = _signed_in(request)
+    if found is None:
+        return _sign_in("/a/register")
+    session, identity = found
+    form = await _form(request)
+    if not session.csrf_ok(form.get("csrf")):
+        return _message("Refused", "The form is not from this page (CSRF check).", 403)
+    try:
+        store = _web(request).ceremonies.require_store()
+        removed = await store.remove(form.get("credential_id", ""), identity.principal.id)
+    except StepUpUnavailable as err:
+        return _message("Security keys unavailable", str(err), 503)
+    if not removed:
+        return _message("No such key", "You have no security key with that id.", 404)
+    log.info("security key removed by %s", identity.principal.id)
+    return RedirectResponse("/a/register", status_code=303)
 
 
 # --- the action ----------------------------------------------------------------------------

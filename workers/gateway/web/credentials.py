@@ -108,6 +108,17 @@ class CredentialStore:
             )
         return bool(status.endswith(" 1"))
 
+    async def remove(self, credential_id: str, principal: str) -> bool:
+        """Forget one of the person's credentials; False when they have none with that id."""
+        await self._ensure()
+        async with self.pool.acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND principal = $2",
+                credential_id,
+                principal,
+            )
+        return bool(status.endswith(" 1"))
+
     async def used(self, credential_id: str, old_count: int, new_count: int) -> bool:
         """Record a use and its new counter; False if another use got there first."""
         await self._ensure()

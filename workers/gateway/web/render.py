@@ -49,7 +49,7 @@ a{color:#0b4bb3}
 :focus-visible{outline:3px solid var(--focus);outline-offset:2px}
 footer{margin-top:2rem;padding-top:.6rem;border-top:1px solid var(--line);color:var(--muted);
 font-size:.9rem;display:flex;gap:1rem;flex-wrap:wrap;align-items:center}
-footer form{display:inline}
+footer form,form.inline{display:inline}
 ul{padding-left:1.2rem;margin:.2rem 0}li{overflow-wrap:anywhere}
 """
 
@@ -271,15 +271,19 @@ def register_body(credentials: Sequence[Credential], csrf: str) -> str:
         "passkey) registered here.</p>"
     )
     if credentials:
-        parts.append(
-            _list(
-                [
-                    f"{c.credential_id[:16]}… added {_when(c.created_at)}, last used "
-                    f"{_when(c.last_used_at)}"
-                    for c in credentials
-                ]
+        parts.append("<ul>")
+        for c in credentials:
+            label = f"{c.credential_id[:16]}… added {_when(c.created_at)}, last used " + _when(
+                c.last_used_at
             )
-        )
+            parts.append(
+                f'<li>{t(label)} <form method="post" action="/a/register/remove" class="inline">'
+                f'<input type="hidden" name="csrf" value="{t(csrf)}">'
+                f'<input type="hidden" name="credential_id" value="{t(c.credential_id)}">'
+                '<button type="submit" class="plain" '
+                f'aria-label="Remove key {t(c.credential_id[:16])}">Remove</button></form></li>'
+            )
+        parts.append("</ul>")
     else:
         parts.append("<p>None registered yet.</p>")
     parts.append(
