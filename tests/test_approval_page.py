@@ -474,3 +474,23 @@ async def test_a_person_removes_only_their_own_security_keys(page: Page, ledger:
     )
     assert removed.status_code == 303
     assert mine not in [c.credential_id for c in await store.of("bob@example.com")]
+
+
+async def test_the_agents_owner_cannot_approve_on_the_page(page: Page) -> None:
+    action = await page.submit("one-owner")
+    shown = await page.signed_in(action.id, "dave@example.com")  # owns agent:bot, in dba
+    assert shown.status_code == 200
+    assert 'id="decide"' not in shown.text
+    assert "nobody decides their own action" in shown.text
+    # The form is missing, so craft the POST: the workflow refuses it, and records it.
+    csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    assert csrf is not None
+    answer = await page.browser.post(
+        f"/a/{action.id}/decide",
+        data={"csrf": csrf.group(1), "digest": action.digest, "decision": "approve"},
+    )
+    assert answer.status_code == 403
+    assert "self_approval" in answer.text
+    status = await page.service.status(action.id)
+    assert status.decisions == []
+    assert [(r.code, r.channel) for r in status.refused] == [(RefusalCode.SELF_APPROVAL, "web")]

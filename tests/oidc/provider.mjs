@@ -40,6 +40,8 @@ const ACCOUNTS = {
     email: 'zoe@example.com',
     groups: ['dba-team', 'Platform On-Call', 'security', 'not-a-signoff-group'],
   },
+  // The owner of the test directory's agent:bot (the approval page's self-approval test).
+  'dave@example.com': { email: 'dave@example.com', groups: ['security', 'dba-team'] },
   // A person whose IdP email is an agent's principal id.
   mallory: { email: 'agent:bot', groups: ['dba-team'] },
 };
