@@ -6,6 +6,7 @@ import logging
 
 from channels.notifier import RISK_EMOJI, progress_text, requirement_text
 from signoff import neutralise
+from signoff.links import approval_page_url
 from signoff.models import NotificationRef
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
@@ -17,6 +18,10 @@ class ConsoleNotifier:
 
     channel = "console"
 
+    def __init__(self, *, page_base: str | None = None) -> None:
+        # The gateway's public URL: each request line then ends with the approval page's link.
+        self.page_base = page_base
+
     async def post(self, request: NotifyInput) -> list[NotificationRef]:
         """Log the request once per group."""
         status = request.status
@@ -27,7 +32,7 @@ class ConsoleNotifier:
             log.info(
                 "%s approval %s: %s on %s by %s on behalf of %s (agent owner %s; %s risk) "
                 "needs %s; digest %s; justification %s; params %s; "
-                "approve with: signoff approve %s%s",
+                "approve with: signoff approve %s%s%s",
                 RISK_EMOJI.get(risk, ""),
                 "escalated" if request.stage else "requested",
                 neutralise.one_line(status.request.action),
@@ -42,6 +47,7 @@ class ConsoleNotifier:
                 neutralise.visible_json(status.request.params),
                 neutralise.one_line(status.id),
                 f"; {request.ui_url}" if request.ui_url else "",
+                f"; page {approval_page_url(self.page_base, status.id)}" if self.page_base else "",
             )
             refs.append(
                 NotificationRef(channel=self.channel, destination=group, stage=request.stage)

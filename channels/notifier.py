@@ -65,6 +65,20 @@ def requester_text(status: ActionStatus) -> str:
     return request.requester
 
 
+def page_link_text(status: ActionStatus) -> str:
+    """How every channel names the link to the action's approval page."""
+    if status.verdict is not None and status.verdict.step_up and not status.terminal:
+        return "Decide on the approval page (security key required)"
+    return "Open the approval page"
+
+
+# What a chat click on a step-up rule answers instead of deciding (then the page's link).
+STEP_UP_TEXT = (
+    "This rule needs a security-key step-up, which a chat click cannot prove. Nothing was "
+    "decided here; decide on the approval page"
+)
+
+
 def outcome_recipient(status: ActionStatus) -> str:
     """Who is told the outcome: the requesting agent's owner, else whom it was for or by."""
     return status.owner or status.request.on_behalf_of or status.request.requester

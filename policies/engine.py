@@ -220,6 +220,7 @@ class Policy:
             expires_after=outcome.expires_after,
             policy_digest=self.digest,
             condition_errors=errors,
+            step_up=outcome.step_up,
         )
 
 

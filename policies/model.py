@@ -21,6 +21,7 @@ from signoff.models import (
     Effect,
     EscalationStage,
     Risk,
+    StepUpMethod,
 )
 
 # `Program.variables()` also lists the loop variables of macros such as `xs.all(x, ...)`.
@@ -87,11 +88,13 @@ class Outcome(Contract):
     approvals: list[ApprovalRequirement] = Field(default_factory=list)
     escalation: list[EscalationStage] = Field(default_factory=list)
     expires_after: Duration | None = None
+    # webauthn: each decision needs a fresh security-key assertion on the approval page.
+    step_up: StepUpMethod | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Outcome:
         if self.effect != "require_approval":
-            for name in ("approvals", "escalation", "expires_after"):
+            for name in ("approvals", "escalation", "expires_after", "step_up"):
                 if getattr(self, name):
                     raise FieldError(name, f"not allowed when effect is {self.effect!r}")
             return self

@@ -138,8 +138,12 @@ class OpenIdProvider:
             self.process.wait()
 
 
-def start_provider(*, issuer: str | None = None) -> OpenIdProvider:
-    """Start tests/oidc/provider.mjs on a free port and wait until discovery answers."""
+def start_provider(*, issuer: str | None = None, web_redirect: str | None = None) -> OpenIdProvider:
+    """Start tests/oidc/provider.mjs on a free port and wait until discovery answers.
+
+    `web_redirect`: also register the approval page's client (`signoff-web`) with this
+    redirect URI.
+    """
     node = shutil.which("node")
     if node is None or not (HARNESS / "node_modules" / "oidc-provider").is_dir():
         pytest.fail(
@@ -149,6 +153,8 @@ def start_provider(*, issuer: str | None = None) -> OpenIdProvider:
     command = [node, str(HARNESS / "provider.mjs"), "--port", "0"]
     if issuer is not None:
         command += ["--issuer", issuer]
+    if web_redirect is not None:
+        command += ["--web-redirect", web_redirect]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=HARNESS
     )

@@ -121,6 +121,8 @@ async def test_status_human_and_json(live: LiveGateway) -> None:
     human = ok(await cli(live, "erin", "status", action.id))
     for expected in (action.id, "noop", "one-cli", "from the CLI", action.digest, "agent:bot"):
         assert expected in human
+    # The approval page's link, on the gateway the CLI talks to (rich may wrap long lines).
+    assert f"{live.url}/a/{action.id}" in "".join(human.split())
     as_json = json.loads(ok(await cli(live, "erin", "status", action.id, "--json")))
     assert as_json["id"] == action.id
     assert as_json["digest"] == action.digest

@@ -599,3 +599,18 @@ def test_example_directory_loads() -> None:
         "oncall",
         "auditors",
     }
+
+
+def test_step_up_only_on_approval_rules_and_only_webauthn(tmp_path: Path) -> None:
+    message = load_error(
+        tmp_path, HEADER + "rules:\n  - {id: r, effect: allow, step_up: webauthn}\n"
+    )
+    assert "policy.yaml: rule 'r': field 'step_up'" in message
+    assert "not allowed when effect is 'allow'" in message
+    message = load_error(
+        tmp_path,
+        HEADER + "rules:\n  - {id: r, effect: require_approval, approvals: [{group: dba}], "
+        "expires_after: 1h, step_up: sms}\n",
+    )
+    assert "step_up" in message
+    assert "webauthn" in message

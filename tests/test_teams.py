@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +40,7 @@ from signoff.executor import registry
 from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
 from tests.conftest import Gate, running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
+from tests.page_fixtures import policy_with_step_up
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
@@ -1034,3 +1036,52 @@ async def test_approving_what_no_card_can_show_is_refused(
         after = await handle.query(ActionWorkflow.status)
         assert after.status is Status.PENDING_APPROVAL
         assert after.decisions == []
+
+
+# --- step-up rules (the approval page) ------------------------------------------------------
+
+
+async def test_a_click_on_a_step_up_rule_answers_with_the_approval_page(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+    tmp_path: Path,
+) -> None:
+    configured = teams_settings.model_copy(
+        update={"policy": policy_with_step_up(tmp_path), "public_url": "https://signoff.test"}
+    )
+    notifier = teams_notifier(configured, directory, store=store, msal_http_client=msal_http)
+    default = configured.teams_service_url
+    async with (
+        gateway_app(client, configured, directory, store, msal_http) as http,
+        running_worker(client, configured, ledger, notifiers=[notifier]),
+    ):
+        handle = await gate.submit("vault-teams")
+        await until(handle, posted_teams)
+        [post] = fake.connector
+        card = card_of(post.body)
+        page = f"https://signoff.test/a/{handle.id}"
+        assert {
+            "type": "Action.OpenUrl",
+            "title": "Decide on the approval page (security key required)",
+            "url": page,
+        } in card["actions"]
+        approve = button(card, "approve")
+        answer = await send(http, fake, invoke(default, "aad-bob", "approve", approve["data"]))
+        assert answer.status_code == 200
+        shown = card_text(answer.json()["value"])
+        assert "Nothing was decided here" in shown
+        assert page in shown
+        status = await handle.query(ActionWorkflow.status)
+    assert status.decisions == []
+    [refused] = status.refused
+    assert (refused.approver, refused.code, refused.channel) == (
+        "bob@example.com",
+        RefusalCode.STEP_UP_REQUIRED,
+        "teams",
+    )

@@ -79,6 +79,24 @@ class Settings(BaseSettings):
     refused_decisions_burst: int = Field(default=10, ge=1)
     refused_decisions_per_minute: float = Field(default=6.0, gt=0)
 
+    # The approval page (/a/{id}): its public base URL, used in every message's link, and who
+    # signs people in (an OIDC client of the IdP, authorization code flow with PKCE).
+    public_url: str | None = Field(
+        default=None, description="the gateway's public base URL, e.g. https://signoff.example"
+    )
+    web_oidc_issuer: str | None = None
+    web_oidc_client_id: str | None = None
+    web_oidc_client_secret: SecretStr | None = None
+    web_oidc_scope: str = "openid email groups"
+    # The API's audience as a resource indicator (RFC 8707), when the IdP wants one to issue a
+    # JWT access token the directory's `oidc:` issuers accept.
+    web_oidc_resource: str | None = None
+    web_session_ttl: Duration = timedelta(hours=1)
+    web_sessions_max: int = Field(default=10_000, ge=1)
+    # WebAuthn relying party: the host of public_url unless set.
+    webauthn_rp_id: str | None = None
+    webauthn_rp_name: str = "signoff"
+
     # The CLI's and SDK's own SIGNOFF_GATEWAY and SIGNOFF_TOKEN: signoff.settings.ClientSettings.
 
     # Slack

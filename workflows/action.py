@@ -105,6 +105,9 @@ RUN_LEDGER = "run-ledger"
 # Patch: an approver the directory does not list but whose signed decision carries the groups
 # of a verified identity-provider token counts as a person in those groups (issue 14).
 IDP_APPROVERS = "idp-approvers"
+# Patch: a decision on a rule with `step_up: webauthn` counts only when the gateway signed that
+# it verified a security-key assertion for it (the approval page); else refused, recorded.
+STEP_UP = "step-up"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -156,6 +159,7 @@ class ActionWorkflow:
         self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
+        workflow.patched(STEP_UP)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -604,6 +608,8 @@ class ActionWorkflow:
             refusal = rules.decision_refusal(status, request) or rules.approver_refusal(
                 status, request.approver, found.principal, owner_now=owner_now
             )
+            if refusal is None and self._step_up_enforced():
+                refusal = rules.step_up_refusal(status, request)
         if refusal is not None:
             attempt = RefusedAttempt(
                 approver=request.approver,
@@ -643,7 +649,12 @@ class ActionWorkflow:
                     # Rows of people the directory lists read as they did before the field.
                     **accepted.model_dump(
                         mode="json",
-                        exclude={"approver_groups"} if accepted.approver_groups is None else None,
+                        exclude={
+                            name
+                            for name in ("approver_groups", "step_up")
+                            if getattr(accepted, name) is None
+                        }
+                        or None,
                     ),
                     "groups": found.principal.groups,
                 },
@@ -655,6 +666,12 @@ class ActionWorkflow:
         if not self._patches.ordered_updates or not self._resolved():
             self._update_notifications()
         return None
+
+    def _step_up_enforced(self) -> bool:
+        """Whether step-up rules are enforced: only on signed decisions, in patched runs."""
+        # The step-up fact is part of the signed claims; unsigned runs could not trust it.
+        # patched() is memoised: this agrees with run(), even in a handler that runs first.
+        return self._signatures_required() and workflow.patched(STEP_UP)
 
     def _idp_approver(self, request: DecisionRequest) -> Principal | None:
         """A person known only to the identity provider, as the gateway's signature vouches."""

@@ -132,6 +132,22 @@ def approver_refusal(
     return None
 
 
+def step_up_refusal(status: ActionStatus, request: DecisionRequest) -> DecisionRefused | None:
+    """Refused: the rule asks for a security-key step-up and the decision carries none."""
+    verdict = status.verdict
+    if verdict is None or verdict.step_up is None:
+        return None
+    if request.step_up is not None and request.step_up.method == verdict.step_up:
+        return None
+    return DecisionRefused(
+        code=RefusalCode.STEP_UP_REQUIRED,
+        message=(
+            f"policy rule {verdict.rule_id} needs a {verdict.step_up} step-up for every "
+            f"decision: decide on the approval page (/a/{status.id}) with your security key"
+        ),
+    )
+
+
 def can_decide_now(principal: Principal, status: ActionStatus) -> bool:
     """Whether the principal could approve or deny this action right now."""
     return (

@@ -90,6 +90,9 @@ def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, Json
     if decision.approver_groups is not None:
         # Only when present, so every decision signed before this field existed still verifies.
         claims["approver_groups"] = list(decision.approver_groups)
+    if decision.step_up is not None:
+        # The gateway verified a security-key assertion for this digest: only its key says so.
+        claims["step_up"] = decision.step_up.model_dump(mode="json")
     return claims
 
 

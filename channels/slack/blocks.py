@@ -30,6 +30,7 @@ from channels.notifier import (
     RISK_COLOUR,
     RISK_EMOJI,
     outcome_text,
+    page_link_text,
     progress_text,
     requirement_text,
     truncate,
@@ -142,7 +143,11 @@ def fallback_text(status: ActionStatus) -> str:
 
 
 def request_blocks(
-    status: ActionStatus, ui_url: str | None, mentions: Mapping[str, str]
+    status: ActionStatus,
+    ui_url: str | None,
+    mentions: Mapping[str, str],
+    *,
+    page_url: str | None = None,
 ) -> list[Block]:
     """The request as blocks; buttons only while it is pending."""
     request = status.request
@@ -179,6 +184,8 @@ def request_blocks(
     if verdict is not None:
         context.append(f"Policy {code(verdict.rule_id)}: {escape(verdict.reason)}")
     context.append(f"Digest {code(status.digest[:12])}")
+    if page_url:
+        context.append(f"<{page_url}|{page_link_text(status)}>")
     if ui_url:
         context.append(f"<{ui_url}|Open in Temporal UI>")
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]))
@@ -381,13 +388,17 @@ def decision_buttons(status: ActionStatus) -> ActionsBlock:
 
 
 def request_attachments(
-    status: ActionStatus, ui_url: str | None, mentions: Mapping[str, str]
+    status: ActionStatus,
+    ui_url: str | None,
+    mentions: Mapping[str, str],
+    *,
+    page_url: str | None = None,
 ) -> list[BlockAttachment]:
     """The request blocks inside one attachment, so the risk colours the message's edge."""
     risk = status.verdict.risk if status.verdict else (status.request.risk or "medium")
     return [
         BlockAttachment(
-            blocks=request_blocks(status, ui_url, mentions),
+            blocks=request_blocks(status, ui_url, mentions, page_url=page_url),
             color=RISK_COLOUR.get(risk),
             fallback=fallback_text(status),
         )

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from channels.notifier import STEP_UP_TEXT
 from channels.review import Reviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
@@ -44,7 +45,8 @@ from channels.slack.workspace import Clicker, Workspace
 from policies.cache import BoundedCache
 from policies.directory import Directory, vouched_groups
 from policies.unavailable import IdentityProviderUnavailable
-from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.links import approval_page_url
+from signoff.models import ActionStatus, DecisionKind, DecisionRequest, RefusalCode
 from signoff.neutralise import mrkdwn_code as code_text
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 
@@ -86,8 +88,12 @@ class SlackInteractions:
         client: AsyncWebClient,
         signing_secret: str | None,
         workspace: Workspace | None = None,
+        *,
+        page_base: str | None = None,
     ) -> None:
         self.reviews = reviews
+        # The gateway's public URL: a click on a step-up rule answers with the page's link.
+        self.page_base = page_base
         self.directory = directory
         self.client = client
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
@@ -173,6 +179,10 @@ class SlackInteractions:
             # Slack cannot show all of it, so no approval may come from Slack (an old message).
             text = f"Too large to review in Slack: use `signoff approve {code_text(action_id)}`."
             self._spawn(self._ephemeral(channel, payload.user.id, text))
+            return OK
+        if action.action_id == DENY_ACTION and _needs_step_up(status):
+            # A deny needs the security key too: straight to the page, no modal to fill in.
+            self._spawn(self._ephemeral(channel, payload.user.id, self._step_up_text(action_id)))
             return OK
         if action.action_id == APPROVE_ACTION:
             self._spawn(
@@ -406,6 +416,10 @@ class SlackInteractions:
             await self.reviews.decide(action_id, request)
         except DecisionRefusedError as err:
             log.info("slack %s by %s on %s refused: %s", decision, principal_id, action_id, err)
+            if err.attempt.code is RefusalCode.STEP_UP_REQUIRED:
+                # Refused and recorded by the workflow; the click leads to the page instead.
+                await self._ephemeral(channel, user_id, self._step_up_text(action_id))
+                return
             await self._ephemeral(
                 channel, user_id, f"⛔ Your {decision} was refused: {escape(str(err))}"
             )
@@ -425,6 +439,13 @@ class SlackInteractions:
             )
             return
         log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
+
+    def _step_up_text(self, action_id: str) -> str:
+        """The answer to a click on a step-up rule: the approval page's link, as mrkdwn."""
+        if not self.page_base:
+            return f"🔐 {escape(STEP_UP_TEXT)} (/a/{code_text(action_id)} on the gateway)."
+        url = approval_page_url(self.page_base, action_id)
+        return f"🔐 {escape(STEP_UP_TEXT)}: <{url}|Open the approval page>"
 
     async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
         try:
@@ -455,3 +476,8 @@ class SlackInteractions:
 def _str(value: Any) -> str | None:
     """A non-empty string from Slack's JSON, else None."""
     return value if isinstance(value, str) and value else None
+
+
+def _needs_step_up(status: ActionStatus) -> bool:
+    """Whether the action's rule needs a security-key step-up, which a click cannot give."""
+    return status.verdict is not None and status.verdict.step_up is not None

@@ -24,6 +24,7 @@ from channels.slack.blocks import (
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
 from policies.cache import BoundedCache
 from policies.directory import Directory
+from signoff.links import approval_page_url
 from signoff.models import ActionStatus, NotificationRef
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
@@ -41,14 +42,21 @@ class SlackNotifier:
 
     channel = CHANNEL
 
-    def __init__(self, client: AsyncWebClient, directory: Directory) -> None:
+    def __init__(
+        self, client: AsyncWebClient, directory: Directory, *, page_base: str | None = None
+    ) -> None:
         self.client = client
         self.directory = directory
+        # The gateway's public URL: every message links to the action's approval page.
+        self.page_base = page_base
         # Per worker process: which messages got their outcome reply, and how fresh each
         # message's content is. Concurrent update activities must not post the outcome twice
         # or put an older state back over a newer one.
         self._freshness: BoundedCache[tuple[str, str], tuple[int, ...]] = BoundedCache(SEEN_MAX)
         self._told: BoundedCache[tuple[str, str], None] = BoundedCache(SEEN_MAX)
+
+    def _page(self, status: ActionStatus) -> str | None:
+        return approval_page_url(self.page_base, status.id) if self.page_base else None
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -98,7 +106,9 @@ class SlackNotifier:
                     self.client.chat_postMessage,
                     channel=channel,
                     text=fallback_text(status),
-                    attachments=request_attachments(status, request.ui_url, mentions),
+                    attachments=request_attachments(
+                        status, request.ui_url, mentions, page_url=self._page(status)
+                    ),
                     unfurl_links=False,
                     unfurl_media=False,
                 )
@@ -153,7 +163,9 @@ class SlackNotifier:
                     channel=channel,
                     ts=ts,
                     text=fallback_text(status),
-                    attachments=request_attachments(status, request.ui_url, mentions),
+                    attachments=request_attachments(
+                        status, request.ui_url, mentions, page_url=self._page(status)
+                    ),
                 )
                 if status.terminal:
                     await self._tell_outcome(channel, ts, status, mentions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.notifier import RISK_EMOJI, progress_text, requirement_text
+from channels.notifier import RISK_EMOJI, page_link_text, progress_text, requirement_text
 from signoff import neutralise
 from signoff.models import ActionStatus, Status
 
@@ -155,7 +155,11 @@ def show_full_action(status: ActionStatus) -> dict[str, Any]:
 
 
 def approval_card(
-    status: ActionStatus, ui_url: str | None = None, *, notice: str | None = None
+    status: ActionStatus,
+    ui_url: str | None = None,
+    *,
+    notice: str | None = None,
+    page_url: str | None = None,
 ) -> dict[str, Any]:
     """The card for an action in its current state; buttons only while a decision is possible."""
     request = status.request
@@ -227,6 +231,8 @@ def approval_card(
         # Approve only where every character of the request can be read on this card.
         actions += [_button(status, "approve")] if reachable else []
         actions.append(_button(status, "deny"))
+    if page_url:
+        actions.append({"type": "Action.OpenUrl", "title": page_link_text(status), "url": page_url})
     if ui_url:
         actions.append({"type": "Action.OpenUrl", "title": "Open in Temporal", "url": ui_url})
     card: dict[str, Any] = {
@@ -241,7 +247,9 @@ def approval_card(
     return card
 
 
-def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, Any]:
+def card_activity(
+    status: ActionStatus, ui_url: str | None = None, *, page_url: str | None = None
+) -> dict[str, Any]:
     """A message activity carrying the card, for posting or replacing in a conversation."""
     request = status.request
     headline = HEADLINE.get(status.status, status.status.value)
@@ -249,5 +257,10 @@ def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, 
         "type": "message",
         # The summary is what notifications and the chat list show instead of the card.
         "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
-        "attachments": [{"contentType": ADAPTIVE_CARD, "content": approval_card(status, ui_url)}],
+        "attachments": [
+            {
+                "contentType": ADAPTIVE_CARD,
+                "content": approval_card(status, ui_url, page_url=page_url),
+            }
+        ],
     }

@@ -27,6 +27,8 @@ class TeamsConfig:
     ui_url: str | None
     namespace: str
     max_body_bytes: int
+    # The gateway's public URL: cards link to the action's approval page (none: no link).
+    page_base: str | None = None
 
     @property
     def tenants(self) -> set[str]:

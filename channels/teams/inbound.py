@@ -14,6 +14,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from channels.notifier import STEP_UP_TEXT
 from channels.review import Reviews
 from channels.teams.activity import Activity, CardDecision
 from channels.teams.auth import (
@@ -29,7 +30,8 @@ from channels.teams.store import ConversationReference, ConversationStore
 from policies.directory import Directory, vouched_groups
 from policies.unavailable import IdentityProviderUnavailable
 from signoff import neutralise
-from signoff.models import ActionStatus, DecisionRequest, Principal
+from signoff.links import approval_page_url
+from signoff.models import ActionStatus, DecisionRequest, Principal, RefusalCode
 from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
 
 log = logging.getLogger("signoff.teams")
@@ -96,6 +98,11 @@ def tenant_problem(activity: Activity, config: TeamsConfig) -> str | None:
         if value not in allowed:
             return f"tenant {value[:80]!r} is not ours"
     return None
+
+
+def page_link(config: TeamsConfig, action_id: str) -> str | None:
+    """The action's approval page on the gateway (None when no public URL is set)."""
+    return approval_page_url(config.page_base, action_id) if config.page_base else None
 
 
 def ui_link(config: TeamsConfig, action_id: str) -> str | None:
@@ -244,6 +251,10 @@ class TeamsInbound:
             return await self.service.decide(action_id, request), ""
         except DecisionRefusedError as err:
             notice = f"{request.approver} could not {request.decision}: {err.message}"
+            if err.attempt.code is RefusalCode.STEP_UP_REQUIRED:
+                # Refused and recorded by the workflow; the click leads to the page instead.
+                url = page_link(self.config, action_id)
+                notice = f"{STEP_UP_TEXT}" + (f": {url}" if url else f" (/a/{action_id}).")
         except ActionNotPending as err:
             notice = f"Too late: {err.message}"
         return await self.service.status(action_id), notice
@@ -261,7 +272,12 @@ class TeamsInbound:
             return await self._idp_down_card(action.get("data"))
         action_id = str(action["data"]["action_id"])
         status, notice = await self._decide(request, action_id)
-        card = approval_card(status, ui_link(self.config, action_id), notice=notice or None)
+        card = approval_card(
+            status,
+            ui_link(self.config, action_id),
+            notice=notice or None,
+            page_url=page_link(self.config, action_id),
+        )
         return _invoke_card(card)
 
     async def _submitted(self, activity: Activity) -> Response:

@@ -12,6 +12,7 @@ from channels.teams.connector import BotConnector, ConnectorError, with_retries
 from channels.teams.store import ConversationStore
 from policies.directory import Directory
 from policies.microsoft import TokenError
+from signoff.links import approval_page_url
 from signoff.models import NotificationRef
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
@@ -30,11 +31,17 @@ class TeamsNotifier:
         store: ConversationStore,
         *,
         default_service_url: str,
+        page_base: str | None = None,
     ) -> None:
+        # The gateway's public URL: every card links to the action's approval page.
+        self.page_base = page_base
         self.directory = directory
         self.connector = connector
         self.store = store
         self.default_service_url = default_service_url
+
+    def _page(self, action_id: str) -> str | None:
+        return approval_page_url(self.page_base, action_id) if self.page_base else None
 
     async def _service_url(self, conversation_id: str) -> str:
         ref = await self.store.get(conversation_id)
@@ -47,7 +54,13 @@ class TeamsNotifier:
             targets = self.directory.group(group)
             if targets is not None and targets.teams_conversation:
                 conversations.setdefault(targets.teams_conversation, []).append(group)
-        activity = card_activity(request.status, request.ui_url)
+        activity = card_activity(
+            request.status,
+            request.ui_url,
+            page_url=approval_page_url(self.page_base, request.status.id)
+            if self.page_base
+            else None,
+        )
         refs = []
         for conversation_id, groups in conversations.items():
             service_url = await self._service_url(conversation_id)
@@ -85,7 +98,13 @@ class TeamsNotifier:
 
     async def update(self, request: NotifyUpdateInput) -> None:
         """Replace each posted card with the current state; a vanished message is skipped."""
-        activity = card_activity(request.status, request.ui_url)
+        activity = card_activity(
+            request.status,
+            request.ui_url,
+            page_url=approval_page_url(self.page_base, request.status.id)
+            if self.page_base
+            else None,
+        )
         transient: ConnectorError | None = None
         for ref in request.refs:
             ids = ref.ref

@@ -27,6 +27,7 @@ from pydantic import (
 Effect = Literal["allow", "deny", "require_approval"]
 Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
+StepUpMethod = Literal["webauthn"]
 PrincipalKind = Literal["human", "agent"]
 MessageKind = Literal["request", "decision", "cancel", "report"]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
@@ -347,6 +348,10 @@ class Verdict(Contract):
         default_factory=list,
         description="Rules whose condition errored on this request; recorded, never hidden",
     )
+    step_up: StepUpMethod | None = Field(
+        default=None,
+        description="webauthn: a decision counts only with a fresh security-key assertion",
+    )
 
 
 class ExecutorSpec(Contract):
@@ -376,6 +381,15 @@ class DecisionBody(Contract):
         return no_nul(value)
 
 
+class StepUp(Contract):
+    """Proof the approver stepped up for this decision: which method and which credential."""
+
+    method: StepUpMethod
+    credential_id: str = Field(
+        min_length=1, max_length=1400, description="base64url id of the WebAuthn credential"
+    )
+
+
 class DecisionRequest(DecisionBody):
     """A decision as submitted through a channel; `approver` is the authenticated principal."""
 
@@ -387,6 +401,13 @@ class DecisionRequest(DecisionBody):
         description=(
             "Set only by the gateway, from a verified identity-provider token, for a person the "
             "directory file does not list; signed with the decision"
+        ),
+    )
+    step_up: StepUp | None = Field(
+        default=None,
+        description=(
+            "Set only by the gateway's approval page after it verified a WebAuthn assertion "
+            "bound to this action's digest; signed with the decision"
         ),
     )
     signature: Signature | None = None
@@ -418,6 +439,8 @@ class RefusalCode(StrEnum):
     REPLAYED = "replayed"
     # Another run of the same workflow id (a reset, a re-run) already started executing it.
     ALREADY_EXECUTED = "already_executed"
+    # The rule needs a security-key step-up (the approval page) and the decision has none.
+    STEP_UP_REQUIRED = "step_up_required"
 
 
 class RefusedAttempt(Contract):

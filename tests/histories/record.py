@@ -19,9 +19,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
 from workers.dev.binaries import temporal_cli
-from signoff.models import ActionRequest, CancelRequest
+from signoff.models import ActionRequest, CancelRequest, DecisionRequest, StepUp
 from workers.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
+from tests.page_fixtures import policy_with_step_up
 from tests.signing import SIGNER
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
@@ -81,7 +82,34 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
         for handle in [*handles.values(), halfway, running]:
             await handle.result()
         finished = {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
-        return {**finished, **snapshots}
+    return {**finished, **snapshots, **await record_step_up(client, settings, ledger)}
+
+
+async def record_step_up(client: Client, settings: Settings, ledger: Ledger) -> dict[str, str]:
+    """A step-up rule (patch step-up): a decision without the signed step-up fact is refused,
+    one with it counts."""
+    with tempfile.TemporaryDirectory() as folder:
+        stepped = settings.model_copy(
+            update={
+                "task_queue": f"{settings.task_queue}-step-up",
+                "policy": policy_with_step_up(Path(folder)),
+            }
+        )
+        gate = Gate(client, stepped)
+        async with running_worker(client, stepped, ledger):
+            handle = await gate.submit("vault-1")
+            status = await gate.wait_for(handle, "pending_approval")
+            with pytest.raises(WorkflowUpdateFailedError):  # no security key: step_up_required
+                await gate.decide(handle, "bob@example.com")
+            request = DecisionRequest(
+                approver="bob@example.com",
+                decision="approve",
+                digest=status.digest,
+                step_up=StepUp(method="webauthn", credential_id="recorded-credential"),
+            )
+            await handle.execute_update(ActionWorkflow.decide, SIGNER.decision(request, handle.id))
+            await handle.result()
+            return {"step_up": (await handle.fetch_history()).to_json()}
 
 
 async def main() -> None:

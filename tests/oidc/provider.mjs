@@ -1,6 +1,9 @@
 // A real OpenID Provider for signoff's tests: the OpenID-certified `oidc-provider` package.
 //
-//   node provider.mjs --port 0 [--issuer URL] [--ready-file PATH]
+//   node provider.mjs --port 0 [--issuer URL] [--ready-file PATH] [--web-redirect URL]
+//
+// With --web-redirect, it also knows `signoff-web`, the approval page's confidential client
+// (authorization code flow, PKCE required) redirecting to that URL.
 //
 // Prints `listening <port>` on stdout once it serves. It offers the device authorization
 // grant (people), client credentials (workloads), `email` and `groups` claims, and JWT access
@@ -37,6 +40,8 @@ const ACCOUNTS = {
     email: 'zoe@example.com',
     groups: ['dba-team', 'Platform On-Call', 'security', 'not-a-signoff-group'],
   },
+  // The owner of the test directory's agent:bot (the approval page's self-approval test).
+  'dave@example.com': { email: 'dave@example.com', groups: ['security', 'dba-team'] },
   // A person whose IdP email is an agent's principal id.
   mallory: { email: 'agent:bot', groups: ['dba-team'] },
 };
@@ -69,6 +74,19 @@ const CLIENTS = [
     redirect_uris: [],
   })),
 ];
+
+if (args['web-redirect']) {
+  // The gateway's approval page: a web app signing people in with the code flow and PKCE.
+  CLIENTS.push({
+    client_id: 'signoff-web',
+    client_secret: 'signoff-web-secret',
+    client_name: 'signoff approval page',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: [args['web-redirect']],
+    token_endpoint_auth_method: 'client_secret_basic',
+  });
+}
 
 function newKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -169,7 +187,8 @@ function build(issuer) {
       Session: 3600,
     },
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
-    pkce: { required: () => false },
+    // PKCE is required of the approval page's client, so its tests prove the gateway sends it.
+    pkce: { required: (ctx, client) => client.clientId === 'signoff-web' },
     renderError(ctx, out) {
       ctx.type = 'json';
       ctx.body = out;

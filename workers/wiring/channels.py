@@ -15,7 +15,7 @@ from workers.wiring.teams import teams_notifier, teams_router
 
 def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
     """The channels this deployment is configured for; the console one is always on."""
-    notifiers: list[Notifier] = [ConsoleNotifier()]
+    notifiers: list[Notifier] = [ConsoleNotifier(page_base=settings.public_url)]
     if settings.slack_bot_token:
         notifiers.append(slack_notifier(settings, directory))
     if settings.teams_app_id:

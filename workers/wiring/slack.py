@@ -26,7 +26,7 @@ def slack_web_client(settings: Settings) -> AsyncWebClient:
 
 def slack_notifier(settings: Settings, directory: Directory) -> SlackNotifier:
     """A notifier using the settings' bot token and API URL."""
-    return SlackNotifier(slack_web_client(settings), directory)
+    return SlackNotifier(slack_web_client(settings), directory, page_base=settings.public_url)
 
 
 def slack_workspace(settings: Settings) -> Workspace | None:
@@ -47,6 +47,7 @@ def slack_interactions(
         slack_web_client(settings),
         secret.get_secret_value() if secret else None,  # an empty secret is no secret
         slack_workspace(settings),
+        page_base=settings.public_url,
     )
 
 

@@ -41,6 +41,7 @@ def teams_config(settings: Settings) -> TeamsConfig:
         ui_url=settings.ui_url,
         namespace=settings.temporal_namespace,
         max_body_bytes=settings.max_body_bytes,
+        page_base=settings.public_url,
     )
 
 
@@ -98,6 +99,7 @@ def teams_notifier(
         ),
         store or conversation_store(settings),
         default_service_url=config.service_url,
+        page_base=config.page_base,
     )
 
 

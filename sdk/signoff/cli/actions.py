@@ -20,6 +20,7 @@ from signoff import neutralise
 from signoff.cli.common import fail, parse_param
 from signoff.cli.credentials import LoginError, current_token
 from signoff.client import SignoffError, SignoffSyncClient
+from signoff.links import approval_page_url
 from signoff.models import ActionStatus, Risk
 from signoff.settings import DEFAULT_GATEWAY
 
@@ -63,8 +64,11 @@ def gateway_client(gateway: str | None, token: str | None) -> Iterator[SignoffSy
         raise fail(f"{err.message} ({err.code})") from None
 
 
-def _show(status: ActionStatus) -> None:
-    """Print an action for a human: what, where, why, who decided, and how it ended."""
+def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
+    """Print an action for a human: what, where, why, who decided, and how it ended.
+
+    `page_url`: the action's approval page, shown as its own row when given.
+    """
     request = status.request
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -100,6 +104,8 @@ def _show(status: ActionStatus) -> None:
     if status.error:
         rows.append(("error", status.error))
     rows.append(("digest", status.digest))
+    if page_url is not None:
+        rows.append(("page", page_url))
     for name, value in rows:
         # Every value may be the agent's: hidden characters shown as escapes, markup inert.
         shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
@@ -107,11 +113,11 @@ def _show(status: ActionStatus) -> None:
     console.print(table)
 
 
-def _print(status: ActionStatus, as_json: bool) -> None:
+def _print(status: ActionStatus, as_json: bool, *, page_url: str | None = None) -> None:
     if as_json:
         typer.echo(status.model_dump_json(indent=2))
     else:
-        _show(status)
+        _show(status, page_url=page_url)
 
 
 def submit(
@@ -165,7 +171,8 @@ def status(
     """Show an action: what it is, who decided, and how it ended."""
     with gateway_client(gateway, token) as client:
         found = client.status(action_id, wait=wait)
-    _print(found, as_json)
+    # Where a person can read it in full and decide it, signed in (the gateway's /a/{id}).
+    _print(found, as_json, page_url=approval_page_url(gateway or DEFAULT_GATEWAY, found.id))
 
 
 def _decide(
