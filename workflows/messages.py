@@ -72,6 +72,8 @@ class NotifyInput(Contract):
     groups: list[str]
     stage: int = 0
     ui_url: str | None = None
+    # Reminders (issue 17): the how-manyth reminder this is; 0 for the request itself.
+    reminder: int = 0
 
 
 class NotifyResult(Contract):
