@@ -220,6 +220,7 @@ class Policy:
             expires_after=outcome.expires_after,
             policy_digest=self.digest,
             condition_errors=errors,
+            remind=outcome.remind.model_copy() if outcome.remind else None,
         )
 
 

@@ -7,6 +7,7 @@ timers; expire closed; execute only after approval; record every step for the au
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from signoff.models import (
     Principal,
     RefusalCode,
     RefusedAttempt,
+    Reminders,
     Signature,
     Status,
     Verdict,
@@ -105,6 +107,9 @@ RUN_LEDGER = "run-ledger"
 # Patch: an approver the directory does not list but whose signed decision carries the groups
 # of a verified identity-provider token counts as a person in those groups (issue 14).
 IDP_APPROVERS = "idp-approvers"
+# Patch: a rule's `remind` re-notifies the eligible groups on durable timers while the action
+# waits, until decided, escalated or expired (issue 17).
+REMINDERS = "reminders"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -126,6 +131,7 @@ class _Patches:
 
     ordered_updates: bool = False
     write_ahead_with_decision: bool = False
+    reminders: bool = False
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
@@ -156,6 +162,7 @@ class ActionWorkflow:
         self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
+        self._patches.reminders = workflow.patched(REMINDERS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -206,6 +213,8 @@ class ActionWorkflow:
         state.expires_at = state.created_at + verdict.expires_after
         self._publish()
         self._notify(state.eligible, stage=0)
+        if self._patches.reminders and verdict.remind is not None:
+            self._background.append(asyncio.create_task(self._remind(verdict.remind)))
 
         deadlines = [(state.created_at + s.after, s) for s in verdict.escalation]
         for deadline, stage in [*deadlines, (state.expires_at, None)]:
@@ -242,6 +251,29 @@ class ActionWorkflow:
         if state.phase is Phase.APPROVED:
             return None  # approved: quorum met
         return state.status  # denied or cancelled by a handler
+
+    async def _remind(self, remind: Reminders) -> None:
+        """Re-notify the eligible groups every `remind.every`, at most `remind.max` times.
+
+        Stops for good once the action is decided, cancelled or expired, or escalates (the
+        escalation notifies, and a reminder after it would repeat that).
+        """
+        state = self.state
+        level = state.level
+
+        def moved_on() -> bool:
+            return self._resolved() or state.level != level
+
+        for count in range(1, remind.max + 1):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    moved_on,
+                    timeout=remind.every,
+                    timeout_summary=f"reminder {count} ({format_duration(remind.every)})",
+                )
+            if moved_on():
+                return
+            self._notify(list(state.eligible), stage=state.level, reminder=count)
 
     async def _wait_until(self, deadline: datetime, label: str) -> bool:
         """Wait for a resolution until `deadline`; False when the time ran out first."""
@@ -698,13 +730,17 @@ class ActionWorkflow:
         )
         workflow.set_current_details(state.details())
 
-    def _notify(self, groups: list[str], *, stage: int) -> None:
+    def _notify(self, groups: list[str], *, stage: int, reminder: int = 0) -> None:
         """Post the request to every configured channel, without holding up the decision."""
         assert self.state.evaluation is not None
         for channel in self.state.evaluation.channels:
-            self._background.append(asyncio.create_task(self._notify_one(channel, groups, stage)))
+            self._background.append(
+                asyncio.create_task(self._notify_one(channel, groups, stage, reminder))
+            )
 
-    async def _notify_one(self, channel: str, groups: list[str], stage: int) -> None:
+    async def _notify_one(
+        self, channel: str, groups: list[str], stage: int, reminder: int = 0
+    ) -> None:
         try:
             result = await workflow.execute_activity_method(
                 Notifications.notify,
@@ -714,13 +750,17 @@ class ActionWorkflow:
                     groups=groups,
                     stage=stage,
                     ui_url=self._ui_url(),
+                    reminder=reminder,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"notify {channel} {', '.join(groups)}"
-                + (f" (escalation {stage})" if stage else ""),
+                + (f" (escalation {stage})" if stage else "")
+                + (f" (reminder {reminder})" if reminder else ""),
             )
             refs = result.refs
+            if reminder:
+                refs = [r.model_copy(update={"reminder": reminder}) for r in refs]
         except ActivityError as err:
             # A broken channel never blocks the approval: the API still decides, and the
             # status shows what failed.
@@ -730,6 +770,7 @@ class ActionWorkflow:
                     destination=", ".join(groups),
                     error=_cause_message(err),
                     stage=stage,
+                    **({"reminder": reminder} if reminder else {}),
                 )
             ]
         self.state.notifications.extend(refs)

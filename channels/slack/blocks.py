@@ -461,6 +461,15 @@ def escalation_text(status: ActionStatus, mentions: list[str], stage: int) -> st
     )
 
 
+def reminder_text(status: ActionStatus, mentions: list[str], count: int) -> str:
+    """The thread reply of a reminder, naming the groups still asked (issue 17)."""
+    eligible = ", ".join(status.eligible_groups) or "nobody"
+    return (
+        f"⏰ Reminder {count}: {', '.join(mentions)}, this still waits for a decision. "
+        f"Needs {escape(requirement_text(status))}; may decide: {escape(eligible)}."
+    )
+
+
 def outcome_reply(status: ActionStatus, recipient: str) -> str:
     """The thread reply telling the requester's owner what became of the action."""
     emoji = STATUS_EMOJI.get(status.status, "")

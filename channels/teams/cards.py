@@ -251,3 +251,18 @@ def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, 
         "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
         "attachments": [{"contentType": ADAPTIVE_CARD, "content": approval_card(status, ui_url)}],
     }
+
+
+def reminder_activity(status: ActionStatus, count: int) -> dict[str, Any]:
+    """A reply in the card's thread: this still waits, and for whom (issue 17)."""
+    what = neutralise.markdown(f"{status.request.action} on {status.request.target}")
+    eligible = ", ".join(status.eligible_groups) or "nobody"
+    return {
+        "type": "message",
+        "textFormat": "markdown",
+        "text": (
+            f"⏰ Reminder {count}: {what} still waits for a decision. "
+            f"Needs {neutralise.markdown(requirement_text(status))}; "
+            f"may decide: {neutralise.markdown(eligible)}."
+        ),
+    }

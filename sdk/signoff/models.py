@@ -323,6 +323,14 @@ class EscalationStage(Contract):
     add_groups: list[str] = Field(default_factory=list)
 
 
+class Reminders(Contract):
+    """Re-notify the eligible groups every `every` until decided, escalated or expired, at most
+    `max` times (issue 17)."""
+
+    every: Duration
+    max: int = Field(default=3, ge=1, le=100)
+
+
 class ConditionError(Contract):
     """A rule's `when` that could not be evaluated, and how the policy counted it."""
 
@@ -346,6 +354,9 @@ class Verdict(Contract):
     condition_errors: list[ConditionError] = Field(
         default_factory=list,
         description="Rules whose condition errored on this request; recorded, never hidden",
+    )
+    remind: Reminders | None = Field(
+        default=None, description="Reminders while the action waits for approval"
     )
 
 
@@ -506,6 +517,8 @@ class NotificationRef(Contract):
     ref: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     stage: int = 0
+    # Reminders (issue 17): the how-manyth reminder this message was; 0 for the request.
+    reminder: int = 0
 
 
 class ActionStatus(Contract):
