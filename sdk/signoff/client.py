@@ -15,6 +15,7 @@ import random
 import threading
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -33,6 +34,7 @@ from signoff.models import (
     Execution,
     Risk,
     Status,
+    format_duration,
     validation_problems,
 )
 
@@ -429,9 +431,17 @@ class SignoffClient:
         )
         return ActionStatus.model_validate(data)
 
-    async def pending(self, *, limit: int = 50) -> list[ActionStatus]:
-        """Your inbox: pending actions you may decide now, newest first."""
-        data = await self._send("GET", "/v1/approvals", idempotent=True, params={"limit": limit})
+    async def pending(
+        self, *, limit: int = 50, older_than: str | timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Your inbox: pending actions you may decide now, newest first; with `older_than`
+        ('7d' or a timedelta), only those requested at least that long ago."""
+        params: dict[str, str | int] = {"limit": limit}
+        if older_than is not None:
+            params["older_than"] = (
+                format_duration(older_than) if isinstance(older_than, timedelta) else older_than
+            )
+        data = await self._send("GET", "/v1/approvals", idempotent=True, params=params)
         return [ActionStatus.model_validate(item) for item in data]
 
     async def wait_for_approval(
@@ -630,9 +640,12 @@ class SignoffSyncClient:
         """Cancel your own pending action."""
         return self._call(self.client.cancel(action_id, reason=reason))
 
-    def pending(self, *, limit: int = 50) -> list[ActionStatus]:
-        """Your inbox: pending actions you may decide now, newest first."""
-        return self._call(self.client.pending(limit=limit))
+    def pending(
+        self, *, limit: int = 50, older_than: str | timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Your inbox: pending actions you may decide now, newest first (stale ones only with
+        `older_than`)."""
+        return self._call(self.client.pending(limit=limit, older_than=older_than))
 
     def wait_for_approval(self, action_id: str, timeout: float | None = None) -> ActionStatus:
         """Poll until the action is past approval (executing or finished) or `timeout` passes."""

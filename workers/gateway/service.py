@@ -441,8 +441,11 @@ class ActionService:
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise await self._unanswered(action_id) from None
 
-    async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
-        """Pending actions the principal may decide now, newest first."""
+    async def inbox(
+        self, principal: Principal, *, limit: int = 50, older_than: timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Pending actions the principal may decide now, newest first; only stale ones when
+        `older_than` is given (requested at least that long ago)."""
         groups = [g for g in principal.groups if _SAFE_GROUP.match(g)]
         if principal.kind != "human" or not groups:
             return []
@@ -452,9 +455,19 @@ class ActionService:
             f'TaskQueue = "{self.settings.task_queue}" AND SignoffStatus = "pending_approval" '
             f"AND SignoffGroups IN ({quoted})"
         )
+        cutoff = None
+        if older_than is not None:
+            cutoff = datetime.now(UTC) - older_than
+            query += f' AND StartTime < "{cutoff:%Y-%m-%dT%H:%M:%S.%fZ}"'
         ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
         statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
-        mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
+        mine = [
+            s
+            for s in statuses
+            if s is not None
+            and can_decide_now(principal, s)
+            and (cutoff is None or s.created_at <= cutoff)
+        ]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
 
     async def _quiet_status(self, action_id: str) -> ActionStatus | None:
