@@ -21,6 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    AmendRequest,
     CancelRequest,
     Decision,
     DecisionRefused,
@@ -62,7 +63,13 @@ from workflows.messages import (
     RunCheck,
     VerifyInput,
 )
-from workflows.signing import cancel_claims, decision_claims, report_claims, request_claims
+from workflows.signing import (
+    amend_claims,
+    cancel_claims,
+    decision_claims,
+    report_claims,
+    request_claims,
+)
 from workflows.state import ActionState, Phase
 
 # Activities are called by reference, so their names are written once, beside each activity.
@@ -110,6 +117,9 @@ IDP_APPROVERS = "idp-approvers"
 # Patch: a rule's `remind` re-notifies the eligible groups on durable timers while the action
 # waits, until decided, escalated or expired (issue 17).
 REMINDERS = "reminders"
+# Patch: an eligible approver may amend (approve with changes): the action ends superseded and
+# a successor with the new params starts on the requester's behalf (issue 17).
+AMENDMENTS = "amendments"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -135,6 +145,7 @@ class _Patches:
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
+    amendments: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -163,6 +174,7 @@ class ActionWorkflow:
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
         self._patches.reminders = workflow.patched(REMINDERS)
+        self._amendments_allowed()
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -603,6 +615,95 @@ class ActionWorkflow:
                 f"the action is {state.status.value}; nothing to report",
                 type=NOT_AWAITING_REPORT,
             )
+
+    # --- approve with changes (issue 17) ---------------------------------------------------
+
+    def _amendments_allowed(self) -> bool:
+        """Whether this run takes amendments (patched); decided at the top of run()."""
+        if self._patches.amendments is None:
+            self._patches.amendments = workflow.patched(AMENDMENTS)
+        return self._patches.amendments
+
+    @workflow.update
+    async def amend(self, request: AmendRequest) -> ActionStatus:
+        """Approve with changes: supersede this action by a successor with the amender's params.
+
+        The amender must be someone who could approve it now; the successor is evaluated
+        afresh and needs its own approvals, never the amender's (rules.approver_refusal).
+        """
+        if not self._amendments_allowed():
+            raise ApplicationError(
+                "this action's run predates amendments: approve or deny it", type=NOT_PENDING
+            )
+        info = workflow.info()
+        refusal = await self._verify(
+            request.signature,
+            amend_claims(request, info.workflow_id),
+            not_before=info.workflow_start_time,
+        ) or rules.amend_refusal(self.status(), request)
+        if refusal is None:
+            found, requester_now = await asyncio.gather(
+                self._resolve(request.by, "amender"),
+                self._resolve(self.state.request.requester, "requester"),
+            )
+            owner_now = requester_now.principal.owner if requester_now.principal else None
+            # Re-check: a decision may have resolved the action while we looked up.
+            status = self.status()
+            refusal = rules.amend_refusal(status, request) or rules.approver_refusal(
+                status, request.by, found.principal, owner_now=owner_now
+            )
+        if refusal is not None:
+            attempt = self._refusal(request.by, "amend", refusal, channel=request.channel)
+            attempt = attempt.model_copy(update={"digest": request.digest})
+            self.state.refused.append(attempt)
+            metrics.refused(attempt.code.value)
+            self._publish()
+            await self._audit(
+                self._event(
+                    AuditKind.REFUSED, actor=request.by, channel=request.channel, payload=attempt
+                )
+            )
+            raise ApplicationError(
+                attempt.message, attempt, type=DECISION_REFUSED, non_retryable=True
+            )
+        state = self.state
+        successor = request.successor
+        state.superseded_by = request.successor_id
+        state.finish(
+            Status.SUPERSEDED,
+            f"superseded by {request.successor_id}: {request.by} changed the params"
+            + (f": {request.reason}" if request.reason else ""),
+        )
+        state.decided_at = workflow.now()
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.SUPERSEDED,
+                actor=request.by,
+                channel=request.channel,
+                payload={
+                    "by": request.by,
+                    "reason": request.reason,
+                    "successor_id": request.successor_id,
+                    "successor_digest": successor.digest,
+                    "params": successor.params,
+                },
+            )
+        )
+        # Abandoned, not a child's lifetime: the successor outlives this (finished) run. Its
+        # own run verifies the gateway's signature on the request before anything else.
+        await workflow.start_child_workflow(
+            ActionWorkflow.run,
+            successor,
+            id=request.successor_id,
+            task_queue=info.task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=(
+                f"{successor.action} on {successor.target} by {successor.requester}, "
+                f"amended by {request.by} from {info.workflow_id}"
+            ),
+        )
+        return self.status()
 
     @workflow.query
     def status(self) -> ActionStatus:

@@ -118,6 +118,8 @@ class AuditKind(StrEnum):
     EXECUTION_STARTED = "execution_started"
     EXECUTION_RESULT = "execution_result"
     OUTCOME = "outcome"
+    # Approve with changes (issue 17): an approver's params replaced this action by a successor.
+    SUPERSEDED = "superseded"
 
 
 class AuditEvent(Contract):

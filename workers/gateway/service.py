@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -41,6 +42,8 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     ActionSubmission,
+    AmendBody,
+    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -49,6 +52,7 @@ from signoff.models import (
     RefusedAttempt,
     Status,
     Verdict,
+    validation_problems,
 )
 from workers.converter import UndecodablePayload
 from workers.settings import Settings
@@ -400,6 +404,48 @@ class ActionService:
         # No status read first: it would cost a describe and a query on the approval path.
         message = self.signer.decision(decision, action_id)
         return await self._update(action_id, ActionWorkflow.decide, message, ended="decision")
+
+    async def amend(
+        self, action_id: str, amender: str, body: AmendBody, *, channel: str = "api"
+    ) -> ActionStatus:
+        """Approve with changes: the workflow supersedes the action by a successor with `body`'s
+        params, requested on the requester's behalf; answers the superseded original."""
+        original = (await self.status(action_id)).request
+        kept = original.model_dump(include=set(ActionSubmission.model_fields))
+        try:
+            # Validated exactly as a submission is, so nobody approves what could not run.
+            submission = ActionSubmission(
+                **{**kept, "params": body.params, "idempotency_key": None}
+            )
+        except ValidationError as exc:
+            raise InvalidParams(validation_problems(exc)) from None
+        if submission.execution == "worker" and self.executors.spec(submission.action) is None:
+            raise UnknownAction(f"unknown action type {submission.action!r}")
+        try:
+            self.executors.parsed_params(submission.action, submission.params)
+        except ExecutorError as exc:
+            raise InvalidParams(str(exc)) from None
+        successor_id = f"act-{uuid.uuid4().hex}"
+        successor = ActionRequest(
+            **submission.model_dump(),
+            requester=original.requester,
+            amended_from=action_id,
+            amended_by=amender,
+        )
+        message = AmendRequest(
+            by=amender,
+            digest=body.digest,
+            reason=body.reason,
+            channel=channel,
+            successor_id=successor_id,
+            successor=self.signer.request(successor, successor_id),
+        )
+        return await self._update(
+            action_id,
+            ActionWorkflow.amend,
+            self.signer.amend(message, action_id),
+            ended="amendment",
+        )
 
     async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action on its requester's behalf."""
