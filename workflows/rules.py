@@ -169,7 +169,7 @@ def amend_refusal(status: ActionStatus, amend: AmendRequest) -> DecisionRefused 
     """Refusals of an amendment that need no identity: state, digest, and a faithful successor.
 
     The successor must be this action with other params, for the same requester, linked back
-    to this action and to the amender; anything else is not an amendment.
+    to an action and to the amender; anything else is not an amendment.
     """
     if refusal := not_pending(status):
         return refusal
@@ -188,12 +188,10 @@ def amend_refusal(status: ActionStatus, amend: AmendRequest) -> DecisionRefused 
             message="the changed params are the same action: approve it instead",
         )
     changed = [f for f in _KEPT if getattr(successor, f) != getattr(status.request, f)]
-    if (
-        changed
-        or successor.amended_from != status.id
-        or successor.amended_by != amend.by
-        or amend.successor_id == status.id
-    ):
+    # Which action it amends is bound by the gateway's signatures (the amendment's for this
+    # action id, the successor's over `amended_from`), not compared here: a replay may run the
+    # history under another workflow id, and the answer must not change.
+    if changed or successor.amended_by != amend.by or successor.amended_from is None:
         return DecisionRefused(
             code=RefusalCode.SIGNATURE_MISMATCH,
             message="the successor is not this action with changed params for its requester"
