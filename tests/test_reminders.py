@@ -3,6 +3,7 @@ decision, by `max`, by escalation and by expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,12 +14,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
 from channels.console import ConsoleNotifier
+from channels.email import EmailNotifier, SmtpConfig
 from channels.notifier import Notifier
 from channels.slack import SlackNotifier, web_client
 from policies.loader import load_directory, load_policy
 from signoff.models import Reminders, Status
 from tests.conftest import DATA, Gate, running_worker
 from tests.fake_slack import Call, FakeSlack
+from tests.smtp_server import PASSWORD, USER, smtp_server
 from tests.test_timers import skipping_env, skipping_settings  # noqa: F401 - fixtures
 from workers.settings import Settings
 from workflows.action import ActionWorkflow
@@ -169,3 +172,45 @@ def test_remind_is_validated_when_the_policy_loads(tmp_path: Path) -> None:
     loaded = load_policy(DATA / "policy.yaml")
     assert loaded is not None
     assert Reminders(every="30m", max=3).every == timedelta(minutes=30)
+
+
+async def test_email_reminds_with_a_new_message_in_the_same_thread(
+    skipping_env: WorkflowEnvironment,  # noqa: F811
+    skipping_settings: Settings,  # noqa: F811
+    ledger: Ledger,
+    tmp_path: Path,
+) -> None:
+    with smtp_server(tmp_path) as (controller, mailbox, ca):
+        config = SmtpConfig(
+            host="localhost",
+            port=controller.port,
+            sender="signoff@example.com",
+            user=USER,
+            password=PASSWORD,
+            ca_file=ca,
+        )
+        email = EmailNotifier(
+            config, load_directory(skipping_settings.directory), "https://signoff.example.com"
+        )
+        gate = Gate(skipping_env.client, skipping_settings, skipping_env.get_current_time)
+        async with running_worker(
+            skipping_env.client, skipping_settings, ledger, [ConsoleNotifier(), email]
+        ):
+            handle = await gate.submit("remind-mail")
+            with skipping_env.auto_time_skipping_disabled():
+                await gate.wait_for(handle, "pending_approval")
+            await skipping_env.sleep(timedelta(minutes=31))
+            for _ in range(200):
+                if len(mailbox.messages) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            await gate.decide(handle, "alice@example.com")
+            outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    first, reminder = mailbox.messages
+    assert first["Subject"] == "Approval needed: noop on remind-mail"
+    assert reminder["Subject"] == "Reminder 1: approval still needed: noop on remind-mail"
+    assert reminder["In-Reply-To"] == first["Message-ID"]
+    assert reminder["Message-ID"] != first["Message-ID"]
+    body = reminder.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"https://signoff.example.com/a/{handle.id}" in body

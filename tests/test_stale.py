@@ -94,3 +94,40 @@ async def test_older_than_is_validated(live: LiveGateway) -> None:
     assert "not both" in both
     neither = failed(await cli(live, "alice", "deny", "--reason", "x"))
     assert "not both" in neither
+
+
+async def test_bulk_deny_lists_the_refused_ones_and_denies_the_rest(
+    client: Client, ledger: Ledger, tmp_path: Path
+) -> None:
+    """The gateway's directory still has alice in dba; the worker's (newer) one moved her to
+    security. Her inbox lists both stale actions; each workflow checks her decision itself."""
+    gateway_settings = live_settings(client)
+    moved = tmp_path / "directory.yaml"
+    text = gateway_settings.directory.read_text()
+    alice = next(line for line in text.splitlines() if '"alice@example.com"' in line)
+    moved.write_text(text.replace(alice, alice.replace("groups: [dba]", "groups: [security]")))
+    worker_settings = gateway_settings.model_copy(update={"directory": moved})
+    log = tmp_path / "gateway.log"
+    async with (
+        running_worker(client, worker_settings, ledger),
+        gateway_process(gateway_settings, log) as gw,
+    ):
+        dba_only = await submit(gw, "one-moved", rows=1)
+        dba_and_security = await submit(gw, "pair-moved", rows=2)
+        for action in (dba_only, dba_and_security):
+            await until_pending(gw, action.id)
+        await aged([dba_only, dba_and_security], timedelta(seconds=1))
+        result = await cli(gw, "alice", "deny", "--older-than", "1s", "--reason", "stale", "--yes")
+        assert result.exit_code == 1, result.output
+        human = result.output
+        json_result = await cli(
+            gw, "alice", "status", dba_only.id, "--json"
+        )  # alice may still see it (the gateway thinks she is a DBA)
+        after = ActionStatus.model_validate_json(ok(json_result))
+    assert f"refused {dba_only.id}: not_eligible" in " ".join(human.split())
+    assert f"denied {dba_and_security.id}: now denied" in " ".join(human.split())
+    assert "1 denied, 1 refused" in human
+    assert after.status.value == "pending_approval"
+    assert [(r.approver, r.code.value) for r in after.refused] == [
+        ("alice@example.com", "not_eligible")
+    ]
