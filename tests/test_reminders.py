@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
@@ -17,16 +18,22 @@ from channels.console import ConsoleNotifier
 from channels.email import EmailNotifier, SmtpConfig
 from channels.notifier import Notifier
 from channels.slack import SlackNotifier, web_client
+from channels.teams.store import ConversationStore
 from policies.loader import load_directory, load_policy
 from signoff.models import Reminders, Status
 from tests.conftest import DATA, Gate, running_worker
 from tests.fake_slack import Call, FakeSlack
+from tests.fake_teams import FakeMicrosoft, MsalRoute
 from tests.smtp_server import PASSWORD, USER, smtp_server
 from tests.test_timers import skipping_env, skipping_settings  # noqa: F401 - fixtures
 from workers.settings import Settings
+from workers.wiring.teams import teams_notifier
 from workflows.action import ActionWorkflow
 
 REMINDER = "⏰ Reminder"
+TEAMS_APP = "6c1e3b8e-0000-4000-8000-00000000b075"
+TEAMS_TENANT = "11111111-2222-3333-4444-555555555555"
+TEAMS_SECRET = "bot-secret"
 
 
 @pytest.fixture
@@ -214,3 +221,57 @@ async def test_email_reminds_with_a_new_message_in_the_same_thread(
     assert reminder["Message-ID"] != first["Message-ID"]
     body = reminder.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert f"https://signoff.example.com/a/{handle.id}" in body
+
+
+async def test_teams_reminds_with_a_reply_to_the_card(
+    skipping_env: WorkflowEnvironment,  # noqa: F811
+    skipping_settings: Settings,  # noqa: F811
+    ledger: Ledger,
+) -> None:
+    fake = await FakeMicrosoft(client_id=TEAMS_APP, client_secret=TEAMS_SECRET).start()
+    route = MsalRoute(fake.url)
+    try:
+        settings = skipping_settings.model_copy(
+            update={
+                "teams_app_id": TEAMS_APP,
+                "teams_app_password": SecretStr(TEAMS_SECRET),
+                "teams_tenant_id": TEAMS_TENANT,
+                "teams_allowed_service_urls": ["127.0.0.1"],
+                "teams_service_url": f"{fake.url}/default/",
+            }
+        )
+        await ledger.pool.execute("DELETE FROM teams_conversations")
+        teams = teams_notifier(
+            settings,
+            load_directory(settings.directory),
+            store=ConversationStore(ledger.pool),
+            msal_http_client=route,
+        )
+        gate = Gate(skipping_env.client, settings, skipping_env.get_current_time)
+        async with running_worker(skipping_env.client, settings, ledger, [teams]):
+            handle = await gate.submit("remind-teams")
+            with skipping_env.auto_time_skipping_disabled():
+                await gate.wait_for(handle, "pending_approval")
+            await skipping_env.sleep(timedelta(minutes=31))
+            for _ in range(200):
+                if any("replyToId" in (r.body or {}) for r in fake.connector):
+                    break
+                await asyncio.sleep(0.05)
+            await gate.decide(handle, "alice@example.com")
+            outcome = await handle.result()
+    finally:
+        route.close()
+        await fake.stop()
+    assert outcome.status is Status.SUCCEEDED
+    posts = [r for r in fake.connector if r.method == "POST"]
+    [card] = [r for r in posts if "replyToId" not in r.body]
+    [reply] = [r for r in posts if "replyToId" in r.body]
+    [posted] = [n for n in outcome.notifications if not n.reminder]
+    assert reply.body["replyToId"] == posted.ref["activity_id"]
+    assert reply.path.endswith(f"/activities/{posted.ref['activity_id']}")
+    assert reply.body["text"].startswith("⏰ Reminder 1:")
+    assert "attachments" in card.body
+    # The reminder is never replaced by the card when the action's messages are updated.
+    puts = [r for r in fake.connector if r.method == "PUT"]
+    assert puts
+    assert all(r.path.endswith(f"/activities/{posted.ref['activity_id']}") for r in puts)
