@@ -8,11 +8,12 @@ import asyncio
 import httpx
 import pytest
 from fastapi import FastAPI
+from mcp.types import CallToolResult
 from temporalio.client import Client
 
 from activities.ledger.store import Ledger
 from signoff.client import Conflict, InvalidRequest, PermissionDenied, SignoffClient
-from signoff.mcp_server import summarise
+from signoff.mcp_server import build_server, summarise
 from signoff.models import ActionStatus, Status
 from tests.gateway_fixtures import BASE_URL, build_app, token
 from workers.settings import Settings
@@ -180,3 +181,41 @@ async def test_invalid_or_unchanged_params_are_422_and_nothing_changes(app: Fast
     assert after.request.params == {"rows": 1000}
     # Refused in the workflow (recorded): the unchanged params and the stale digest only.
     assert sorted(r.code.value for r in after.refused) == ["digest_mismatch", "digest_mismatch"]
+
+
+async def test_caller_mode_agent_runs_only_the_amended_params(app: FastAPI) -> None:
+    """What `@gated` in caller mode does: wait for approval, run the params approved, report."""
+    async with sdk(app, "bot") as bot, sdk(app, "bob") as bob, sdk(app, "carol") as carol:
+        asked = await bot.request(
+            "noop", "amend-caller", {"rows": 1000}, "nightly batch", execution="caller"
+        )
+        original = await until(bot, asked.id, Status.PENDING_APPROVAL)
+        approved = asyncio.create_task(bot.wait_for_approval(original.id, timeout=60))
+        superseded = await bob.amend(original.id, {"rows": 10})
+        assert superseded.superseded_by is not None
+        successor = await until(carol, superseded.superseded_by, Status.PENDING_APPROVAL)
+        await carol.approve(successor.id, digest=successor.digest)
+        go = await approved
+        assert go.id == successor.id
+        assert go.status is Status.EXECUTING
+        assert go.request.params == {"rows": 10}
+        done = await bot.report(go.id, result={"ran": go.request.params})
+    assert done.status is Status.SUCCEEDED
+    assert done.result == {"ran": {"rows": 10}}
+
+
+async def test_mcp_tools_answer_with_the_successor(app: FastAPI) -> None:
+    original = await pending(app)
+    server = build_server(lambda: sdk(app, "bot"), max_wait=0.5)
+    async with sdk(app, "bob") as bob:
+        superseded = await bob.amend(original.id, {"rows": 10}, reason="smaller")
+    result = await server.call_tool("get_action_status", {"id": original.id})
+    assert isinstance(result, CallToolResult)
+    assert not result.is_error, result.content
+    answer = result.structured_content
+    assert answer is not None
+    assert answer["id"] == superseded.superseded_by
+    assert answer["amended_from"] == original.id
+    assert answer["amended_by"] == "bob@example.com"
+    assert answer["params"] == {"rows": 10}
+    assert answer["status"] in ("evaluating", "pending_approval")
