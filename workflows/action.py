@@ -671,8 +671,9 @@ class ActionWorkflow:
         state.superseded_by = request.successor_id
         state.finish(
             Status.SUPERSEDED,
-            f"superseded by {request.successor_id}: {request.by} changed the params"
-            + (f": {request.reason}" if request.reason else ""),
+            f"{request.by} changed the params"
+            + (f" ({request.reason})" if request.reason else "")
+            + f"; replaced by {request.successor_id}",
         )
         state.decided_at = workflow.now()
         self._publish()

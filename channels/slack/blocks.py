@@ -65,6 +65,7 @@ STATUS_EMOJI = {
     Status.EXPIRED: "⌛",
     Status.CANCELLED: "🚫",
     Status.REJECTED: "🛑",
+    Status.SUPERSEDED: "✏️",
 }
 
 

@@ -37,6 +37,7 @@ HEADLINE = {
     Status.EXPIRED: "⌛ Expired without a decision",
     Status.CANCELLED: "🚫 Cancelled by the requester",
     Status.REJECTED: "🛑 Rejected: not signed by the gateway",
+    Status.SUPERSEDED: "✏️ Changed by an approver: superseded",
 }
 
 

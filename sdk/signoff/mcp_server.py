@@ -39,6 +39,8 @@ answer always has the action `id` and `status`:
   `id` to keep waiting; never submit the same request again to "retry";
 - denied / denied_by_policy: `reason` says why (and `denied_by` who): adjust your plan;
 - failed / expired / cancelled: `error` says what happened.
+If an approver changed your params, the answer is the new action that replaced your request:
+`amended_from` names yours, `params` what will run; use its `id` from then on.
 
 `params` must match the action type's params_schema from list_action_types. The
 justification is shown to the approvers: say what you are doing and why."""

@@ -100,6 +100,11 @@ def _show(status: ActionStatus) -> None:
     if status.error:
         rows.append(("error", status.error))
     rows.append(("digest", status.digest))
+    # Approve with changes: which action this replaced, or which replaced it.
+    if request.amended_from:
+        rows.append(("amended from", f"{request.amended_from} by {request.amended_by}"))
+    if status.superseded_by:
+        rows.append(("superseded by", status.superseded_by))
     for name, value in rows:
         # Every value may be the agent's: hidden characters shown as escapes, markup inert.
         shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
