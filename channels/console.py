@@ -34,7 +34,11 @@ class ConsoleNotifier:
                 "needs %s; digest %s; justification %s; params %s; "
                 "approve with: signoff approve %s%s%s",
                 RISK_EMOJI.get(risk, ""),
-                "escalated" if request.stage else "requested",
+                f"reminder {request.reminder}"
+                if request.reminder
+                else "escalated"
+                if request.stage
+                else "requested",
                 neutralise.one_line(status.request.action),
                 neutralise.one_line(status.request.target),
                 neutralise.one_line(status.request.requester),

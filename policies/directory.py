@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -81,12 +81,21 @@ class DirectoryEntry(Principal):
         return Principal.model_validate(self.model_dump(exclude={"tokens", "workload"}))
 
 
+# A bare address: no display name, nothing a header could be split on.
+EmailAddress = Annotated[
+    str, Field(pattern=r"^[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+$", max_length=254)
+]
+
+
 class GroupTargets(Contract):
     """Where to reach a group: its Slack channel, Teams conversation and Slack mention."""
 
     slack_channel: str | None = None
     teams_conversation: str | None = None
     slack_mention: str | None = Field(default=None, description="e.g. <!subteam^S123>")
+    email: list[EmailAddress] = Field(
+        default_factory=list, max_length=100, description="addresses the email channel mails"
+    )
 
 
 class EntraConfig(Contract):

@@ -221,6 +221,7 @@ class Policy:
             policy_digest=self.digest,
             condition_errors=errors,
             step_up=outcome.step_up,
+            remind=outcome.remind.model_copy() if outcome.remind else None,
         )
 
 

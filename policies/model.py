@@ -7,6 +7,7 @@ loader can point at the exact field (`escalation.1.after`) rather than at the wh
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Literal
 
 import cel
@@ -20,6 +21,7 @@ from signoff.models import (
     Duration,
     Effect,
     EscalationStage,
+    Reminders,
     Risk,
     StepUpMethod,
 )
@@ -90,6 +92,21 @@ class Outcome(Contract):
     expires_after: Duration | None = None
     # webauthn: each decision needs a fresh security-key assertion on the approval page.
     step_up: StepUpMethod | None = None
+    remind: Reminders | None = None
+
+    @model_validator(mode="after")
+    def _reminders(self) -> Outcome:
+        # Checked at load: a reminder loop with no gap, or on an action nobody approves, is a
+        # mistake in the file, not something to discover when the first request waits.
+        if self.remind is None:
+            return self
+        if self.effect != "require_approval":
+            raise FieldError("remind", f"not allowed when effect is {self.effect!r}")
+        if self.remind.every < timedelta(minutes=1):
+            raise FieldError("remind.every", "must be at least 1m")
+        if self.expires_after is not None and self.remind.every >= self.expires_after:
+            raise FieldError("remind.every", "must be shorter than expires_after")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Outcome:

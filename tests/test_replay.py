@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities.ledger.store import Ledger
-from tests.histories.record import record_all
+from tests.histories.record import record_all, record_issue17
+from tests.test_timers import skipping_env  # noqa: F401 - fixture
 from workers.settings import Settings
 from workers.worker import SANDBOX
 from workflows.action import ActionWorkflow
@@ -61,6 +63,24 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 async def test_fresh_histories_replay(client: Client, settings: Settings, ledger: Ledger) -> None:
     recorded = await record_all(client, settings, ledger)
+    for name, text in recorded.items():
+        result = await replayer().replay_workflow(
+            WorkflowHistory.from_json(name, text), raise_on_replay_failure=False
+        )
+        assert result.replay_failure is None, f"{name}: {result.replay_failure}"
+
+
+# --- issue 17: reminders and approve-with-changes ------------------------------------------
+
+
+async def test_fresh_issue17_histories_replay(
+    client: Client,
+    skipping_env: WorkflowEnvironment,  # noqa: F811
+    settings: Settings,
+    ledger: Ledger,
+) -> None:
+    recorded = await record_issue17(client, skipping_env, settings, ledger)
+    assert set(recorded) == {"reminded", "superseded", "amended_successor"}
     for name, text in recorded.items():
         result = await replayer().replay_workflow(
             WorkflowHistory.from_json(name, text), raise_on_replay_failure=False

@@ -132,3 +132,13 @@ class Settings(BaseSettings):
         default="https://smba.trafficmanager.net/teams/",
         description="where to post to a conversation the bot has no stored reference for",
     )
+
+    # Email (SMTP with STARTTLS, always): sent to each policy group's `email` addresses.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str | None = Field(default=None, description="From: address, e.g. signoff@corp")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the SMTP server's certificate"
+    )

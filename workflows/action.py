@@ -7,6 +7,7 @@ timers; expire closed; execute only after approval; record every step for the au
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    AmendRequest,
     CancelRequest,
     Decision,
     DecisionRefused,
@@ -30,6 +32,7 @@ from signoff.models import (
     Principal,
     RefusalCode,
     RefusedAttempt,
+    Reminders,
     Signature,
     Status,
     Verdict,
@@ -60,7 +63,13 @@ from workflows.messages import (
     RunCheck,
     VerifyInput,
 )
-from workflows.signing import cancel_claims, decision_claims, report_claims, request_claims
+from workflows.signing import (
+    amend_claims,
+    cancel_claims,
+    decision_claims,
+    report_claims,
+    request_claims,
+)
 from workflows.state import ActionState, Phase
 
 # Activities are called by reference, so their names are written once, beside each activity.
@@ -108,6 +117,12 @@ IDP_APPROVERS = "idp-approvers"
 # Patch: a decision on a rule with `step_up: webauthn` counts only when the gateway signed that
 # it verified a security-key assertion for it (the approval page); else refused, recorded.
 STEP_UP = "step-up"
+# Patch: a rule's `remind` re-notifies the eligible groups on durable timers while the action
+# waits, until decided, escalated or expired (issue 17).
+REMINDERS = "reminders"
+# Patch: an eligible approver may amend (approve with changes): the action ends superseded and
+# a successor with the new params starts on the requester's behalf (issue 17).
+AMENDMENTS = "amendments"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -129,9 +144,11 @@ class _Patches:
 
     ordered_updates: bool = False
     write_ahead_with_decision: bool = False
+    reminders: bool = False
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
+    amendments: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -160,6 +177,8 @@ class ActionWorkflow:
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
         workflow.patched(STEP_UP)
+        self._patches.reminders = workflow.patched(REMINDERS)
+        self._amendments_allowed()
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -210,6 +229,8 @@ class ActionWorkflow:
         state.expires_at = state.created_at + verdict.expires_after
         self._publish()
         self._notify(state.eligible, stage=0)
+        if self._patches.reminders and verdict.remind is not None:
+            self._background.append(asyncio.create_task(self._remind(verdict.remind)))
 
         deadlines = [(state.created_at + s.after, s) for s in verdict.escalation]
         for deadline, stage in [*deadlines, (state.expires_at, None)]:
@@ -246,6 +267,29 @@ class ActionWorkflow:
         if state.phase is Phase.APPROVED:
             return None  # approved: quorum met
         return state.status  # denied or cancelled by a handler
+
+    async def _remind(self, remind: Reminders) -> None:
+        """Re-notify the eligible groups every `remind.every`, at most `remind.max` times.
+
+        Stops for good once the action is decided, cancelled or expired, or escalates (the
+        escalation notifies, and a reminder after it would repeat that).
+        """
+        state = self.state
+        level = state.level
+
+        def moved_on() -> bool:
+            return self._resolved() or state.level != level
+
+        for count in range(1, remind.max + 1):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    moved_on,
+                    timeout=remind.every,
+                    timeout_summary=f"reminder {count} ({format_duration(remind.every)})",
+                )
+            if moved_on():
+                return
+            self._notify(list(state.eligible), stage=state.level, reminder=count)
 
     async def _wait_until(self, deadline: datetime, label: str) -> bool:
         """Wait for a resolution until `deadline`; False when the time ran out first."""
@@ -576,6 +620,96 @@ class ActionWorkflow:
                 type=NOT_AWAITING_REPORT,
             )
 
+    # --- approve with changes (issue 17) ---------------------------------------------------
+
+    def _amendments_allowed(self) -> bool:
+        """Whether this run takes amendments (patched); decided at the top of run()."""
+        if self._patches.amendments is None:
+            self._patches.amendments = workflow.patched(AMENDMENTS)
+        return self._patches.amendments
+
+    @workflow.update
+    async def amend(self, request: AmendRequest) -> ActionStatus:
+        """Approve with changes: supersede this action by a successor with the amender's params.
+
+        The amender must be someone who could approve it now; the successor is evaluated
+        afresh and needs its own approvals, never the amender's (rules.approver_refusal).
+        """
+        if not self._amendments_allowed():
+            raise ApplicationError(
+                "this action's run predates amendments: approve or deny it", type=NOT_PENDING
+            )
+        info = workflow.info()
+        refusal = await self._verify(
+            request.signature,
+            amend_claims(request, info.workflow_id),
+            not_before=info.workflow_start_time,
+        ) or rules.amend_refusal(self.status(), request)
+        if refusal is None:
+            found, requester_now = await asyncio.gather(
+                self._resolve(request.by, "amender"),
+                self._resolve(self.state.request.requester, "requester"),
+            )
+            owner_now = requester_now.principal.owner if requester_now.principal else None
+            # Re-check: a decision may have resolved the action while we looked up.
+            status = self.status()
+            refusal = rules.amend_refusal(status, request) or rules.approver_refusal(
+                status, request.by, found.principal, owner_now=owner_now
+            )
+        if refusal is not None:
+            attempt = self._refusal(request.by, "amend", refusal, channel=request.channel)
+            attempt = attempt.model_copy(update={"digest": request.digest})
+            self.state.refused.append(attempt)
+            metrics.refused(attempt.code.value)
+            self._publish()
+            await self._audit(
+                self._event(
+                    AuditKind.REFUSED, actor=request.by, channel=request.channel, payload=attempt
+                )
+            )
+            raise ApplicationError(
+                attempt.message, attempt, type=DECISION_REFUSED, non_retryable=True
+            )
+        state = self.state
+        successor = request.successor
+        state.superseded_by = request.successor_id
+        state.finish(
+            Status.SUPERSEDED,
+            f"{request.by} changed the params"
+            + (f" ({request.reason})" if request.reason else "")
+            + f"; replaced by {request.successor_id}",
+        )
+        state.decided_at = workflow.now()
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.SUPERSEDED,
+                actor=request.by,
+                channel=request.channel,
+                payload={
+                    "by": request.by,
+                    "reason": request.reason,
+                    "successor_id": request.successor_id,
+                    "successor_digest": successor.digest,
+                    "params": successor.params,
+                },
+            )
+        )
+        # Abandoned, not a child's lifetime: the successor outlives this (finished) run. Its
+        # own run verifies the gateway's signature on the request before anything else.
+        await workflow.start_child_workflow(
+            ActionWorkflow.run,
+            successor,
+            id=request.successor_id,
+            task_queue=info.task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=(
+                f"{successor.action} on {successor.target} by {successor.requester}, "
+                f"amended by {request.by} from {info.workflow_id}"
+            ),
+        )
+        return self.status()
+
     @workflow.query
     def status(self) -> ActionStatus:
         """The action's current status."""
@@ -715,13 +849,17 @@ class ActionWorkflow:
         )
         workflow.set_current_details(state.details())
 
-    def _notify(self, groups: list[str], *, stage: int) -> None:
+    def _notify(self, groups: list[str], *, stage: int, reminder: int = 0) -> None:
         """Post the request to every configured channel, without holding up the decision."""
         assert self.state.evaluation is not None
         for channel in self.state.evaluation.channels:
-            self._background.append(asyncio.create_task(self._notify_one(channel, groups, stage)))
+            self._background.append(
+                asyncio.create_task(self._notify_one(channel, groups, stage, reminder))
+            )
 
-    async def _notify_one(self, channel: str, groups: list[str], stage: int) -> None:
+    async def _notify_one(
+        self, channel: str, groups: list[str], stage: int, reminder: int = 0
+    ) -> None:
         try:
             result = await workflow.execute_activity_method(
                 Notifications.notify,
@@ -731,13 +869,17 @@ class ActionWorkflow:
                     groups=groups,
                     stage=stage,
                     ui_url=self._ui_url(),
+                    reminder=reminder,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"notify {channel} {', '.join(groups)}"
-                + (f" (escalation {stage})" if stage else ""),
+                + (f" (escalation {stage})" if stage else "")
+                + (f" (reminder {reminder})" if reminder else ""),
             )
             refs = result.refs
+            if reminder:
+                refs = [r.model_copy(update={"reminder": reminder}) for r in refs]
         except ActivityError as err:
             # A broken channel never blocks the approval: the API still decides, and the
             # status shows what failed.
@@ -747,6 +889,7 @@ class ActionWorkflow:
                     destination=", ".join(groups),
                     error=_cause_message(err),
                     stage=stage,
+                    **({"reminder": reminder} if reminder else {}),
                 )
             ]
         self.state.notifications.extend(refs)

@@ -72,6 +72,8 @@ class NotifyInput(Contract):
     groups: list[str]
     stage: int = 0
     ui_url: str | None = None
+    # Reminders (issue 17): the how-manyth reminder this is; 0 for the request itself.
+    reminder: int = 0
 
 
 class NotifyResult(Contract):
@@ -116,6 +118,8 @@ class AuditKind(StrEnum):
     EXECUTION_STARTED = "execution_started"
     EXECUTION_RESULT = "execution_result"
     OUTCOME = "outcome"
+    # Approve with changes (issue 17): an approver's params replaced this action by a successor.
+    SUPERSEDED = "superseded"
 
 
 class AuditEvent(Contract):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from signoff.models import (
     ActionStatus,
+    AmendRequest,
     DecisionRefused,
     DecisionRequest,
     Principal,
@@ -121,6 +122,15 @@ def approver_refusal(
             code=RefusalCode.SELF_APPROVAL,
             message=f"{approver.id} is {found[approver.id]}; nobody decides their own action",
         )
+    if status.request.amended_by is not None and approver.id == status.request.amended_by:
+        # Changing the params and approving the change would make one person the whole check.
+        return DecisionRefused(
+            code=RefusalCode.AMENDER,
+            message=(
+                f"{approver.id} proposed these params (amending {status.request.amended_from}); "
+                "someone else must decide them"
+            ),
+        )
     if not set(approver.groups) & set(status.eligible_groups):
         return DecisionRefused(
             code=RefusalCode.NOT_ELIGIBLE,
@@ -165,3 +175,42 @@ def can_view(principal: Principal, status: ActionStatus) -> bool:
         or any(d.approver == principal.id for d in status.decisions)
         or (principal.kind == "human" and bool(set(principal.groups) & decider_groups(status)))
     )
+
+
+# What a successor keeps of the action it supersedes: everything but the params.
+_KEPT = ("action", "target", "justification", "risk", "on_behalf_of", "execution", "requester")
+
+
+def amend_refusal(status: ActionStatus, amend: AmendRequest) -> DecisionRefused | None:
+    """Refusals of an amendment that need no identity: state, digest, and a faithful successor.
+
+    The successor must be this action with other params, for the same requester, linked back
+    to an action and to the amender; anything else is not an amendment.
+    """
+    if refusal := not_pending(status):
+        return refusal
+    if amend.digest != status.digest:
+        return DecisionRefused(
+            code=RefusalCode.DIGEST_MISMATCH,
+            message=(
+                f"digest {amend.digest[:12]}… does not match the action "
+                f"({status.digest[:12]}…); you were shown a different action"
+            ),
+        )
+    successor = amend.successor
+    if successor.digest == status.digest:
+        return DecisionRefused(
+            code=RefusalCode.DIGEST_MISMATCH,
+            message="the changed params are the same action: approve it instead",
+        )
+    changed = [f for f in _KEPT if getattr(successor, f) != getattr(status.request, f)]
+    # Which action it amends is bound by the gateway's signatures (the amendment's for this
+    # action id, the successor's over `amended_from`), not compared here: a replay may run the
+    # history under another workflow id, and the answer must not change.
+    if changed or successor.amended_by != amend.by or successor.amended_from is None:
+        return DecisionRefused(
+            code=RefusalCode.SIGNATURE_MISMATCH,
+            message="the successor is not this action with changed params for its requester"
+            + (f" ({', '.join(changed)} differ)" if changed else ""),
+        )
+    return None

@@ -27,6 +27,7 @@ from pydantic import JsonValue
 
 from signoff.models import (
     ActionRequest,
+    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -63,7 +64,9 @@ def _sha256(value: Any) -> str:
 
 def request_claims(request: ActionRequest, action_id: str) -> dict[str, JsonValue]:
     """A request's claims: who asks, for whom, which action, under which id and key."""
-    body = request.model_dump(mode="json", exclude={"signature"})
+    # The amendment links only when set, so every request signed before they existed verifies.
+    unset = {name for name in ("amended_from", "amended_by") if getattr(request, name) is None}
+    body = request.model_dump(mode="json", exclude={"signature", *unset})
     return {
         "kind": "request",
         "action_id": action_id,
@@ -103,6 +106,22 @@ def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]
         "action_id": action_id,
         "by": cancel.by,
         "reason_sha256": _sha256(cancel.reason),
+    }
+
+
+def amend_claims(amend: AmendRequest, action_id: str) -> dict[str, JsonValue]:
+    """An amendment's claims: which action and digest, by whom, why, and the exact successor."""
+    successor = amend.successor.model_dump(mode="json")
+    return {
+        "kind": "amend",
+        "action_id": action_id,
+        "digest": amend.digest,
+        "by": amend.by,
+        "reason_sha256": _sha256(amend.reason),
+        "channel": amend.channel,
+        "successor_id": amend.successor_id,
+        # The successor carries its own signature too; this binds the two to each other.
+        "successor_sha256": _sha256(successor),
     }
 
 
@@ -173,6 +192,10 @@ class Signer:
     def cancel(self, cancel: CancelRequest, action_id: str) -> CancelRequest:
         """The cancel, signed for one action."""
         return cancel.model_copy(update={"signature": self.sign(cancel_claims(cancel, action_id))})
+
+    def amend(self, amend: AmendRequest, action_id: str) -> AmendRequest:
+        """The amendment, signed for the action it supersedes."""
+        return amend.model_copy(update={"signature": self.sign(amend_claims(amend, action_id))})
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

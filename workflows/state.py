@@ -79,6 +79,8 @@ class ActionState:
     seq: int = 0
     start_recorded: bool = False
     start_durable: bool = False
+    # Approve with changes (issue 17): the successor that replaced this action.
+    superseded_by: str | None = None
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,7 @@ class ActionState:
             result=self.result,
             error=self.error,
             owner=requester.owner if requester else None,
+            superseded_by=self.superseded_by,
         )
 
     def details(self) -> str:

@@ -66,6 +66,7 @@ STATUS_EMOJI = {
     Status.EXPIRED: "⌛",
     Status.CANCELLED: "🚫",
     Status.REJECTED: "🛑",
+    Status.SUPERSEDED: "✏️",
 }
 
 
@@ -469,6 +470,15 @@ def escalation_text(status: ActionStatus, mentions: list[str], stage: int) -> st
     return (
         f"🚨 Escalated (stage {stage}): {', '.join(mentions)}, please review. "
         f"Still needs {escape(requirement_text(status))}; may decide now: {escape(eligible)}."
+    )
+
+
+def reminder_text(status: ActionStatus, mentions: list[str], count: int) -> str:
+    """The thread reply of a reminder, naming the groups still asked (issue 17)."""
+    eligible = ", ".join(status.eligible_groups) or "nobody"
+    return (
+        f"⏰ Reminder {count}: {', '.join(mentions)}, this still waits for a decision. "
+        f"Needs {escape(requirement_text(status))}; may decide: {escape(eligible)}."
     )
 
 

@@ -19,6 +19,7 @@ from channels.slack.blocks import (
     group_mention,
     is_open,
     outcome_reply,
+    reminder_text,
     request_attachments,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
@@ -33,6 +34,7 @@ log = logging.getLogger("signoff.slack")
 CHANNEL = "slack"
 REQUEST = "request"
 ESCALATION = "escalation"
+REMINDER = "reminder"
 
 SEEN_MAX = 10_000
 
@@ -62,6 +64,8 @@ class SlackNotifier:
 
     async def post(self, request: NotifyInput) -> list[NotificationRef]:
         """Post the request to each group's channel; on escalation, reply in earlier threads."""
+        if request.reminder:
+            return await self._remind(request)
         status = request.status
         mentions = await self._mentions(status)
         refs: list[NotificationRef] = []
@@ -132,6 +136,54 @@ class SlackNotifier:
             # Nothing landed, so a retry cannot post twice: let Temporal retry what may pass.
             raise_failures(failures)
         # Some messages landed: keep them (a retry would duplicate them) and show the rest.
+        for failure in failures:
+            log.warning("%s", failure)
+            refs.append(
+                NotificationRef(
+                    channel=CHANNEL,
+                    destination=failure.destination,
+                    error=str(failure),
+                    stage=request.stage,
+                )
+            )
+        return refs
+
+    async def _remind(self, request: NotifyInput) -> list[NotificationRef]:
+        """A reminder: a reply in each request's thread, never a new message in the channel."""
+        status = request.status
+        wanted = set(request.groups)
+        threads = [
+            r
+            for r in status.notifications
+            if _is_request(r) and wanted & set(r.ref.get("groups", "").split(","))
+        ]
+        refs: list[NotificationRef] = []
+        failures: list[SlackPermanentError | SlackUnavailable] = []
+        for thread in threads:
+            channel, ts = thread.ref["channel"], thread.ref["ts"]
+            groups = [g for g in thread.ref.get("groups", "").split(",") if g in wanted]
+            try:
+                reply = await call_slack(
+                    "chat.postMessage",
+                    channel,
+                    self.client.chat_postMessage,
+                    channel=channel,
+                    thread_ts=ts,
+                    text=reminder_text(status, self._group_mentions(groups), request.reminder),
+                )
+            except (SlackPermanentError, SlackUnavailable) as err:
+                failures.append(err)
+                continue
+            refs.append(
+                NotificationRef(
+                    channel=CHANNEL,
+                    destination=channel,
+                    ref={"kind": REMINDER, "channel": channel, "ts": str(reply["ts"])},
+                    stage=request.stage,
+                )
+            )
+        if not refs:
+            raise_failures(failures)
         for failure in failures:
             log.warning("%s", failure)
             refs.append(

@@ -37,6 +37,7 @@ HEADLINE = {
     Status.EXPIRED: "⌛ Expired without a decision",
     Status.CANCELLED: "🚫 Cancelled by the requester",
     Status.REJECTED: "🛑 Rejected: not signed by the gateway",
+    Status.SUPERSEDED: "✏️ Changed by an approver: superseded",
 }
 
 
@@ -263,4 +264,19 @@ def card_activity(
                 "content": approval_card(status, ui_url, page_url=page_url),
             }
         ],
+    }
+
+
+def reminder_activity(status: ActionStatus, count: int) -> dict[str, Any]:
+    """A reply in the card's thread: this still waits, and for whom (issue 17)."""
+    what = neutralise.markdown(f"{status.request.action} on {status.request.target}")
+    eligible = ", ".join(status.eligible_groups) or "nobody"
+    return {
+        "type": "message",
+        "textFormat": "markdown",
+        "text": (
+            f"⏰ Reminder {count}: {what} still waits for a decision. "
+            f"Needs {neutralise.markdown(requirement_text(status))}; "
+            f"may decide: {neutralise.markdown(eligible)}."
+        ),
     }

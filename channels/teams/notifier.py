@@ -6,7 +6,7 @@ import functools
 import logging
 
 from channels.notifier import NotifierError
-from channels.teams.cards import card_activity
+from channels.teams.cards import card_activity, reminder_activity
 from channels.teams.config import CHANNEL
 from channels.teams.connector import BotConnector, ConnectorError, with_retries
 from channels.teams.store import ConversationStore
@@ -49,6 +49,8 @@ class TeamsNotifier:
 
     async def post(self, request: NotifyInput) -> list[NotificationRef]:
         """Post the card once to each conversation the groups name; one ref per conversation."""
+        if request.reminder:
+            return await self._remind(request)
         conversations: dict[str, list[str]] = {}
         for group in request.groups:
             targets = self.directory.group(group)
@@ -91,6 +93,49 @@ class TeamsNotifier:
                         "activity_id": activity_id,
                         "service_url": service_url,
                     },
+                    stage=request.stage,
+                )
+            )
+        return refs
+
+    async def _remind(self, request: NotifyInput) -> list[NotificationRef]:
+        """A reminder: a reply to each posted card in its conversation, never a new card."""
+        wanted = set(request.groups)
+        activity = reminder_activity(request.status, request.reminder)
+        refs = []
+        for posted in request.status.notifications:
+            ids = posted.ref
+            if (
+                posted.channel != self.channel
+                or posted.error
+                or posted.reminder
+                or not {"conversation_id", "activity_id"} <= set(ids)
+                or not wanted & {g.strip() for g in posted.destination.split(",")}
+            ):
+                continue
+            service_url = ids.get("service_url") or self.default_service_url
+            conversation_id, activity_id = ids["conversation_id"], ids["activity_id"]
+            try:
+                await self.connector.reply(service_url, conversation_id, activity_id, activity)
+            except ConnectorError as err:
+                if isinstance(err.__cause__, TokenError) and err.__cause__.permanent:
+                    raise NotifierError(str(err)) from err
+                log.warning("could not remind in Teams %s: %s", posted.destination, err)
+                refs.append(
+                    NotificationRef(
+                        channel=self.channel,
+                        destination=posted.destination,
+                        error=str(err),
+                        stage=request.stage,
+                    )
+                )
+                continue
+            # No activity_id: `update` must never replace a reminder with the card.
+            refs.append(
+                NotificationRef(
+                    channel=self.channel,
+                    destination=posted.destination,
+                    ref={"kind": "reminder", "reply_to": activity_id},
                     stage=request.stage,
                 )
             )

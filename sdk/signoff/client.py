@@ -15,6 +15,7 @@ import random
 import threading
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from signoff.catalog import ActionType
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
+    AmendBody,
     CancelBody,
     Decision,
     DecisionBody,
@@ -33,6 +35,7 @@ from signoff.models import (
     Execution,
     Risk,
     Status,
+    format_duration,
     validation_problems,
 )
 
@@ -42,6 +45,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_WAIT = 60.0  # the gateway's longest long-poll
 RETRY_STATUSES = frozenset({502, 503, 504})
 AWAITING_DECISION = frozenset({Status.EVALUATING, Status.PENDING_APPROVAL})
+# Approve with changes: how many successors in a row the SDK follows before it stops.
+MAX_SUCCESSORS = 20
 # The request never left: safe to retry anything.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The gateway may have acted: retry only what is idempotent.
@@ -186,6 +191,10 @@ def outcome(status: ActionStatus) -> JsonValue:
             raise ActionCancelled(status)
         case Status.FAILED:
             raise ActionFailed(status)
+        case Status.SUPERSEDED:
+            raise ActionUnsuccessful(
+                status, f"action {status.id} was superseded by {status.superseded_by}"
+            )
     raise ActionNotFinished(status)
 
 
@@ -338,8 +347,24 @@ class SignoffClient:
         )
         return ActionStatus.model_validate(data)
 
-    async def status(self, action_id: str, *, wait: float | None = None) -> ActionStatus:
-        """The action's current status; `wait` long-polls up to that many seconds (max 60)."""
+    async def successor(self, status: ActionStatus, *, wait: float | None = None) -> ActionStatus:
+        """The action that replaced `status` with an approver's changed params, if any (its
+        successor's successor too): what an agent waits on once a request was amended."""
+        for _ in range(MAX_SUCCESSORS):
+            if status.status is not Status.SUPERSEDED or not status.superseded_by:
+                break
+            status = await self.status(status.superseded_by, wait=wait)
+        return status
+
+    async def status(
+        self, action_id: str, *, wait: float | None = None, follow: bool = False
+    ) -> ActionStatus:
+        """The action's current status; `wait` long-polls up to that many seconds (max 60).
+
+        `follow`: for an action an approver amended, the successor's status instead.
+        """
+        if follow:
+            return await self.successor(await self.status(action_id, wait=wait), wait=wait)
         seconds = min(wait or 0.0, MAX_WAIT)
         data = await self._send(
             "GET",
@@ -360,7 +385,11 @@ class SignoffClient:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             remaining = MAX_WAIT if deadline is None else deadline - loop.time()
-            status = await self.status(action_id, wait=max(0.0, min(remaining, MAX_WAIT)))
+            status = await self.status(
+                action_id, wait=max(0.0, min(remaining, MAX_WAIT)), follow=True
+            )
+            # An amended action: wait on for its successor, under the same deadline.
+            action_id = status.id
             if status.terminal or (deadline is not None and loop.time() >= deadline):
                 return status
 
@@ -389,6 +418,7 @@ class SignoffClient:
             on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key,
         )
+        status = await self.successor(status)
         if not status.terminal:
             status = await self.wait(status.id, timeout)
         return outcome(status)
@@ -419,6 +449,30 @@ class SignoffClient:
         """Deny the action; the reason reaches the agent."""
         return await self.decide(action_id, "deny", reason=reason, digest=digest)
 
+    async def amend(
+        self,
+        action_id: str,
+        params: dict[str, Any],
+        *,
+        reason: str = "",
+        digest: str | None = None,
+    ) -> ActionStatus:
+        """Approve with changes: the action ends superseded by a successor with `params`,
+        which needs someone else's approval. Returns the superseded action (`superseded_by`)."""
+        if digest is None:
+            digest = (await self.status(action_id)).digest
+        try:
+            body = AmendBody(params=params, digest=digest, reason=reason)
+        except ValidationError as exc:
+            raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/amend",
+            idempotent=False,
+            json=body.model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
+
     async def cancel(self, action_id: str, *, reason: str = "") -> ActionStatus:
         """Cancel your own pending action."""
         data = await self._send(
@@ -429,9 +483,17 @@ class SignoffClient:
         )
         return ActionStatus.model_validate(data)
 
-    async def pending(self, *, limit: int = 50) -> list[ActionStatus]:
-        """Your inbox: pending actions you may decide now, newest first."""
-        data = await self._send("GET", "/v1/approvals", idempotent=True, params={"limit": limit})
+    async def pending(
+        self, *, limit: int = 50, older_than: str | timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Your inbox: pending actions you may decide now, newest first; with `older_than`
+        ('7d' or a timedelta), only those requested at least that long ago."""
+        params: dict[str, str | int] = {"limit": limit}
+        if older_than is not None:
+            params["older_than"] = (
+                format_duration(older_than) if isinstance(older_than, timedelta) else older_than
+            )
+        data = await self._send("GET", "/v1/approvals", idempotent=True, params=params)
         return [ActionStatus.model_validate(item) for item in data]
 
     async def wait_for_approval(
@@ -448,7 +510,8 @@ class SignoffClient:
         deadline = None if timeout is None else loop.time() + timeout
         delay = 0.1
         while True:
-            status = await self.status(action_id)
+            status = await self.status(action_id, follow=True)
+            action_id = status.id  # an amended action: its successor from now on
             if status.status not in AWAITING_DECISION:
                 return status
             if deadline is not None and loop.time() >= deadline:
@@ -576,9 +639,11 @@ class SignoffSyncClient:
             )
         )
 
-    def status(self, action_id: str, *, wait: float | None = None) -> ActionStatus:
+    def status(
+        self, action_id: str, *, wait: float | None = None, follow: bool = False
+    ) -> ActionStatus:
         """The action's current status; `wait` long-polls up to that many seconds (max 60)."""
-        return self._call(self.client.status(action_id, wait=wait))
+        return self._call(self.client.status(action_id, wait=wait, follow=follow))
 
     def wait(self, action_id: str, timeout: float | None = None) -> ActionStatus:
         """Long-poll until the action finishes or `timeout` seconds pass (None: no limit)."""
@@ -630,9 +695,23 @@ class SignoffSyncClient:
         """Cancel your own pending action."""
         return self._call(self.client.cancel(action_id, reason=reason))
 
-    def pending(self, *, limit: int = 50) -> list[ActionStatus]:
-        """Your inbox: pending actions you may decide now, newest first."""
-        return self._call(self.client.pending(limit=limit))
+    def amend(
+        self,
+        action_id: str,
+        params: dict[str, Any],
+        *,
+        reason: str = "",
+        digest: str | None = None,
+    ) -> ActionStatus:
+        """Approve with changes: supersede the action by a successor with `params`."""
+        return self._call(self.client.amend(action_id, params, reason=reason, digest=digest))
+
+    def pending(
+        self, *, limit: int = 50, older_than: str | timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Your inbox: pending actions you may decide now, newest first (stale ones only with
+        `older_than`)."""
+        return self._call(self.client.pending(limit=limit, older_than=older_than))
 
     def wait_for_approval(self, action_id: str, timeout: float | None = None) -> ActionStatus:
         """Poll until the action is past approval (executing or finished) or `timeout` passes."""

@@ -39,6 +39,8 @@ answer always has the action `id` and `status`:
   `id` to keep waiting; never submit the same request again to "retry";
 - denied / denied_by_policy: `reason` says why (and `denied_by` who): adjust your plan;
 - failed / expired / cancelled: `error` says what happened.
+If an approver changed your params, the answer is the new action that replaced your request:
+`amended_from` names yours, `params` what will run; use its `id` from then on.
 
 `params` must match the action type's params_schema from list_action_types. The
 justification is shown to the approvers: say what you are doing and why."""
@@ -65,6 +67,15 @@ def summarise(status: ActionStatus) -> dict[str, JsonValue]:
         "status": status.status.value,
         "digest": status.digest,
     }
+    if status.request.amended_from is not None:
+        summary["amended_from"] = status.request.amended_from
+        summary["amended_by"] = status.request.amended_by
+        summary["params"] = status.request.params
+        summary["note"] = (
+            f"{status.request.amended_by} changed the params of your request "
+            f"{status.request.amended_from}; this action (id {status.id!r}) replaces it, with "
+            "the params shown. Use this id from now on."
+        )
     match status.status:
         case Status.SUCCEEDED:
             summary["result"] = status.result
@@ -77,6 +88,12 @@ def summarise(status: ActionStatus) -> dict[str, JsonValue]:
             summary["next"] = "Do not ask again for the same action: change your plan."
         case Status.FAILED | Status.EXPIRED | Status.CANCELLED:
             summary["error"] = status.error
+        case Status.SUPERSEDED:
+            summary["superseded_by"] = status.superseded_by
+            summary["next"] = (
+                f"Call get_action_status with id {status.superseded_by!r}: an approver "
+                "changed the params and that action replaces this one."
+            )
         case Status.PENDING_APPROVAL:
             summary["waiting_for"] = [
                 f"{p.min} of group {p.group} ({len(p.approved_by)} approved so far)"
@@ -118,6 +135,8 @@ def build_server(
         try:
             async with connect() as client:
                 status = await client.request(action, target, params, justification, wait=wait)
+                # An approver changed the params: the successor is the request now.
+                status = await client.successor(status, wait=wait)
         except SignoffError as err:
             raise _tool_error(err) from None
         return summarise(status)
@@ -126,7 +145,7 @@ def build_server(
         """The status of an action, waiting a bounded time for it to finish."""
         try:
             async with connect() as client:
-                status = await client.status(id, wait=wait)
+                status = await client.status(id, wait=wait, follow=True)
         except SignoffError as err:
             raise _tool_error(err) from None
         return summarise(status)

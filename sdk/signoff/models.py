@@ -29,7 +29,7 @@ Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 StepUpMethod = Literal["webauthn"]
 PrincipalKind = Literal["human", "agent"]
-MessageKind = Literal["request", "decision", "cancel", "report"]
+MessageKind = Literal["request", "decision", "cancel", "report", "amend"]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
 
@@ -280,6 +280,14 @@ class ActionRequest(ActionSubmission):
     signature: Signature | None = Field(
         default=None, description="The gateway's signature; workers refuse unsigned requests"
     )
+    # Approve with changes (issue 17): set by the gateway on a successor it starts on the
+    # requester's behalf; signed with the request. Absent (None) on every other request.
+    amended_from: str | None = Field(
+        default=None, max_length=200, description="The action this one supersedes"
+    )
+    amended_by: str | None = Field(
+        default=None, max_length=200, description="Who proposed the changed params"
+    )
 
     @field_validator("requester")
     @classmethod
@@ -324,6 +332,14 @@ class EscalationStage(Contract):
     add_groups: list[str] = Field(default_factory=list)
 
 
+class Reminders(Contract):
+    """Re-notify the eligible groups every `every` until decided, escalated or expired, at most
+    `max` times (issue 17)."""
+
+    every: Duration
+    max: int = Field(default=3, ge=1, le=100)
+
+
 class ConditionError(Contract):
     """A rule's `when` that could not be evaluated, and how the policy counted it."""
 
@@ -351,6 +367,9 @@ class Verdict(Contract):
     step_up: StepUpMethod | None = Field(
         default=None,
         description="webauthn: a decision counts only with a fresh security-key assertion",
+    )
+    remind: Reminders | None = Field(
+        default=None, description="Reminders while the action waits for approval"
     )
 
 
@@ -441,6 +460,8 @@ class RefusalCode(StrEnum):
     ALREADY_EXECUTED = "already_executed"
     # The rule needs a security-key step-up (the approval page) and the decision has none.
     STEP_UP_REQUIRED = "step_up_required"
+    # Who proposed an action's changed params never approves the result (issue 17).
+    AMENDER = "amender"
 
 
 class RefusedAttempt(Contract):
@@ -501,6 +522,8 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     # The request did not carry a valid gateway signature: never evaluated, never run.
     REJECTED = "rejected"
+    # An approver changed the params: a successor action (`superseded_by`) replaced it.
+    SUPERSEDED = "superseded"
 
     @property
     def terminal(self) -> bool:
@@ -529,6 +552,8 @@ class NotificationRef(Contract):
     ref: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     stage: int = 0
+    # Reminders (issue 17): the how-manyth reminder this message was; 0 for the request.
+    reminder: int = 0
 
 
 class ActionStatus(Contract):
@@ -551,6 +576,9 @@ class ActionStatus(Contract):
     result: JsonValue = None
     error: str | None = None
     owner: str | None = None
+    superseded_by: str | None = Field(
+        default=None, description="The successor that replaced this action with changed params"
+    )
 
     @property
     def terminal(self) -> bool:
@@ -571,6 +599,43 @@ Outcome: TypeAlias = ActionStatus
 
 
 # --- execution ------------------------------------------------------------------------------
+
+
+class AmendBody(Contract):
+    """Approve with changes: the params an approver proposes instead of approving (issue 17).
+
+    The original ends `superseded`; a successor with these params is requested on the
+    requester's behalf and needs its own approvals (never the amender's).
+    """
+
+    params: dict[str, JsonValue]
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="The digest of the action the amender was shown"
+    )
+    reason: str = Field(default="", max_length=2000, description="What was changed and why")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        check_params_bounds(value)
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
+class AmendRequest(Contract):
+    """An amendment as the gateway sends it: who, what they saw, and the signed successor."""
+
+    by: str = Field(min_length=1, max_length=200)
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str = Field(default="", max_length=2000)
+    channel: str = Field(default="api", max_length=40)
+    successor_id: str = Field(min_length=1, max_length=200)
+    successor: ActionRequest
+    signature: Signature | None = None
 
 
 class ReportBody(Contract):

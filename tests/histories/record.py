@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pgserver
@@ -18,12 +19,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
-from workers.dev.binaries import temporal_cli
-from signoff.models import ActionRequest, CancelRequest, DecisionRequest, StepUp
-from workers.settings import Settings
+from signoff.models import ActionRequest, AmendRequest, CancelRequest, DecisionRequest, StepUp
 from tests.conftest import DATA, Gate, running_worker
 from tests.page_fixtures import policy_with_step_up
 from tests.signing import SIGNER
+from workers.dev.binaries import temporal_cli, temporal_test_server
+from workers.settings import Settings
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
 
@@ -112,6 +113,67 @@ async def record_step_up(client: Client, settings: Settings, ledger: Ledger) -> 
             return {"step_up": (await handle.fetch_history()).to_json()}
 
 
+# --- issue 17: reminders and approve-with-changes (patches 'reminders', 'amendments') -------
+
+
+async def record_issue17(
+    client: Client, skipping: WorkflowEnvironment, settings: Settings, ledger: Ledger
+) -> dict[str, str]:
+    """Reminders (on the time-skipping server: 30-minute timers) and a superseded action with
+    its successor (on the dev server)."""
+    histories: dict[str, str] = {}
+    skip_settings = settings.model_copy(update={"task_queue": "record-skip"})
+    gate = Gate(skipping.client, skip_settings, skipping.get_current_time)
+    async with running_worker(skipping.client, skip_settings, ledger):
+        reminded = await gate.submit("remind-db")
+        with skipping.auto_time_skipping_disabled():
+            await gate.wait_for(reminded, "pending_approval")
+        await skipping.sleep(timedelta(minutes=61))  # two reminders
+        await _notified(ledger, reminded.id, 3)
+        await gate.decide(reminded, "alice@example.com")
+        await reminded.result()
+        histories["reminded"] = (await reminded.fetch_history()).to_json()
+
+    gate = Gate(client, settings)
+    async with running_worker(client, settings, ledger):
+        original = await gate.submit("amend-db", {"rows": 1000})
+        status = await gate.wait_for(original, "pending_approval")
+        await _notified(ledger, original.id, 1)
+        successor_id = f"act-successor-{uuid.uuid4()}"
+        successor = ActionRequest(
+            **{**status.request.model_dump(exclude={"signature"}), "params": {"rows": 10}},
+        ).model_copy(update={"amended_from": original.id, "amended_by": "bob@example.com"})
+        amend = AmendRequest(
+            by="bob@example.com",
+            digest=status.digest,
+            reason="10 rows is enough",
+            successor_id=successor_id,
+            successor=SIGNER.request(successor, successor_id),
+        )
+        await original.execute_update(ActionWorkflow.amend, SIGNER.amend(amend, original.id))
+        await original.result()
+        follower = client.get_workflow_handle_for(ActionWorkflow.run, successor_id)
+        await gate.wait_for(follower, "pending_approval")
+        with pytest.raises(WorkflowUpdateFailedError):  # the amender: refused (amender)
+            await gate.decide(follower, "bob@example.com")
+        await gate.decide(follower, "carol@example.com")
+        await follower.result()
+        histories["superseded"] = (await original.fetch_history()).to_json()
+        histories["amended_successor"] = (await follower.fetch_history()).to_json()
+    return histories
+
+
+async def _notified(ledger: Ledger, action_id: str, count: int) -> None:
+    """Wait until `count` notifications are in the ledger: each recorded path then shows every
+    notification delivered before the message that follows."""
+    for _ in range(400):
+        events = await ledger.events(action_id)
+        if sum(e.kind == "notified" for e in events) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{action_id}: fewer than {count} notifications recorded")
+
+
 async def main() -> None:
     """Start a dev server and Postgres, record, and write the histories next to this file."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,11 +190,19 @@ async def main() -> None:
             directory=DATA / "directory.yaml",
             targets=DATA / "targets.yaml",
         )
+        skipping = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=str(temporal_test_server()),
+            data_converter=pydantic_data_converter,
+        )
+        await sa.register(skipping.client, "default")
         try:
-            for name, text in (await record_all(env.client, settings, ledger)).items():
+            recorded = await record_all(env.client, settings, ledger)
+            recorded |= await record_issue17(env.client, skipping, settings, ledger)
+            for name, text in recorded.items():
                 (HERE / f"{name}.json").write_text(text)
                 print("recorded", name)
         finally:
+            await skipping.shutdown()
             await env.shutdown()
             await ledger.close()
             server.cleanup()

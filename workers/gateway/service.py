@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -41,6 +42,8 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     ActionSubmission,
+    AmendBody,
+    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -49,6 +52,7 @@ from signoff.models import (
     RefusedAttempt,
     Status,
     Verdict,
+    validation_problems,
 )
 from workers.converter import UndecodablePayload
 from workers.settings import Settings
@@ -401,6 +405,48 @@ class ActionService:
         message = self.signer.decision(decision, action_id)
         return await self._update(action_id, ActionWorkflow.decide, message, ended="decision")
 
+    async def amend(
+        self, action_id: str, amender: str, body: AmendBody, *, channel: str = "api"
+    ) -> ActionStatus:
+        """Approve with changes: the workflow supersedes the action by a successor with `body`'s
+        params, requested on the requester's behalf; answers the superseded original."""
+        original = (await self.status(action_id)).request
+        kept = original.model_dump(include=set(ActionSubmission.model_fields))
+        try:
+            # Validated exactly as a submission is, so nobody approves what could not run.
+            submission = ActionSubmission(
+                **{**kept, "params": body.params, "idempotency_key": None}
+            )
+        except ValidationError as exc:
+            raise InvalidParams(validation_problems(exc)) from None
+        if submission.execution == "worker" and self.executors.spec(submission.action) is None:
+            raise UnknownAction(f"unknown action type {submission.action!r}")
+        try:
+            self.executors.parsed_params(submission.action, submission.params)
+        except ExecutorError as exc:
+            raise InvalidParams(str(exc)) from None
+        successor_id = f"act-{uuid.uuid4().hex}"
+        successor = ActionRequest(
+            **submission.model_dump(),
+            requester=original.requester,
+            amended_from=action_id,
+            amended_by=amender,
+        )
+        message = AmendRequest(
+            by=amender,
+            digest=body.digest,
+            reason=body.reason,
+            channel=channel,
+            successor_id=successor_id,
+            successor=self.signer.request(successor, successor_id),
+        )
+        return await self._update(
+            action_id,
+            ActionWorkflow.amend,
+            self.signer.amend(message, action_id),
+            ended="amendment",
+        )
+
     async def cancel(self, action_id: str, request: CancelRequest) -> ActionStatus:
         """Cancel a pending action on its requester's behalf."""
         await self.status(action_id)
@@ -441,8 +487,11 @@ class ActionService:
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise await self._unanswered(action_id) from None
 
-    async def inbox(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
-        """Pending actions the principal may decide now, newest first."""
+    async def inbox(
+        self, principal: Principal, *, limit: int = 50, older_than: timedelta | None = None
+    ) -> list[ActionStatus]:
+        """Pending actions the principal may decide now, newest first; only stale ones when
+        `older_than` is given (requested at least that long ago)."""
         groups = [g for g in principal.groups if _SAFE_GROUP.match(g)]
         if principal.kind != "human" or not groups:
             return []
@@ -452,9 +501,19 @@ class ActionService:
             f'TaskQueue = "{self.settings.task_queue}" AND SignoffStatus = "pending_approval" '
             f"AND SignoffGroups IN ({quoted})"
         )
+        cutoff = None
+        if older_than is not None:
+            cutoff = datetime.now(UTC) - older_than
+            query += f' AND StartTime < "{cutoff:%Y-%m-%dT%H:%M:%S.%fZ}"'
         ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
         statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
-        mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
+        mine = [
+            s
+            for s in statuses
+            if s is not None
+            and can_decide_now(principal, s)
+            and (cutoff is None or s.created_at <= cutoff)
+        ]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
 
     async def _quiet_status(self, action_id: str) -> ActionStatus | None:

@@ -9,6 +9,7 @@ from channels.notifier import Notifier
 from channels.review import Reviews
 from policies.directory import Directory
 from workers.settings import Settings
+from workers.wiring.email import email_notifier
 from workers.wiring.slack import slack_notifier, slack_router
 from workers.wiring.teams import teams_notifier, teams_router
 
@@ -20,6 +21,8 @@ def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
         notifiers.append(slack_notifier(settings, directory))
     if settings.teams_app_id:
         notifiers.append(teams_notifier(settings, directory))
+    if settings.smtp_host:
+        notifiers.append(email_notifier(settings, directory))
     return notifiers
 
 

@@ -106,6 +106,11 @@ def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
     rows.append(("digest", status.digest))
     if page_url is not None:
         rows.append(("page", page_url))
+    # Approve with changes: which action this replaced, or which replaced it.
+    if request.amended_from:
+        rows.append(("amended from", f"{request.amended_from} by {request.amended_by}"))
+    if status.superseded_by:
+        rows.append(("superseded by", status.superseded_by))
     for name, value in rows:
         # Every value may be the agent's: hidden characters shown as escapes, markup inert.
         shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
@@ -222,15 +227,84 @@ def approve(
 
 
 def deny(
-    action_id: Annotated[str, typer.Argument(metavar="ID", help="The action id")],
     reason: Annotated[str, typer.Option(help="Why: the agent is told, so it can adjust")],
+    action_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="The action id (or --older-than)")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Instead of one ID: deny every action in your inbox requested at least this "
+            "long ago (e.g. 7d); each is decided, and checked, on its own",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm")] = False,
     as_json: Json = False,
     gateway: Gateway = None,
     token: Token = None,
 ) -> None:
-    """Deny an action, with the reason the agent will read."""
+    """Deny an action, with the reason the agent will read; or every stale one (--older-than)."""
+    if (action_id is None) == (older_than is None):
+        raise fail("give either an action ID or --older-than, not both")
+    if not reason.strip():
+        raise fail("--reason is required to deny: the agent is told why")
+    if older_than is not None:
+        _deny_stale(older_than, reason, yes, as_json, gateway, token)
+        return
+    assert action_id is not None
     _decide(action_id, "deny", reason, yes, as_json, gateway, token)
+
+
+def _deny_stale(
+    older_than: str, reason: str, yes: bool, as_json: bool, gateway: str | None, token: str | None
+) -> None:
+    """Deny each stale action through the normal API, one decision each; report every outcome."""
+    outcomes: list[dict[str, str]] = []
+    with gateway_client(gateway, token) as client:
+        stale = client.pending(limit=200, older_than=older_than)
+        if not stale:
+            if as_json:
+                typer.echo("[]")
+            else:
+                console.print(f"nothing older than {escape(older_than)} waits for you")
+            return
+        if not as_json:
+            console.print(f"[bold]You are about to deny {len(stale)} action(s):[/bold]")
+            _table(stale, f"Older than {escape(older_than)}")
+        if not yes and sys.stdin.isatty() and not typer.confirm(f"Deny all {len(stale)}?"):
+            raise fail("nothing sent")
+        for item in stale:
+            # Bound to the digest listed: an action changed since is refused, not denied.
+            try:
+                decided = client.deny(item.id, reason, digest=item.digest)
+            except SignoffError as err:
+                outcomes.append(
+                    {"id": item.id, "outcome": "refused", "code": err.code, "message": err.message}
+                )
+                continue
+            outcomes.append(
+                {"id": item.id, "outcome": decided.status.value, "code": "", "message": ""}
+            )
+    refused = [o for o in outcomes if o["outcome"] == "refused"]
+    if as_json:
+        typer.echo(json.dumps(outcomes, indent=2))
+    else:
+        for o in outcomes:
+            if o["outcome"] == "refused":
+                console.print(
+                    f"[red]refused[/red] {neutralise.rich(o['id'])}: "
+                    f"{neutralise.rich(o['code'])}: {neutralise.rich(o['message'])}",
+                    highlight=False,
+                )
+            else:
+                console.print(
+                    f"[green]denied[/green] {neutralise.rich(o['id'])}: now {o['outcome']}",
+                    highlight=False,
+                )
+        console.print(f"{len(outcomes) - len(refused)} denied, {len(refused)} refused")
+    if refused:
+        raise typer.Exit(1)
 
 
 def cancel(
@@ -251,22 +325,40 @@ def cancel(
 
 def pending(
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many")] = 50,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Only actions requested at least this long ago (7d)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the inbox as JSON")] = False,
     gateway: Gateway = None,
     token: Token = None,
 ) -> None:
-    """Your inbox: pending actions you may decide now, newest first."""
+    """Your inbox: pending actions you may decide now, newest first (stale ones: --older-than)."""
     with gateway_client(gateway, token) as client:
-        inbox = client.pending(limit=limit)
+        inbox = client.pending(limit=limit, older_than=older_than)
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in inbox], indent=2))
         return
     if not inbox:
         console.print("nothing waits for you")
         return
-    table = Table(title="Waiting for your decision")
+    _table(inbox, "Waiting for your decision")
+
+
+def _table(inbox: list[ActionStatus], title: str) -> None:
+    """The inbox as a table, every cell neutralised."""
+    table = Table(title=title)
     table.add_column("id", no_wrap=True)
-    for column in ("action", "target", "requester", "owner", "risk", "approvals", "expires"):
+    for column in (
+        "action",
+        "target",
+        "requester",
+        "owner",
+        "risk",
+        "approvals",
+        "requested",
+        "expires",
+    ):
         table.add_column(column, overflow="fold")
     for item in inbox:
         approvals = ", ".join(f"{len(p.approved_by)}/{p.min} {p.group}" for p in item.progress)
@@ -281,6 +373,7 @@ def pending(
             neutralise.rich(item.owner or "-"),
             item.verdict.risk if item.verdict else "-",
             neutralise.rich(approvals),
+            f"{item.created_at:%Y-%m-%d %H:%M}",
             f"{item.expires_at:%Y-%m-%d %H:%M}" if item.expires_at else "-",
         )
     # Piped or redirected, there is no screen to fit: never cut an id to fit 80 columns.

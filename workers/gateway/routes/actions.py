@@ -9,6 +9,7 @@ from policies.directory import Authenticated, Directory, vouched_groups
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
+    AmendBody,
     CancelBody,
     CancelRequest,
     DecisionBody,
@@ -120,6 +121,51 @@ async def decide(
         budget.spend(principal.id)
         # Someone who may not see the action learns what GET tells them: nothing (no state,
         # eligible groups or digest from the refusal).
+        if not can_view(principal, await service.status(id)):
+            raise ActionNotFound(f"no action {id}") from None
+        raise
+
+
+@router.post(
+    "/actions/{id}/amend",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 413, 422, 429, 503),
+)
+async def amend(
+    body: AmendBody,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+    budget: RefusalBudget = Depends(refusal_budget),
+) -> ActionStatus:
+    """Approve with changes: propose other params instead of approving.
+
+    The action ends `superseded`; a successor with the new params (validated as for a
+    submission) is requested on the requester's behalf, evaluated afresh, and needs its own
+    approvals, never yours. Answers the superseded action; `superseded_by` is the successor.
+    403: you may not decide it (refused and recorded); 409: it is not pending; 422: invalid
+    params, unchanged params, or a digest you were not shown.
+    """
+    wait = budget.retry_after(principal.id)
+    if wait:
+        raise fastapi.HTTPException(
+            status_code=429,
+            detail={
+                "code": "too_many_refusals",
+                "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
+            },
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        return await service.amend(id, principal.id, body)
+    except WorkerUnavailable:
+        raise
+    except ActionNotFound:
+        budget.spend(principal.id)
+        raise
+    except ActionError:
+        budget.spend(principal.id)
+        # As for decisions: someone who may not see the action learns nothing more here.
         if not can_view(principal, await service.status(id)):
             raise ActionNotFound(f"no action {id}") from None
         raise
