@@ -220,6 +220,7 @@ class Policy:
             expires_after=outcome.expires_after,
             policy_digest=self.digest,
             condition_errors=errors,
+            break_glass=outcome.break_glass.model_copy(deep=True) if outcome.break_glass else None,
         )
 
 

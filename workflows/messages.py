@@ -116,6 +116,11 @@ class AuditKind(StrEnum):
     EXECUTION_STARTED = "execution_started"
     EXECUTION_RESULT = "execution_result"
     OUTCOME = "outcome"
+    # Break-glass: forced through, then reviewed after the fact (escalated, overdue, reviewed).
+    BREAK_GLASS = "break_glass"
+    REVIEW_ESCALATED = "review_escalated"
+    REVIEW_OVERDUE = "review_overdue"
+    REVIEWED = "reviewed"
 
 
 class AuditEvent(Contract):
