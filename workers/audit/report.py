@@ -604,6 +604,7 @@ def _html_row(r: ActionRecord) -> str:
     )
     result = neutralise.visible(r.error) if r.error else neutralise.visible_json(r.result)
     params = neutralise.visible_json(r.params, sort_keys=True)
+    glass = "<br><b>BREAK-GLASS</b>" if r.break_glass else ""
     return (
         f'<tr data-action-id="{e(r.action_id)}">'
         f"<td>{e(r.requested_at.isoformat() if r.requested_at else '')}</td>"
@@ -613,7 +614,7 @@ def _html_row(r: ActionRecord) -> str:
         f"<td>{e(r.policy_rule or '')} ({e(r.effect or '')}, {e(r.risk or '')})"
         f'<br><span class="digest">{e(r.policy_digest or "")}</span></td>'
         f"<td><ul>{decisions}</ul></td><td><ul>{refused}</ul></td><td><ul>{escalations}</ul></td>"
-        f"<td>{e(r.status or 'in progress')}{'<br><b>BREAK-GLASS</b>' if r.break_glass else ''}</td>"
+        f"<td>{e(r.status or 'in progress')}{glass}</td>"
         f"<td>{e(_human(r.time_to_decision))}</td>"
         f"<td>{escape(result)}</td>"
         "</tr>"
