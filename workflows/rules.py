@@ -235,11 +235,13 @@ def review_refusal(
     """Who may review a break-glass action: a known human, not the breaker, in a group now."""
     glass = status.break_glass
     if glass is None or glass.reviewed is not None or not glass.reviewer_groups:
-        state = "already reviewed" if glass and glass.reviewed else "not awaiting a review"
-        return DecisionRefused(
-            code=RefusalCode.NOT_PENDING,
-            message=f"the action is {state}",
-        )
+        if glass is None:
+            state = "not a break-glass action; there is nothing to review"
+        elif glass.reviewed is not None:
+            state = f"already reviewed by {glass.reviewed.reviewer}"
+        else:
+            state = "still running; its review opens once it has run"
+        return DecisionRefused(code=RefusalCode.NOT_PENDING, message=f"the action is {state}")
     if digest != status.digest:
         return DecisionRefused(
             code=RefusalCode.DIGEST_MISMATCH,
