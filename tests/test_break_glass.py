@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
-from policies.loader import PolicyError, load_policy
+from policies.loader import PolicyError, load_policy, load_policy_and_directory
+from signoff.executor import registry
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -31,12 +33,18 @@ from signoff.models import (
     ReviewRequest,
     Status,
 )
-from tests.conftest import DATA, Gate, running_worker
-from tests.gateway_fixtures import api, build_app, count_workflows
+from tests.conftest import DATA, Gate, running_worker, worker_parts
+from tests.gateway_fixtures import api, build_app, count_workflows, free_port
 from tests.signing import SIGNER
+from tests.test_metrics import scrape_until, value
+from workers import telemetry
 from workers.audit.report import build_record, summarise, to_html
 from workers.dev.binaries import temporal_test_server
+from workers.gateway.app import create_app
+from workers.gateway.service import ActionService
 from workers.settings import Settings
+from workers.temporal import connect
+from workers.worker import build_worker
 from workflows import search_attributes
 from workflows.action import ActionWorkflow
 
@@ -558,3 +566,79 @@ async def test_gateway_break_glass_then_review_over_http(app: FastAPI, ledger: L
     async with api(app, "carol") as http:
         again = await http.post(f"/v1/actions/{action_id}/review", json=review_body)
     assert again.status_code == 409, again.text
+
+
+# --- metrics and the overdue alert -----------------------------------------------------------
+
+FAST_POLICY = """\
+version: 1
+default: {effect: deny}
+rules:
+  - id: glass-fast
+    match: {action: noop, target: "glass-*"}
+    effect: require_approval
+    approvals: [{group: dba}]
+    expires_after: 1h
+    break_glass:
+      groups: [oncall]
+      reason_min_length: 10
+      reviewers: [security]
+      review_within: 2s
+"""
+
+
+async def test_breaks_are_counted_and_an_overdue_review_raises_the_gateway_gauge(
+    client: Client, settings: Settings, ledger: Ledger, tmp_path: Path
+) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(FAST_POLICY)
+    settings = settings.model_copy(update={"policy": policy_file, "metrics_cache_seconds": 0.0})
+    port = free_port()
+    metered = await connect(
+        settings.model_copy(update={"temporal_address": client.service_client.config.target_host}),
+        runtime=telemetry.prometheus_runtime(f"127.0.0.1:{port}"),
+    )
+    gate = Gate(metered, settings)
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    app = create_app(
+        ActionService(client, settings, policy, directory, registry), directory, settings
+    )
+    tq = {"task_queue": settings.task_queue}
+
+    async def gauge() -> float | None:
+        async with api(app) as http:
+            return value((await http.get("/metrics")).text, "signoff_break_glass_overdue")
+
+    async with build_worker(metered, settings, worker_parts(settings, ledger)):
+        refused = await break_glass(gate, "agent:bot")
+        assert (await refused.result()).status is Status.REJECTED
+        handle = await break_glass(gate, "oscar@example.com")
+        for _ in range(100):
+            status = await handle.query(ActionWorkflow.status)
+            if status.break_glass is not None and status.break_glass.review == "overdue":
+                break
+            await asyncio.sleep(0.1)
+        assert status.break_glass is not None
+        assert status.break_glass.review == "overdue"
+        for _ in range(100):  # visibility is eventually consistent
+            if await gauge() == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await gauge() == 1
+
+        text = await scrape_until(
+            f"http://127.0.0.1:{port}/metrics",
+            lambda t: value(t, "signoff_break_glass_reviews_overdue_total", **tq) == 1,
+        )
+        assert value(text, "signoff_break_glass_total", outcome="granted", **tq) == 1
+        assert value(text, "signoff_break_glass_total", outcome="refused", **tq) == 1
+        assert value(text, "signoff_refused_attempts_total", reason="agent_break_glass", **tq) == 1
+
+        await gate.wait_for_review(handle)
+        await gate.review(handle, "bob@example.com")
+        await handle.result()
+        for _ in range(100):
+            if await gauge() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await gauge() == 0

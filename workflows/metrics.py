@@ -15,9 +15,10 @@ ACTIONS = "signoff_actions"
 REFUSED = "signoff_refused_attempts"
 ESCALATIONS = "signoff_escalations"
 TIME_TO_DECISION = "signoff_time_to_decision_seconds"
-# Scraped as signoff_break_glass_total and signoff_break_glass_overdue_total.
+# Scraped as signoff_break_glass_total and signoff_break_glass_reviews_overdue_total; the
+# gateway's gauge signoff_break_glass_overdue counts the reviews overdue right now.
 BREAK_GLASS = "signoff_break_glass"
-BREAK_GLASS_OVERDUE = "signoff_break_glass_overdue"
+BREAK_GLASS_OVERDUE = "signoff_break_glass_reviews_overdue"
 
 
 def action_finished(action: str, status: str) -> None:
