@@ -7,9 +7,10 @@ the gateway's doors (403 for a refused break, the review endpoint) on the dev se
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,16 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
+from channels.notifier import break_glass_text
+from channels.slack.blocks import fallback_text, request_blocks
+from channels.teams.cards import approval_card, card_activity
 from policies.loader import PolicyError, load_policy, load_policy_and_directory
 from signoff.executor import registry
 from signoff.models import (
     ActionRequest,
     ActionStatus,
     BreakGlassClaim,
+    BreakGlassStatus,
     RefusalCode,
     RefusedAttempt,
     ReviewRequest,
@@ -642,3 +647,61 @@ async def test_breaks_are_counted_and_an_overdue_review_raises_the_gateway_gauge
                 break
             await asyncio.sleep(0.1)
         assert await gauge() == 0
+
+
+# --- what the channels show -----------------------------------------------------------------
+
+
+def broken_status(reason: str) -> ActionStatus:
+    """A break-glass action that ran and waits for its review, as the workflow's query says."""
+    request = ActionRequest(
+        action="noop",
+        target="glass-db",
+        justification="outage",
+        requester="oscar@example.com",
+        break_glass=BreakGlassClaim(reason=reason),
+    )
+    now = datetime.now(UTC)
+    return ActionStatus(
+        id="act-glass",
+        digest=request.digest,
+        request=request,
+        status=Status.SUCCEEDED,
+        created_at=now,
+        break_glass=BreakGlassStatus(
+            by="oscar@example.com",
+            reason=reason,
+            at=now,
+            review_due_at=now + timedelta(hours=24),
+            review="overdue",
+            reviewer_groups=["security"],
+        ),
+    )
+
+
+def test_every_channel_marks_a_break_glass_action_in_the_same_words() -> None:
+    status = broken_status("<!channel> **bold** [x](https://evil.test) prod is down")
+    words = break_glass_text(status)
+    assert words is not None
+    assert words.startswith("🚨 BREAK-GLASS: forced through by oscar@example.com without approval")
+    assert "Review OVERDUE" in words
+    # Slack: marked title and the notice, the breaker's words inert (no @channel, no link).
+    blocks = [b.to_dict() for b in request_blocks(status, None, {})]
+    assert blocks[0]["text"]["text"].startswith("🚨 BREAK-GLASS")
+    notice = blocks[1]["text"]["text"]
+    assert "Review OVERDUE" in notice
+    assert "<!channel>" not in notice
+    assert "<https://" not in notice
+    assert fallback_text(status).startswith("🚨 BREAK-GLASS")
+    # Teams: never "Approved", marked, the same notice, Markdown inert.
+    card = approval_card(status)
+    headline = card["body"][0]["items"][0]["text"]
+    assert headline.startswith("🚨 BREAK-GLASS")
+    assert "Approved" not in headline
+    assert "Review OVERDUE" in card["body"][1]["text"]
+    assert "[x](https://evil.test)" not in card["body"][1]["text"]
+    assert card_activity(status)["summary"].startswith("🚨 BREAK-GLASS")
+    # Plain actions carry no marker.
+    plain = status.model_copy(update={"break_glass": None})
+    assert break_glass_text(plain) is None
+    assert "BREAK-GLASS" not in json.dumps(approval_card(plain), ensure_ascii=False)
