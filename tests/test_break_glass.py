@@ -43,6 +43,7 @@ from tests.gateway_fixtures import api, build_app, count_workflows, free_port
 from tests.signing import SIGNER
 from tests.test_metrics import scrape_until, value
 from workers import telemetry
+from workers.audit.history import fetch_lines
 from workers.audit.report import build_record, summarise, to_html
 from workers.dev.binaries import temporal_test_server
 from workers.gateway.app import create_app
@@ -183,6 +184,8 @@ async def test_break_glass_runs_at_once_flagged_and_another_person_reviews_it(
     record = build_record(rows)
     assert record.break_glass is not None
     assert record.findings == []
+    lines = [line.text for line in await fetch_lines(skipping_env.client, handle.id)]
+    assert f"BREAK-GLASS: {REASON}" in lines[0]
 
 
 async def test_an_unreviewed_break_escalates_then_is_overdue_alerted_and_a_finding(
@@ -529,7 +532,7 @@ async def test_gateway_refuses_an_agents_break_glass_with_403_and_records_it(
 
 
 @pytest.mark.usefixtures("worker")
-async def test_gateway_break_glass_then_review_over_http(app: FastAPI, ledger: Ledger) -> None:
+async def test_gateway_break_glass_then_review_over_http(app: FastAPI, client: Client) -> None:
     async with api(app, "oscar") as http:
         response = await http.post("/v1/actions", json=glass_body())
     assert response.status_code == 202, response.text
@@ -571,6 +574,11 @@ async def test_gateway_break_glass_then_review_over_http(app: FastAPI, ledger: L
     async with api(app, "carol") as http:
         again = await http.post(f"/v1/actions/{action_id}/review", json=review_body)
     assert again.status_code == 409, again.text
+    # `signoff audit history` tells the story from Temporal alone.
+    lines = [line.text for line in await fetch_lines(client, action_id)]
+    assert "BREAK-GLASS" in lines[0]
+    assert "update refused: review by oscar@example.com: " in "\n".join(lines)
+    assert "update completed: review by bob@example.com" in lines
 
 
 # --- metrics and the overdue alert -----------------------------------------------------------
