@@ -354,6 +354,18 @@ async def test_an_agent_acting_for_a_person_in_the_groups_still_cannot_break_gla
     assert outcome.refused[0].code is RefusalCode.AGENT_BREAK_GLASS
 
 
+async def test_a_break_glass_in_caller_mode_is_refused(
+    skipping_env: WorkflowEnvironment, skipping_settings: Settings, ledger: Ledger
+) -> None:
+    gate = skipping_gate(skipping_env, skipping_settings)
+    async with running_worker(skipping_env.client, skipping_settings, ledger):
+        # The worker runs a forced action: nothing is handed to the requester to run unwatched.
+        handle = await break_glass(gate, "oscar@example.com", execution="caller")
+        outcome, _ = await rejected(handle, ledger)
+    assert outcome.refused[0].code is RefusalCode.BREAK_GLASS_NOT_ALLOWED
+    assert "caller mode" in outcome.refused[0].message
+
+
 async def start_forged(client: Client, settings: Settings, request: ActionRequest) -> Handle:
     """Start a workflow directly, as someone with Temporal access but not the gateway's key."""
     return await client.start_workflow(
