@@ -725,3 +725,24 @@ def test_every_channel_marks_a_break_glass_action_in_the_same_words() -> None:
     plain = status.model_copy(update={"break_glass": None})
     assert break_glass_text(plain) is None
     assert "BREAK-GLASS" not in json.dumps(approval_card(plain), ensure_ascii=False)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_idempotency_key_never_turns_a_waiting_request_into_a_break(app: FastAPI) -> None:
+    plain = {k: v for k, v in glass_body().items() if k != "break_glass"}
+    async with api(app, "oscar") as http:
+        first = await http.post("/v1/actions", json={**plain, "idempotency_key": "k-1"})
+        assert first.status_code == 202, first.text
+        broke = await http.post("/v1/actions", json={**glass_body(), "idempotency_key": "k-1"})
+        assert broke.status_code == 409, broke.text
+        assert "without break-glass" in broke.json()["error"]["message"]
+        forced = await http.post("/v1/actions", json={**glass_body(), "idempotency_key": "k-2"})
+        assert forced.status_code == 202, forced.text
+        again = await http.post("/v1/actions", json={**glass_body(), "idempotency_key": "k-2"})
+        assert again.status_code == 202, again.text
+        assert again.json()["id"] == forced.json()["id"]
+        unforced = await http.post("/v1/actions", json={**plain, "idempotency_key": "k-2"})
+        assert unforced.status_code == 409, unforced.text
+    status = first.json()
+    assert status["status"] in ("evaluating", "pending_approval")
+    assert status["break_glass"] is None

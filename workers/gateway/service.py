@@ -266,6 +266,11 @@ class ActionService:
                 f"idempotency key {request.idempotency_key!r} was already used for a different "
                 f"action ({status.id}); use a new key for a new action"
             )
+        if status.request.break_glass is not None:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for action "
+                f"{status.id} with break-glass; use a new key for a new action"
+            )
         if wait > 0:
             return await self.wait(action_id, wait, current=status)
         return status
@@ -287,6 +292,11 @@ class ActionService:
             raise IdempotencyConflict(
                 f"idempotency key {request.idempotency_key!r} was already used for a different "
                 f"action ({status.id}); use a new key for a new action"
+            )
+        if status.request.break_glass is None:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for action "
+                f"{status.id} without break-glass; use a new key to break glass"
             )
         refused = [a for a in status.refused if a.kind == "break_glass"]
         if status.status is Status.REJECTED and refused:
