@@ -746,3 +746,12 @@ async def test_an_idempotency_key_never_turns_a_waiting_request_into_a_break(app
     status = first.json()
     assert status["status"] in ("evaluating", "pending_approval")
     assert status["break_glass"] is None
+
+
+def test_a_break_glass_group_the_directory_lacks_is_a_load_error(tmp_path: Path) -> None:
+    path = write_policy(
+        tmp_path, "      groups: [on-call]\n      reviewers: [security]\n      review_within: 1d\n"
+    )
+    with pytest.raises(PolicyError) as err:
+        load_policy_and_directory(path, DATA / "directory.yaml")
+    assert "rule 'glass': field 'break_glass.groups.0': unknown group 'on-call'" in str(err.value)
