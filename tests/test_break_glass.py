@@ -560,6 +560,17 @@ async def test_gateway_break_glass_then_review_over_http(app: FastAPI, client: C
             await asyncio.sleep(0.05)
     assert data["break_glass"]["review"] == "pending"
     review_body = {"digest": digest, "reason": "the restart was needed"}
+    # Reviewers find it in their review inbox (visibility is eventually consistent).
+    async with api(app, "bob") as http:
+        for _ in range(100):
+            found = [a["id"] for a in (await http.get("/v1/reviews")).json()]
+            if action_id in found:
+                break
+            await asyncio.sleep(0.1)
+    assert action_id in found
+    for who in ("oscar", "alice", "bot"):  # the breaker, not a reviewer yet, an agent
+        async with api(app, who) as http:
+            assert action_id not in [a["id"] for a in (await http.get("/v1/reviews")).json()]
     async with api(app, "oscar") as http:
         own = await http.post(f"/v1/actions/{action_id}/review", json=review_body)
     assert own.status_code == 403, own.text
@@ -586,6 +597,8 @@ async def test_gateway_break_glass_then_review_over_http(app: FastAPI, client: C
     async with api(app, "carol") as http:
         again = await http.post(f"/v1/actions/{action_id}/review", json=review_body)
     assert again.status_code == 409, again.text
+    async with api(app, "carol") as http:
+        assert action_id not in [a["id"] for a in (await http.get("/v1/reviews")).json()]
     # `signoff audit history` tells the story from Temporal alone.
     lines = [line.text for line in await fetch_lines(client, action_id)]
     assert "BREAK-GLASS" in lines[0]

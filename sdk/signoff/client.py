@@ -425,6 +425,11 @@ class SignoffClient:
         """Approve the action (as the token's principal)."""
         return await self.decide(action_id, "approve", reason=reason, digest=digest)
 
+    async def reviews(self, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions waiting for a review you may give now, overdue first."""
+        data = await self._send("GET", "/v1/reviews", idempotent=True, params={"limit": limit})
+        return [ActionStatus.model_validate(item) for item in data]
+
     async def review(
         self,
         action_id: str,
@@ -660,6 +665,10 @@ class SignoffSyncClient:
     def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""
         return self._call(self.client.deny(action_id, reason, digest=digest))
+
+    def reviews(self, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions waiting for a review you may give now, overdue first."""
+        return self._call(self.client.reviews(limit=limit))
 
     def review(
         self,

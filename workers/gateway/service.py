@@ -77,7 +77,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
-from workflows.rules import can_decide_now
+from workflows.rules import can_decide_now, review_refusal
 from workflows.signing import Signer, SigningError
 
 MAX_WAIT = 60.0
@@ -505,6 +505,26 @@ class ActionService:
         statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
         mine = [s for s in statuses if s is not None and can_decide_now(principal, s)]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def reviews(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions the principal may review now: overdue first, then oldest."""
+        if principal.kind != "human":
+            return []
+        # Scoped to our task queue and to running workflows, as the pending-approvals gauge.
+        query = (
+            f'TaskQueue = "{self.settings.task_queue}" AND ExecutionStatus = "Running" '
+            'AND SignoffBreakGlass IN ("pending", "overdue")'
+        )
+        ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
+        statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
+        mine = [
+            s
+            for s in statuses
+            if s is not None and review_refusal(s, principal.id, principal, s.digest) is None
+        ]
+        mine.sort(key=lambda s: s.created_at)
+        mine.sort(key=lambda s: s.break_glass is None or s.break_glass.review != "overdue")
+        return mine[:limit]
 
     async def _quiet_status(self, action_id: str) -> ActionStatus | None:
         # One unreadable action must not hide the rest of the inbox.
