@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from activities.ledger.store import Ledger
 from channels.notifier import break_glass_text
@@ -38,6 +39,7 @@ from signoff.models import (
     ReviewRequest,
     Status,
 )
+from tests.cli import app as cli_app
 from tests.conftest import DATA, Gate, running_worker, worker_parts
 from tests.gateway_fixtures import api, build_app, count_workflows, free_port
 from tests.signing import SIGNER
@@ -768,3 +770,30 @@ def test_a_break_glass_group_the_directory_lacks_is_a_load_error(tmp_path: Path)
     with pytest.raises(PolicyError) as err:
         load_policy_and_directory(path, DATA / "directory.yaml")
     assert "rule 'glass': field 'break_glass.groups.0': unknown group 'on-call'" in str(err.value)
+
+
+def test_policy_explain_says_who_may_break_glass_on_the_example_policy() -> None:
+    examples = Path(__file__).resolve().parent.parent / "policies" / "examples"
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            "policy",
+            "explain",
+            "sql.execute",
+            "--target",
+            "prod-db",
+            "--param",
+            "statement=alter table t add c int",
+            "--policy",
+            str(examples / "policy.yaml"),
+            "--directory",
+            str(examples / "directory.yaml"),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "winner: prod-migrations" in result.output
+    assert (
+        "break-glass: oncall may force it (reason of 20+ characters); reviewed by security "
+        "within 1d" in result.output
+    )
