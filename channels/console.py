@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from channels.notifier import RISK_EMOJI, progress_text, requirement_text
+from channels.notifier import RISK_EMOJI, break_glass_text, progress_text, requirement_text
 from signoff import neutralise
 from signoff.links import approval_page_url
 from signoff.models import NotificationRef
@@ -27,6 +27,23 @@ class ConsoleNotifier:
         status = request.status
         risk = status.verdict.risk if status.verdict else "unknown"
         refs = []
+        glass = break_glass_text(status)
+        if glass is not None:
+            # A break-glass action is not asking for approval: it ran, and asks for a review.
+            for group in request.groups:
+                log.warning(
+                    "%s; action %s, %s on %s, digest %s; review %s",
+                    neutralise.one_line(glass),
+                    neutralise.one_line(status.id),
+                    neutralise.one_line(status.request.action),
+                    neutralise.one_line(status.request.target),
+                    status.digest,
+                    "escalated" if request.stage else "requested",
+                )
+                refs.append(
+                    NotificationRef(channel=self.channel, destination=group, stage=request.stage)
+                )
+            return refs
         for group in request.groups:
             # Everything, uncut, on one line: nothing the agent wrote can hide or forge a line.
             log.info(
@@ -65,5 +82,7 @@ class ConsoleNotifier:
             "action %s is %s %s",
             neutralise.one_line(status.id),
             status.status.value,
-            neutralise.one_line(progress_text(status) or status.error or ""),
+            neutralise.one_line(
+                break_glass_text(status) or progress_text(status) or status.error or ""
+            ),
         )

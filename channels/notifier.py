@@ -100,3 +100,39 @@ def outcome_text(status: ActionStatus) -> str:
     if status.status.value == "denied" and status.error:
         return status.error[:1].lower() + status.error[1:]  # "denied by alice: reason"
     return f"{value}: {status.error}" if status.error else value
+
+
+# --- break-glass: the one wording every channel shows ----------------------------------------
+
+BREAK_GLASS_MARK = "🚨 BREAK-GLASS"
+
+
+def break_glass_title(title: str, status: ActionStatus) -> str:
+    """A message's headline, marked when the action was forced through without approval."""
+    return f"{BREAK_GLASS_MARK} {title}" if status.break_glass is not None else title
+
+
+def break_glass_text(status: ActionStatus) -> str | None:
+    """What every channel says about a break-glass action and its review; None for others.
+
+    Plain text holding a person's words (the reason): each channel neutralises it as a whole.
+    """
+    glass = status.break_glass
+    if glass is None:
+        return None
+    head = (
+        f"{BREAK_GLASS_MARK}: forced through by {glass.by} without approval. Reason: {glass.reason}"
+    )
+    done = glass.reviewed
+    if done is not None:
+        return f"{head}. Reviewed ({done.outcome}) by {done.reviewer}: {done.reason}"
+    groups = ", ".join(glass.reviewer_groups) or "the reviewers"
+    if glass.review == "overdue":
+        return (
+            f"{head}. Review OVERDUE since {glass.review_due_at:%Y-%m-%d %H:%M} UTC: needed "
+            f"from {groups} (signoff review {status.id} --reason ...)"
+        )
+    return (
+        f"{head}. Review needed from {groups} by {glass.review_due_at:%Y-%m-%d %H:%M} UTC "
+        f"(signoff review {status.id} --reason ...)"
+    )

@@ -222,6 +222,7 @@ class Policy:
             condition_errors=errors,
             step_up=outcome.step_up,
             remind=outcome.remind.model_copy() if outcome.remind else None,
+            break_glass=outcome.break_glass.model_copy(deep=True) if outcome.break_glass else None,
         )
 
 

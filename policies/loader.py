@@ -20,7 +20,7 @@ from policies.entra import EntraDirectory, EntraGroups
 from policies.groups import GroupSource, SourcedDirectory
 from policies.model import FieldError, Match, Outcome, PolicyFile, Rule
 from policies.okta import OktaGroups
-from signoff.models import ApprovalRequirement, EscalationStage
+from signoff.models import ApprovalRequirement, BreakGlassPolicy, EscalationStage
 
 _POLICY_MODELS: tuple[type[BaseModel], ...] = (
     PolicyFile,
@@ -29,6 +29,7 @@ _POLICY_MODELS: tuple[type[BaseModel], ...] = (
     Match,
     ApprovalRequirement,
     EscalationStage,
+    BreakGlassPolicy,
 )
 
 

@@ -17,6 +17,7 @@ from policies.variables import CEL_VARIABLES
 from signoff.models import (
     NAME_PATTERN,
     ApprovalRequirement,
+    BreakGlassPolicy,
     Contract,
     Duration,
     Effect,
@@ -108,6 +109,9 @@ class Outcome(Contract):
             raise FieldError("remind.every", "must be shorter than expires_after")
         return self
 
+    # On the outcome, so the rule that matches an action decides whether it may be forced.
+    break_glass: BreakGlassPolicy | None = None
+
     @model_validator(mode="after")
     def _consistent(self) -> Outcome:
         if self.effect != "require_approval":
@@ -137,12 +141,54 @@ class Outcome(Contract):
             raise FieldError("expires_after", "must be greater than 0")
         return self
 
+    @model_validator(mode="after")
+    def _break_glass_consistent(self) -> Outcome:
+        # Break-glass skips the wait for approval; it never overrides a deny, and an allow
+        # has nothing to skip.
+        spec = self.break_glass
+        if spec is None:
+            return self
+        if self.effect != "require_approval":
+            raise FieldError(
+                "break_glass",
+                f"only allowed when effect is 'require_approval' (this is {self.effect!r}): "
+                "break-glass skips waiting for approval, it never overrides a deny",
+            )
+        if spec.review_within.total_seconds() <= 0:
+            raise FieldError("break_glass.review_within", "must be greater than 0")
+        for index, stage in enumerate(spec.escalation):
+            where = f"break_glass.escalation.{index}"
+            if stage.after.total_seconds() <= 0:
+                raise FieldError(f"{where}.after", "must be greater than 0")
+            if index and stage.after <= spec.escalation[index - 1].after:
+                raise FieldError(
+                    f"{where}.after",
+                    f"must be later than break_glass.escalation.{index - 1}.after (stages are "
+                    "offsets from the break, so they must increase)",
+                )
+            if not stage.notify and not stage.add_groups:
+                raise FieldError(where, "needs notify or add_groups")
+        return self
+
     def groups(self) -> list[tuple[str, str]]:
         """The (field path, group name) pairs this outcome refers to."""
         named = [(f"approvals.{i}.group", a.group) for i, a in enumerate(self.approvals)]
         for i, stage in enumerate(self.escalation):
             named += [(f"escalation.{i}.notify.{j}", g) for j, g in enumerate(stage.notify)]
             named += [(f"escalation.{i}.add_groups.{j}", g) for j, g in enumerate(stage.add_groups)]
+        return named + self._break_glass_groups()
+
+    def _break_glass_groups(self) -> list[tuple[str, str]]:
+        """The groups `break_glass` names, so a typo in one is a load error."""
+        spec = self.break_glass
+        if spec is None:
+            return []
+        named = [(f"break_glass.groups.{i}", g) for i, g in enumerate(spec.groups)]
+        named += [(f"break_glass.reviewers.{i}", g) for i, g in enumerate(spec.reviewers)]
+        for i, stage in enumerate(spec.escalation):
+            where = f"break_glass.escalation.{i}"
+            named += [(f"{where}.notify.{j}", g) for j, g in enumerate(stage.notify)]
+            named += [(f"{where}.add_groups.{j}", g) for j, g in enumerate(stage.add_groups)]
         return named
 
 

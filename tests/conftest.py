@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from activities.targets import load_targets
 from channels.notifier import Notifier
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
-from signoff.models import ActionRequest, ActionStatus, DecisionRequest
+from signoff.models import ActionRequest, ActionStatus, DecisionRequest, ReviewRequest
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_cli
 from workers.settings import Settings
@@ -208,6 +209,32 @@ class Gate:
         return await handle.execute_update(
             ActionWorkflow.decide, SIGNER.decision(request, handle.id, now=await self._now())
         )
+
+    async def review(
+        self,
+        handle: WorkflowHandle[ActionWorkflow, ActionStatus],
+        reviewer: str,
+        *,
+        reason: str = "checked: the break was needed",
+    ) -> ActionStatus:
+        """Send the break-glass `review` update, signed, as the gateway would for a reviewer."""
+        status = await handle.query(ActionWorkflow.status)
+        request = ReviewRequest(reviewer=reviewer, digest=status.digest, reason=reason)
+        return await handle.execute_update(
+            ActionWorkflow.review, SIGNER.review(request, handle.id, now=await self._now())
+        )
+
+    async def wait_for_review(
+        self, handle: WorkflowHandle[ActionWorkflow, ActionStatus]
+    ) -> ActionStatus:
+        """Poll until a break-glass action has run and its review is open (bounded)."""
+        current = None
+        for _ in range(200):
+            current = await handle.query(ActionWorkflow.status)
+            if current.break_glass is not None and current.break_glass.reviewer_groups:
+                return current
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the review never opened; last {current}")
 
     async def wait_for(
         self, handle: WorkflowHandle[ActionWorkflow, ActionStatus], status: str

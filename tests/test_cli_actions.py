@@ -271,3 +271,28 @@ async def test_access_log_lines_hold_no_raw_control_characters(live: LiveGateway
     for raw in ("\x1b", "\r", "\u202e", "\u200b"):
         assert raw not in line
     assert "act-\\u001b[2J\\r\\nINFO forged\\u202eline\\u200b" in line
+
+
+async def test_break_glass_from_the_cli_then_review(live: LiveGateway) -> None:
+    reason = "prod is down and nobody from dba answers"
+    base = ["submit", "noop", "--target", "glass-cli", "--justification", "outage"]
+    refused = failed(await cli(live, "bot", *base, "--break-glass", reason))
+    assert "agents never break glass (agent_break_glass)" in refused
+    broke = ActionStatus.model_validate_json(
+        ok(await cli(live, "oscar", *base, "--break-glass", reason, "--json"))
+    )
+    assert broke.break_glass is not None
+    assert broke.break_glass.by == "oscar@example.com"
+    for _ in range(100):
+        shown = ok(await cli(live, "oscar", "status", broke.id))
+        if "due" in shown:
+            break
+        await asyncio.sleep(0.05)
+    assert "BREAK-GLASS" in shown
+    assert reason in shown
+    own = failed(await cli(live, "oscar", "review", broke.id, "--reason", "fine", "--yes"))
+    assert "(self_review)" in own
+    done = ok(await cli(live, "bob", "review", broke.id, "--reason", "checked it", "--yes"))
+    assert f"reviewed {broke.id}" in done
+    shown = ok(await cli(live, "bob", "status", broke.id))
+    assert "accepted by bob@example.com: checked it" in shown

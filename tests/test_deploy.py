@@ -41,6 +41,7 @@ SEARCH_ATTRIBUTES = {
     "SignoffRisk": "Keyword",
     "SignoffEscalation": "Int",
     "SignoffGroups": "KeywordList",
+    "SignoffBreakGlass": "Keyword",
 }
 CLUSTER_SCOPED = {"Namespace"}
 

@@ -552,7 +552,9 @@ async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -
         ("post", "/v1/actions/{id}/cancel"),
         ("post", "/v1/actions/{id}/report"),
         ("post", "/v1/actions/{id}/amend"),
+        ("post", "/v1/actions/{id}/review"),
         ("get", "/v1/approvals"),
+        ("get", "/v1/reviews"),
         ("get", "/v1/action-types"),
         ("get", "/v1/me"),
     }

@@ -44,6 +44,14 @@ def pending_query(task_queue: str) -> str:
     )
 
 
+def overdue_review_query(task_queue: str) -> str:
+    """The visibility query for break-glass actions of this deployment past their review."""
+    return (
+        f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running" '
+        'AND SignoffBreakGlass = "overdue"'
+    )
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one visibility scan found."""
@@ -51,6 +59,8 @@ class Snapshot:
     up: bool
     pending: int = 0
     expiring: int = 0
+    # None: the count failed (e.g. SignoffBreakGlass is not registered yet); the rest stands.
+    overdue_reviews: int | None = None
 
 
 class PendingApprovals:
@@ -65,6 +75,7 @@ class PendingApprovals:
     ) -> None:
         self.client = client
         self.query = pending_query(settings.task_queue)
+        self.overdue_query = overdue_review_query(settings.task_queue)
         self.ttl = settings.metrics_cache_seconds
         self.window = settings.metrics_expiry_warning
         self.scan_limit = settings.metrics_expiry_scan_limit
@@ -95,7 +106,17 @@ class PendingApprovals:
         await self._learn_expiry(ids)
         soon = datetime.now(UTC) + self.window
         expiring = sum(1 for i in ids if (at := self._expiry.get(i)) is not None and at <= soon)
-        return Snapshot(up=True, pending=pending, expiring=expiring)
+        return Snapshot(
+            up=True, pending=pending, expiring=expiring, overdue_reviews=await self._overdue()
+        )
+
+    async def _overdue(self) -> int | None:
+        """Break-glass reviews overdue now; None when the count fails (the rest still counts)."""
+        try:
+            return (await self.client.count_workflows(self.overdue_query)).count
+        except (RPCError, RuntimeError) as err:
+            log.warning("break-glass visibility query failed: %s", err)
+            return None
 
     async def _learn_expiry(self, ids: list[str]) -> None:
         current = set(ids)
@@ -139,6 +160,12 @@ class _PendingCollector(Collector):
                 "signoff_pending_approvals_expiring_soon",
                 "Pending actions that expire within SIGNOFF_METRICS_EXPIRY_WARNING",
                 value=self.latest.expiring,
+            )
+        if self.latest.up and self.latest.overdue_reviews is not None:
+            yield GaugeMetricFamily(
+                "signoff_break_glass_overdue",
+                "Break-glass actions whose after-the-fact review is past its review_within",
+                value=self.latest.overdue_reviews,
             )
 
 

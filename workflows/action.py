@@ -22,6 +22,7 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     AmendRequest,
+    BreakGlassStatus,
     CancelRequest,
     Decision,
     DecisionRefused,
@@ -33,6 +34,8 @@ from signoff.models import (
     RefusalCode,
     RefusedAttempt,
     Reminders,
+    Review,
+    ReviewRequest,
     Signature,
     Status,
     Verdict,
@@ -69,6 +72,7 @@ from workflows.signing import (
     decision_claims,
     report_claims,
     request_claims,
+    review_claims,
 )
 from workflows.state import ActionState, Phase
 
@@ -123,6 +127,9 @@ REMINDERS = "reminders"
 # Patch: an eligible approver may amend (approve with changes): the action ends superseded and
 # a successor with the new params starts on the requester's behalf (issue 17).
 AMENDMENTS = "amendments"
+# Patch: a person in the rule's break-glass groups forces the action through at once (a signed
+# claim with a reason); the run then stays open for the mandatory after-the-fact review.
+BREAK_GLASS = "break-glass"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -149,6 +156,7 @@ class _Patches:
     signed: bool | None = None
     runs: bool | None = None
     amendments: bool | None = None
+    break_glass: bool = False
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -179,6 +187,7 @@ class ActionWorkflow:
         workflow.patched(STEP_UP)
         self._patches.reminders = workflow.patched(REMINDERS)
         self._amendments_allowed()
+        self._patches.break_glass = workflow.patched(BREAK_GLASS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -202,6 +211,8 @@ class ActionWorkflow:
         )
         self.state.evaluation = evaluation
         verdict = evaluation.verdict
+        if request.break_glass is not None and self._patches.break_glass:
+            return await self._break_glass(evaluation)
         events = [
             self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
             self._event(AuditKind.VERDICT, payload=verdict),
@@ -371,6 +382,16 @@ class ActionWorkflow:
         self.state.finish(status, error)
         self._publish()
         metrics.action_finished(self.state.request.action, status.value)
+        await self._audit(*self._outcome_events(status, error, result_recorded))
+        if self.state.break_glass is not None:
+            # The action ran without approval: it is not over until someone else reviews it.
+            await self._await_review()
+        return await self._settle()
+
+    def _outcome_events(
+        self, status: Status, error: str | None, result_recorded: bool
+    ) -> list[AuditEvent]:
+        """The ledger rows of an outcome: the execution's result when it ran, then the outcome."""
         events = []
         if status in (Status.SUCCEEDED, Status.FAILED):
             result = self.state.result if result_recorded else None
@@ -380,7 +401,10 @@ class ActionWorkflow:
         events.append(
             self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error})
         )
-        await self._audit(*events)
+        return events
+
+    async def _settle(self) -> ActionStatus:
+        """Bring messages up to date, let handlers finish, and return the final status."""
         self._update_notifications()
         # Messages first (their tasks may still be running), then any decision mid-flight.
         while self._background:
@@ -401,6 +425,179 @@ class ActionWorkflow:
         return await self._finish(
             Status.REJECTED, error=f"request refused ({refusal.code.value}): {refusal.message}"
         )
+
+    # --- break-glass ----------------------------------------------------------------------
+
+    async def _break_glass(self, evaluation: Evaluation) -> ActionStatus:
+        """A person forces the action through: refused and recorded, or run at once, flagged."""
+        state = self.state
+        request = state.request
+        claim = request.break_glass
+        assert claim is not None, "only a break-glass request comes here"
+        verdict = evaluation.verdict
+        events = [
+            self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
+            self._event(AuditKind.VERDICT, payload=verdict),
+        ]
+        refusal = rules.break_glass_refusal(request, evaluation.requester, verdict)
+        if refusal is not None:
+            attempt = self._refusal(request.requester, "break_glass", refusal)
+            state.refused.append(attempt)
+            metrics.refused(attempt.code.value)
+            metrics.break_glass(request.action, "refused")
+            events.append(self._event(AuditKind.REFUSED, actor=request.requester, payload=attempt))
+            await self._audit(*events)
+            # Nothing runs: the request asked to skip approval, and it may not.
+            return await self._finish(
+                Status.REJECTED,
+                error=f"break-glass refused ({refusal.code.value}): {refusal.message}",
+            )
+        spec = verdict.break_glass
+        assert spec is not None, "break_glass_refusal refuses rules without break-glass"
+        now = workflow.now()
+        state.break_glass = BreakGlassStatus(
+            by=request.requester,
+            reason=claim.reason,
+            at=now,
+            review_due_at=now + spec.review_within,
+        )
+        metrics.break_glass(request.action, "granted")
+        requester = evaluation.requester
+        events.append(
+            self._event(
+                AuditKind.BREAK_GLASS,
+                actor=request.requester,
+                payload={
+                    "reason": claim.reason,
+                    "groups": list(requester.groups) if requester else [],
+                    "reviewers": list(spec.reviewers),
+                    "review_due_at": state.break_glass.review_due_at.isoformat(),
+                },
+            )
+        )
+        # Write-ahead as ever: the break is on record before the executor runs.
+        events.append(self._start_event())
+        await self._audit(*events)
+        return await self._execute(evaluation)
+
+    async def _await_review(self) -> None:
+        """Notify the reviewers and escalate on durable timers until someone else reviews it."""
+        state = self.state
+        glass = state.break_glass
+        spec = state.verdict.break_glass if state.verdict else None
+        assert glass is not None, "only a break-glass action is reviewed"
+        assert spec is not None, "a break-glass action's rule has break_glass"
+        glass.reviewer_groups = sorted(set(spec.reviewers))
+        self._publish()
+        self._notify(list(glass.reviewer_groups), stage=0)
+        timeline = sorted(
+            [*((glass.at + s.after, s) for s in spec.escalation), (glass.review_due_at, None)],
+            key=lambda item: item[0],
+        )
+        for deadline, stage in timeline:
+            offset = format_duration(deadline - glass.at)
+            label = (
+                f"review stage {glass.review_level + 1} ({offset})"
+                if stage is not None
+                else f"review due ({offset})"
+            )
+            if await self._reviewed_by(deadline, label):
+                return
+            if stage is None:
+                glass.review = "overdue"
+                metrics.break_glass_overdue(state.request.action)
+                await self._audit(
+                    self._event(
+                        AuditKind.REVIEW_OVERDUE,
+                        payload={
+                            "due_at": glass.review_due_at.isoformat(),
+                            "reviewer_groups": list(glass.reviewer_groups),
+                        },
+                    )
+                )
+                self._publish()
+                self._update_notifications()
+                continue
+            glass.review_level += 1
+            glass.reviewer_groups = sorted({*glass.reviewer_groups, *stage.add_groups})
+            await self._audit(
+                self._event(
+                    AuditKind.REVIEW_ESCALATED,
+                    payload={
+                        "level": glass.review_level,
+                        "notify": list(stage.notify),
+                        "reviewer_groups": list(glass.reviewer_groups),
+                    },
+                )
+            )
+            self._publish()
+            if stage.notify:
+                self._notify(list(stage.notify), stage=glass.review_level)
+        # Past every stage: the run stays open, overdue, until somebody reviews it.
+        await workflow.wait_condition(lambda: not state.awaits_review)
+
+    async def _reviewed_by(self, deadline: datetime, label: str) -> bool:
+        """Wait for the review until `deadline`; False when the time ran out first."""
+        remaining = deadline - workflow.now()
+        if remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: not self.state.awaits_review, timeout=remaining, timeout_summary=label
+                )
+        return not self.state.awaits_review
+
+    @workflow.update
+    async def review(self, request: ReviewRequest) -> ActionStatus:
+        """Review a break-glass action after the fact; refusals are recorded and fail the update."""
+        found = PrincipalLookupResult()
+        refusal = await self._verify(
+            request.signature,
+            review_claims(request, workflow.info().workflow_id),
+            not_before=workflow.info().workflow_start_time,
+        ) or rules.review_refusal(self.status(), request.reviewer, None, request.digest)
+        # Unknown principal is the only refusal a lookup can lift; anything else stands.
+        if refusal is None or refusal.code is RefusalCode.UNKNOWN_PRINCIPAL:
+            found = await self._resolve(request.reviewer, "reviewer")
+            # Re-check after the lookup: another review may have landed meanwhile.
+            refusal = rules.review_refusal(
+                self.status(), request.reviewer, found.principal, request.digest
+            )
+        if refusal is not None:
+            attempt = self._refusal(request.reviewer, "review", refusal, channel=request.channel)
+            self.state.refused.append(attempt)
+            metrics.refused(attempt.code.value)
+            self._publish()
+            await self._audit(
+                self._event(
+                    AuditKind.REFUSED,
+                    actor=request.reviewer,
+                    channel=request.channel,
+                    payload=attempt,
+                )
+            )
+            raise ApplicationError(
+                attempt.message, attempt, type=DECISION_REFUSED, non_retryable=True
+            )
+        glass = self.state.break_glass
+        assert glass is not None, "review_refusal refuses actions that broke no glass"
+        assert found.principal is not None, "review_refusal refuses principals nobody knows"
+        overdue = glass.review == "overdue"
+        glass.reviewed = Review(**request.model_dump(), at=workflow.now())
+        glass.review = "reviewed"
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.REVIEWED,
+                actor=request.reviewer,
+                channel=request.channel,
+                payload={
+                    **glass.reviewed.model_dump(mode="json", exclude={"signature"}),
+                    "groups": list(found.principal.groups),
+                    "overdue": overdue,
+                },
+            )
+        )
+        return self.status()
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -845,6 +1042,12 @@ class ActionWorkflow:
                 sa.RISK.value_set(verdict.risk if verdict else state.request.risk or "unknown"),
                 sa.ESCALATION.value_set(state.level),
                 sa.GROUPS.value_set(eligible),
+                # Only runs that broke glass set it, so every other run's upsert is unchanged.
+                *(
+                    [sa.BREAK_GLASS.value_set(state.break_glass.review)]
+                    if state.break_glass
+                    else []
+                ),
             ]
         )
         workflow.set_current_details(state.details())

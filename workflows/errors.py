@@ -111,6 +111,13 @@ class DecisionRefusedError(ActionError):
         self.code = attempt.code.value
 
 
+class BreakGlassRefused(DecisionRefusedError):
+    """The workflow refused to break glass (an agent, a person outside the groups, no reason).
+
+    The attempt is recorded in history and ledger; nothing ran.
+    """
+
+
 class MessageRefusedError(ActionError):
     """The workflow refused a cancel or report it could not verify; the attempt is recorded."""
 

@@ -120,6 +120,11 @@ class AuditKind(StrEnum):
     OUTCOME = "outcome"
     # Approve with changes (issue 17): an approver's params replaced this action by a successor.
     SUPERSEDED = "superseded"
+    # Break-glass: forced through, then reviewed after the fact (escalated, overdue, reviewed).
+    BREAK_GLASS = "break_glass"
+    REVIEW_ESCALATED = "review_escalated"
+    REVIEW_OVERDUE = "review_overdue"
+    REVIEWED = "reviewed"
 
 
 class AuditEvent(Contract):

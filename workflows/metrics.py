@@ -15,6 +15,10 @@ ACTIONS = "signoff_actions"
 REFUSED = "signoff_refused_attempts"
 ESCALATIONS = "signoff_escalations"
 TIME_TO_DECISION = "signoff_time_to_decision_seconds"
+# Scraped as signoff_break_glass_total and signoff_break_glass_reviews_overdue_total; the
+# gateway's gauge signoff_break_glass_overdue counts the reviews overdue right now.
+BREAK_GLASS = "signoff_break_glass"
+BREAK_GLASS_OVERDUE = "signoff_break_glass_reviews_overdue"
 
 
 def action_finished(action: str, status: str) -> None:
@@ -41,3 +45,17 @@ def decided(after: timedelta) -> None:
     workflow.metric_meter().create_histogram_float(
         TIME_TO_DECISION, "Time from request to decision", "s"
     ).record(after.total_seconds())
+
+
+def break_glass(action: str, outcome: str) -> None:
+    """Count a break-glass attempt: `granted` (it ran at once) or `refused`."""
+    workflow.metric_meter().create_counter(BREAK_GLASS, "Break-glass attempts by outcome").add(
+        1, {"action": action, "outcome": outcome}
+    )
+
+
+def break_glass_overdue(action: str) -> None:
+    """Count a break-glass review that passed its `review_within` unreviewed (an alert)."""
+    workflow.metric_meter().create_counter(
+        BREAK_GLASS_OVERDUE, "Break-glass reviews past their review_within"
+    ).add(1, {"action": action})

@@ -7,6 +7,7 @@ inboxes and guard reads. Both judge the same `ActionStatus`, so they cannot disa
 from __future__ import annotations
 
 from signoff.models import (
+    ActionRequest,
     ActionStatus,
     AmendRequest,
     DecisionRefused,
@@ -14,6 +15,7 @@ from signoff.models import (
     Principal,
     RefusalCode,
     Status,
+    Verdict,
 )
 
 AUDITORS = "auditors"
@@ -48,6 +50,17 @@ def decider_groups(status: ActionStatus) -> set[str]:
         return set()
     groups = {r.group for r in verdict.approvals}
     for stage in verdict.escalation:
+        groups.update(stage.add_groups)
+    return groups | reviewer_groups(status)
+
+
+def reviewer_groups(status: ActionStatus) -> set[str]:
+    """Every group that may review a break-glass action at some stage of its review."""
+    spec = status.verdict.break_glass if status.verdict else None
+    if status.break_glass is None or spec is None:
+        return set()
+    groups = set(spec.reviewers)
+    for stage in spec.escalation:
         groups.update(stage.add_groups)
     return groups
 
@@ -212,5 +225,118 @@ def amend_refusal(status: ActionStatus, amend: AmendRequest) -> DecisionRefused 
             code=RefusalCode.SIGNATURE_MISMATCH,
             message="the successor is not this action with changed params for its requester"
             + (f" ({', '.join(changed)} differ)" if changed else ""),
+        )
+    return None
+
+
+# --- break-glass ---------------------------------------------------------------------------------
+
+
+def break_glass_refusal(
+    request: ActionRequest, requester: Principal | None, verdict: Verdict
+) -> DecisionRefused | None:
+    """Who may force an action through now: a person in the matching rule's groups, with a reason.
+
+    `requester`: the requester as the directory has it when the policy is evaluated.
+    """
+    claim = request.break_glass
+    assert claim is not None, "only a break-glass request is judged for break-glass"
+    spec = verdict.break_glass
+    if requester is None:
+        return DecisionRefused(
+            code=RefusalCode.UNKNOWN_PRINCIPAL,
+            message=f"{request.requester} is not in the directory; only known people break glass",
+        )
+    if requester.kind != "human":
+        return DecisionRefused(
+            code=RefusalCode.AGENT_BREAK_GLASS,
+            message=f"{requester.id} is an agent; agents never break glass",
+        )
+    if spec is None and verdict.effect == "deny":
+        return DecisionRefused(
+            code=RefusalCode.BREAK_GLASS_NOT_ALLOWED,
+            message=f"the policy denies it ({verdict.reason}); break-glass never overrides a deny",
+        )
+    if spec is None:
+        return DecisionRefused(
+            code=RefusalCode.BREAK_GLASS_NOT_ALLOWED,
+            message=(
+                f"rule {verdict.rule_id!r} allows no break-glass for {request.action} on "
+                f"{request.target}"
+            ),
+        )
+    if request.on_behalf_of not in (None, requester.id):
+        return DecisionRefused(
+            code=RefusalCode.BREAK_GLASS_NOT_ALLOWED,
+            message="break-glass is in one's own name, never on behalf of someone else",
+        )
+    if request.execution != "worker":
+        return DecisionRefused(
+            code=RefusalCode.BREAK_GLASS_NOT_ALLOWED,
+            message="a break-glass action runs in the worker; caller mode is not allowed",
+        )
+    if not set(requester.groups) & set(spec.groups):
+        return DecisionRefused(
+            code=RefusalCode.BREAK_GLASS_NOT_ALLOWED,
+            message=(
+                f"{requester.id} is not in a group that may break glass here "
+                f"({', '.join(spec.groups)})"
+            ),
+        )
+    if len(claim.reason.strip()) < spec.reason_min_length:
+        return DecisionRefused(
+            code=RefusalCode.MISSING_REASON,
+            message=(
+                f"a break-glass reason needs at least {spec.reason_min_length} characters "
+                "saying why this cannot wait for approval"
+            ),
+        )
+    return None
+
+
+def review_refusal(
+    status: ActionStatus, reviewer_id: str, reviewer: Principal | None, digest: str
+) -> DecisionRefused | None:
+    """Who may review a break-glass action: a known human, not the breaker, in a group now."""
+    glass = status.break_glass
+    if glass is None or glass.reviewed is not None or not glass.reviewer_groups:
+        if glass is None:
+            state = "not a break-glass action; there is nothing to review"
+        elif glass.reviewed is not None:
+            state = f"already reviewed by {glass.reviewed.reviewer}"
+        else:
+            state = "still running; its review opens once it has run"
+        return DecisionRefused(code=RefusalCode.NOT_PENDING, message=f"the action is {state}")
+    if digest != status.digest:
+        return DecisionRefused(
+            code=RefusalCode.DIGEST_MISMATCH,
+            message=(
+                f"digest {digest[:12]}… does not match the action ({status.digest[:12]}…); "
+                "you were shown a different action"
+            ),
+        )
+    if reviewer is None:
+        return DecisionRefused(
+            code=RefusalCode.UNKNOWN_PRINCIPAL,
+            message=f"{reviewer_id} is not in the directory",
+        )
+    if reviewer.kind != "human":
+        return DecisionRefused(
+            code=RefusalCode.AGENT_APPROVER,
+            message=f"{reviewer.id} is an agent; agents never review actions",
+        )
+    found = parties(status)
+    if reviewer.id == glass.by or reviewer.id in found:
+        return DecisionRefused(
+            code=RefusalCode.SELF_REVIEW,
+            message=f"{reviewer.id} broke glass on this action; nobody reviews their own",
+        )
+    if not set(reviewer.groups) & set(glass.reviewer_groups):
+        return DecisionRefused(
+            code=RefusalCode.NOT_ELIGIBLE,
+            message=(
+                f"{reviewer.id} is not in a group that may review it now "
+                f"({', '.join(glass.reviewer_groups)})"
+            ),
         )
     return None

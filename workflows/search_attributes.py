@@ -17,8 +17,19 @@ RISK = SearchAttributeKey.for_keyword("SignoffRisk")
 ESCALATION = SearchAttributeKey.for_int("SignoffEscalation")
 # Which groups may decide right now: lets the inbox be one visibility query.
 GROUPS = SearchAttributeKey.for_keyword_list("SignoffGroups")
+# Break-glass actions only: pending, overdue or reviewed (set by runs that broke glass).
+BREAK_GLASS = SearchAttributeKey.for_keyword("SignoffBreakGlass")
 
-ALL: list[SearchAttributeKey] = [STATUS, ACTION, TARGET, REQUESTER, RISK, ESCALATION, GROUPS]
+ALL: list[SearchAttributeKey] = [
+    STATUS,
+    ACTION,
+    TARGET,
+    REQUESTER,
+    RISK,
+    ESCALATION,
+    GROUPS,
+    BREAK_GLASS,
+]
 
 
 def dev_server_flags() -> list[str]:

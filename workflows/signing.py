@@ -32,6 +32,7 @@ from signoff.models import (
     DecisionRequest,
     ExecutionReport,
     RefusalCode,
+    ReviewRequest,
     Signature,
     canonical_json,
 )
@@ -64,19 +65,28 @@ def _sha256(value: Any) -> str:
 
 def request_claims(request: ActionRequest, action_id: str) -> dict[str, JsonValue]:
     """A request's claims: who asks, for whom, which action, under which id and key."""
-    # The amendment links only when set, so every request signed before they existed verifies.
-    unset = {name for name in ("amended_from", "amended_by") if getattr(request, name) is None}
+    # The amendment links and break-glass only when set, so every request signed before they
+    # existed hashes as it did.
+    unset = {
+        name
+        for name in ("amended_from", "amended_by", "break_glass")
+        if getattr(request, name) is None
+    }
     body = request.model_dump(mode="json", exclude={"signature", *unset})
-    return {
+    claims: dict[str, JsonValue] = {
         "kind": "request",
         "action_id": action_id,
         "requester": request.requester,
         "on_behalf_of": request.on_behalf_of,
         "digest": request.digest,
         "idempotency_key": request.idempotency_key,
-        # Everything else the workflow acts on (justification, execution mode, claimed risk).
-        "request_sha256": _sha256(body),
     }
+    if request.break_glass is not None:
+        # Named on its own (before the body's hash), so a forged break-glass reads as one.
+        claims["break_glass_reason_sha256"] = _sha256(request.break_glass.reason)
+    # Everything else the workflow acts on (justification, execution mode, claimed risk).
+    claims["request_sha256"] = _sha256(body)
+    return claims
 
 
 def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, JsonValue]:
@@ -132,6 +142,19 @@ def report_claims(report: ExecutionReport, action_id: str) -> dict[str, JsonValu
         "action_id": action_id,
         "by": report.by,
         "report_sha256": _sha256({"result": report.result, "error": report.error}),
+    }
+
+
+def review_claims(review: ReviewRequest, action_id: str) -> dict[str, JsonValue]:
+    """A break-glass review's claims: which action and digest, who reviewed, what they found."""
+    return {
+        "kind": "review",
+        "action_id": action_id,
+        "digest": review.digest,
+        "reviewer": review.reviewer,
+        "outcome": review.outcome,
+        "reason_sha256": _sha256(review.reason),
+        "channel": review.channel,
     }
 
 
@@ -200,6 +223,13 @@ class Signer:
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""
         return report.model_copy(update={"signature": self.sign(report_claims(report, action_id))})
+
+    def review(
+        self, review: ReviewRequest, action_id: str, *, now: datetime | None = None
+    ) -> ReviewRequest:
+        """The break-glass review, signed for one action."""
+        signed = self.sign(review_claims(review, action_id), now=now)
+        return review.model_copy(update={"signature": signed})
 
 
 def generate_key_pair(private_path: Path, public_path: Path) -> str:

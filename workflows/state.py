@@ -15,6 +15,7 @@ from pydantic import JsonValue
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    BreakGlassStatus,
     Decision,
     ExecutionReport,
     NotificationRef,
@@ -81,6 +82,8 @@ class ActionState:
     start_durable: bool = False
     # Approve with changes (issue 17): the successor that replaced this action.
     superseded_by: str | None = None
+    # Set when a person broke glass: the action ran without approval and awaits its review.
+    break_glass: BreakGlassStatus | None = None
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -167,13 +170,40 @@ class ActionState:
             error=self.error,
             owner=requester.owner if requester else None,
             superseded_by=self.superseded_by,
+            break_glass=self.break_glass.model_copy(deep=True) if self.break_glass else None,
         )
+
+    @property
+    def awaits_review(self) -> bool:
+        """Whether a break-glass action still waits for its after-the-fact review."""
+        glass = self.break_glass
+        return glass is not None and glass.reviewed is None
+
+    def break_glass_details(self) -> list[str]:
+        """The break-glass lines of the Temporal UI's details; none for other actions."""
+        glass = self.break_glass
+        if glass is None:
+            return []
+        lines = [f"**BREAK-GLASS** by {glass.by}: {glass.reason}"]
+        if glass.reviewed is not None:
+            lines.append(
+                f"Reviewed by {glass.reviewed.reviewer} ({glass.reviewed.outcome}): "
+                f"{glass.reviewed.reason}"
+            )
+        else:
+            overdue = " — **OVERDUE**" if glass.review == "overdue" else ""
+            lines.append(
+                f"Review due {glass.review_due_at:%Y-%m-%d %H:%M} UTC by "
+                f"{', '.join(glass.reviewer_groups) or 'reviewers'}{overdue}"
+            )
+        return lines
 
     def details(self) -> str:
         """Markdown for the Temporal UI's workflow page."""
         req = self.request
         status = self.status
         lines = [f"**{req.action}** on **{req.target}** by {req.requester} — **{status.value}**"]
+        lines += self.break_glass_details()
         if status is Status.PENDING_APPROVAL:
             waits = ", ".join(
                 f"{len(p.approved_by)} of {p.min} from {p.group}" for p in self.progress()

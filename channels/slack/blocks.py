@@ -29,6 +29,8 @@ from slack_sdk.models.views import View
 from channels.notifier import (
     RISK_COLOUR,
     RISK_EMOJI,
+    break_glass_text,
+    break_glass_title,
     outcome_text,
     page_link_text,
     progress_text,
@@ -130,7 +132,7 @@ def title(status: ActionStatus) -> str:
         return truncate(f"{RISK_EMOJI.get(risk, '')} Approval needed: {what}", HEADER_MAX)
     emoji = STATUS_EMOJI.get(status.status, "")
     label = status.status.value.replace("_", " ").capitalize()
-    return truncate(f"{emoji} {label}: {what}", HEADER_MAX)
+    return truncate(break_glass_title(f"{emoji} {label}: {what}", status), HEADER_MAX)
 
 
 def fallback_text(status: ActionStatus) -> str:
@@ -170,6 +172,7 @@ def request_blocks(
         fields.append(f"*Expires*\n{slack_date(status.expires_at)}")
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=title(status), emoji=True)),
+        *_break_glass_blocks(status),
         SectionBlock(
             fields=[MarkdownTextObject(text=truncate(f, FIELD_MAX)) for f in fields],
         ),
@@ -203,6 +206,15 @@ def request_blocks(
             # Decided, but what was decided stays readable in full.
             blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
     return blocks
+
+
+def _break_glass_blocks(status: ActionStatus) -> list[Block]:
+    """The break-glass notice, first under the header, in the words every channel uses."""
+    text = break_glass_text(status)
+    if text is None:
+        return []
+    shown = neutralise.mrkdwn(text, multiline=True)
+    return [SectionBlock(text=MarkdownTextObject(text=truncate(f"*{shown}*", SECTION_MAX)))]
 
 
 def params_shown(status: ActionStatus) -> tuple[str, int]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.notifier import RISK_EMOJI, page_link_text, progress_text, requirement_text
+from channels.notifier import (
+    RISK_EMOJI,
+    break_glass_text,
+    break_glass_title,
+    page_link_text,
+    progress_text,
+    requirement_text,
+)
 from signoff import neutralise
 from signoff.models import ActionStatus, Status
 
@@ -167,7 +174,7 @@ def approval_card(
     risk = status.verdict.risk if status.verdict else (request.risk or "unknown")
     pending = status.status is Status.PENDING_APPROVAL
     reachable = full_reachable(status)
-    headline = HEADLINE.get(status.status, status.status.value)
+    headline = _headline(status)
     justification, justification_cut = _cut(
         neutralise.visible(request.justification, multiline=True), JUSTIFICATION_LIMIT
     )
@@ -179,13 +186,14 @@ def approval_card(
             "bleed": True,
             "items": [
                 _text(
-                    f"{RISK_EMOJI.get(risk, '')} {headline}: "
+                    break_glass_title(f"{RISK_EMOJI.get(risk, '')} {headline}: ", status)
                     + _md(f"{request.action} on {request.target}"),
                     weight="Bolder",
                     size="Medium",
                 )
             ],
         },
+        *_break_glass_items(status),
         {"type": "FactSet", "facts": _facts(status, risk)},
         _text("Justification", weight="Bolder", spacing="Medium"),
         _text(neutralise.escape_markdown(justification)),
@@ -248,16 +256,32 @@ def approval_card(
     return card
 
 
+def _headline(status: ActionStatus) -> str:
+    """The headline of the card; a break-glass action was never approved, so it never says so."""
+    if status.break_glass is not None:
+        return status.status.value.replace("_", " ").capitalize()
+    return HEADLINE.get(status.status, status.status.value)
+
+
+def _break_glass_items(status: ActionStatus) -> list[dict[str, Any]]:
+    """The break-glass notice, first under the headline, in the words every channel uses."""
+    text = break_glass_text(status)
+    if text is None:
+        return []
+    return [_text(_md(text), color="Attention", weight="Bolder", spacing="Medium")]
+
+
 def card_activity(
     status: ActionStatus, ui_url: str | None = None, *, page_url: str | None = None
 ) -> dict[str, Any]:
     """A message activity carrying the card, for posting or replacing in a conversation."""
     request = status.request
-    headline = HEADLINE.get(status.status, status.status.value)
+    headline = _headline(status)
     return {
         "type": "message",
         # The summary is what notifications and the chat list show instead of the card.
-        "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
+        "summary": break_glass_title(f"{headline}: ", status)
+        + neutralise.visible(f"{request.action} on {request.target}"),
         "attachments": [
             {
                 "contentType": ADAPTIVE_CARD,

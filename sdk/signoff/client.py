@@ -28,11 +28,14 @@ from signoff.models import (
     ActionStatus,
     ActionSubmission,
     AmendBody,
+    BreakGlassClaim,
     CancelBody,
     Decision,
     DecisionBody,
     DecisionKind,
     Execution,
+    ReviewBody,
+    ReviewOutcome,
     Risk,
     Status,
     format_duration,
@@ -208,8 +211,12 @@ def submission(
     on_behalf_of: str | None = None,
     idempotency_key: str | None = None,
     execution: Execution = "worker",
+    break_glass: str | None = None,
 ) -> ActionSubmission:
-    """Validate a request locally, with a fresh idempotency key unless one is given."""
+    """Validate a request locally, with a fresh idempotency key unless one is given.
+
+    `break_glass`: the reason a person forces the action through now (see the README).
+    """
     try:
         return ActionSubmission(
             action=action,
@@ -221,6 +228,7 @@ def submission(
             # Chosen once per request, before any retry: a retry finds the same action.
             idempotency_key=idempotency_key or f"sdk-{uuid.uuid4()}",
             execution=execution,
+            break_glass=BreakGlassClaim(reason=break_glass) if break_glass is not None else None,
         )
     except ValidationError as exc:
         raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
@@ -320,11 +328,12 @@ class SignoffClient:
         idempotency_key: str | None = None,
         wait: float | None = None,
         execution: Execution = "worker",
+        break_glass: str | None = None,
     ) -> ActionStatus:
         """Ask for an action; `wait` long-polls up to that many seconds (at most 60).
 
         `execution="caller"` asks to run it yourself once approved: see `wait_for_approval`
-        and `report`.
+        and `report`. `break_glass`: a person's reason to force it through now.
         """
         body = submission(
             action,
@@ -335,6 +344,7 @@ class SignoffClient:
             on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key,
             execution=execution,
+            break_glass=break_glass,
         )
         seconds = min(wait or 0.0, MAX_WAIT)
         data = await self._send(
@@ -444,6 +454,34 @@ class SignoffClient:
     ) -> ActionStatus:
         """Approve the action (as the token's principal)."""
         return await self.decide(action_id, "approve", reason=reason, digest=digest)
+
+    async def reviews(self, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions waiting for a review you may give now, overdue first."""
+        data = await self._send("GET", "/v1/reviews", idempotent=True, params={"limit": limit})
+        return [ActionStatus.model_validate(item) for item in data]
+
+    async def review(
+        self,
+        action_id: str,
+        reason: str,
+        *,
+        outcome: ReviewOutcome = "accepted",
+        digest: str | None = None,
+    ) -> ActionStatus:
+        """Review a break-glass action after the fact; without `digest`, it is fetched first."""
+        if digest is None:
+            digest = (await self.status(action_id)).digest
+        try:
+            body = ReviewBody(digest=digest, reason=reason, outcome=outcome)
+        except ValidationError as exc:
+            raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/review",
+            idempotent=False,
+            json=body.model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
 
     async def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""
@@ -623,6 +661,7 @@ class SignoffSyncClient:
         idempotency_key: str | None = None,
         wait: float | None = None,
         execution: Execution = "worker",
+        break_glass: str | None = None,
     ) -> ActionStatus:
         """Ask for an action; `wait` long-polls up to that many seconds (at most 60)."""
         return self._call(
@@ -636,6 +675,7 @@ class SignoffSyncClient:
                 idempotency_key=idempotency_key,
                 wait=wait,
                 execution=execution,
+                break_glass=break_glass,
             )
         )
 
@@ -690,6 +730,21 @@ class SignoffSyncClient:
     def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""
         return self._call(self.client.deny(action_id, reason, digest=digest))
+
+    def reviews(self, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions waiting for a review you may give now, overdue first."""
+        return self._call(self.client.reviews(limit=limit))
+
+    def review(
+        self,
+        action_id: str,
+        reason: str,
+        *,
+        outcome: ReviewOutcome = "accepted",
+        digest: str | None = None,
+    ) -> ActionStatus:
+        """Review a break-glass action after the fact."""
+        return self._call(self.client.review(action_id, reason, outcome=outcome, digest=digest))
 
     def cancel(self, action_id: str, *, reason: str = "") -> ActionStatus:
         """Cancel your own pending action."""

@@ -29,7 +29,7 @@ Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 StepUpMethod = Literal["webauthn"]
 PrincipalKind = Literal["human", "agent"]
-MessageKind = Literal["request", "decision", "cancel", "report", "amend"]
+MessageKind = Literal["request", "decision", "cancel", "report", "amend", "break_glass", "review"]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
 
@@ -207,6 +207,17 @@ def check_params_bounds(value: Any, name: str = "params") -> None:
             )
 
 
+class BreakGlassClaim(Contract):
+    """A person's claim to force an action through now: why it cannot wait."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("reason")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        return no_nul(value)
+
+
 class ActionSubmission(Contract):
     """What an agent asks for. The gateway adds the authenticated requester."""
 
@@ -228,6 +239,13 @@ class ActionSubmission(Contract):
         description=(
             "worker: the worker runs the action with credentials the agent never holds; "
             "caller: after approval the requester runs it and reports the result"
+        ),
+    )
+    break_glass: BreakGlassClaim | None = Field(
+        default=None,
+        description=(
+            "A person in a group the matching rule names forces the action through now; "
+            "it is flagged everywhere and reviewed after the fact. Agents never may"
         ),
     )
 
@@ -340,6 +358,20 @@ class Reminders(Contract):
     max: int = Field(default=3, ge=1, le=100)
 
 
+class BreakGlassPolicy(Contract):
+    """Who may force a rule's action through now, and who must review it afterwards, by when.
+
+    `escalation` stages count from the break and widen (`add_groups`) or page (`notify`) the
+    reviewers until somebody who is not the breaker reviews it.
+    """
+
+    groups: list[str] = Field(min_length=1, description="Human groups whose members may break")
+    reason_min_length: int = Field(default=20, ge=1, le=2000)
+    reviewers: list[str] = Field(min_length=1, description="Groups that review it afterwards")
+    review_within: Duration
+    escalation: list[EscalationStage] = Field(default_factory=list)
+
+
 class ConditionError(Contract):
     """A rule's `when` that could not be evaluated, and how the policy counted it."""
 
@@ -370,6 +402,9 @@ class Verdict(Contract):
     )
     remind: Reminders | None = Field(
         default=None, description="Reminders while the action waits for approval"
+    )
+    break_glass: BreakGlassPolicy | None = Field(
+        default=None, description="Whether and how the winning rule lets people break glass"
     )
 
 
@@ -462,6 +497,10 @@ class RefusalCode(StrEnum):
     STEP_UP_REQUIRED = "step_up_required"
     # Who proposed an action's changed params never approves the result (issue 17).
     AMENDER = "amender"
+    # Break-glass: agents never break glass; only the rule's groups may; nobody reviews their own.
+    AGENT_BREAK_GLASS = "agent_break_glass"
+    BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
+    SELF_REVIEW = "self_review"
 
 
 class RefusedAttempt(Contract):
@@ -503,6 +542,66 @@ class CancelRequest(CancelBody):
 
     by: str
     signature: Signature | None = None
+
+
+# --- break-glass reviews -----------------------------------------------------------------------
+
+ReviewOutcome = Literal["accepted", "disputed"]
+
+
+class ReviewBody(Contract):
+    """An after-the-fact review of a break-glass action, as a reviewer sends it to the API."""
+
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="The digest of the action the reviewer was shown"
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="What the reviewer found")
+    outcome: ReviewOutcome = Field(
+        default="accepted",
+        description="accepted: the break was justified; disputed: it was not (a finding)",
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a review needs a reason")
+        return value
+
+
+class ReviewRequest(ReviewBody):
+    """A review bound to the authenticated reviewer and the door it came through."""
+
+    reviewer: str = Field(min_length=1, max_length=200)
+    channel: str = Field(default="api", max_length=40)
+    signature: Signature | None = None
+
+
+class Review(ReviewRequest):
+    """An accepted review, with the workflow time it was taken."""
+
+    at: datetime
+
+
+BreakGlassReview = Literal["pending", "overdue", "reviewed"]
+
+
+class BreakGlassStatus(Contract):
+    """A break-glass action: who forced it and why, and where its mandatory review stands."""
+
+    by: str
+    reason: str
+    at: datetime
+    review_due_at: datetime
+    review: BreakGlassReview = "pending"
+    reviewer_groups: list[str] = Field(default_factory=list)
+    review_level: int = 0
+    reviewed: Review | None = None
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -579,6 +678,7 @@ class ActionStatus(Contract):
     superseded_by: str | None = Field(
         default=None, description="The successor that replaced this action with changed params"
     )
+    break_glass: BreakGlassStatus | None = None
 
     @property
     def terminal(self) -> bool:

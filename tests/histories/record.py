@@ -19,7 +19,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
-from signoff.models import ActionRequest, AmendRequest, CancelRequest, DecisionRequest, StepUp
+from signoff.models import (
+    ActionRequest,
+    AmendRequest,
+    BreakGlassClaim,
+    CancelRequest,
+    DecisionRequest,
+    StepUp,
+)
 from tests.conftest import DATA, Gate, running_worker
 from tests.page_fixtures import policy_with_step_up
 from tests.signing import SIGNER
@@ -68,6 +75,24 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
             task_queue=settings.task_queue,
         )
 
+        # Break-glass (patch break-glass): on-call forces it through, the breaker's own review
+        # is refused, security reviews it; an agent's attempt is refused and recorded.
+        glass = handles["break_glass_reviewed"] = await gate.submit(
+            "glass-db",
+            {"fix": "restart"},
+            requester="carol@example.com",
+            break_glass=BreakGlassClaim(reason="prod-db is down and cannot wait for a DBA"),
+        )
+        await gate.wait_for_review(glass)
+        with pytest.raises(WorkflowUpdateFailedError):  # nobody reviews their own break
+            await gate.review(glass, "carol@example.com")
+        await gate.review(glass, "bob@example.com")
+        handles["break_glass_refused"] = await gate.submit(
+            "glass-db",
+            requester="agent:bot",
+            break_glass=BreakGlassClaim(reason="the agent wants to skip the approval"),
+        )
+
         # In-flight snapshots: a pending approval is a partial history, and a new worker must
         # pick it up where it stopped.
         snapshots: dict[str, str] = {}
@@ -79,8 +104,17 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
         await gate.wait_for(running, "executing")
         snapshots["executing"] = (await running.fetch_history()).to_json()
 
+        awaiting = await gate.submit(
+            "glass-db",
+            requester="oscar@example.com",
+            break_glass=BreakGlassClaim(reason="prod-db is down and cannot wait for a DBA"),
+        )
+        await gate.wait_for_review(awaiting)
+        snapshots["break_glass_awaiting_review"] = (await awaiting.fetch_history()).to_json()
+        await gate.review(awaiting, "bob@example.com")
+
         await gate.decide(halfway, "carol@example.com")
-        for handle in [*handles.values(), halfway, running]:
+        for handle in [*handles.values(), halfway, running, awaiting]:
             await handle.result()
         finished = {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
     return {**finished, **snapshots, **await record_step_up(client, settings, ledger)}

@@ -75,9 +75,11 @@ def _describe(
         started = event.workflow_execution_started_event_attributes
         request = _first(started.input)
         if isinstance(request, dict):
+            glass = request.get("break_glass")
             return (
                 f"started {started.workflow_type.name}: {request.get('requester')} requests "
                 f"{request.get('action')} on {request.get('target')}"
+                + (f", BREAK-GLASS: {glass.get('reason')}" if isinstance(glass, dict) else "")
             )
         return f"started {started.workflow_type.name}"
     if t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -147,7 +149,7 @@ def _describe(
 def _who(args: Any) -> str:
     if not isinstance(args, dict):
         return ""
-    person = args.get("approver") or args.get("by")
+    person = args.get("approver") or args.get("by") or args.get("reviewer")
     decision = args.get("decision")
     text = f" by {person}" if person else ""
     if decision:

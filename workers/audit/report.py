@@ -33,6 +33,39 @@ class Escalation(BaseModel):
     at: datetime
 
 
+class BreakGlassRecord(BaseModel):
+    """A break-glass action: who forced it, why, and how its after-the-fact review went."""
+
+    by: str | None = None
+    reason: str | None = None
+    at: datetime
+    review_due_at: datetime | None = None
+    review_escalations: int = 0
+    overdue_at: datetime | None = None
+    reviewed_by: str | None = None
+    review_outcome: str | None = None
+    review_reason: str | None = None
+    reviewed_at: datetime | None = None
+
+    def findings(self) -> list[str]:
+        """What an auditor must look at: unreviewed, reviewed late, or disputed."""
+        due = self.review_due_at.isoformat() if self.review_due_at else "?"
+        found = []
+        if self.reviewed_at is None:
+            state = f"OVERDUE since {due}" if self.overdue_at else f"due {due}"
+            found.append(f"break-glass by {self.by} not reviewed ({state})")
+        elif self.overdue_at is not None:
+            found.append(
+                f"break-glass by {self.by} reviewed late by {self.reviewed_by} "
+                f"(due {due}, reviewed {self.reviewed_at.isoformat()})"
+            )
+        if self.review_outcome == "disputed":
+            found.append(
+                f"break-glass by {self.by} disputed by {self.reviewed_by}: {self.review_reason}"
+            )
+        return found
+
+
 class ActionRecord(BaseModel):
     """Everything the ledger says about one action, for an auditor."""
 
@@ -59,6 +92,12 @@ class ActionRecord(BaseModel):
     status: str | None = None
     decided_at: datetime | None = None
     completed_at: datetime | None = None
+    break_glass: BreakGlassRecord | None = None
+
+    @property
+    def findings(self) -> list[str]:
+        """What an auditor must look at in this action (break-glass reviews, for now)."""
+        return self.break_glass.findings() if self.break_glass else []
 
     @property
     def time_to_decision(self) -> timedelta | None:
@@ -136,7 +175,35 @@ def build_record(rows: list[LedgerRow]) -> ActionRecord:
             record.status = _str(p.get("status"))
             record.error = _str(p.get("error")) or record.error
             record.completed_at = row.at
+        else:
+            _fold_break_glass(record, row)
     return record
+
+
+def _fold_break_glass(record: ActionRecord, row: LedgerRow) -> None:
+    """Fold a break-glass row (the break, its review's escalations, overdue, review)."""
+    p = row.payload
+    if row.kind == AuditKind.BREAK_GLASS:
+        due = _str(p.get("review_due_at"))
+        record.break_glass = BreakGlassRecord(
+            by=row.actor,
+            reason=_str(p.get("reason")),
+            at=row.at,
+            review_due_at=datetime.fromisoformat(due) if due else None,
+        )
+        return
+    glass = record.break_glass
+    if glass is None:
+        return
+    if row.kind == AuditKind.REVIEW_ESCALATED:
+        glass.review_escalations += 1
+    elif row.kind == AuditKind.REVIEW_OVERDUE:
+        glass.overdue_at = row.at
+    elif row.kind == AuditKind.REVIEWED:
+        glass.reviewed_by = row.actor
+        glass.review_outcome = _str(p.get("outcome"))
+        glass.review_reason = _str(p.get("reason"))
+        glass.reviewed_at = row.at
 
 
 def _str(value: Any) -> str | None:
@@ -181,6 +248,10 @@ class Summary(BaseModel):
     statuses: dict[str, int]
     since: datetime | None = None
     until: datetime | None = None
+    break_glass: int = 0
+    break_glass_unreviewed: int = 0
+    break_glass_reviewed_late: int = 0
+    findings: list[str] = []
 
     @property
     def independent_share(self) -> float | None:
@@ -226,7 +297,21 @@ def summarise(
         statuses=dict(Counter(r.status or "in progress" for r in items)),
         since=since,
         until=until,
+        **_break_glass_summary(items),
     )
+
+
+def _break_glass_summary(items: list[ActionRecord]) -> dict[str, Any]:
+    """Break-glass counts and every action's findings, `action_id: finding`."""
+    glass = [r.break_glass for r in items if r.break_glass is not None]
+    return {
+        "break_glass": len(glass),
+        "break_glass_unreviewed": sum(g.reviewed_at is None for g in glass),
+        "break_glass_reviewed_late": sum(
+            g.reviewed_at is not None and g.overdue_at is not None for g in glass
+        ),
+        "findings": [f"{r.action_id}: {f}" for r in items for f in r.findings],
+    }
 
 
 def _count(n: int, noun: str) -> str:
@@ -259,6 +344,7 @@ def to_json(items: list[ActionRecord], summary: Summary) -> str:
             {
                 **r.model_dump(mode="json"),
                 "time_to_decision_seconds": _seconds(r.time_to_decision),
+                "findings": r.findings,
             }
             for r in items
         ],
@@ -294,6 +380,8 @@ CSV_COLUMNS = (
     "decided_at",
     "time_to_decision_seconds",
     "completed_at",
+    "break_glass",
+    "findings",
 )
 
 
@@ -327,6 +415,10 @@ def _csv_values(record: ActionRecord) -> dict[str, Any]:
             for e in record.escalations
         ),
         "time_to_decision_seconds": _seconds(record.time_to_decision),
+        "break_glass": (
+            f"by {record.break_glass.by}: {record.break_glass.reason}" if record.break_glass else ""
+        ),
+        "findings": "; ".join(record.findings),
     }
 
 
@@ -448,7 +540,11 @@ def to_html(items: list[ActionRecord], summary: Summary, *, generated_at: dateti
         ("Refused self-approval attempts", str(summary.refused_self_approval)),
         ("Median time to decision", _human(summary.median_time_to_decision)),
         ("Outcomes", ", ".join(f"{k}: {v}" for k, v in sorted(summary.statuses.items()))),
+        ("Break-glass actions", str(summary.break_glass)),
+        ("Break-glass actions not reviewed", str(summary.break_glass_unreviewed)),
+        ("Break-glass actions reviewed late", str(summary.break_glass_reviewed_late)),
     ]
+    findings = "".join(f"<li>{neutralise.html(f)}</li>" for f in summary.findings)
     rows = "\n".join(_html_row(r) for r in items)
     controls_html = "".join(
         f'<dt>{e(name)}</dt><dd data-control="{e(name)}">{e(value)}</dd>'
@@ -468,6 +564,8 @@ hash-chained audit ledger.</p>
 <p class="summary" id="summary">{e(summary.sentence())}.</p>
 <h2>Controls</h2>
 <dl class="controls">{controls_html}</dl>
+<h2>Findings</h2>
+<ul id="findings">{findings or "<li>none</li>"}</ul>
 <h2>Time to decision</h2>
 {bar_chart("Time to decision", decision_histogram(items))}
 <h2>Daily volume</h2>
@@ -506,6 +604,7 @@ def _html_row(r: ActionRecord) -> str:
     )
     result = neutralise.visible(r.error) if r.error else neutralise.visible_json(r.result)
     params = neutralise.visible_json(r.params, sort_keys=True)
+    glass = "<br><b>BREAK-GLASS</b>" if r.break_glass else ""
     return (
         f'<tr data-action-id="{e(r.action_id)}">'
         f"<td>{e(r.requested_at.isoformat() if r.requested_at else '')}</td>"
@@ -515,7 +614,7 @@ def _html_row(r: ActionRecord) -> str:
         f"<td>{e(r.policy_rule or '')} ({e(r.effect or '')}, {e(r.risk or '')})"
         f'<br><span class="digest">{e(r.policy_digest or "")}</span></td>'
         f"<td><ul>{decisions}</ul></td><td><ul>{refused}</ul></td><td><ul>{escalations}</ul></td>"
-        f"<td>{e(r.status or 'in progress')}</td>"
+        f"<td>{e(r.status or 'in progress')}{glass}</td>"
         f"<td>{e(_human(r.time_to_decision))}</td>"
         f"<td>{escape(result)}</td>"
         "</tr>"

@@ -206,6 +206,13 @@ def _print_verdict(verdict: Verdict) -> None:
         )
     if verdict.expires_after is not None:
         console.print(f"expires after {format_duration(verdict.expires_after)}")
+    if (glass := verdict.break_glass) is not None:
+        console.print(
+            f"break-glass: {', '.join(glass.groups)} may force it (reason of "
+            f"{glass.reason_min_length}+ characters); reviewed by {', '.join(glass.reviewers)} "
+            f"within {format_duration(glass.review_within)}",
+            highlight=False,
+        )
     for error in verdict.condition_errors:
         console.print(
             f"[yellow]condition error[/yellow] in rule {escape(error.rule_id)} "

@@ -50,6 +50,7 @@ from signoff.models import (
     Principal,
     RefusalCode,
     RefusedAttempt,
+    ReviewRequest,
     Status,
     Verdict,
     validation_problems,
@@ -70,6 +71,7 @@ from workflows.errors import (
     ActionNotPending,
     ActionStalled,
     ActionUnreadable,
+    BreakGlassRefused,
     DecisionRefusedError,
     IdempotencyConflict,
     InvalidOnBehalfOf,
@@ -79,7 +81,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
-from workflows.rules import can_decide_now
+from workflows.rules import can_decide_now, review_refusal
 from workflows.signing import Signer, SigningError
 
 MAX_WAIT = 60.0
@@ -88,6 +90,8 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 # restart): its worker cannot process the action, so a query would only time out.
 FAILING_TASK_ATTEMPT = 3
 MAX_REASON_CHARS = 500
+# How long a break-glass submit waits for the workflow to grant or refuse the break.
+BREAK_GLASS_VERDICT_WAIT = 10.0
 _SAFE_GROUP = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 
 
@@ -245,11 +249,16 @@ class ActionService:
                         SearchAttributePair(sa.RISK, preview.risk),
                     ]
                 ),
-                static_summary=summary_text(request, preview, datetime.now(UTC)),
+                static_summary=(
+                    ("BREAK-GLASS: " if request.break_glass is not None else "")
+                    + summary_text(request, preview, datetime.now(UTC))
+                ),
                 static_details=(
                     f"**Justification:** {request.justification}\n\n**Digest:** `{request.digest}`"
                 ),
             )
+        if request.break_glass is not None:
+            return await self._break_glass_verdict(action_id, request, wait)
         if wait > 0 and request.idempotency_key is None:
             # A fresh id has no earlier action to conflict with, and the caller wants the
             # outcome: skip reading the status of the action just started (a describe and a
@@ -261,9 +270,49 @@ class ActionService:
                 f"idempotency key {request.idempotency_key!r} was already used for a different "
                 f"action ({status.id}); use a new key for a new action"
             )
+        if status.request.break_glass is not None:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for action "
+                f"{status.id} with break-glass; use a new key for a new action"
+            )
         if wait > 0:
             return await self.wait(action_id, wait, current=status)
         return status
+
+    async def _break_glass_verdict(
+        self, action_id: str, request: ActionRequest, wait: float
+    ) -> ActionStatus:
+        """The status once the workflow granted the break; BreakGlassRefused when it refused.
+
+        The workflow decides (and records) who may break glass; the gateway only reports it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BREAK_GLASS_VERDICT_WAIT
+        status = await self.status(action_id)
+        while status.status is Status.EVALUATING and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            status = await self.status(action_id)
+        if status.digest != request.digest:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for a different "
+                f"action ({status.id}); use a new key for a new action"
+            )
+        if status.request.break_glass is None:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was already used for action "
+                f"{status.id} without break-glass; use a new key to break glass"
+            )
+        refused = [a for a in status.refused if a.kind == "break_glass"]
+        if status.status is Status.REJECTED and refused:
+            raise BreakGlassRefused(refused[-1])
+        if wait > 0:
+            return await self.wait(action_id, wait, current=status)
+        return status
+
+    async def review(self, action_id: str, review: ReviewRequest) -> ActionStatus:
+        """Send a break-glass review through the workflow's `review` update."""
+        message = self.signer.review(review, action_id)
+        return await self._update(action_id, ActionWorkflow.review, message, ended="review")
 
     async def _refuse_reuse_after_retention(self, key: str, action_id: str) -> None:
         """A key whose action Temporal no longer has, but the ledger does, is never run again.
@@ -515,6 +564,26 @@ class ActionService:
             and (cutoff is None or s.created_at <= cutoff)
         ]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def reviews(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
+        """Break-glass actions the principal may review now: overdue first, then oldest."""
+        if principal.kind != "human":
+            return []
+        # Scoped to our task queue and to running workflows, as the pending-approvals gauge.
+        query = (
+            f'TaskQueue = "{self.settings.task_queue}" AND ExecutionStatus = "Running" '
+            'AND SignoffBreakGlass IN ("pending", "overdue")'
+        )
+        ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
+        statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
+        mine = [
+            s
+            for s in statuses
+            if s is not None and review_refusal(s, principal.id, principal, s.digest) is None
+        ]
+        mine.sort(key=lambda s: s.created_at)
+        mine.sort(key=lambda s: s.break_glass is None or s.break_glass.review != "overdue")
+        return mine[:limit]
 
     async def _quiet_status(self, action_id: str) -> ActionStatus | None:
         # One unreadable action must not hide the rest of the inbox.

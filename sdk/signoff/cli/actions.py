@@ -1,4 +1,4 @@
-"""`signoff submit|status|approve|deny|cancel|pending`: the gateway's API for people.
+"""`signoff submit|status|approve|deny|cancel|pending|review`: the gateway's API for people.
 
 A client of the gateway through `signoff.client`, like any agent: it never talks to Temporal.
 """
@@ -103,6 +103,7 @@ def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
         rows.append(("result", neutralise.visible_json(status.result, indent=2)))
     if status.error:
         rows.append(("error", status.error))
+    rows += _break_glass_rows(status)
     rows.append(("digest", status.digest))
     if page_url is not None:
         rows.append(("page", page_url))
@@ -116,6 +117,22 @@ def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
         shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
         table.add_row(name, escape(shown))
     console.print(table)
+
+
+def _break_glass_rows(status: ActionStatus) -> list[tuple[str, str]]:
+    """The break-glass lines of an action: who forced it, why, and its review."""
+    glass = status.break_glass
+    if glass is None:
+        return []
+    rows = [("BREAK-GLASS", f"by {glass.by}: {glass.reason}")]
+    if glass.reviewed is not None:
+        done = glass.reviewed
+        rows.append(("review", f"{done.outcome} by {done.reviewer}: {done.reason}"))
+    else:
+        groups = ", ".join(glass.reviewer_groups) or "reviewers"
+        late = " (OVERDUE)" if glass.review == "overdue" else ""
+        rows.append(("review", f"due {glass.review_due_at:%Y-%m-%d %H:%M:%S %Z} by {groups}{late}"))
+    return rows
 
 
 def _print(status: ActionStatus, as_json: bool, *, page_url: str | None = None) -> None:
@@ -141,6 +158,17 @@ def submit(
     wait: Annotated[
         float, typer.Option(min=0, max=60, help="Seconds to wait for the outcome")
     ] = 0.0,
+    break_glass: Annotated[
+        str | None,
+        typer.Option(
+            "--break-glass",
+            metavar="REASON",
+            help=(
+                "Force it through now, without waiting for approval, if the policy lets your "
+                "group; flagged everywhere and reviewed afterwards. Why it cannot wait"
+            ),
+        ),
+    ] = None,
     as_json: Json = False,
     gateway: Gateway = None,
     token: Token = None,
@@ -160,6 +188,7 @@ def submit(
             on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key,
             wait=wait,
+            break_glass=break_glass,
         )
     _print(status, as_json)
 
@@ -305,6 +334,34 @@ def _deny_stale(
         console.print(f"{len(outcomes) - len(refused)} denied, {len(refused)} refused")
     if refused:
         raise typer.Exit(1)
+
+
+def review(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The action id")],
+    reason: Annotated[str, typer.Option(help="What you found: recorded with your review")],
+    dispute: Annotated[
+        bool, typer.Option("--dispute", help="The break was not justified (an audit finding)")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm")] = False,
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Review a break-glass action after the fact (nobody reviews their own)."""
+    with gateway_client(gateway, token) as client:
+        shown = client.status(action_id)
+        if not as_json:
+            console.print("[bold]You are about to review:[/bold]")
+            _show(shown)
+        if not yes and sys.stdin.isatty() and not typer.confirm("Review?"):
+            raise fail("nothing sent")
+        reviewed = client.review(
+            action_id, reason, outcome="disputed" if dispute else "accepted", digest=shown.digest
+        )
+    if as_json:
+        typer.echo(reviewed.model_dump_json(indent=2))
+    else:
+        console.print(f"[green]reviewed[/green] {neutralise.rich(reviewed.id)}", highlight=False)
 
 
 def cancel(

@@ -17,6 +17,8 @@ from signoff.models import (
     ExecutionReport,
     Principal,
     ReportBody,
+    ReviewBody,
+    ReviewRequest,
 )
 from workers.gateway.auth import current_identity, current_principal
 from workers.gateway.dependencies import Wait, action_id, get_service, refusal_budget
@@ -33,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["actions"])
     "/actions",
     status_code=202,
     response_model=ActionStatus,
-    responses=documented(400, 401, 409, 413, 422, 503),
+    responses=documented(400, 401, 403, 409, 413, 422, 503),
 )
 async def submit(
     submission: ActionSubmission,
@@ -42,6 +44,11 @@ async def submit(
     service: ActionService = Depends(get_service),
 ) -> ActionStatus:
     """Ask for an action; the requester is the authenticated principal.
+
+    With `break_glass: {reason}`, a person in the matching rule's break-glass groups forces
+    it through at once; it is flagged and must be reviewed afterwards. 403 (422 for a short
+    reason) when the break is refused: an agent, someone outside the groups, or a rule without
+    break-glass; the refusal is recorded and nothing runs.
 
     Answers 202 with the status. Repeating a request with the same `idempotency_key` answers
     202 with the same action, never a second one; the same key with a different action,
@@ -224,3 +231,47 @@ async def report(
     return await service.report(
         id, ExecutionReport(by=principal.id, result=body.result, error=body.error)
     )
+
+
+@router.post(
+    "/actions/{id}/review",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 429, 503),
+)
+async def review(
+    body: ReviewBody,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+    budget: RefusalBudget = Depends(refusal_budget),
+) -> ActionStatus:
+    """Review a break-glass action after the fact, with the digest you were shown.
+
+    403: you may not review it (the breaker, an agent, or not in a reviewer group now);
+    404: no such action, or you may not see it; 409: it awaits no review (not break-glass,
+    or already reviewed); 422: the digest does not match; 429: too many refused attempts.
+    """
+    wait = budget.retry_after(principal.id)
+    if wait:
+        raise fastapi.HTTPException(
+            status_code=429,
+            detail={
+                "code": "too_many_refusals",
+                "message": f"too many refused attempts by {principal.id}; retry in {wait}s",
+            },
+            headers={"Retry-After": str(wait)},
+        )
+    request = ReviewRequest(**body.model_dump(), reviewer=principal.id, channel="api")
+    try:
+        return await service.review(id, request)
+    except WorkerUnavailable:
+        raise
+    except ActionNotFound:
+        budget.spend(principal.id)
+        raise
+    except ActionError:
+        budget.spend(principal.id)
+        # As for decisions: someone who may not see the action learns nothing from a refusal.
+        if not can_view(principal, await service.status(id)):
+            raise ActionNotFound(f"no action {id}") from None
+        raise

@@ -60,3 +60,17 @@ async def approvals(
     """Your inbox: pending actions you may decide now, newest first (only stale ones with
     `older_than`)."""
     return await service.inbox(principal, limit=limit, older_than=older_than)
+
+
+@router.get(
+    "/reviews",
+    response_model=list[ActionStatus],
+    responses=documented(401, 422, 503),
+)
+async def reviews(
+    limit: int = Query(default=50, ge=1, le=200),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> list[ActionStatus]:
+    """Break-glass actions waiting for a review you may give now, overdue first, then oldest."""
+    return await service.reviews(principal, limit=limit)
