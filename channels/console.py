@@ -7,7 +7,7 @@ import logging
 from channels.notifier import RISK_EMOJI, progress_text, requirement_text
 from signoff import neutralise
 from signoff.models import NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.notify")
 
@@ -57,3 +57,7 @@ class ConsoleNotifier:
             status.status.value,
             neutralise.one_line(progress_text(status) or status.error or ""),
         )
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Log what the approval window did."""
+        log.info("window %s: %s", request.window.id, neutralise.one_line(request.text))

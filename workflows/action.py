@@ -7,15 +7,17 @@ timers; expire closed; execute only after approval; record every step for the au
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import JsonValue
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.workflow import ParentClosePolicy
 
 from signoff.models import (
     ActionRequest,
@@ -59,9 +61,12 @@ from workflows.messages import (
     PrincipalLookupResult,
     RunCheck,
     VerifyInput,
+    WindowStart,
+    window_id_for,
 )
 from workflows.signing import cancel_claims, decision_claims, report_claims, request_claims
 from workflows.state import ActionState, Phase
+from workflows.window import WindowWorkflow
 
 # Activities are called by reference, so their names are written once, beside each activity.
 with workflow.unsafe.imports_passed_through():
@@ -105,6 +110,9 @@ RUN_LEDGER = "run-ledger"
 # Patch: an approver the directory does not list but whose signed decision carries the groups
 # of a verified identity-provider token counts as a person in those groups (issue 14).
 IDP_APPROVERS = "idp-approvers"
+# Patch: an approval whose approvers all asked for a window opens an approval window, its own
+# workflow (workflows.window), before the action runs.
+APPROVAL_WINDOWS = "approval-windows"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -129,6 +137,7 @@ class _Patches:
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
+    windows: bool = False
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -156,6 +165,7 @@ class ActionWorkflow:
         self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
+        self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -194,6 +204,8 @@ class ActionWorkflow:
             outcome = await self._wait_for_approval(verdict)
             if outcome is not None:
                 return await self._finish(outcome, error=self.state.error)
+            if self._patches.windows:
+                await self._open_window(verdict)
 
         return await self._execute(evaluation)
 
@@ -353,6 +365,57 @@ class ActionWorkflow:
         return await self._finish(
             Status.REJECTED, error=f"request refused ({refusal.code.value}): {refusal.message}"
         )
+
+    # --- approval windows -----------------------------------------------------------------
+
+    async def _open_window(self, verdict: Verdict) -> None:
+        """Open the approval window every approver asked for (the shortest asked for)."""
+        state = self.state
+        approvals = [d for d in state.decisions if d.decision == "approve"]
+        durations = [d.window for d in approvals if d.window is not None]
+        offer = verdict.window
+        if not approvals or len(durations) != len(approvals) or offer is None:
+            return
+        assert state.decided_at is not None, "an approved action has its decision time"
+        info = workflow.info()
+        window_id = window_id_for(info.workflow_id)
+        start = WindowStart(
+            action_id=info.workflow_id,
+            digest=state.digest,
+            rule_id=verdict.rule_id,
+            scope=offer.scope,
+            holder=state.request.requester,
+            on_behalf_of=state.request.on_behalf_of,
+            approvers=[d.approver for d in approvals],
+            revokers=list(offer.revokers),
+            created_at=workflow.now(),
+            expires_at=state.decided_at + min(durations),
+            notifications=[n for n in state.notifications if not n.error],
+            ui_base_url=state.evaluation.ui_base_url if state.evaluation else None,
+        )
+        # AlreadyStarted: opened by an earlier run of this action (a reset); that one stands.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await workflow.start_child_workflow(
+                WindowWorkflow.run,
+                start,
+                id=window_id,
+                task_queue=info.task_queue,
+                # The window outlives the action that opened it, until its own timer ends it.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.WINDOW_STATUS, "active"),
+                        SearchAttributePair(sa.WINDOW_HOLDER, start.holder),
+                        SearchAttributePair(sa.WINDOW_EXPIRES, start.expires_at),
+                    ]
+                ),
+                static_summary=(
+                    f"approval window for {start.holder} until "
+                    f"{start.expires_at:%Y-%m-%d %H:%M} UTC: {offer.scope}"
+                )[:200],
+            )
+        state.opened_window = window_id
+        self._publish()
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -586,6 +649,8 @@ class ActionWorkflow:
             decision_claims(request, workflow.info().workflow_id),
             not_before=workflow.info().workflow_start_time,
         ) or rules.decision_refusal(self.status(), request)
+        if refusal is None:
+            refusal = rules.window_refusal(self.status(), request)
         if refusal is None:
             owner_now: str | None = None
             # patched() is memoised: this agrees with run(), even in a handler that runs first.

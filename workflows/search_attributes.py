@@ -18,7 +18,13 @@ ESCALATION = SearchAttributeKey.for_int("SignoffEscalation")
 # Which groups may decide right now: lets the inbox be one visibility query.
 GROUPS = SearchAttributeKey.for_keyword_list("SignoffGroups")
 
+# Approval windows: their own keys, so no window ever shows up in an action query.
+WINDOW_STATUS = SearchAttributeKey.for_keyword("SignoffWindowStatus")
+WINDOW_HOLDER = SearchAttributeKey.for_keyword("SignoffWindowHolder")
+WINDOW_EXPIRES = SearchAttributeKey.for_datetime("SignoffWindowExpires")
+
 ALL: list[SearchAttributeKey] = [STATUS, ACTION, TARGET, REQUESTER, RISK, ESCALATION, GROUPS]
+ALL += [WINDOW_STATUS, WINDOW_HOLDER, WINDOW_EXPIRES]
 
 
 def dev_server_flags() -> list[str]:
@@ -27,6 +33,7 @@ def dev_server_flags() -> list[str]:
         "KEYWORD": "Keyword",
         "INT": "Int",
         "KEYWORD_LIST": "KeywordList",
+        "DATETIME": "Datetime",
     }
     flags: list[str] = []
     for key in ALL:

@@ -32,6 +32,7 @@ from signoff.models import (
     ExecutionReport,
     RefusalCode,
     Signature,
+    WindowRevokeRequest,
     canonical_json,
 )
 from workflows.messages import VerifyResult
@@ -90,7 +91,21 @@ def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, Json
     if decision.approver_groups is not None:
         # Only when present, so every decision signed before this field existed still verifies.
         claims["approver_groups"] = list(decision.approver_groups)
+    if decision.window is not None:
+        # Only the gateway grants a window: someone with Temporal access cannot add one.
+        claims["window_seconds"] = int(decision.window.total_seconds())
     return claims
+
+
+def window_revoke_claims(revoke: WindowRevokeRequest, window_id: str) -> dict[str, JsonValue]:
+    """A window revoke's claims: which window, by whom, through what, why."""
+    return {
+        "kind": "window_revoke",
+        "window_id": window_id,
+        "by": revoke.by,
+        "channel": revoke.channel,
+        "reason_sha256": _sha256(revoke.reason),
+    }
 
 
 def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]:
@@ -170,6 +185,11 @@ class Signer:
     def cancel(self, cancel: CancelRequest, action_id: str) -> CancelRequest:
         """The cancel, signed for one action."""
         return cancel.model_copy(update={"signature": self.sign(cancel_claims(cancel, action_id))})
+
+    def window_revoke(self, revoke: WindowRevokeRequest, window_id: str) -> WindowRevokeRequest:
+        """The window revoke, signed for one window."""
+        signed = self.sign(window_revoke_claims(revoke, window_id))
+        return revoke.model_copy(update={"signature": signed})
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

@@ -79,6 +79,8 @@ class ActionState:
     seq: int = 0
     start_recorded: bool = False
     start_durable: bool = False
+    # The approval window this action's approval opened (workflows.window), if any.
+    opened_window: str | None = None
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,7 @@ class ActionState:
             result=self.result,
             error=self.error,
             owner=requester.owner if requester else None,
+            opened_window=self.opened_window,
         )
 
     def details(self) -> str:

@@ -25,7 +25,7 @@ from channels.slack.client import SlackPermanentError, SlackUnavailable, call_sl
 from policies.cache import BoundedCache
 from policies.directory import Directory
 from signoff.models import ActionStatus, NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.slack")
 
@@ -183,6 +183,26 @@ class SlackNotifier:
         except BaseException:
             self._told.pop(key)  # not told after all: the activity's retry tries again
             raise
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Reply in each of the approval's threads with what its window did."""
+        failures: list[SlackPermanentError | SlackUnavailable] = []
+        for ref in request.refs:
+            if not _is_request(ref):
+                continue
+            channel, ts = ref.ref["channel"], ref.ref["ts"]
+            try:
+                await call_slack(
+                    "chat.postMessage",
+                    channel,
+                    self.client.chat_postMessage,
+                    channel=channel,
+                    thread_ts=ts,
+                    text=escape(request.text),
+                )
+            except (SlackPermanentError, SlackUnavailable) as err:
+                failures.append(err)
+        raise_failures(failures)
 
     def _fresh(self, key: tuple[str, str], status: ActionStatus) -> bool:
         """Whether `status` is at least as far along as what the message already shows."""

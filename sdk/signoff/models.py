@@ -22,13 +22,14 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 Effect = Literal["allow", "deny", "require_approval"]
 Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 PrincipalKind = Literal["human", "agent"]
-MessageKind = Literal["request", "decision", "cancel", "report"]
+MessageKind = Literal["request", "decision", "cancel", "report", "window_revoke"]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
 
@@ -308,6 +309,19 @@ class Principal(Contract):
 # --- policy ---------------------------------------------------------------------------------
 
 
+class WindowOffer(Contract):
+    """A rule's offer: approvers may let the requester run requests in `scope` for a while."""
+
+    max_duration: Duration = Field(description="The longest window an approver may grant")
+    scope: str = Field(
+        min_length=1, max_length=4000, description="CEL over action, target, params (and sql)"
+    )
+    revokers: list[str] = Field(
+        default_factory=list,
+        description="Groups that may revoke a window besides the approvers who granted it",
+    )
+
+
 class ApprovalRequirement(Contract):
     """N-of-M: at least `min` distinct approvers from `group`."""
 
@@ -347,6 +361,13 @@ class Verdict(Contract):
         default_factory=list,
         description="Rules whose condition errored on this request; recorded, never hidden",
     )
+    window: WindowOffer | None = Field(
+        default=None,
+        description="The approval window the rule lets approvers grant (scope and maximum)",
+    )
+    window_id: str | None = Field(
+        default=None, description="The live approval window that allowed this request, if one did"
+    )
 
 
 class ExecutorSpec(Contract):
@@ -369,11 +390,27 @@ class DecisionBody(Contract):
         pattern=r"^[0-9a-f]{64}$", description="The digest of the action the approver was shown"
     )
     reason: str = Field(default="", max_length=2000, description="Required to deny")
+    window: Duration | None = Field(
+        default=None,
+        description=(
+            "Approve only: also let the requester run requests in the rule's window scope for "
+            "this long (at most the rule's window max_duration)"
+        ),
+    )
 
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         return no_nul(value)
+
+    @model_validator(mode="after")
+    def _window_on_approve(self) -> DecisionBody:
+        if self.window is not None:
+            if self.decision != "approve":
+                raise ValueError("window: only an approval can grant a window")
+            if self.window <= timedelta(0):
+                raise ValueError("window: must be longer than 0s")
+        return self
 
 
 class DecisionRequest(DecisionBody):
@@ -418,6 +455,11 @@ class RefusalCode(StrEnum):
     REPLAYED = "replayed"
     # Another run of the same workflow id (a reset, a re-run) already started executing it.
     ALREADY_EXECUTED = "already_executed"
+    # Approval windows: the rule offers none, or the approver asked for more than its maximum.
+    WINDOW_NOT_OFFERED = "window_not_offered"
+    WINDOW_TOO_LONG = "window_too_long"
+    # A window revoke by someone who neither approved it nor is in a revoking group.
+    NOT_REVOKER = "not_revoker"
 
 
 class RefusedAttempt(Contract):
@@ -528,6 +570,9 @@ class ActionStatus(Contract):
     result: JsonValue = None
     error: str | None = None
     owner: str | None = None
+    opened_window: str | None = Field(
+        default=None, description="The approval window this action's approval opened, if any"
+    )
 
     @property
     def terminal(self) -> bool:
@@ -577,3 +622,64 @@ class ExecutionReport(ReportBody):
 
 
 # --- audit ----------------------------------------------------------------------------------
+
+
+# --- approval windows -----------------------------------------------------------------------
+
+WindowState = Literal["active", "expired", "revoked"]
+
+
+class WindowUse(Contract):
+    """One request an approval window allowed."""
+
+    action_id: str
+    action: str
+    target: str
+    digest: str
+    at: datetime
+
+
+class ApprovalWindow(Contract):
+    """A scoped approval (grant): its holder may run requests in scope until it ends."""
+
+    id: str
+    status: WindowState
+    action_id: str = Field(description="The approved action whose approval opened it")
+    rule_id: str
+    scope: str = Field(description="CEL over action, target, params that every use must meet")
+    holder: str = Field(description="The requester it is for; nobody else can use it")
+    on_behalf_of: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    revokers: list[str] = Field(default_factory=list, description="Groups that may revoke it")
+    created_at: datetime
+    expires_at: datetime
+    duration: Duration
+    uses: list[WindowUse] = Field(default_factory=list)
+    ended_at: datetime | None = None
+    revoked_by: str | None = None
+    reason: str | None = None
+    refused: list[RefusedAttempt] = Field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """Whether it may still allow requests."""
+        return self.status == "active"
+
+
+class WindowRevokeBody(Contract):
+    """Ending a window early, as an approver or revoker sends it to the API."""
+
+    reason: str = Field(default="", max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
+class WindowRevokeRequest(WindowRevokeBody):
+    """A revoke bound to who sent it; signed by the gateway."""
+
+    by: str = Field(min_length=1, max_length=200)
+    channel: str = Field(default="api", max_length=40)
+    signature: Signature | None = None
