@@ -14,6 +14,8 @@ from tests.histories.record import record_all
 from workers.settings import Settings
 from workers.worker import SANDBOX
 from workflows.action import ActionWorkflow
+from workflows.messages import WINDOW_ID_PREFIX
+from workflows.window import WindowWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -21,10 +23,25 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def replayer() -> Replayer:
     """A replayer configured exactly like the worker."""
     return Replayer(
-        workflows=[ActionWorkflow],
+        workflows=[ActionWorkflow, WindowWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=SANDBOX,
     )
+
+
+def _history(name: str, text: str) -> WorkflowHistory:
+    """The history under its recorded workflow id where the workflow derives ids from it.
+
+    An action that opened an approval window started the child `win-<its id>`; replayed
+    under another id, it would command a different child id.
+    """
+    history = WorkflowHistory.from_json(name, text)
+    for event in history.events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            if child.startswith(WINDOW_ID_PREFIX):
+                return WorkflowHistory(child.removeprefix(WINDOW_ID_PREFIX), history.events)
+    return history
 
 
 PATHS = {
@@ -54,7 +71,7 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = _history(path.stem, path.read_text())
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
 
@@ -63,6 +80,6 @@ async def test_fresh_histories_replay(client: Client, settings: Settings, ledger
     recorded = await record_all(client, settings, ledger)
     for name, text in recorded.items():
         result = await replayer().replay_workflow(
-            WorkflowHistory.from_json(name, text), raise_on_replay_failure=False
+            _history(name, text), raise_on_replay_failure=False
         )
         assert result.replay_failure is None, f"{name}: {result.replay_failure}"

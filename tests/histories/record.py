@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pgserver
@@ -19,12 +20,19 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
 from workers.dev.binaries import temporal_cli
-from signoff.models import ActionRequest, CancelRequest
+from signoff.models import (
+    ActionRequest,
+    ApprovalWindow,
+    CancelRequest,
+    DecisionRequest,
+    WindowRevokeRequest,
+)
 from workers.settings import Settings
 from tests.conftest import DATA, Gate, running_worker
 from tests.signing import SIGNER
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
+from workflows.window import WindowWorkflow
 
 HERE = Path(__file__).parent
 
@@ -81,7 +89,39 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
         for handle in [*handles.values(), halfway, running]:
             await handle.result()
         finished = {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
-        return {**finished, **snapshots}
+        windows = await record_windows(client, gate)
+        return {**finished, **snapshots, **windows}
+
+
+async def record_windows(client: Client, gate: Gate) -> dict[str, str]:
+    """Approval windows (patch approval-windows): opened by an approval, used, revoked."""
+    opener = await gate.submit("deploy-app", {"env": "staging"})
+    status = await gate.wait_for(opener, "pending_approval")
+    decision = DecisionRequest(
+        approver="bob@example.com",
+        decision="approve",
+        digest=status.digest,
+        window=timedelta(minutes=30),
+    )
+    await opener.execute_update(ActionWorkflow.decide, SIGNER.decision(decision, opener.id))
+    opened = await opener.result()
+    assert opened.opened_window is not None
+    window = client.get_workflow_handle(opened.opened_window, result_type=ApprovalWindow)
+    for _ in range(100):  # visibility lists the window a moment after it starts
+        query = f'WorkflowId = "{window.id}" AND SignoffWindowStatus = "active"'
+        if [w async for w in client.list_workflows(query)]:
+            break
+        await asyncio.sleep(0.1)
+    used = await gate.submit("deploy-app", {"env": "staging", "n": 2})
+    await used.result()
+    revoke = WindowRevokeRequest(by="bob@example.com", reason="recorded")
+    await window.execute_update(WindowWorkflow.revoke, SIGNER.window_revoke(revoke, window.id))
+    await window.result()
+    return {
+        "approved_with_window": (await opener.fetch_history()).to_json(),
+        "allowed_by_window": (await used.fetch_history()).to_json(),
+        "window_revoked": (await window.fetch_history()).to_json(),
+    }
 
 
 async def main() -> None:
