@@ -36,6 +36,7 @@ from signoff.models import (
     WindowRevokeRequest,
 )
 from tests.conftest import DATA, Gate, running_worker
+from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
@@ -389,3 +390,61 @@ def test_the_approver_sees_the_scope_and_maximum_in_the_verdict() -> None:
     assert rule is not None
     assert rule.window is not None
     assert rule.window.max_duration == timedelta(hours=1)
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+async def test_api_grants_lists_shows_and_revokes_windows(
+    client: Client, settings: Settings, gate: Gate, worker: None, ledger: Ledger
+) -> None:
+    app = build_app(client, settings, ledger)
+    handle = await gate.submit("deploy-app", STAGING)
+    status = await gate.wait_for(handle, "pending_approval")
+    assert status.verdict is not None
+    assert status.verdict.window is not None  # the approver sees the offer: scope and maximum
+    assert status.verdict.window.max_duration == timedelta(hours=1)
+    async with api(app, "bob") as bob, api(app, "carol") as carol, api(app, "alice") as alice:
+        url = f"/v1/actions/{handle.id}/decisions"
+        body = {"decision": "approve", "digest": status.digest}
+        too_long = await bob.post(url, json={**body, "window": "2h"})
+        assert too_long.status_code == 422
+        assert too_long.json()["error"] == {
+            "code": "window_too_long",
+            "message": "window 2h is longer than rule 'windowed-deploys''s window max_duration 1h",
+        }
+        on_deny = await bob.post(
+            url, json={**body, "decision": "deny", "reason": "x", "window": "1h"}
+        )
+        assert on_deny.status_code == 422
+        assert "only an approval can grant a window" in on_deny.json()["error"]["message"]
+        approved = await bob.post(url, json={**body, "window": "45m"})
+        assert approved.status_code == 200, approved.text
+        window_id = approved.json()["opened_window"]
+        assert window_id == window_id_for(handle.id)
+        await listed(client, window_id)
+
+        listing = (await bob.get("/v1/windows")).json()
+        assert [w["id"] for w in listing] == [window_id]
+        assert listing[0]["duration"] == "45m"
+        assert (await alice.get("/v1/windows")).json() == []  # not party to it
+        assert (await alice.get(f"/v1/windows/{window_id}")).status_code == 404
+        assert (await bob.get(f"/v1/windows/{window_id}")).json()["holder"] == "agent:bot"
+
+        # Carol may not see it: 404, and her attempt is on the window's record all the same.
+        refused = await carol.post(f"/v1/windows/{window_id}/revoke", json={"reason": "mine?"})
+        assert refused.status_code == 404
+        window = await client.get_workflow_handle(window_id).query(
+            WindowWorkflow.status, result_type=ApprovalWindow
+        )
+        assert [(r.approver, r.code) for r in window.refused] == [
+            ("carol@example.com", RefusalCode.NOT_REVOKER)
+        ]
+        revoked = await bob.post(f"/v1/windows/{window_id}/revoke", json={"reason": "enough"})
+        assert revoked.status_code == 200
+        assert revoked.json()["status"] == "revoked"
+        again = await bob.post(f"/v1/windows/{window_id}/revoke")
+        assert again.status_code == 409
+        assert (await bob.get("/v1/windows?all=true")).json()[0]["revoked_by"] == "bob@example.com"
+        assert (await bob.get("/v1/windows/win-act-nope")).status_code == 404
+        assert (await bob.get('/v1/windows/win-act-x" OR 1')).status_code == 404

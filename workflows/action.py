@@ -152,6 +152,8 @@ class ActionWorkflow:
         self._background: list[asyncio.Task[None]] = []
         self._stale_channels: set[str] = set()
         self._updating_channels: set[str] = set()
+        # Whether the approval's window (if any) is open: a decision asking for one waits.
+        self._window_settled = False
 
     # --- the process ----------------------------------------------------------------------
 
@@ -375,6 +377,7 @@ class ActionWorkflow:
         durations = [d.window for d in approvals if d.window is not None]
         offer = verdict.window
         if not approvals or len(durations) != len(approvals) or offer is None:
+            self._window_settled = True
             return
         assert state.decided_at is not None, "an approved action has its decision time"
         info = workflow.info()
@@ -415,6 +418,7 @@ class ActionWorkflow:
                 )[:200],
             )
         state.opened_window = window_id
+        self._window_settled = True
         self._publish()
 
     # --- runs -----------------------------------------------------------------------------
@@ -564,6 +568,11 @@ class ActionWorkflow:
         if refusal is not None:
             raise ApplicationError(
                 refusal.message, refusal, type=DECISION_REFUSED, non_retryable=True
+            )
+        if request.window is not None and self._patches.windows and self._resolved():
+            # The approver asked for a window: answer with it open (its id in the status).
+            await workflow.wait_condition(
+                lambda: self._window_settled or self.state.phase is Phase.FINISHED
             )
         return self.status()
 

@@ -15,6 +15,7 @@ import random
 import threading
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from signoff.catalog import ActionType
 from signoff.models import (
     ActionStatus,
     ActionSubmission,
+    ApprovalWindow,
     CancelBody,
     Decision,
     DecisionBody,
@@ -33,6 +35,7 @@ from signoff.models import (
     Execution,
     Risk,
     Status,
+    WindowRevokeBody,
     validation_problems,
 )
 
@@ -394,12 +397,24 @@ class SignoffClient:
         return outcome(status)
 
     async def decide(
-        self, action_id: str, decision: DecisionKind, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        decision: DecisionKind,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve or deny; without `digest`, the action's current digest is fetched first."""
+        """Approve or deny; without `digest`, the action's current digest is fetched first.
+
+        `window` (approve only, e.g. "1h"): also grant the requester an approval window of
+        this length, where the action's rule offers one (at most its max_duration).
+        """
         if digest is None:
             digest = (await self.status(action_id)).digest
-        body = DecisionBody(decision=decision, digest=digest, reason=reason)
+        body = DecisionBody.model_validate(
+            {"decision": decision, "digest": digest, "reason": reason, "window": window}
+        )
         data = await self._send(
             "POST",
             f"/v1/actions/{quote(action_id, safe='')}/decisions",
@@ -410,10 +425,37 @@ class SignoffClient:
         return ActionStatus.model_validate(data)
 
     async def approve(
-        self, action_id: str, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve the action (as the token's principal)."""
-        return await self.decide(action_id, "approve", reason=reason, digest=digest)
+        """Approve the action (as the token's principal); `window`: see `decide`."""
+        return await self.decide(action_id, "approve", reason=reason, digest=digest, window=window)
+
+    async def windows(self, *, all: bool = False, limit: int = 50) -> list[ApprovalWindow]:
+        """Approval windows you hold, approved, may revoke or audit; live ones unless `all`."""
+        data = await self._send(
+            "GET", "/v1/windows", idempotent=True, params={"all": all, "limit": limit}
+        )
+        return [ApprovalWindow.model_validate(item) for item in data]
+
+    async def window(self, window_id: str) -> ApprovalWindow:
+        """One approval window: scope, holder, approvers, expiry and its uses."""
+        data = await self._send("GET", f"/v1/windows/{quote(window_id, safe='')}", idempotent=True)
+        return ApprovalWindow.model_validate(data)
+
+    async def revoke_window(self, window_id: str, *, reason: str = "") -> ApprovalWindow:
+        """End an approval window now (its approvers or its rule's revoking groups)."""
+        data = await self._send(
+            "POST",
+            f"/v1/windows/{quote(window_id, safe='')}/revoke",
+            idempotent=False,
+            json=WindowRevokeBody(reason=reason).model_dump(mode="json"),
+        )
+        return ApprovalWindow.model_validate(data)
 
     async def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""
@@ -611,16 +653,43 @@ class SignoffSyncClient:
         )
 
     def decide(
-        self, action_id: str, decision: DecisionKind, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        decision: DecisionKind,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
         """Approve or deny; without `digest`, the action's current digest is fetched first."""
-        return self._call(self.client.decide(action_id, decision, reason=reason, digest=digest))
+        return self._call(
+            self.client.decide(action_id, decision, reason=reason, digest=digest, window=window)
+        )
 
     def approve(
-        self, action_id: str, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve the action (as the token's principal)."""
-        return self._call(self.client.approve(action_id, reason=reason, digest=digest))
+        """Approve the action (as the token's principal); `window`: see `decide`."""
+        return self._call(
+            self.client.approve(action_id, reason=reason, digest=digest, window=window)
+        )
+
+    def windows(self, *, all: bool = False, limit: int = 50) -> list[ApprovalWindow]:
+        """Approval windows you hold, approved, may revoke or audit; live ones unless `all`."""
+        return self._call(self.client.windows(all=all, limit=limit))
+
+    def window(self, window_id: str) -> ApprovalWindow:
+        """One approval window: scope, holder, approvers, expiry and its uses."""
+        return self._call(self.client.window(window_id))
+
+    def revoke_window(self, window_id: str, *, reason: str = "") -> ApprovalWindow:
+        """End an approval window now (its approvers or its rule's revoking groups)."""
+        return self._call(self.client.revoke_window(window_id, reason=reason))
 
     def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""

@@ -15,7 +15,7 @@ from policies.directory import Directory
 from workers.gateway.errors import add_error_handlers
 from workers.gateway.middleware.access_log import AccessLog
 from workers.gateway.middleware.body_limit import BodyLimit
-from workers.gateway.routes import action_types, actions, health, inbox, me
+from workers.gateway.routes import action_types, actions, health, inbox, me, windows
 from workers.gateway.service import ActionService
 from workers.metrics import metrics_router
 from workers.settings import Settings
@@ -42,6 +42,7 @@ def create_app(
     app.include_router(inbox.router)
     app.include_router(action_types.router)
     app.include_router(me.router)
+    app.include_router(windows.router)
     app.include_router(health.router)
     for extra in routers:
         app.include_router(extra)
