@@ -7,9 +7,10 @@ Postgres ledger, real workers; decisions and revokes signed with the test gatewa
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ from signoff.models import (
 from tests.conftest import DATA, Gate, running_worker
 from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
+from workers.audit.report import build_record, render
+from workers.audit.verify import compare, ledger_view, temporal_view
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
 from workflows import search_attributes
@@ -121,6 +124,20 @@ async def test_window_allows_uses_in_scope_and_refuses_everything_else(
     assert [u.action_id for u in window.uses] == [use.id]
     kinds = [r.kind for r in await ledger.events(window.id)]
     assert kinds == ["window_created", "window_used"]
+
+    # The evidence lists the window apart from the actions, and the ledger agrees with Temporal.
+    items = [build_record(await ledger.events(i)) for i in (first.id, use.id, window.id)]
+    evidence = json.loads(render(items, "json", generated_at=datetime.now(UTC)))
+    assert [a["action_id"] for a in evidence["actions"]] == [first.id, use.id]
+    assert evidence["actions"][1]["allowed_by_window"] == window.id
+    assert [w["window_id"] for w in evidence["windows"]] == [window.id]
+    assert evidence["windows"][0]["uses"] == [f"{use.id} (noop on deploy-app)"]
+    assert evidence["windows"][0]["approvers"] == ["bob@example.com"]
+    html = render(items, "html", generated_at=datetime.now(UTC))
+    assert f'data-window-id="{window.id}"' in html
+    temporal = await temporal_view(client, window.id)
+    assert temporal is not None
+    assert compare(ledger_view(window.id, await ledger.events(window.id)), temporal) == []
 
     # Outside the scope, or not the holder: the normal rules (one security approver).
     outside = [
