@@ -12,20 +12,23 @@ import hmac
 import logging
 import time
 from collections.abc import Coroutine, Mapping
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.review import Reviews
+from channels.review import Reviews, WindowReviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
+    APPROVE_WINDOW_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    REVOKE_WINDOW_ACTION,
     SHOW_FULL_ACTION,
     deny_modal,
     escape,
@@ -35,6 +38,7 @@ from channels.slack.blocks import (
     modal_metadata,
     parse_button_value,
     parse_modal_metadata,
+    parse_window_value,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack
 from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
@@ -42,9 +46,14 @@ from channels.slack.reply import OK, Rejected, Reply, rejection
 from channels.slack.workspace import Clicker, Workspace
 from policies.cache import BoundedCache
 from policies.directory import Directory
-from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.models import ActionStatus, DecisionKind, DecisionRequest, WindowRevokeRequest
 from signoff.neutralise import mrkdwn_code as code_text
-from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from workflows.errors import (
+    ActionError,
+    ActionNotFound,
+    ActionNotPending,
+    DecisionRefusedError,
+)
 
 log = logging.getLogger("signoff.slack")
 
@@ -134,7 +143,10 @@ class SlackInteractions:
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
         action = payload.actions[0]
-        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION):
+        if action.action_id == REVOKE_WINDOW_ACTION:
+            return await self._revoke_window(payload)
+        known = (APPROVE_ACTION, APPROVE_WINDOW_ACTION, DENY_ACTION, SHOW_FULL_ACTION)
+        if action.action_id not in known:
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
         if parsed is None:
@@ -150,7 +162,9 @@ class SlackInteractions:
             modal = full_request_modal(status)
             self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
             return OK
-        if action.action_id == APPROVE_ACTION and not full_reachable(status):
+        if action.action_id in (APPROVE_ACTION, APPROVE_WINDOW_ACTION) and not full_reachable(
+            status
+        ):
             # Slack cannot show all of it, so no approval may come from Slack (an old message).
             text = f"Too large to review in Slack: use `signoff approve {code_text(action_id)}`."
             self._spawn(self._ephemeral(channel, payload.user.id, text))
@@ -158,6 +172,23 @@ class SlackInteractions:
         if action.action_id == APPROVE_ACTION:
             self._spawn(
                 self._decide(principal_id, payload.user.id, channel, action_id, digest, "approve")
+            )
+            return OK
+        if action.action_id == APPROVE_WINDOW_ACTION:
+            # The window the button showed: the rule's maximum, read from the checked status.
+            offer = status.verdict.window if status.verdict else None
+            if offer is None:
+                raise Rejected(400, f"approve-for-a-window click on {action_id}, which offers none")
+            self._spawn(
+                self._decide(
+                    principal_id,
+                    payload.user.id,
+                    channel,
+                    action_id,
+                    digest,
+                    "approve",
+                    window=offer.max_duration,
+                )
             )
             return OK
         if not is_open(status):
@@ -331,9 +362,15 @@ class SlackInteractions:
         digest: str,
         decision: DecisionKind,
         reason: str = "",
+        window: timedelta | None = None,
     ) -> None:
         request = DecisionRequest(
-            approver=principal_id, decision=decision, digest=digest, reason=reason, channel="slack"
+            approver=principal_id,
+            decision=decision,
+            digest=digest,
+            reason=reason,
+            channel="slack",
+            window=window,
         )
         try:
             await self.reviews.decide(action_id, request)
@@ -358,6 +395,48 @@ class SlackInteractions:
             )
             return
         log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
+
+    async def _revoke_window(self, payload: BlockActions) -> Reply:
+        """A Revoke window click in an approval's thread: a signed revoke the window judges."""
+        window_id = parse_window_value(payload.actions[0].value)
+        if window_id is None:
+            raise Rejected(400, "malformed window button value")
+        channel = payload.channel.id if payload.channel else None
+        principal_id = await self._principal_for(Clicker.of(payload), channel)
+        if not isinstance(self.reviews, WindowReviews):
+            raise Rejected(400, "this gateway cannot revoke windows from Slack")
+        reviews = self.reviews
+        self._spawn(self._revoke(reviews, principal_id, payload.user.id, channel, window_id))
+        return OK
+
+    async def _revoke(
+        self,
+        reviews: WindowReviews,
+        principal_id: str,
+        user_id: str,
+        channel: str | None,
+        window_id: str,
+    ) -> None:
+        request = WindowRevokeRequest(by=principal_id, channel="slack")
+        try:
+            await reviews.revoke_window(window_id, request)
+        except ActionError as err:
+            # Refused (recorded by the window), already ended, or no such window.
+            log.info("slack revoke of %s by %s refused: %s", window_id, principal_id, err)
+            await self._ephemeral(
+                channel, user_id, f"⛔ Your revoke was not counted: {escape(err.message)}"
+            )
+            return
+        except Exception:
+            log.exception("slack revoke of %s by %s failed", window_id, principal_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                "Your revoke could not be recorded; try "
+                f"`signoff windows revoke {code_text(window_id)}`.",
+            )
+            return
+        log.info("slack revoke of %s by %s accepted", window_id, principal_id)
 
     async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
         try:

@@ -20,6 +20,7 @@ from channels.slack.blocks import (
     is_open,
     outcome_reply,
     request_attachments,
+    window_note_blocks,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
 from policies.cache import BoundedCache
@@ -199,6 +200,7 @@ class SlackNotifier:
                     channel=channel,
                     thread_ts=ts,
                     text=escape(request.text),
+                    blocks=[b.to_dict() for b in window_note_blocks(request.window, request.text)],
                 )
             except (SlackPermanentError, SlackUnavailable) as err:
                 failures.append(err)

@@ -14,19 +14,12 @@ import re
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from signoff.models import ApprovalWindow, Principal, RefusedAttempt, WindowRevokeRequest
-from workers.gateway.service import QUERY_TIMEOUT, ActionService, closed_under
+from signoff.models import ApprovalWindow, Principal, WindowRevokeRequest
+from workers.gateway.service import QUERY_TIMEOUT, ActionService
 from workflows.errors import (
-    MESSAGE_REFUSED,
-    NOT_PENDING,
-    ActionNotPending,
-    MessageRefusedError,
     WindowNotFound,
     WorkerUnavailable,
 )
@@ -100,24 +93,4 @@ class WindowService:
     async def revoke(self, window_id: str, request: WindowRevokeRequest) -> ApprovalWindow:
         """End the window now, signed; the window refuses (and records) anyone else."""
         await self.get(window_id)
-        message = self.actions.signer.window_revoke(request, window_id)
-        try:
-            return await self._handle(window_id).execute_update(WindowWorkflow.revoke, message)
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                if cause.type == MESSAGE_REFUSED:
-                    raise MessageRefusedError(
-                        RefusedAttempt.model_validate(cause.details[0])
-                    ) from None
-                if cause.type == NOT_PENDING:
-                    raise ActionNotPending(cause.message) from None
-            raise
-        except RPCError as err:
-            if closed_under(err):
-                raise ActionNotPending(f"window {window_id} has already ended") from None
-            raise
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise WorkerUnavailable(
-                f"no worker took the revoke of window {window_id} in time"
-            ) from None
+        return await self.actions.revoke_window(window_id, request)
