@@ -31,8 +31,10 @@ def _note_buttons(call: Call) -> dict[str, dict[str, object]]:
     return {e["action_id"]: e for b in blocks if b["type"] == "actions" for e in b["elements"]}
 
 
-async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(stack: Stack) -> None:
-    fake = stack.fake
+async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(
+    stack: Stack,  # noqa: F811 - the fixture imported above
+) -> None:
+    slack = stack.fake
     first = await stack.submit("deploy-app", env="staging")
     call = await stack.posted(first.id, "C0SEC")
     buttons = buttons_of(call)
@@ -54,7 +56,7 @@ async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(stac
     ]
     window_id = outcome.opened_window
     assert window_id is not None
-    opened = await fake.wait_for(
+    opened = await slack.wait_for(
         "chat.postMessage", thread_ts=ts, where=lambda c: "opened" in c.args.get("text", "")
     )
     revoke_value = _note_buttons(opened[0])[REVOKE_WINDOW_ACTION]["value"]
@@ -63,7 +65,7 @@ async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(stac
     await listed(stack.service.client, window_id)
     use = await stack.submit("deploy-app", env="staging", n=2)
     assert (await stack.service.wait(use.id, 20)).status is Status.SUCCEEDED
-    told = await fake.wait_for(
+    told = await slack.wait_for(
         "chat.postMessage", thread_ts=ts, where=lambda c: use.id in c.args.get("text", "")
     )
     assert "allowed noop on deploy-app for agent:bot" in told[0].args["text"]
@@ -80,12 +82,13 @@ async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(stac
 
     assert await eventually(refused) == ["carol@example.com"]
     assert (await handle.query(WindowWorkflow.status)).status == "active"
-    await fake.wait_for("chat.postEphemeral", user="U0CAROL")
+    await slack.wait_for("chat.postEphemeral", user="U0CAROL")
 
-    assert (await stack.post(click("U0BOB", REVOKE_WINDOW_ACTION, revoke_value))).status_code == 200
+    revoked = await stack.post(click("U0BOB", REVOKE_WINDOW_ACTION, revoke_value))
+    assert revoked.status_code == 200
     window = await handle.result()
     assert window.status == "revoked"
     assert window.revoked_by == "bob@example.com"
-    await fake.wait_for(
+    await slack.wait_for(
         "chat.postMessage", thread_ts=ts, where=lambda c: "revoked by" in c.args.get("text", "")
     )
