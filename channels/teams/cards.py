@@ -12,11 +12,14 @@ from typing import Any
 
 from channels.notifier import RISK_EMOJI, progress_text, requirement_text
 from signoff import neutralise
-from signoff.models import ActionStatus, Status
+from signoff.models import ActionStatus, ApprovalWindow, Status, format_duration
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
-VERBS = ("approve", "deny")
+# Approval windows: approve and grant the rule's window; end a window from its conversation.
+WINDOW_VERB = "approve_window"
+REVOKE_WINDOW_VERB = "revoke_window"
+VERBS = ("approve", "deny", WINDOW_VERB)
 JUSTIFICATION_LIMIT = 1000
 PARAMS_LIMIT = 600
 # Teams refuses a message over about 28 KB; the full request must fit beside the card itself.
@@ -97,6 +100,11 @@ def _facts(status: ActionStatus, risk: str) -> list[dict[str, str]]:
         facts.append(("Escalated", f"level {status.escalation_level}"))
     if status.expires_at is not None and status.status is Status.PENDING_APPROVAL:
         facts.append(("Expires", card_time(status.expires_at)))
+    offer = status.verdict.window if status.verdict else None
+    if offer is not None and status.status is Status.PENDING_APPROVAL:
+        # What "Approve for ..." would also allow: the approver reads it before pressing.
+        span = format_duration(offer.max_duration)
+        facts.append(("Window offer", _md(f"up to {span} for requests matching {offer.scope}")))
     facts.append(("Digest", status.digest[:12]))
     return [{"title": title, "value": value} for title, value in facts]
 
@@ -118,6 +126,9 @@ def decision_data(status: ActionStatus, verb: str) -> dict[str, str]:
 def _button(status: ActionStatus, verb: str) -> dict[str, Any]:
     title = "Approve" if verb == "approve" else "Deny"
     style = "positive" if verb == "approve" else "destructive"
+    offer = status.verdict.window if status.verdict else None
+    if verb == WINDOW_VERB and offer is not None:
+        title, style = f"Approve for {format_duration(offer.max_duration)}", "positive"
     data = decision_data(status, verb)
     return {
         "type": "Action.Execute",
@@ -226,6 +237,8 @@ def approval_card(
         )
         # Approve only where every character of the request can be read on this card.
         actions += [_button(status, "approve")] if reachable else []
+        if reachable and status.verdict is not None and status.verdict.window is not None:
+            actions.append(_button(status, WINDOW_VERB))
         actions.append(_button(status, "deny"))
     if ui_url:
         actions.append({"type": "Action.OpenUrl", "title": "Open in Temporal", "url": ui_url})
@@ -250,4 +263,31 @@ def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, 
         # The summary is what notifications and the chat list show instead of the card.
         "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
         "attachments": [{"contentType": ADAPTIVE_CARD, "content": approval_card(status, ui_url)}],
+    }
+
+
+def window_note_activity(window: ApprovalWindow, text: str) -> dict[str, Any]:
+    """A note for the approval's conversation; while the window is live, with Revoke."""
+    card: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": SCHEMA,
+        "version": "1.5",
+        "body": [_text(_md(text))],
+    }
+    if window.live:
+        data = {"window_id": window.id, "verb": REVOKE_WINDOW_VERB}
+        card["actions"] = [
+            {
+                "type": "Action.Execute",
+                "title": "Revoke window",
+                "verb": REVOKE_WINDOW_VERB,
+                "data": data,
+                "style": "destructive",
+                "fallback": {"type": "Action.Submit", "title": "Revoke window", "data": data},
+            }
+        ]
+    return {
+        "type": "message",
+        "summary": neutralise.visible(text)[:200],
+        "attachments": [{"contentType": ADAPTIVE_CARD, "content": card}],
     }
