@@ -430,6 +430,10 @@ async def test_api_grants_lists_shows_and_revokes_windows(
             "code": "window_too_long",
             "message": "window 2h is longer than rule 'windowed-deploys''s window max_duration 1h",
         }
+        for bad in ("999999999999999d", "0s", "soon", -60):
+            hostile = await bob.post(url, json={**body, "window": bad})
+            assert hostile.status_code == 422, (bad, hostile.text)
+            assert "window" in hostile.json()["error"]["message"]
         on_deny = await bob.post(
             url, json={**body, "decision": "deny", "reason": "x", "window": "1h"}
         )

@@ -44,9 +44,12 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip().lower()
         if text and _DURATION_PART.sub("", text) == "":
-            return timedelta(
-                seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            )
+            seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            try:
+                return timedelta(seconds=seconds)
+            except OverflowError:
+                # A bad value, like any other: never an unhandled error (an API 500).
+                raise ValueError(f"invalid duration {value!r}: too long") from None
         if not text.startswith("p"):
             raise ValueError(
                 f"invalid duration {value!r}: use a number with s, m, h or d (e.g. 30m)"
