@@ -19,7 +19,7 @@ def get_windows(request: Request) -> WindowService:
     return WindowService(request.app.state.service)
 
 
-@router.get("/windows", response_model=list[ApprovalWindow], responses=documented(401, 503))
+@router.get("/windows", response_model=list[ApprovalWindow], responses=documented(401, 422, 503))
 async def list_windows(
     all: bool = Query(default=False, description="Also windows that expired or were revoked"),
     limit: int = Query(default=50, ge=1, le=200),
@@ -30,7 +30,9 @@ async def list_windows(
     return await windows.list(principal, live_only=not all, limit=limit)
 
 
-@router.get("/windows/{id}", response_model=ApprovalWindow, responses=documented(401, 404, 503))
+@router.get(
+    "/windows/{id}", response_model=ApprovalWindow, responses=documented(401, 404, 422, 503)
+)
 async def get_window(
     id: str,
     principal: Principal = Depends(current_principal),
