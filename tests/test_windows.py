@@ -469,3 +469,24 @@ async def test_api_grants_lists_shows_and_revokes_windows(
         assert (await bob.get("/v1/windows?all=true")).json()[0]["revoked_by"] == "bob@example.com"
         assert (await bob.get("/v1/windows/win-act-nope")).status_code == 404
         assert (await bob.get('/v1/windows/win-act-x" OR 1')).status_code == 404
+
+
+async def test_an_agent_cannot_ride_a_persons_window(
+    client: Client, gate: Gate, worker: None
+) -> None:
+    # Alice (a person) is granted a window; the agent asks for the same thing, also "for" her.
+    mine = await gate.submit("deploy-app", STAGING, requester="alice@example.com")
+    await approve(gate, mine, "bob@example.com", timedelta(minutes=30))
+    opened_by_alice = await mine.result()
+    assert opened_by_alice.opened_window is not None
+    await listed(client, opened_by_alice.opened_window)
+    for extra in ({}, {"on_behalf_of": "alice@example.com"}):
+        status = await gate.wait_for(
+            await gate.submit("deploy-app", STAGING, **extra), "pending_approval"
+        )
+        assert status.verdict is not None
+        assert status.verdict.window_id is None
+    # Alice herself is allowed by it.
+    own = await (await gate.submit("deploy-app", STAGING, requester="alice@example.com")).result()
+    assert own.verdict is not None
+    assert own.verdict.window_id == opened_by_alice.opened_window
