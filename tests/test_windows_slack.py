@@ -41,6 +41,9 @@ async def test_approve_for_an_hour_then_uses_in_the_thread_and_revoke_there(
     window_button = buttons[APPROVE_WINDOW_ACTION]
     assert window_button["text"]["text"] == "Approve for 1h"
     # The approver sees the scope and the holder before confirming.
+    message = json.dumps(call.args["attachments"])
+    assert "*Window offer*" in message
+    assert "for up to 1h" in message
     confirm = json.dumps(window_button["confirm"])
     assert "staging" in confirm
     assert "agent:bot" in confirm

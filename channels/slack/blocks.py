@@ -191,6 +191,16 @@ def request_blocks(
     if decided:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(decided, SECTION_MAX))))
     if is_open(status):
+        offer = verdict.window if verdict is not None else None
+        if offer is not None and verdict is not None:
+            # What "Approve for ..." would also allow, in the message itself.
+            span = format_duration(offer.max_duration)
+            text = (
+                f"*Window offer* · approvers may also let {who(request.requester, mentions)} run "
+                f"requests matching {code(offer.scope)} for up to {span} "
+                f"(rule {code(verdict.rule_id)})"
+            )
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(text, SECTION_MAX))))
         blocks.append(decision_buttons(status))
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
