@@ -490,3 +490,24 @@ async def test_an_agent_cannot_ride_a_persons_window(
     own = await (await gate.submit("deploy-app", STAGING, requester="alice@example.com")).result()
     assert own.verdict is not None
     assert own.verdict.window_id == opened_by_alice.opened_window
+
+
+async def test_with_two_approvers_a_window_needs_both_and_lasts_the_shorter(
+    gate: Gate, worker: None
+) -> None:
+    one = await gate.submit("deploy2-app")
+    await approve(gate, one, "bob@example.com", timedelta(minutes=30))
+    await approve(gate, one, "carol@example.com", None)
+    assert (await one.result()).opened_window is None  # carol granted no window
+
+    two = await gate.submit("deploy2-app")
+    await approve(gate, two, "bob@example.com", timedelta(minutes=30))
+    approved = await approve(gate, two, "carol@example.com", timedelta(minutes=10))
+    assert approved.opened_window == window_id_for(two.id)
+    outcome = await two.result()
+    assert outcome.decided_at is not None
+    window = await gate.client.get_workflow_handle(
+        window_id_for(two.id), result_type=ApprovalWindow
+    ).query(WindowWorkflow.status)
+    assert window.approvers == ["bob@example.com", "carol@example.com"]
+    assert window.expires_at == outcome.decided_at + timedelta(minutes=10)
