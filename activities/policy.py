@@ -6,6 +6,8 @@ how a running action replays.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -22,6 +24,11 @@ from workflows.messages import (
     PrincipalLookupResult,
     WindowUseRequest,
 )
+
+log = logging.getLogger("signoff.policy")
+
+# How long finding this requester's live windows may take before the normal rules apply.
+WINDOW_LOOKUP_BUDGET = timedelta(seconds=8)
 
 
 class PolicyActivities:
@@ -116,14 +123,21 @@ class PolicyActivities:
             return verdict
         if not scope_allows(offer.scope, request, requester, params):
             return verdict
-        for window in await self.windows.candidates(request.requester):
-            if (
-                window.rule_id != verdict.rule_id
-                or window.on_behalf_of != request.on_behalf_of
-                or not scope_allows(window.scope, request, requester, params)
-                or not await self.windows.vouched(window)
-            ):
-                continue
+        try:
+            # Bounded: an unanswering window must not hold the evaluation (retried forever).
+            async with asyncio.timeout(WINDOW_LOOKUP_BUDGET.total_seconds()):
+                eligible = [
+                    window
+                    for window in await self.windows.candidates(request.requester)
+                    if window.rule_id == verdict.rule_id
+                    and window.on_behalf_of == request.on_behalf_of
+                    and scope_allows(window.scope, request, requester, params)
+                    and await self.windows.vouched(window)
+                ]
+        except TimeoutError:
+            log.warning("approval windows did not answer in time; the normal rules apply")
+            return verdict
+        for window in eligible:
             used = await self.windows.use(
                 window.id,
                 WindowUseRequest(

@@ -6,7 +6,7 @@ import logging
 
 from channels.notifier import RISK_EMOJI, progress_text, requirement_text
 from signoff import neutralise
-from signoff.models import NotificationRef
+from signoff.models import NotificationRef, format_duration
 from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.notify")
@@ -43,6 +43,18 @@ class ConsoleNotifier:
                 neutralise.one_line(status.id),
                 f"; {request.ui_url}" if request.ui_url else "",
             )
+            offer = status.verdict.window if status.verdict else None
+            if offer is not None:
+                # What an approver may also grant (the rule's scope and maximum).
+                log.info(
+                    "window offer for %s: up to %s for requests matching %s; grant with: "
+                    "signoff approve %s --window %s",
+                    neutralise.one_line(status.id),
+                    format_duration(offer.max_duration),
+                    neutralise.one_line(offer.scope),
+                    neutralise.one_line(status.id),
+                    format_duration(offer.max_duration),
+                )
             refs.append(
                 NotificationRef(channel=self.channel, destination=group, stage=request.stage)
             )
