@@ -41,6 +41,9 @@ SEARCH_ATTRIBUTES = {
     "SignoffRisk": "Keyword",
     "SignoffEscalation": "Int",
     "SignoffGroups": "KeywordList",
+    "SignoffWindowStatus": "Keyword",
+    "SignoffWindowHolder": "Keyword",
+    "SignoffWindowExpires": "Datetime",
 }
 CLUSTER_SCOPED = {"Namespace"}
 

@@ -27,7 +27,10 @@ for spec in \
   SignoffRequester=Keyword \
   SignoffRisk=Keyword \
   SignoffEscalation=Int \
-  SignoffGroups=KeywordList
+  SignoffGroups=KeywordList \
+  SignoffWindowStatus=Keyword \
+  SignoffWindowHolder=Keyword \
+  SignoffWindowExpires=Datetime
 do
   name=${spec%%=*}
   type=${spec#*=}

@@ -40,6 +40,7 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     ActionSubmission,
+    ApprovalWindow,
     CancelBody,
     Decision,
     DecisionBody,
@@ -52,6 +53,8 @@ from signoff.models import (
     Risk,
     Status,
     Verdict,
+    WindowOffer,
+    WindowUse,
 )
 from signoff.settings import ClientSettings
 
@@ -67,6 +70,7 @@ __all__ = [
     "ActionType",
     "ActionTypeRule",
     "ActionUnsuccessful",
+    "ApprovalWindow",
     "AuthenticationError",
     "CancelBody",
     "ClientSettings",
@@ -94,6 +98,8 @@ __all__ = [
     "SignoffSyncClient",
     "Status",
     "Verdict",
+    "WindowOffer",
+    "WindowUse",
     "gated",
     "registry",
 ]
