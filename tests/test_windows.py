@@ -195,6 +195,7 @@ async def test_a_window_workflow_started_without_an_approval_allows_nothing(
             approvers=["bob@example.com"],
             created_at=now,
             expires_at=now + timedelta(hours=1),
+            duration=timedelta(hours=1),
         ),
         id=window_id_for(fake_action),
         task_queue=settings.task_queue,

@@ -393,6 +393,7 @@ class ActionWorkflow:
             revokers=list(offer.revokers),
             created_at=workflow.now(),
             expires_at=state.decided_at + min(durations),
+            duration=min(durations),
             notifications=[n for n in state.notifications if not n.error],
             ui_base_url=state.evaluation.ui_base_url if state.evaluation else None,
         )

@@ -16,6 +16,7 @@ from signoff.models import (
     ActionStatus,
     ApprovalWindow,
     Contract,
+    Duration,
     ExecutorSpec,
     NotificationRef,
     Principal,
@@ -202,6 +203,8 @@ class WindowStart(Contract):
     revokers: list[str] = Field(default_factory=list)
     created_at: datetime
     expires_at: datetime
+    # As granted (the shortest any approver asked for), counted from the approval.
+    duration: Duration
     # Where the original approval was posted: each use is told there.
     notifications: list[NotificationRef] = Field(default_factory=list)
     ui_base_url: str | None = None

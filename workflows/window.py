@@ -75,7 +75,7 @@ class WindowWorkflow:
             revokers=list(start.revokers),
             created_at=start.created_at,
             expires_at=start.expires_at,
-            duration=start.expires_at - start.created_at,
+            duration=start.duration,
         )
         self._seq = 0
         self._seen_ids: set[str] = set()
