@@ -33,9 +33,15 @@ def _history(name: str, text: str) -> WorkflowHistory:
     """The history under its recorded workflow id where the workflow derives ids from it.
 
     An action that opened an approval window started the child `win-<its id>`; replayed
-    under another id, it would command a different child id.
+    under another id, it would command a different child id. A window checks its own id
+    against its parent's.
     """
     history = WorkflowHistory.from_json(name, text)
+    started = history.events[0].workflow_execution_started_event_attributes
+    if started.HasField("parent_workflow_execution"):
+        # A window: its id is derived from the action (its parent) that opened it.
+        parent = started.parent_workflow_execution.workflow_id
+        return WorkflowHistory(WINDOW_ID_PREFIX + parent, history.events)
     for event in history.events:
         if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
             child = event.start_child_workflow_execution_initiated_event_attributes.workflow_id

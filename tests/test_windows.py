@@ -179,7 +179,7 @@ async def test_an_agent_cannot_use_someone_elses_window_by_asking_it_directly(
 
 
 async def test_a_window_workflow_started_without_an_approval_allows_nothing(
-    client: Client, gate: Gate, settings: Settings, worker: None
+    client: Client, gate: Gate, settings: Settings, worker: None, ledger: Ledger
 ) -> None:
     # Someone with Temporal access starts a window for the agent without any approval.
     fake_action = f"act-{uuid.uuid4()}"
@@ -201,11 +201,32 @@ async def test_a_window_workflow_started_without_an_approval_allows_nothing(
         task_queue=settings.task_queue,
         search_attributes=None,
     )
-    await listed(client, fake.id)
+    # It ends at once, on the record, and never lists as active.
+    ended = await fake.result()
+    assert ended.status == "revoked"
+    assert ended.reason == f"not opened by the approval of {fake_action}"
+    assert [r.kind for r in await ledger.events(fake.id)] == ["window_revoked"]
     status = await gate.wait_for(await gate.submit("deploy-app", STAGING), "pending_approval")
     assert status.verdict is not None
     assert status.verdict.window_id is None
     assert (await fake.query(WindowWorkflow.status)).uses == []
+
+    # Defence in depth: a window counts only as the action it names approved it, exactly.
+    windows = LiveWindows(client, settings.task_queue)
+    plain = await gate.submit("deploy-app", STAGING)
+    await approve(gate, plain, "bob@example.com", None)  # approved without a window
+    await plain.result()
+    claimed = ended.model_copy(
+        update={"id": window_id_for(plain.id), "action_id": plain.id, "status": "active"}
+    )
+    assert not await windows.vouched(claimed)
+    _, real = await opened(client, gate)
+    window = await real.query(WindowWorkflow.status)
+    assert await windows.vouched(window)
+    assert not await windows.vouched(window.model_copy(update={"scope": "true"}))
+    longer = window.expires_at + timedelta(minutes=1)
+    assert not await windows.vouched(window.model_copy(update={"expires_at": longer}))
+    assert not await windows.vouched(window.model_copy(update={"holder": "alice@example.com"}))
 
 
 async def test_window_longer_than_the_rule_allows_is_refused_clearly(

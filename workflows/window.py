@@ -42,6 +42,7 @@ from workflows.messages import (
     WindowNoteInput,
     WindowStart,
     WindowUseRequest,
+    window_id_for,
 )
 from workflows.signing import window_revoke_claims
 
@@ -85,6 +86,18 @@ class WindowWorkflow:
     async def run(self, start: WindowStart) -> ApprovalWindow:
         """Open, wait on the durable timer (or a revoke), then end and record why."""
         window = self.window
+        info = workflow.info()
+        parent = info.parent.workflow_id if info.parent else None
+        if parent != start.action_id or info.workflow_id != window_id_for(start.action_id):
+            # Started by hand, not by the approval it names: never live, and on the record.
+            window.status = "revoked"
+            window.ended_at = workflow.now()
+            window.reason = f"not opened by the approval of {start.action_id}"
+            self._publish()
+            await self._audit(
+                self._event(AuditKind.WINDOW_REVOKED, payload={"reason": window.reason})
+            )
+            return window
         self._publish()
         await self._audit(
             self._event(
