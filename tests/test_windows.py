@@ -36,13 +36,17 @@ from signoff.models import (
     Status,
     WindowRevokeRequest,
 )
-from tests.conftest import DATA, Gate, running_worker
+from tests.conftest import DATA, Gate, running_worker, worker_parts
 from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
+from tests.test_metrics import free_port, scrape_until, value
+from workers import telemetry
 from workers.audit.report import records, render
 from workers.audit.verify import compare, ledger_view, temporal_view
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
+from workers.temporal import connect
+from workers.worker import build_worker
 from workflows import search_attributes
 from workflows.action import ActionWorkflow
 from workflows.messages import WindowStart, WindowUseRequest, window_id_for
@@ -537,3 +541,29 @@ async def test_with_two_approvers_a_window_needs_both_and_lasts_the_shorter(
     ).query(WindowWorkflow.status)
     assert window.approvers == ["bob@example.com", "carol@example.com"]
     assert window.expires_at == outcome.decided_at + timedelta(minutes=10)
+
+
+async def test_the_worker_counts_window_events_for_prometheus(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    port = free_port()
+    runtime = telemetry.prometheus_runtime(f"127.0.0.1:{port}")
+    target = client.service_client.config.target_host
+    metered = await connect(
+        settings.model_copy(update={"temporal_address": target}), runtime=runtime
+    )
+    gate = Gate(metered, settings)
+    async with build_worker(metered, settings, worker_parts(settings, ledger)):
+        _, handle = await opened(metered, gate)
+        await (await gate.submit("deploy-app", STAGING)).result()
+        await handle.execute_update(
+            WindowWorkflow.revoke,
+            SIGNER.window_revoke(WindowRevokeRequest(by="bob@example.com"), handle.id),
+        )
+        tq = {"task_queue": settings.task_queue}
+        text = await scrape_until(
+            f"http://127.0.0.1:{port}/metrics",
+            lambda t: value(t, "signoff_approval_windows_total", event="revoked", **tq) == 1,
+        )
+    for event in ("opened", "used", "revoked"):
+        assert value(text, "signoff_approval_windows_total", event=event, **tq) == 1, event

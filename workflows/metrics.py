@@ -15,6 +15,7 @@ ACTIONS = "signoff_actions"
 REFUSED = "signoff_refused_attempts"
 ESCALATIONS = "signoff_escalations"
 TIME_TO_DECISION = "signoff_time_to_decision_seconds"
+WINDOWS = "signoff_approval_windows"
 
 
 def action_finished(action: str, status: str) -> None:
@@ -41,3 +42,10 @@ def decided(after: timedelta) -> None:
     workflow.metric_meter().create_histogram_float(
         TIME_TO_DECISION, "Time from request to decision", "s"
     ).record(after.total_seconds())
+
+
+def window_event(event: str) -> None:
+    """Count an approval window event: opened, used, expired or revoked."""
+    workflow.metric_meter().create_counter(WINDOWS, "Approval window events").add(
+        1, {"event": event}
+    )

@@ -27,7 +27,7 @@ from signoff.models import (
     WindowUse,
     format_duration,
 )
-from workflows import rules
+from workflows import metrics, rules
 from workflows import search_attributes as sa
 from workflows.errors import MESSAGE_REFUSED, NOT_PENDING, WINDOW_REFUSED
 from workflows.messages import (
@@ -114,6 +114,7 @@ class WindowWorkflow:
                 },
             )
         )
+        metrics.window_event("opened")
         self._note(
             f"Approval window {window.id} opened for {window.holder} until "
             f"{window.expires_at:%Y-%m-%d %H:%M} UTC ({format_duration(window.duration)}), "
@@ -134,6 +135,7 @@ class WindowWorkflow:
             await self._audit(
                 self._event(AuditKind.WINDOW_EXPIRED, payload={"uses": len(window.uses)})
             )
+            metrics.window_event("expired")
             self._note(f"Approval window {window.id} expired after {len(window.uses)} use(s)")
         await workflow.wait_condition(workflow.all_handlers_finished)
         while self._background:
@@ -161,6 +163,7 @@ class WindowWorkflow:
             at=workflow.now(),
         )
         window.uses.append(use)
+        metrics.window_event("used")
         self._publish()
         await self._audit(
             self._event(
@@ -236,6 +239,7 @@ class WindowWorkflow:
         window.ended_at = workflow.now()
         window.revoked_by = request.by
         window.reason = request.reason or None
+        metrics.window_event("revoked")
         self._publish()
         await self._audit(
             self._event(
