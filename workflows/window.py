@@ -227,6 +227,7 @@ class WindowWorkflow:
                 at=workflow.now(),
             )
             window.refused.append(attempt)
+            metrics.refused(attempt.code.value)
             await self._audit(self._event(AuditKind.REFUSED, actor=request.by, payload=attempt))
             raise ApplicationError(
                 attempt.message, attempt, type=MESSAGE_REFUSED, non_retryable=True
