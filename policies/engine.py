@@ -244,6 +244,20 @@ def scope_allows(
     return result is True
 
 
+def scope_error(
+    scope: str, request: ActionRequest, principal: Principal | None, params: BaseModel | None
+) -> str | None:
+    """The error a window's scope gives on a request (for `policy check`); None when clean."""
+    try:
+        result = compile_scope(scope).execute(cel_context(request, principal, params))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+    if not isinstance(result, bool):
+        return f"scope returned {type(result).__name__}, not a bool"
+    return None
+
+
 def _generated_reason(rule_id: str, outcome: Outcome) -> str:
     needs = ", ".join(f"{a.min} from {a.group}" for a in outcome.approvals)
     if rule_id == "default":

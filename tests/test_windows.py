@@ -26,7 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
 from activities.windows import LiveWindows
+from policies.lint import condition_warnings
 from policies.loader import PolicyError, load_policy
+from signoff.executor import registry
 from signoff.models import (
     ActionStatus,
     ApprovalWindow,
@@ -567,3 +569,22 @@ async def test_the_worker_counts_window_events_for_prometheus(
         )
     for event in ("opened", "used", "revoked"):
         assert value(text, "signoff_approval_windows_total", event=event, **tq) == 1, event
+
+
+def test_policy_check_warns_about_a_scope_that_errors_on_valid_params(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        WINDOWED.replace("group: g", "group: sre")
+        % ("require_approval", "{max_duration: 1h, scope: 'params.rows > 3'}")
+    )
+    [warning] = condition_warnings(load_policy(path), registry)
+    assert warning.field == "window.scope"
+    message = warning.message("policy.yaml")
+    assert message.startswith("policy.yaml: rule 'r': field 'window.scope': errors on valid noop")
+    assert "an approval window then allows nothing (fails closed)" in message
+    # Guarded with has(), it is clean.
+    path.write_text(
+        WINDOWED.replace("group: g", "group: sre")
+        % ("require_approval", "{max_duration: 1h, scope: 'has(params.rows) && params.rows > 3'}")
+    )
+    assert condition_warnings(load_policy(path), registry) == []
