@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from channels.notifier import Notifier, NotifierError
+from channels.notifier import Notifier, NotifierError, WindowNotifier
 from workflows.errors import NOTIFIER_ERROR
-from workflows.messages import NotifyInput, NotifyResult, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyResult, NotifyUpdateInput, WindowNoteInput
 
 
 class Notifications:
@@ -48,5 +48,16 @@ class Notifications:
         notifier = self._get(request.channel)
         try:
             await notifier.update(request)
+        except NotifierError as err:
+            raise ApplicationError(str(err), type=NOTIFIER_ERROR, non_retryable=True) from err
+
+    @activity.defn(name="notify_window")
+    async def notify_window(self, request: WindowNoteInput) -> None:
+        """Tell one channel's approval thread what an approval window did (if it can)."""
+        notifier = self._get(request.channel)
+        if not isinstance(notifier, WindowNotifier):
+            return
+        try:
+            await notifier.window_note(request)
         except NotifierError as err:
             raise ApplicationError(str(err), type=NOTIFIER_ERROR, non_retryable=True) from err

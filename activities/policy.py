@@ -6,15 +6,29 @@ how a running action replays.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 
+from pydantic import BaseModel
 from temporalio import activity
 
+from activities.windows import LiveWindows
 from policies.directory import Directory, on_behalf_problem
-from policies.engine import Policy
+from policies.engine import Policy, scope_allows
 from signoff.executor import ExecutorError, ExecutorRegistry
-from signoff.models import ActionRequest, ExecutorSpec, Verdict
-from workflows.messages import Evaluation, PrincipalLookup, PrincipalLookupResult
+from signoff.models import ActionRequest, ExecutorSpec, Principal, Verdict
+from workflows.messages import (
+    Evaluation,
+    PrincipalLookup,
+    PrincipalLookupResult,
+    WindowUseRequest,
+)
+
+log = logging.getLogger("signoff.policy")
+
+# How long finding this requester's live windows may take before the normal rules apply.
+WINDOW_LOOKUP_BUDGET = timedelta(seconds=8)
 
 
 class PolicyActivities:
@@ -30,6 +44,7 @@ class PolicyActivities:
         ui_base_url: str | None = None,
         heartbeat_timeout: timedelta = timedelta(seconds=30),
         caller_timeout: timedelta = timedelta(hours=1),
+        windows: LiveWindows | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -38,6 +53,8 @@ class PolicyActivities:
         self.ui_base_url = ui_base_url
         self.heartbeat_timeout = heartbeat_timeout
         self.caller_timeout = caller_timeout
+        # Live approval windows (None: this worker lets no window allow anything).
+        self.windows = windows
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: ActionRequest) -> Evaluation:
@@ -73,6 +90,8 @@ class PolicyActivities:
                 "unknown-action",
                 f"unknown action type {request.action!r}; this worker runs: {known}",
             )
+        elif verdict.effect == "require_approval" and verdict.window is not None:
+            verdict = await self._window_verdict(request, requester, params, verdict)
         return Evaluation(
             verdict=verdict,
             requester=requester,
@@ -85,6 +104,68 @@ class PolicyActivities:
     async def resolve_principal(self, lookup: PrincipalLookup) -> PrincipalLookupResult:
         """Who a principal is now: kind and groups as the directory says at decision time."""
         return PrincipalLookupResult(principal=await self.directory.principal(lookup.id))
+
+    async def _window_verdict(
+        self,
+        request: ActionRequest,
+        requester: Principal,
+        params: BaseModel | None,
+        verdict: Verdict,
+    ) -> Verdict:
+        """Allowed by a live window of this requester whose scope holds; else `verdict`.
+
+        Only where the rule the request lands on still offers a window, evaluated cleanly,
+        and both that rule's scope and the window's recorded scope (what the approver saw)
+        hold: a window never allows more than its approval or the policy now would.
+        """
+        offer = verdict.window
+        if self.windows is None or offer is None or verdict.condition_errors:
+            return verdict
+        if not scope_allows(offer.scope, request, requester, params):
+            return verdict
+        try:
+            # Bounded: an unanswering window must not hold the evaluation (retried forever).
+            async with asyncio.timeout(WINDOW_LOOKUP_BUDGET.total_seconds()):
+                eligible = [
+                    window
+                    for window in await self.windows.candidates(request.requester)
+                    if window.rule_id == verdict.rule_id
+                    and window.on_behalf_of == request.on_behalf_of
+                    and scope_allows(window.scope, request, requester, params)
+                    and await self.windows.vouched(window)
+                ]
+        except TimeoutError:
+            log.warning("approval windows did not answer in time; the normal rules apply")
+            return verdict
+        for window in eligible:
+            used = await self.windows.use(
+                window.id,
+                WindowUseRequest(
+                    action_id=activity.info().workflow_id or "",
+                    requester=request.requester,
+                    on_behalf_of=request.on_behalf_of,
+                    rule_id=verdict.rule_id,
+                    action=request.action,
+                    target=request.target,
+                    digest=request.digest,
+                ),
+            )
+            if used is None:
+                continue
+            return Verdict(
+                effect="allow",
+                rule_id=verdict.rule_id,
+                reason=(
+                    f"Allowed by approval window {used.id} (approved by "
+                    f"{', '.join(used.approvers)} until {used.expires_at:%Y-%m-%d %H:%M} UTC, "
+                    f"scope: {used.scope})"
+                ),
+                risk=verdict.risk,
+                policy_digest=verdict.policy_digest,
+                window=offer,
+                window_id=used.id,
+            )
+        return verdict
 
     @staticmethod
     def _refuse(verdict: Verdict, rule_id: str, reason: str) -> Verdict:

@@ -7,8 +7,8 @@ import logging
 from channels.notifier import RISK_EMOJI, break_glass_text, progress_text, requirement_text
 from signoff import neutralise
 from signoff.links import approval_page_url
-from signoff.models import NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from signoff.models import NotificationRef, format_duration
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.notify")
 
@@ -70,6 +70,18 @@ class ConsoleNotifier:
                 f"; {request.ui_url}" if request.ui_url else "",
                 f"; page {approval_page_url(self.page_base, status.id)}" if self.page_base else "",
             )
+            offer = status.verdict.window if status.verdict else None
+            if offer is not None:
+                # What an approver may also grant (the rule's scope and maximum).
+                log.info(
+                    "window offer for %s: up to %s for requests matching %s; grant with: "
+                    "signoff approve %s --window %s",
+                    neutralise.one_line(status.id),
+                    format_duration(offer.max_duration),
+                    neutralise.one_line(offer.scope),
+                    neutralise.one_line(status.id),
+                    format_duration(offer.max_duration),
+                )
             refs.append(
                 NotificationRef(channel=self.channel, destination=group, stage=request.stage)
             )
@@ -86,3 +98,7 @@ class ConsoleNotifier:
                 break_glass_text(status) or progress_text(status) or status.error or ""
             ),
         )
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Log what the approval window did."""
+        log.info("window %s: %s", request.window.id, neutralise.one_line(request.text))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from signoff.models import ActionStatus, NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 RISK_EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 RISK_COLOUR = {"low": "#2eb67d", "medium": "#ecb22e", "high": "#e8912d", "critical": "#e01e5a"}
@@ -26,6 +26,17 @@ class Notifier(Protocol):
 
     async def update(self, request: NotifyUpdateInput) -> None:
         """Update posted messages in place: progress, final status, buttons gone."""
+        ...
+
+
+@runtime_checkable
+class WindowNotifier(Protocol):
+    """A channel that can tell an approval's thread what its approval window did."""
+
+    channel: str
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Reply where the approval was posted: the window opened, was used, ended."""
         ...
 
 

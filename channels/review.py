@@ -7,9 +7,9 @@ catch only the neutral errors in `workflows.errors` (`ActionNotFound`, `ActionNo
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from signoff.models import ActionStatus, DecisionRequest
+from signoff.models import ActionStatus, ApprovalWindow, DecisionRequest, WindowRevokeRequest
 
 
 class Reviews(Protocol):
@@ -21,4 +21,13 @@ class Reviews(Protocol):
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Record a human's decision; raises `DecisionRefusedError`, `ActionNotPending`."""
+        ...
+
+
+@runtime_checkable
+class WindowReviews(Protocol):
+    """What a chat channel needs to end an approval window early from its thread."""
+
+    async def revoke_window(self, window_id: str, request: WindowRevokeRequest) -> ApprovalWindow:
+        """Revoke, signed; raises `MessageRefusedError` (recorded), `ActionNotPending`."""
         ...

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, JsonValue
 
-from policies.model import Outcome, Rule
+from policies.model import Outcome, Rule, compile_scope
 from policies.variables import cel_context
 from signoff.models import (
     RISK_ORDER,
@@ -33,6 +33,7 @@ from signoff.models import (
     Principal,
     Risk,
     Verdict,
+    WindowOffer,
     canonical_json,
 )
 
@@ -223,7 +224,41 @@ class Policy:
             step_up=outcome.step_up,
             remind=outcome.remind.model_copy() if outcome.remind else None,
             break_glass=outcome.break_glass.model_copy(deep=True) if outcome.break_glass else None,
+            window=None
+            if outcome.window is None
+            else WindowOffer.model_validate(outcome.window.model_dump()),
         )
+
+    def rule(self, rule_id: str) -> Rule | None:
+        """The rule with this id, if the policy has one."""
+        found = self._by_id.get(rule_id)
+        return found if isinstance(found, Rule) else None
+
+
+def scope_allows(
+    scope: str, request: ActionRequest, principal: Principal | None, params: BaseModel | None
+) -> bool:
+    """Whether a window's scope holds for a request; anything but a clean `true` is no."""
+    try:
+        result = compile_scope(scope).execute(cel_context(request, principal, params))
+    except Exception:
+        # Fail closed: a scope that cannot be evaluated never allows (normal rules apply).
+        return False
+    return result is True
+
+
+def scope_error(
+    scope: str, request: ActionRequest, principal: Principal | None, params: BaseModel | None
+) -> str | None:
+    """The error a window's scope gives on a request (for `policy check`); None when clean."""
+    try:
+        result = compile_scope(scope).execute(cel_context(request, principal, params))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+    if not isinstance(result, bool):
+        return f"scope returned {type(result).__name__}, not a bool"
+    return None
 
 
 def _generated_reason(rule_id: str, outcome: Outcome) -> str:

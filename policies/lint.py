@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from policies.engine import Policy, condition_error
+from policies.engine import Policy, condition_error, scope_error
 from signoff.executor import ExecutorRegistry
 from signoff.models import ActionRequest, Principal
 
@@ -46,6 +46,8 @@ class ConditionWarning:
     params: dict[str, Any]
     error: str
     fails_closed: bool
+    # `window.scope`: an approval window's scope, which then allows nothing (fails closed).
+    field: str = "when"
 
     def message(self, source: str) -> str:
         """One line naming the file, rule, action, the params and what happens at run time."""
@@ -54,9 +56,11 @@ class ConditionWarning:
             if self.fails_closed
             else "the allow rule then does not match"
         )
+        if self.field != "when":
+            consequence = "an approval window then allows nothing (fails closed)"
         return (
-            f"{source}: rule {self.rule_id!r}: field 'when': errors on valid {self.action} "
-            f"params {self.params}: {self.error}; {consequence}"
+            f"{source}: rule {self.rule_id!r}: field {self.field!r}: errors on valid "
+            f"{self.action} params {self.params}: {self.error}; {consequence}"
         )
 
 
@@ -155,7 +159,10 @@ def _requests(action: str, target: str, params: dict[str, Any]) -> Iterator[Acti
 
 
 def condition_warnings(policy: Policy, executors: ExecutorRegistry) -> list[ConditionWarning]:
-    """Each (rule, action type) whose condition errors on some valid params; first error only."""
+    """Each (rule, action type) whose condition errors on some valid params; first error only.
+
+    Approval window scopes (`window.scope`) are checked the same way.
+    """
     warnings: list[ConditionWarning] = []
     for rule in policy.rules:
         if rule.when is None:
@@ -185,6 +192,39 @@ def condition_warnings(policy: Policy, executors: ExecutorRegistry) -> list[Cond
                             params=params,
                             error=error,
                             fails_closed=rule.effect != "allow",
+                        )
+                    )
+                    break
+    return warnings + scope_warnings(policy, executors)
+
+
+def scope_warnings(policy: Policy, executors: ExecutorRegistry) -> list[ConditionWarning]:
+    """Each (rule, action type) whose window scope errors on some valid params; first only."""
+    warnings: list[ConditionWarning] = []
+    for rule in policy.rules:
+        if rule.window is None:
+            continue
+        target = _target_for(rule.match.target)
+        for action in executors.actions():
+            if not any(fnmatchcase(action, glob) for glob in rule.match.action):
+                continue
+            executor = executors.get(action)
+            assert executor is not None
+            model = executor.params_model
+            schema = model.model_json_schema() if model is not None else {"type": "object"}
+            for params in (p for p in samples(schema) if _valid(model, p)):
+                parsed = model.model_validate(params) if model is not None else None
+                request = next(_requests(action, target, params))
+                error = scope_error(rule.window.scope, request, SAMPLE_PRINCIPALS[0], parsed)
+                if error is not None:
+                    warnings.append(
+                        ConditionWarning(
+                            rule_id=rule.id,
+                            action=action,
+                            params=params,
+                            error=error,
+                            fails_closed=True,
+                            field="window.scope",
                         )
                     )
                     break

@@ -18,7 +18,7 @@ from policies.directory import DirectoryFile, StaticDirectory
 from policies.engine import Policy
 from policies.entra import EntraDirectory, EntraGroups
 from policies.groups import GroupSource, SourcedDirectory
-from policies.model import FieldError, Match, Outcome, PolicyFile, Rule
+from policies.model import FieldError, Match, Outcome, PolicyFile, Rule, Window
 from policies.okta import OktaGroups
 from signoff.models import ApprovalRequirement, BreakGlassPolicy, EscalationStage
 
@@ -30,6 +30,7 @@ _POLICY_MODELS: tuple[type[BaseModel], ...] = (
     ApprovalRequirement,
     EscalationStage,
     BreakGlassPolicy,
+    Window,
 )
 
 

@@ -25,6 +25,7 @@ from signoff.models import (
     Reminders,
     Risk,
     StepUpMethod,
+    WindowOffer,
 )
 
 # `Program.variables()` also lists the loop variables of macros such as `xs.all(x, ...)`.
@@ -81,6 +82,40 @@ class Match(Contract):
         return value
 
 
+# A window's scope speaks of the request itself only: who asks is fixed by the window.
+SCOPE_VARIABLES = frozenset({"action", "target", "params", "sql"})
+
+
+def compile_scope(expression: str) -> cel.Program:
+    """Compile a window's `scope`: like `when`, but over action, target, params and sql only."""
+    if not expression.strip():
+        raise ValueError("must not be blank")
+    program = compile_when(expression)
+    bound = set(_MACRO_BINDING.findall(expression))
+    other = sorted(set(program.variables()) - SCOPE_VARIABLES - bound)
+    if other:
+        names = ", ".join(repr(n) for n in other)
+        raise ValueError(
+            f"a window scope may use only {', '.join(sorted(SCOPE_VARIABLES))}, not {names} "
+            "(the window's holder is fixed: the requester it was granted to)"
+        )
+    return program
+
+
+class Window(WindowOffer):
+    """`window:` of a rule: approvers may grant the requester up to `max_duration` in `scope`."""
+
+    @model_validator(mode="after")
+    def _checked(self) -> Window:
+        if self.max_duration.total_seconds() <= 0:
+            raise FieldError("max_duration", "must be greater than 0")
+        try:
+            compile_scope(self.scope)
+        except ValueError as exc:
+            raise FieldError("scope", str(exc)) from None
+        return self
+
+
 class Outcome(Contract):
     """What applies when a rule (or the default) is chosen."""
 
@@ -111,11 +146,12 @@ class Outcome(Contract):
 
     # On the outcome, so the rule that matches an action decides whether it may be forced.
     break_glass: BreakGlassPolicy | None = None
+    window: Window | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Outcome:
         if self.effect != "require_approval":
-            for name in ("approvals", "escalation", "expires_after", "step_up"):
+            for name in ("approvals", "escalation", "expires_after", "step_up", "window"):
                 if getattr(self, name):
                     raise FieldError(name, f"not allowed when effect is {self.effect!r}")
             return self
@@ -176,6 +212,8 @@ class Outcome(Contract):
         for i, stage in enumerate(self.escalation):
             named += [(f"escalation.{i}.notify.{j}", g) for j, g in enumerate(stage.notify)]
             named += [(f"escalation.{i}.add_groups.{j}", g) for j, g in enumerate(stage.add_groups)]
+        if self.window is not None:
+            named += [(f"window.revokers.{j}", g) for j, g in enumerate(self.window.revokers)]
         return named + self._break_glass_groups()
 
     def _break_glass_groups(self) -> list[tuple[str, str]]:

@@ -42,6 +42,9 @@ SEARCH_ATTRIBUTES = {
     "SignoffEscalation": "Int",
     "SignoffGroups": "KeywordList",
     "SignoffBreakGlass": "Keyword",
+    "SignoffWindowStatus": "Keyword",
+    "SignoffWindowHolder": "Keyword",
+    "SignoffWindowExpires": "Datetime",
 }
 CLUSTER_SCOPED = {"Namespace"}
 

@@ -557,6 +557,9 @@ async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -
         ("get", "/v1/reviews"),
         ("get", "/v1/action-types"),
         ("get", "/v1/me"),
+        ("get", "/v1/windows"),
+        ("get", "/v1/windows/{id}"),
+        ("post", "/v1/windows/{id}/revoke"),
     }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops if p.startswith("/v1/")}
     assert found == expected

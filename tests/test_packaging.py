@@ -42,6 +42,7 @@ SDK_COMMANDS = {
     "login",
     "logout",
     "mcp",
+    "windows",
 }
 SERVER_COMMANDS = {"dev", "worker", "gateway", "db", "audit", "policy", "keys", "demo"}
 # Server-side distributions an agent's environment must never receive from the SDK.

@@ -16,6 +16,8 @@ from tests.test_timers import skipping_env  # noqa: F401 - fixture
 from workers.settings import Settings
 from workers.worker import SANDBOX
 from workflows.action import ActionWorkflow
+from workflows.messages import WINDOW_ID_PREFIX
+from workflows.window import WindowWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -23,10 +25,31 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def replayer() -> Replayer:
     """A replayer configured exactly like the worker."""
     return Replayer(
-        workflows=[ActionWorkflow],
+        workflows=[ActionWorkflow, WindowWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=SANDBOX,
     )
+
+
+def _history(name: str, text: str) -> WorkflowHistory:
+    """The history under its recorded workflow id where the workflow derives ids from it.
+
+    An action that opened an approval window started the child `win-<its id>`; replayed
+    under another id, it would command a different child id. A window checks its own id
+    against its parent's.
+    """
+    history = WorkflowHistory.from_json(name, text)
+    started = history.events[0].workflow_execution_started_event_attributes
+    if started.HasField("parent_workflow_execution"):
+        # A window: its id is derived from the action (its parent) that opened it.
+        parent = started.parent_workflow_execution.workflow_id
+        return WorkflowHistory(WINDOW_ID_PREFIX + parent, history.events)
+    for event in history.events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            if child.startswith(WINDOW_ID_PREFIX):
+                return WorkflowHistory(child.removeprefix(WINDOW_ID_PREFIX), history.events)
+    return history
 
 
 PATHS = {
@@ -56,7 +79,7 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = _history(path.stem, path.read_text())
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
 
@@ -65,7 +88,7 @@ async def test_fresh_histories_replay(client: Client, settings: Settings, ledger
     recorded = await record_all(client, settings, ledger)
     for name, text in recorded.items():
         result = await replayer().replay_workflow(
-            WorkflowHistory.from_json(name, text), raise_on_replay_failure=False
+            _history(name, text), raise_on_replay_failure=False
         )
         assert result.replay_failure is None, f"{name}: {result.replay_failure}"
 

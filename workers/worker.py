@@ -20,6 +20,7 @@ from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.targets import Targets, load_targets
 from activities.verify import SignatureActivities
+from activities.windows import LiveWindows
 from channels.console import ConsoleNotifier
 from channels.notifier import Notifier
 from policies.directory import Directory
@@ -34,6 +35,7 @@ from workers.temporal import connect
 from workers.wiring.channels import notifiers_for
 from workflows.action import ActionWorkflow
 from workflows.signing import KeySet, SigningError
+from workflows.window import WindowWorkflow
 
 log = logging.getLogger("signoff.worker")
 
@@ -84,6 +86,7 @@ def build_worker(
         ui_base_url=settings.ui_url,
         heartbeat_timeout=settings.heartbeat_timeout,
         caller_timeout=settings.caller_report_timeout,
+        windows=LiveWindows(client, settings.task_queue),
     )
     executors = ExecutionActivities(parts.executors, parts.targets, ledger=parts.ledger)
     audit = AuditActivities(parts.ledger)
@@ -97,12 +100,13 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ActionWorkflow],
+        workflows=[ActionWorkflow, WindowWorkflow],
         activities=[
             policy.evaluate_policy,
             policy.resolve_principal,
             notifications.notify,
             notifications.notify_update,
+            notifications.notify_window,
             executors.execute_action,
             audit.record_audit_events,
             audit.check_run,

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 
 from pydantic import JsonValue
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.workflow import ParentClosePolicy
 
 from signoff.models import (
     ActionRequest,
@@ -65,6 +66,8 @@ from workflows.messages import (
     PrincipalLookupResult,
     RunCheck,
     VerifyInput,
+    WindowStart,
+    window_id_for,
 )
 from workflows.signing import (
     amend_claims,
@@ -75,6 +78,7 @@ from workflows.signing import (
     review_claims,
 )
 from workflows.state import ActionState, Phase
+from workflows.window import WindowWorkflow
 
 # Activities are called by reference, so their names are written once, beside each activity.
 with workflow.unsafe.imports_passed_through():
@@ -130,6 +134,9 @@ AMENDMENTS = "amendments"
 # Patch: a person in the rule's break-glass groups forces the action through at once (a signed
 # claim with a reason); the run then stays open for the mandatory after-the-fact review.
 BREAK_GLASS = "break-glass"
+# Patch: an approval whose approvers all asked for a window opens an approval window, its own
+# workflow (workflows.window), before the action runs.
+APPROVAL_WINDOWS = "approval-windows"
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -157,6 +164,7 @@ class _Patches:
     runs: bool | None = None
     amendments: bool | None = None
     break_glass: bool = False
+    windows: bool = False
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -171,6 +179,8 @@ class ActionWorkflow:
         self._background: list[asyncio.Task[None]] = []
         self._stale_channels: set[str] = set()
         self._updating_channels: set[str] = set()
+        # Whether the approval's window (if any) is open: a decision asking for one waits.
+        self._window_settled = False
 
     # --- the process ----------------------------------------------------------------------
 
@@ -188,6 +198,7 @@ class ActionWorkflow:
         self._patches.reminders = workflow.patched(REMINDERS)
         self._amendments_allowed()
         self._patches.break_glass = workflow.patched(BREAK_GLASS)
+        self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -228,6 +239,8 @@ class ActionWorkflow:
             outcome = await self._wait_for_approval(verdict)
             if outcome is not None:
                 return await self._finish(outcome, error=self.state.error)
+            if self._patches.windows:
+                await self._open_window(verdict)
 
         return await self._execute(evaluation)
 
@@ -599,6 +612,60 @@ class ActionWorkflow:
         )
         return self.status()
 
+    # --- approval windows -----------------------------------------------------------------
+
+    async def _open_window(self, verdict: Verdict) -> None:
+        """Open the approval window every approver asked for (the shortest asked for)."""
+        state = self.state
+        approvals = [d for d in state.decisions if d.decision == "approve"]
+        durations = [d.window for d in approvals if d.window is not None]
+        offer = verdict.window
+        if not approvals or len(durations) != len(approvals) or offer is None:
+            self._window_settled = True
+            return
+        assert state.decided_at is not None, "an approved action has its decision time"
+        info = workflow.info()
+        window_id = window_id_for(info.workflow_id)
+        start = WindowStart(
+            action_id=info.workflow_id,
+            digest=state.digest,
+            rule_id=verdict.rule_id,
+            scope=offer.scope,
+            holder=state.request.requester,
+            on_behalf_of=state.request.on_behalf_of,
+            approvers=[d.approver for d in approvals],
+            revokers=list(offer.revokers),
+            created_at=workflow.now(),
+            expires_at=state.decided_at + min(durations),
+            duration=min(durations),
+            notifications=[n for n in state.notifications if not n.error],
+            ui_base_url=state.evaluation.ui_base_url if state.evaluation else None,
+        )
+        # AlreadyStarted: opened by an earlier run of this action (a reset); that one stands.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await workflow.start_child_workflow(
+                WindowWorkflow.run,
+                start,
+                id=window_id,
+                task_queue=info.task_queue,
+                # The window outlives the action that opened it, until its own timer ends it.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.WINDOW_STATUS, "active"),
+                        SearchAttributePair(sa.WINDOW_HOLDER, start.holder),
+                        SearchAttributePair(sa.WINDOW_EXPIRES, start.expires_at),
+                    ]
+                ),
+                static_summary=(
+                    f"approval window for {start.holder} until "
+                    f"{start.expires_at:%Y-%m-%d %H:%M} UTC: {offer.scope}"
+                )[:200],
+            )
+        state.opened_window = window_id
+        self._window_settled = True
+        self._publish()
+
     # --- runs -----------------------------------------------------------------------------
 
     def _runs_recorded(self) -> bool:
@@ -746,6 +813,11 @@ class ActionWorkflow:
         if refusal is not None:
             raise ApplicationError(
                 refusal.message, refusal, type=DECISION_REFUSED, non_retryable=True
+            )
+        if request.window is not None and self._patches.windows and self._resolved():
+            # The approver asked for a window: answer with it open (its id in the status).
+            await workflow.wait_condition(
+                lambda: self._window_settled or self.state.phase is Phase.FINISHED
             )
         return self.status()
 
@@ -921,6 +993,8 @@ class ActionWorkflow:
             decision_claims(request, workflow.info().workflow_id),
             not_before=workflow.info().workflow_start_time,
         ) or rules.decision_refusal(self.status(), request)
+        if refusal is None:
+            refusal = rules.window_refusal(self.status(), request)
         if refusal is None:
             owner_now: str | None = None
             # patched() is memoised: this agrees with run(), even in a handler that runs first.

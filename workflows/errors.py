@@ -16,6 +16,8 @@ NOT_PENDING = "NotPending"
 NOT_REQUESTER = "NotRequester"
 NOT_AWAITING_REPORT = "NotAwaitingReport"
 MESSAGE_REFUSED = "MessageRefused"
+# An approval window refused a use (ended, or not the holder's): the request takes the normal rules.
+WINDOW_REFUSED = "WindowRefused"
 # ApplicationError types raised by activities, which the workflow's retry policies never retry.
 NOTIFIER_ERROR = "NotifierError"
 EXECUTOR_ERROR = "ExecutorError"
@@ -125,3 +127,9 @@ class MessageRefusedError(ActionError):
         super().__init__(attempt.message)
         self.attempt = attempt
         self.code = attempt.code.value
+
+
+class WindowNotFound(ActionError):
+    """No such approval window, or the caller may not see it (the two look the same)."""
+
+    code = "not_found"

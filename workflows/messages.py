@@ -14,7 +14,9 @@ from pydantic import Field, JsonValue
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    ApprovalWindow,
     Contract,
+    Duration,
     ExecutorSpec,
     NotificationRef,
     Principal,
@@ -125,6 +127,11 @@ class AuditKind(StrEnum):
     REVIEW_ESCALATED = "review_escalated"
     REVIEW_OVERDUE = "review_overdue"
     REVIEWED = "reviewed"
+    # Approval windows: rows of the window's own stream (action_id is the window's id).
+    WINDOW_CREATED = "window_created"
+    WINDOW_USED = "window_used"
+    WINDOW_EXPIRED = "window_expired"
+    WINDOW_REVOKED = "window_revoked"
 
 
 class AuditEvent(Contract):
@@ -176,3 +183,58 @@ class RunCheckResult(Contract):
 
     executed_by: str | None = None
     at: datetime | None = None
+
+
+# --- approval windows ---------------------------------------------------------------------------
+
+# The window workflow's names, written once: activities address it by name (they sit below it).
+WINDOW_WORKFLOW = "SignoffWindow"
+WINDOW_USE_UPDATE = "use"
+WINDOW_STATUS_QUERY = "status"
+WINDOW_ID_PREFIX = "win-"
+
+
+def window_id_for(action_id: str) -> str:
+    """The window a given approved action opens: one per action, found again on a retry."""
+    return WINDOW_ID_PREFIX + action_id
+
+
+class WindowStart(Contract):
+    """What an approved action's window holds, fixed when it opens."""
+
+    action_id: str
+    digest: str
+    rule_id: str
+    scope: str
+    holder: str
+    on_behalf_of: str | None = None
+    approvers: list[str]
+    revokers: list[str] = Field(default_factory=list)
+    created_at: datetime
+    expires_at: datetime
+    # As granted (the shortest any approver asked for), counted from the approval.
+    duration: Duration
+    # Where the original approval was posted: each use is told there.
+    notifications: list[NotificationRef] = Field(default_factory=list)
+    ui_base_url: str | None = None
+
+
+class WindowUseRequest(Contract):
+    """Ask a live window to allow one request; the policy activity sends it, idempotently."""
+
+    action_id: str
+    requester: str
+    on_behalf_of: str | None = None
+    rule_id: str
+    action: str
+    target: str
+    digest: str
+
+
+class WindowNoteInput(Contract):
+    """Tell the channels where a window's approval was posted what happened to the window."""
+
+    channel: str
+    window: ApprovalWindow
+    refs: list[NotificationRef]
+    text: str

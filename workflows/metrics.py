@@ -19,6 +19,7 @@ TIME_TO_DECISION = "signoff_time_to_decision_seconds"
 # gateway's gauge signoff_break_glass_overdue counts the reviews overdue right now.
 BREAK_GLASS = "signoff_break_glass"
 BREAK_GLASS_OVERDUE = "signoff_break_glass_reviews_overdue"
+WINDOWS = "signoff_approval_windows"
 
 
 def action_finished(action: str, status: str) -> None:
@@ -59,3 +60,10 @@ def break_glass_overdue(action: str) -> None:
     workflow.metric_meter().create_counter(
         BREAK_GLASS_OVERDUE, "Break-glass reviews past their review_within"
     ).add(1, {"action": action})
+
+
+def window_event(event: str) -> None:
+    """Count an approval window event: opened, used, expired or revoked."""
+    workflow.metric_meter().create_counter(WINDOWS, "Approval window events").add(
+        1, {"event": event}
+    )

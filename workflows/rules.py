@@ -10,12 +10,14 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     AmendRequest,
+    ApprovalWindow,
     DecisionRefused,
     DecisionRequest,
     Principal,
     RefusalCode,
     Status,
     Verdict,
+    format_duration,
 )
 
 AUDITORS = "auditors"
@@ -294,6 +296,33 @@ def break_glass_refusal(
     return None
 
 
+# --- approval windows ---------------------------------------------------------------------------
+
+
+def window_refusal(status: ActionStatus, request: DecisionRequest) -> DecisionRefused | None:
+    """Refused: a window the action's rule does not offer, or longer than it allows."""
+    if request.window is None:
+        return None
+    verdict = status.verdict
+    offer = verdict.window if verdict is not None else None
+    if offer is None:
+        rule = verdict.rule_id if verdict is not None else "its rule"
+        return DecisionRefused(
+            code=RefusalCode.WINDOW_NOT_OFFERED,
+            message=f"rule {rule!r} offers no approval window; approve without one",
+        )
+    if request.window > offer.max_duration:
+        return DecisionRefused(
+            code=RefusalCode.WINDOW_TOO_LONG,
+            message=(
+                f"window {format_duration(request.window)} is longer than rule "
+                f"{verdict.rule_id if verdict else ''!r}'s window max_duration "
+                f"{format_duration(offer.max_duration)}"
+            ),
+        )
+    return None
+
+
 def review_refusal(
     status: ActionStatus, reviewer_id: str, reviewer: Principal | None, digest: str
 ) -> DecisionRefused | None:
@@ -340,3 +369,33 @@ def review_refusal(
             ),
         )
     return None
+
+
+def revoke_refusal(window: ApprovalWindow, revoker: Principal | None) -> DecisionRefused | None:
+    """Who may end a window early: a human who approved it or is in one of its revoking groups."""
+    if revoker is None or revoker.kind != "human":
+        who = revoker.id if revoker is not None else "an unknown principal"
+        return DecisionRefused(
+            code=RefusalCode.NOT_REVOKER,
+            message=f"{who} may not revoke window {window.id}: only people revoke windows",
+        )
+    if revoker.id in window.approvers or set(revoker.groups) & set(window.revokers):
+        return None
+    groups = ", ".join(window.revokers) or "none"
+    return DecisionRefused(
+        code=RefusalCode.NOT_REVOKER,
+        message=(
+            f"{revoker.id} may not revoke window {window.id}: only its approvers "
+            f"({', '.join(window.approvers)}) or the groups {groups} may"
+        ),
+    )
+
+
+def can_view_window(principal: Principal, window: ApprovalWindow) -> bool:
+    """Its holder, whom it is for, its approvers, its revokers and auditors."""
+    return (
+        principal.id in (window.holder, window.on_behalf_of)
+        or principal.id in window.approvers
+        or AUDITORS in principal.groups
+        or (principal.kind == "human" and bool(set(principal.groups) & set(window.revokers)))
+    )

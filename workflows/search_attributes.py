@@ -20,6 +20,11 @@ GROUPS = SearchAttributeKey.for_keyword_list("SignoffGroups")
 # Break-glass actions only: pending, overdue or reviewed (set by runs that broke glass).
 BREAK_GLASS = SearchAttributeKey.for_keyword("SignoffBreakGlass")
 
+# Approval windows: their own keys, so no window ever shows up in an action query.
+WINDOW_STATUS = SearchAttributeKey.for_keyword("SignoffWindowStatus")
+WINDOW_HOLDER = SearchAttributeKey.for_keyword("SignoffWindowHolder")
+WINDOW_EXPIRES = SearchAttributeKey.for_datetime("SignoffWindowExpires")
+
 ALL: list[SearchAttributeKey] = [
     STATUS,
     ACTION,
@@ -30,6 +35,7 @@ ALL: list[SearchAttributeKey] = [
     GROUPS,
     BREAK_GLASS,
 ]
+ALL += [WINDOW_STATUS, WINDOW_HOLDER, WINDOW_EXPIRES]
 
 
 def dev_server_flags() -> list[str]:
@@ -38,6 +44,7 @@ def dev_server_flags() -> list[str]:
         "KEYWORD": "Keyword",
         "INT": "Int",
         "KEYWORD_LIST": "KeywordList",
+        "DATETIME": "Datetime",
     }
     flags: list[str] = []
     for key in ALL:

@@ -34,6 +34,7 @@ from signoff.models import (
     RefusalCode,
     ReviewRequest,
     Signature,
+    WindowRevokeRequest,
     canonical_json,
 )
 from workflows.messages import VerifyResult
@@ -106,7 +107,21 @@ def decision_claims(decision: DecisionRequest, action_id: str) -> dict[str, Json
     if decision.step_up is not None:
         # The gateway verified a security-key assertion for this digest: only its key says so.
         claims["step_up"] = decision.step_up.model_dump(mode="json")
+    if decision.window is not None:
+        # Only the gateway grants a window: someone with Temporal access cannot add one.
+        claims["window_seconds"] = int(decision.window.total_seconds())
     return claims
+
+
+def window_revoke_claims(revoke: WindowRevokeRequest, window_id: str) -> dict[str, JsonValue]:
+    """A window revoke's claims: which window, by whom, through what, why."""
+    return {
+        "kind": "window_revoke",
+        "window_id": window_id,
+        "by": revoke.by,
+        "channel": revoke.channel,
+        "reason_sha256": _sha256(revoke.reason),
+    }
 
 
 def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]:
@@ -219,6 +234,11 @@ class Signer:
     def amend(self, amend: AmendRequest, action_id: str) -> AmendRequest:
         """The amendment, signed for the action it supersedes."""
         return amend.model_copy(update={"signature": self.sign(amend_claims(amend, action_id))})
+
+    def window_revoke(self, revoke: WindowRevokeRequest, window_id: str) -> WindowRevokeRequest:
+        """The window revoke, signed for one window."""
+        signed = self.sign(window_revoke_claims(revoke, window_id))
+        return revoke.model_copy(update={"signature": signed})
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

@@ -84,6 +84,8 @@ class ActionState:
     superseded_by: str | None = None
     # Set when a person broke glass: the action ran without approval and awaits its review.
     break_glass: BreakGlassStatus | None = None
+    # The approval window this action's approval opened (workflows.window), if any.
+    opened_window: str | None = None
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +173,7 @@ class ActionState:
             owner=requester.owner if requester else None,
             superseded_by=self.superseded_by,
             break_glass=self.break_glass.model_copy(deep=True) if self.break_glass else None,
+            opened_window=self.opened_window,
         )
 
     @property

@@ -313,10 +313,11 @@ class Ledger:
     async def action_rows(
         self, since: datetime | None, until: datetime | None, *, batch_size: int = 2000
     ) -> AsyncIterator[LedgerRow]:
-        """Rows of actions requested in [since, until), grouped by action, in event order."""
+        """Rows of actions requested (and approval windows opened) in [since, until), grouped
+        by action or window, in event order."""
         query = (
             f"SELECT {COLUMNS} FROM audit_events WHERE action_id IN ("  # noqa: S608
-            "  SELECT action_id FROM audit_events WHERE kind = 'requested'"
+            "  SELECT action_id FROM audit_events WHERE kind IN ('requested', 'window_created')"
             "  AND ($1::timestamptz IS NULL OR at >= $1)"
             "  AND ($2::timestamptz IS NULL OR at < $2))"
             f" ORDER BY action_id, {RUN_ORDER}"

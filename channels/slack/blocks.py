@@ -38,11 +38,15 @@ from channels.notifier import (
     truncate,
 )
 from signoff import neutralise
-from signoff.models import ActionStatus, Status
+from signoff.models import ActionStatus, ApprovalWindow, Status, format_duration
 
 APPROVE_ACTION = "signoff_approve"
 DENY_ACTION = "signoff_deny"
 SHOW_FULL_ACTION = "signoff_show_full"
+# Approval windows: approve and grant the rule's window; end a window from its thread.
+APPROVE_WINDOW_ACTION = "signoff_approve_window"
+REVOKE_WINDOW_ACTION = "signoff_revoke_window"
+WINDOW_BLOCK = "signoff_window"
 FULL_CALLBACK = "signoff_full_request"
 ACTIONS_BLOCK = "signoff_decide"
 DENY_CALLBACK = "signoff_deny_reason"
@@ -198,6 +202,16 @@ def request_blocks(
     if decided:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(decided, SECTION_MAX))))
     if is_open(status):
+        offer = verdict.window if verdict is not None else None
+        if offer is not None and verdict is not None:
+            # What "Approve for ..." would also allow, in the message itself.
+            span = format_duration(offer.max_duration)
+            text = (
+                f"*Window offer* · approvers may also let {who(request.requester, mentions)} run "
+                f"requests matching {code(offer.scope)} for up to {span} "
+                f"(rule {code(verdict.rule_id)})"
+            )
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(text, SECTION_MAX))))
         blocks.append(decision_buttons(status))
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
@@ -392,12 +406,84 @@ def decision_buttons(status: ActionStatus) -> ActionsBlock:
                 ),
             )
         )
+    offer = status.verdict.window if status.verdict else None
+    if full_reachable(status) and offer is not None:
+        elements.append(window_button(status, value))
     elements.append(
         ButtonElement(
             text=PlainTextObject(text="Deny"), action_id=DENY_ACTION, value=value, style="danger"
         )
     )
     return ActionsBlock(block_id=ACTIONS_BLOCK, elements=elements)
+
+
+def window_button(status: ActionStatus, value: str) -> ButtonElement:
+    """The "Approve for 1h" button: approve, and let the requester run what the scope matches."""
+    offer = status.verdict.window if status.verdict else None
+    assert offer is not None, "only for an action whose rule offers a window"
+    span = format_duration(offer.max_duration)
+    return ButtonElement(
+        text=PlainTextObject(text=f"Approve for {span}"),
+        action_id=APPROVE_WINDOW_ACTION,
+        value=value,
+        confirm=ConfirmObject(
+            title=f"Approve and open a {span} window?",
+            text=MarkdownTextObject(
+                text=truncate(
+                    f"Approves {code(status.request.action)} on {code(status.request.target)} "
+                    f"(digest {code(status.digest[:12])}), and for {span} lets "
+                    f"{code(status.request.requester)} run, without asking, anything matching "
+                    f"{code(offer.scope)}",
+                    300,
+                )
+            ),
+            confirm=f"Approve for {span}",
+            deny="Cancel",
+        ),
+    )
+
+
+def window_value(window_id: str) -> str:
+    """What a Revoke window button carries: the window's id."""
+    return json.dumps({"w": window_id}, separators=(",", ":"))
+
+
+def parse_window_value(value: str | None) -> str | None:
+    """The window id of a Revoke window button, or None when the value is not ours."""
+    try:
+        data = json.loads(value or "")
+    except ValueError:
+        return None
+    window_id = data.get("w") if isinstance(data, dict) else None
+    if not isinstance(window_id, str) or not window_id.startswith("win-") or len(window_id) > 200:
+        return None
+    return window_id
+
+
+def window_note_blocks(window: ApprovalWindow, text: str) -> list[Block]:
+    """A note in the approval's thread; while the window is live, with a Revoke button."""
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=truncate(escape(text), 2900)))]
+    if window.live:
+        blocks.append(
+            ActionsBlock(
+                block_id=WINDOW_BLOCK,
+                elements=[
+                    ButtonElement(
+                        text=PlainTextObject(text="Revoke window"),
+                        action_id=REVOKE_WINDOW_ACTION,
+                        value=window_value(window.id),
+                        style="danger",
+                        confirm=ConfirmObject(
+                            title="Revoke this window?",
+                            text=PlainTextObject(text="Its holder's next requests need approval."),
+                            confirm="Revoke",
+                            deny="Cancel",
+                        ),
+                    )
+                ],
+            )
+        )
+    return blocks
 
 
 def request_attachments(

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,14 +21,16 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.notifier import STEP_UP_TEXT
-from channels.review import Reviews
+from channels.review import Reviews, WindowReviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
+    APPROVE_WINDOW_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    REVOKE_WINDOW_ACTION,
     SHOW_FULL_ACTION,
     deny_modal,
     escape,
@@ -37,6 +40,7 @@ from channels.slack.blocks import (
     modal_metadata,
     parse_button_value,
     parse_modal_metadata,
+    parse_window_value,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack
 from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
@@ -46,9 +50,20 @@ from policies.cache import BoundedCache
 from policies.directory import Directory, vouched_groups
 from policies.unavailable import IdentityProviderUnavailable
 from signoff.links import approval_page_url
-from signoff.models import ActionStatus, DecisionKind, DecisionRequest, RefusalCode
+from signoff.models import (
+    ActionStatus,
+    DecisionKind,
+    DecisionRequest,
+    RefusalCode,
+    WindowRevokeRequest,
+)
 from signoff.neutralise import mrkdwn_code as code_text
-from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from workflows.errors import (
+    ActionError,
+    ActionNotFound,
+    ActionNotPending,
+    DecisionRefusedError,
+)
 
 log = logging.getLogger("signoff.slack")
 
@@ -158,7 +173,10 @@ class SlackInteractions:
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
         action = payload.actions[0]
-        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION):
+        if action.action_id == REVOKE_WINDOW_ACTION:
+            return await self._revoke_window(payload)
+        known = (APPROVE_ACTION, APPROVE_WINDOW_ACTION, DENY_ACTION, SHOW_FULL_ACTION)
+        if action.action_id not in known:
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
         if parsed is None:
@@ -175,7 +193,9 @@ class SlackInteractions:
             modal = full_request_modal(status)
             self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
             return OK
-        if action.action_id == APPROVE_ACTION and not full_reachable(status):
+        if action.action_id in (APPROVE_ACTION, APPROVE_WINDOW_ACTION) and not full_reachable(
+            status
+        ):
             # Slack cannot show all of it, so no approval may come from Slack (an old message).
             text = f"Too large to review in Slack: use `signoff approve {code_text(action_id)}`."
             self._spawn(self._ephemeral(channel, payload.user.id, text))
@@ -187,6 +207,23 @@ class SlackInteractions:
         if action.action_id == APPROVE_ACTION:
             self._spawn(
                 self._decide(linked, payload.user.id, channel, action_id, digest, "approve")
+            )
+            return OK
+        if action.action_id == APPROVE_WINDOW_ACTION:
+            # The window the button showed: the rule's maximum, read from the checked status.
+            offer = status.verdict.window if status.verdict else None
+            if offer is None:
+                raise Rejected(400, f"approve-for-a-window click on {action_id}, which offers none")
+            self._spawn(
+                self._decide(
+                    linked,
+                    payload.user.id,
+                    channel,
+                    action_id,
+                    digest,
+                    "approve",
+                    window=offer.max_duration,
+                )
             )
             return OK
         if not is_open(status):
@@ -398,6 +435,7 @@ class SlackInteractions:
         digest: str,
         decision: DecisionKind,
         reason: str = "",
+        window: timedelta | None = None,
     ) -> None:
         principal_id = linked.principal_id
         try:
@@ -411,6 +449,7 @@ class SlackInteractions:
             reason=reason,
             channel="slack",
             approver_groups=groups,
+            window=window,
         )
         try:
             await self.reviews.decide(action_id, request)
@@ -446,6 +485,48 @@ class SlackInteractions:
             return f"🔐 {escape(STEP_UP_TEXT)} (/a/{code_text(action_id)} on the gateway)."
         url = approval_page_url(self.page_base, action_id)
         return f"🔐 {escape(STEP_UP_TEXT)}: <{url}|Open the approval page>"
+
+    async def _revoke_window(self, payload: BlockActions) -> Reply:
+        """A Revoke window click in an approval's thread: a signed revoke the window judges."""
+        window_id = parse_window_value(payload.actions[0].value)
+        if window_id is None:
+            raise Rejected(400, "malformed window button value")
+        channel = payload.channel.id if payload.channel else None
+        principal_id = (await self._principal_for(Clicker.of(payload), channel)).principal_id
+        if not isinstance(self.reviews, WindowReviews):
+            raise Rejected(400, "this gateway cannot revoke windows from Slack")
+        reviews = self.reviews
+        self._spawn(self._revoke(reviews, principal_id, payload.user.id, channel, window_id))
+        return OK
+
+    async def _revoke(
+        self,
+        reviews: WindowReviews,
+        principal_id: str,
+        user_id: str,
+        channel: str | None,
+        window_id: str,
+    ) -> None:
+        request = WindowRevokeRequest(by=principal_id, channel="slack")
+        try:
+            await reviews.revoke_window(window_id, request)
+        except ActionError as err:
+            # Refused (recorded by the window), already ended, or no such window.
+            log.info("slack revoke of %s by %s refused: %s", window_id, principal_id, err)
+            await self._ephemeral(
+                channel, user_id, f"⛔ Your revoke was not counted: {escape(err.message)}"
+            )
+            return
+        except Exception:
+            log.exception("slack revoke of %s by %s failed", window_id, principal_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                "Your revoke could not be recorded; try "
+                f"`signoff windows revoke {code_text(window_id)}`.",
+            )
+            return
+        log.info("slack revoke of %s by %s accepted", window_id, principal_id)
 
     async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
         try:

@@ -21,13 +21,14 @@ from channels.slack.blocks import (
     outcome_reply,
     reminder_text,
     request_attachments,
+    window_note_blocks,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack, raise_failures
 from policies.cache import BoundedCache
 from policies.directory import Directory
 from signoff.links import approval_page_url
 from signoff.models import ActionStatus, NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.slack")
 
@@ -247,6 +248,27 @@ class SlackNotifier:
         except BaseException:
             self._told.pop(key)  # not told after all: the activity's retry tries again
             raise
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Reply in each of the approval's threads with what its window did."""
+        failures: list[SlackPermanentError | SlackUnavailable] = []
+        for ref in request.refs:
+            if not _is_request(ref):
+                continue
+            channel, ts = ref.ref["channel"], ref.ref["ts"]
+            try:
+                await call_slack(
+                    "chat.postMessage",
+                    channel,
+                    self.client.chat_postMessage,
+                    channel=channel,
+                    thread_ts=ts,
+                    text=escape(request.text),
+                    blocks=[b.to_dict() for b in window_note_blocks(request.window, request.text)],
+                )
+            except (SlackPermanentError, SlackUnavailable) as err:
+                failures.append(err)
+        raise_failures(failures)
 
     def _fresh(self, key: tuple[str, str], status: ActionStatus) -> bool:
         """Whether `status` is at least as far along as what the message already shows."""

@@ -19,11 +19,14 @@ from channels.notifier import (
     requirement_text,
 )
 from signoff import neutralise
-from signoff.models import ActionStatus, Status
+from signoff.models import ActionStatus, ApprovalWindow, Status, format_duration
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
-VERBS = ("approve", "deny")
+# Approval windows: approve and grant the rule's window; end a window from its conversation.
+WINDOW_VERB = "approve_window"
+REVOKE_WINDOW_VERB = "revoke_window"
+VERBS = ("approve", "deny", WINDOW_VERB)
 JUSTIFICATION_LIMIT = 1000
 PARAMS_LIMIT = 600
 # Teams refuses a message over about 28 KB; the full request must fit beside the card itself.
@@ -105,6 +108,11 @@ def _facts(status: ActionStatus, risk: str) -> list[dict[str, str]]:
         facts.append(("Escalated", f"level {status.escalation_level}"))
     if status.expires_at is not None and status.status is Status.PENDING_APPROVAL:
         facts.append(("Expires", card_time(status.expires_at)))
+    offer = status.verdict.window if status.verdict else None
+    if offer is not None and status.status is Status.PENDING_APPROVAL:
+        # What "Approve for ..." would also allow: the approver reads it before pressing.
+        span = format_duration(offer.max_duration)
+        facts.append(("Window offer", _md(f"up to {span} for requests matching {offer.scope}")))
     facts.append(("Digest", status.digest[:12]))
     return [{"title": title, "value": value} for title, value in facts]
 
@@ -126,6 +134,9 @@ def decision_data(status: ActionStatus, verb: str) -> dict[str, str]:
 def _button(status: ActionStatus, verb: str) -> dict[str, Any]:
     title = "Approve" if verb == "approve" else "Deny"
     style = "positive" if verb == "approve" else "destructive"
+    offer = status.verdict.window if status.verdict else None
+    if verb == WINDOW_VERB and offer is not None:
+        title, style = f"Approve for {format_duration(offer.max_duration)}", "positive"
     data = decision_data(status, verb)
     return {
         "type": "Action.Execute",
@@ -239,6 +250,8 @@ def approval_card(
         )
         # Approve only where every character of the request can be read on this card.
         actions += [_button(status, "approve")] if reachable else []
+        if reachable and status.verdict is not None and status.verdict.window is not None:
+            actions.append(_button(status, WINDOW_VERB))
         actions.append(_button(status, "deny"))
     if page_url:
         actions.append({"type": "Action.OpenUrl", "title": page_link_text(status), "url": page_url})
@@ -303,4 +316,31 @@ def reminder_activity(status: ActionStatus, count: int) -> dict[str, Any]:
             f"Needs {neutralise.markdown(requirement_text(status))}; "
             f"may decide: {neutralise.markdown(eligible)}."
         ),
+    }
+
+
+def window_note_activity(window: ApprovalWindow, text: str) -> dict[str, Any]:
+    """A note for the approval's conversation; while the window is live, with Revoke."""
+    card: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": SCHEMA,
+        "version": "1.5",
+        "body": [_text(_md(text))],
+    }
+    if window.live:
+        data = {"window_id": window.id, "verb": REVOKE_WINDOW_VERB}
+        card["actions"] = [
+            {
+                "type": "Action.Execute",
+                "title": "Revoke window",
+                "verb": REVOKE_WINDOW_VERB,
+                "data": data,
+                "style": "destructive",
+                "fallback": {"type": "Action.Submit", "title": "Revoke window", "data": data},
+            }
+        ]
+    return {
+        "type": "message",
+        "summary": neutralise.visible(text)[:200],
+        "attachments": [{"contentType": ADAPTIVE_CARD, "content": card}],
     }

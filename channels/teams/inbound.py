@@ -7,6 +7,7 @@ conversation reference.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from channels.notifier import STEP_UP_TEXT
-from channels.review import Reviews
+from channels.review import Reviews, WindowReviews
 from channels.teams.activity import Activity, CardDecision
 from channels.teams.auth import (
     TEAMS_CHANNEL,
@@ -23,7 +24,15 @@ from channels.teams.auth import (
     TeamsAuthError,
     service_url_allowed,
 )
-from channels.teams.cards import ADAPTIVE_CARD, VERBS, approval_card, full_reachable
+from channels.teams.cards import (
+    ADAPTIVE_CARD,
+    REVOKE_WINDOW_VERB,
+    VERBS,
+    WINDOW_VERB,
+    approval_card,
+    full_reachable,
+    window_note_activity,
+)
 from channels.teams.config import CHANNEL, TeamsConfig
 from channels.teams.connector import BotConnector, ConnectorError
 from channels.teams.store import ConversationReference, ConversationStore
@@ -31,8 +40,15 @@ from policies.directory import Directory, vouched_groups
 from policies.unavailable import IdentityProviderUnavailable
 from signoff import neutralise
 from signoff.links import approval_page_url
-from signoff.models import ActionStatus, DecisionRequest, Principal, RefusalCode
-from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from signoff.models import (
+    ActionStatus,
+    ApprovalWindow,
+    DecisionRequest,
+    Principal,
+    RefusalCode,
+    WindowRevokeRequest,
+)
+from workflows.errors import ActionError, ActionNotFound, ActionNotPending, DecisionRefusedError
 
 log = logging.getLogger("signoff.teams")
 
@@ -63,6 +79,15 @@ def _invoke_error(message: str, status_code: int = 400) -> Response:
         },
         status_code=status_code,
     )
+
+
+def window_note_activity_card(window: ApprovalWindow | None, text: str) -> dict[str, Any]:
+    """The note card answering a Revoke press: no button once the window has ended."""
+    if window is None:
+        body = [{"type": "TextBlock", "text": neutralise.markdown(text), "wrap": True}]
+        return {"type": "AdaptiveCard", "version": "1.5", "body": body}
+    content: dict[str, Any] = window_note_activity(window, text)["attachments"][0]["content"]
+    return content
 
 
 def _invoke_card(card: dict[str, Any]) -> Response:
@@ -234,16 +259,45 @@ class TeamsInbound:
         # what they would be approving, so it is not even an attempt worth recording.
         if current.digest != decision.digest:
             raise BadActivity("the card's digest does not match the action")
-        if verb == "approve" and not full_reachable(current):
+        if verb in ("approve", WINDOW_VERB) and not full_reachable(current):
             raise BadActivity(f"too large to review in Teams: use signoff approve {current.id}")
+        window = None
+        if verb == WINDOW_VERB:
+            # The window the card offered: the rule's maximum, read from the checked status.
+            offer = current.verdict.window if current.verdict else None
+            if offer is None:
+                raise BadActivity(f"action {current.id} offers no approval window")
+            window = offer.max_duration
         return principal, DecisionRequest(
             approver=principal.id,
-            decision=verb,
+            decision="deny" if verb == "deny" else "approve",
             digest=decision.digest,
             reason=decision.reason,
             channel=CHANNEL,
             approver_groups=groups,
+            window=window,
         )
+
+    async def _revoke_window(
+        self, activity: Activity, data: Any
+    ) -> tuple[ApprovalWindow | None, str]:
+        """A Revoke window press: a signed revoke the window judges (and records if refused)."""
+        window_id = data.get("window_id") if isinstance(data, dict) else None
+        if not isinstance(window_id, str) or not window_id.startswith("win-"):
+            raise BadActivity("malformed window id")
+        if len(window_id) > 200:
+            raise BadActivity("malformed window id")
+        oid = activity.from_.aad_object_id
+        principal = await self.directory.by_aad_object_id(oid) if oid else None
+        if principal is None:
+            raise BadActivity("your Teams account is not in the signoff directory")
+        if not isinstance(self.service, WindowReviews):
+            raise BadActivity("this gateway cannot revoke windows from Teams")
+        request = WindowRevokeRequest(by=principal.id, channel=CHANNEL)
+        try:
+            return await self.service.revoke_window(window_id, request), ""
+        except ActionError as err:
+            return None, f"{principal.id} could not revoke {window_id}: {err.message}"
 
     async def _decide(self, request: DecisionRequest, action_id: str) -> tuple[ActionStatus, str]:
         """Decide through the service; return the status to show and any notice."""
@@ -265,6 +319,10 @@ class TeamsInbound:
         action = value.get("action")
         if not isinstance(action, dict) or action.get("type") != "Action.Execute":
             raise BadActivity("not an Action.Execute")
+        if action.get("verb") == REVOKE_WINDOW_VERB:
+            window, notice = await self._revoke_window(activity, action.get("data"))
+            text = notice or f"Approval window {window.id if window else ''} revoked"
+            return _invoke_card(window_note_activity_card(window, text))
         try:
             _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
         except IdentityProviderUnavailable as err:
@@ -283,6 +341,17 @@ class TeamsInbound:
     async def _submitted(self, activity: Activity) -> Response:
         """The Action.Submit fallback: decide, and reply in the thread only when refused."""
         data = activity.value
+        if data.get("verb") == REVOKE_WINDOW_VERB:
+            _, notice = await self._revoke_window(activity, data)
+            if notice and activity.reply_to_id:
+                with contextlib.suppress(ConnectorError):
+                    await self.connector.reply(
+                        activity.service_url,
+                        activity.conversation.id,
+                        activity.reply_to_id,
+                        {"type": "message", "text": neutralise.markdown(notice)},
+                    )
+            return Response(status_code=200)
         try:
             _, request = await self._prepare(activity, data.get("verb"), data)
         except IdentityProviderUnavailable as err:

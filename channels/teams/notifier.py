@@ -6,7 +6,7 @@ import functools
 import logging
 
 from channels.notifier import NotifierError
-from channels.teams.cards import card_activity, reminder_activity
+from channels.teams.cards import card_activity, reminder_activity, window_note_activity
 from channels.teams.config import CHANNEL
 from channels.teams.connector import BotConnector, ConnectorError, with_retries
 from channels.teams.store import ConversationStore
@@ -14,7 +14,7 @@ from policies.directory import Directory
 from policies.microsoft import TokenError
 from signoff.links import approval_page_url
 from signoff.models import NotificationRef
-from workflows.messages import NotifyInput, NotifyUpdateInput
+from workflows.messages import NotifyInput, NotifyUpdateInput, WindowNoteInput
 
 log = logging.getLogger("signoff.teams")
 
@@ -168,4 +168,26 @@ class TeamsNotifier:
                     transient = err
         if transient is not None:
             # Replacing is idempotent, so Temporal may retry all of them.
+            raise transient
+
+    async def window_note(self, request: WindowNoteInput) -> None:
+        """Reply under each posted approval card with what its window did."""
+        activity = window_note_activity(request.window, request.text)
+        transient: ConnectorError | None = None
+        for ref in request.refs:
+            ids = ref.ref
+            if ref.channel != self.channel or not {"conversation_id", "activity_id"} <= set(ids):
+                continue
+            service_url = ids.get("service_url") or self.default_service_url
+            try:
+                await self.connector.reply(
+                    service_url, ids["conversation_id"], ids["activity_id"], activity
+                )
+            except ConnectorError as err:
+                if isinstance(err.__cause__, TokenError) and err.__cause__.permanent:
+                    raise NotifierError(str(err)) from err
+                log.warning("could not tell Teams %s about a window: %s", ref.destination, err)
+                if err.transient:
+                    transient = err
+        if transient is not None:
             raise transient

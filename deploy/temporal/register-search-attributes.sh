@@ -28,7 +28,10 @@ for spec in \
   SignoffRisk=Keyword \
   SignoffEscalation=Int \
   SignoffGroups=KeywordList \
-  SignoffBreakGlass=Keyword
+  SignoffBreakGlass=Keyword \
+  SignoffWindowStatus=Keyword \
+  SignoffWindowHolder=Keyword \
+  SignoffWindowExpires=Datetime
 do
   name=${spec%%=*}
   type=${spec#*=}

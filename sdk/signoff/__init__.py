@@ -40,6 +40,7 @@ from signoff.models import (
     ActionRequest,
     ActionStatus,
     ActionSubmission,
+    ApprovalWindow,
     BreakGlassClaim,
     BreakGlassStatus,
     CancelBody,
@@ -55,6 +56,8 @@ from signoff.models import (
     Risk,
     Status,
     Verdict,
+    WindowOffer,
+    WindowUse,
 )
 from signoff.settings import ClientSettings
 
@@ -70,6 +73,7 @@ __all__ = [
     "ActionType",
     "ActionTypeRule",
     "ActionUnsuccessful",
+    "ApprovalWindow",
     "AuthenticationError",
     "BreakGlassClaim",
     "BreakGlassStatus",
@@ -100,6 +104,8 @@ __all__ = [
     "SignoffSyncClient",
     "Status",
     "Verdict",
+    "WindowOffer",
+    "WindowUse",
     "gated",
     "registry",
 ]

@@ -28,6 +28,7 @@ from signoff.models import (
     ActionStatus,
     ActionSubmission,
     AmendBody,
+    ApprovalWindow,
     BreakGlassClaim,
     CancelBody,
     Decision,
@@ -38,6 +39,7 @@ from signoff.models import (
     ReviewOutcome,
     Risk,
     Status,
+    WindowRevokeBody,
     format_duration,
     validation_problems,
 )
@@ -434,12 +436,24 @@ class SignoffClient:
         return outcome(status)
 
     async def decide(
-        self, action_id: str, decision: DecisionKind, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        decision: DecisionKind,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve or deny; without `digest`, the action's current digest is fetched first."""
+        """Approve or deny; without `digest`, the action's current digest is fetched first.
+
+        `window` (approve only, e.g. "1h"): also grant the requester an approval window of
+        this length, where the action's rule offers one (at most its max_duration).
+        """
         if digest is None:
             digest = (await self.status(action_id)).digest
-        body = DecisionBody(decision=decision, digest=digest, reason=reason)
+        body = DecisionBody.model_validate(
+            {"decision": decision, "digest": digest, "reason": reason, "window": window}
+        )
         data = await self._send(
             "POST",
             f"/v1/actions/{quote(action_id, safe='')}/decisions",
@@ -450,10 +464,37 @@ class SignoffClient:
         return ActionStatus.model_validate(data)
 
     async def approve(
-        self, action_id: str, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve the action (as the token's principal)."""
-        return await self.decide(action_id, "approve", reason=reason, digest=digest)
+        """Approve the action (as the token's principal); `window`: see `decide`."""
+        return await self.decide(action_id, "approve", reason=reason, digest=digest, window=window)
+
+    async def windows(self, *, all: bool = False, limit: int = 50) -> list[ApprovalWindow]:
+        """Approval windows you hold, approved, may revoke or audit; live ones unless `all`."""
+        data = await self._send(
+            "GET", "/v1/windows", idempotent=True, params={"all": all, "limit": limit}
+        )
+        return [ApprovalWindow.model_validate(item) for item in data]
+
+    async def window(self, window_id: str) -> ApprovalWindow:
+        """One approval window: scope, holder, approvers, expiry and its uses."""
+        data = await self._send("GET", f"/v1/windows/{quote(window_id, safe='')}", idempotent=True)
+        return ApprovalWindow.model_validate(data)
+
+    async def revoke_window(self, window_id: str, *, reason: str = "") -> ApprovalWindow:
+        """End an approval window now (its approvers or its rule's revoking groups)."""
+        data = await self._send(
+            "POST",
+            f"/v1/windows/{quote(window_id, safe='')}/revoke",
+            idempotent=False,
+            json=WindowRevokeBody(reason=reason).model_dump(mode="json"),
+        )
+        return ApprovalWindow.model_validate(data)
 
     async def reviews(self, *, limit: int = 50) -> list[ActionStatus]:
         """Break-glass actions waiting for a review you may give now, overdue first."""
@@ -716,16 +757,43 @@ class SignoffSyncClient:
         )
 
     def decide(
-        self, action_id: str, decision: DecisionKind, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        decision: DecisionKind,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
         """Approve or deny; without `digest`, the action's current digest is fetched first."""
-        return self._call(self.client.decide(action_id, decision, reason=reason, digest=digest))
+        return self._call(
+            self.client.decide(action_id, decision, reason=reason, digest=digest, window=window)
+        )
 
     def approve(
-        self, action_id: str, *, reason: str = "", digest: str | None = None
+        self,
+        action_id: str,
+        *,
+        reason: str = "",
+        digest: str | None = None,
+        window: timedelta | str | None = None,
     ) -> ActionStatus:
-        """Approve the action (as the token's principal)."""
-        return self._call(self.client.approve(action_id, reason=reason, digest=digest))
+        """Approve the action (as the token's principal); `window`: see `decide`."""
+        return self._call(
+            self.client.approve(action_id, reason=reason, digest=digest, window=window)
+        )
+
+    def windows(self, *, all: bool = False, limit: int = 50) -> list[ApprovalWindow]:
+        """Approval windows you hold, approved, may revoke or audit; live ones unless `all`."""
+        return self._call(self.client.windows(all=all, limit=limit))
+
+    def window(self, window_id: str) -> ApprovalWindow:
+        """One approval window: scope, holder, approvers, expiry and its uses."""
+        return self._call(self.client.window(window_id))
+
+    def revoke_window(self, window_id: str, *, reason: str = "") -> ApprovalWindow:
+        """End an approval window now (its approvers or its rule's revoking groups)."""
+        return self._call(self.client.revoke_window(window_id, reason=reason))
 
     def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""

@@ -22,6 +22,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 Effect = Literal["allow", "deny", "require_approval"]
@@ -29,7 +30,9 @@ Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 StepUpMethod = Literal["webauthn"]
 PrincipalKind = Literal["human", "agent"]
-MessageKind = Literal["request", "decision", "cancel", "report", "amend", "break_glass", "review"]
+MessageKind = Literal[
+    "request", "decision", "cancel", "report", "amend", "break_glass", "review", "window_revoke"
+]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
 
@@ -44,9 +47,12 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip().lower()
         if text and _DURATION_PART.sub("", text) == "":
-            return timedelta(
-                seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            )
+            seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            try:
+                return timedelta(seconds=seconds)
+            except OverflowError:
+                # A bad value, like any other: never an unhandled error (an API 500).
+                raise ValueError(f"invalid duration {value!r}: too long") from None
         if not text.startswith("p"):
             raise ValueError(
                 f"invalid duration {value!r}: use a number with s, m, h or d (e.g. 30m)"
@@ -335,6 +341,19 @@ class Principal(Contract):
 # --- policy ---------------------------------------------------------------------------------
 
 
+class WindowOffer(Contract):
+    """A rule's offer: approvers may let the requester run requests in `scope` for a while."""
+
+    max_duration: Duration = Field(description="The longest window an approver may grant")
+    scope: str = Field(
+        min_length=1, max_length=4000, description="CEL over action, target, params (and sql)"
+    )
+    revokers: list[str] = Field(
+        default_factory=list,
+        description="Groups that may revoke a window besides the approvers who granted it",
+    )
+
+
 class ApprovalRequirement(Contract):
     """N-of-M: at least `min` distinct approvers from `group`."""
 
@@ -406,6 +425,13 @@ class Verdict(Contract):
     break_glass: BreakGlassPolicy | None = Field(
         default=None, description="Whether and how the winning rule lets people break glass"
     )
+    window: WindowOffer | None = Field(
+        default=None,
+        description="The approval window the rule lets approvers grant (scope and maximum)",
+    )
+    window_id: str | None = Field(
+        default=None, description="The live approval window that allowed this request, if one did"
+    )
 
 
 class ExecutorSpec(Contract):
@@ -428,11 +454,27 @@ class DecisionBody(Contract):
         pattern=r"^[0-9a-f]{64}$", description="The digest of the action the approver was shown"
     )
     reason: str = Field(default="", max_length=2000, description="Required to deny")
+    window: Duration | None = Field(
+        default=None,
+        description=(
+            "Approve only: also let the requester run requests in the rule's window scope for "
+            "this long (at most the rule's window max_duration)"
+        ),
+    )
 
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         return no_nul(value)
+
+    @model_validator(mode="after")
+    def _window_on_approve(self) -> DecisionBody:
+        if self.window is not None:
+            if self.decision != "approve":
+                raise ValueError("window: only an approval can grant a window")
+            if self.window <= timedelta(0):
+                raise ValueError("window: must be longer than 0s")
+        return self
 
 
 class StepUp(Contract):
@@ -501,6 +543,11 @@ class RefusalCode(StrEnum):
     AGENT_BREAK_GLASS = "agent_break_glass"
     BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
     SELF_REVIEW = "self_review"
+    # Approval windows: the rule offers none, or the approver asked for more than its maximum.
+    WINDOW_NOT_OFFERED = "window_not_offered"
+    WINDOW_TOO_LONG = "window_too_long"
+    # A window revoke by someone who neither approved it nor is in a revoking group.
+    NOT_REVOKER = "not_revoker"
 
 
 class RefusedAttempt(Contract):
@@ -679,6 +726,9 @@ class ActionStatus(Contract):
         default=None, description="The successor that replaced this action with changed params"
     )
     break_glass: BreakGlassStatus | None = None
+    opened_window: str | None = Field(
+        default=None, description="The approval window this action's approval opened, if any"
+    )
 
     @property
     def terminal(self) -> bool:
@@ -765,3 +815,64 @@ class ExecutionReport(ReportBody):
 
 
 # --- audit ----------------------------------------------------------------------------------
+
+
+# --- approval windows -----------------------------------------------------------------------
+
+WindowState = Literal["active", "expired", "revoked"]
+
+
+class WindowUse(Contract):
+    """One request an approval window allowed."""
+
+    action_id: str
+    action: str
+    target: str
+    digest: str
+    at: datetime
+
+
+class ApprovalWindow(Contract):
+    """A scoped approval (grant): its holder may run requests in scope until it ends."""
+
+    id: str
+    status: WindowState
+    action_id: str = Field(description="The approved action whose approval opened it")
+    rule_id: str
+    scope: str = Field(description="CEL over action, target, params that every use must meet")
+    holder: str = Field(description="The requester it is for; nobody else can use it")
+    on_behalf_of: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    revokers: list[str] = Field(default_factory=list, description="Groups that may revoke it")
+    created_at: datetime
+    expires_at: datetime
+    duration: Duration
+    uses: list[WindowUse] = Field(default_factory=list)
+    ended_at: datetime | None = None
+    revoked_by: str | None = None
+    reason: str | None = None
+    refused: list[RefusedAttempt] = Field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """Whether it may still allow requests."""
+        return self.status == "active"
+
+
+class WindowRevokeBody(Contract):
+    """Ending a window early, as an approver or revoker sends it to the API."""
+
+    reason: str = Field(default="", max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
+class WindowRevokeRequest(WindowRevokeBody):
+    """A revoke bound to who sent it; signed by the gateway."""
+
+    by: str = Field(min_length=1, max_length=200)
+    channel: str = Field(default="api", max_length=40)
+    signature: Signature | None = None

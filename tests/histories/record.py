@@ -22,10 +22,12 @@ from activities.ledger.store import Ledger
 from signoff.models import (
     ActionRequest,
     AmendRequest,
+    ApprovalWindow,
     BreakGlassClaim,
     CancelRequest,
     DecisionRequest,
     StepUp,
+    WindowRevokeRequest,
 )
 from tests.conftest import DATA, Gate, running_worker
 from tests.page_fixtures import policy_with_step_up
@@ -34,6 +36,7 @@ from workers.dev.binaries import temporal_cli, temporal_test_server
 from workers.settings import Settings
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
+from workflows.window import WindowWorkflow
 
 HERE = Path(__file__).parent
 
@@ -206,6 +209,39 @@ async def _notified(ledger: Ledger, action_id: str, count: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{action_id}: fewer than {count} notifications recorded")
+        windows = await record_windows(client, gate)
+        return {**finished, **snapshots, **windows}
+
+
+async def record_windows(client: Client, gate: Gate) -> dict[str, str]:
+    """Approval windows (patch approval-windows): opened by an approval, used, revoked."""
+    opener = await gate.submit("deploy-app", {"env": "staging"})
+    status = await gate.wait_for(opener, "pending_approval")
+    decision = DecisionRequest(
+        approver="bob@example.com",
+        decision="approve",
+        digest=status.digest,
+        window=timedelta(minutes=30),
+    )
+    await opener.execute_update(ActionWorkflow.decide, SIGNER.decision(decision, opener.id))
+    opened = await opener.result()
+    assert opened.opened_window is not None
+    window = client.get_workflow_handle(opened.opened_window, result_type=ApprovalWindow)
+    for _ in range(100):  # visibility lists the window a moment after it starts
+        query = f'WorkflowId = "{window.id}" AND SignoffWindowStatus = "active"'
+        if [w async for w in client.list_workflows(query)]:
+            break
+        await asyncio.sleep(0.1)
+    used = await gate.submit("deploy-app", {"env": "staging", "n": 2})
+    await used.result()
+    revoke = WindowRevokeRequest(by="bob@example.com", reason="recorded")
+    await window.execute_update(WindowWorkflow.revoke, SIGNER.window_revoke(revoke, window.id))
+    await window.result()
+    return {
+        "approved_with_window": (await opener.fetch_history()).to_json(),
+        "allowed_by_window": (await used.fetch_history()).to_json(),
+        "window_revoked": (await window.fetch_history()).to_json(),
+    }
 
 
 async def main() -> None:

@@ -18,7 +18,7 @@ from activities.ledger.chain import LedgerRow
 from activities.ledger.store import Ledger
 from signoff import neutralise
 from signoff.models import Decision, RefusalCode, RefusedAttempt
-from workflows.messages import AuditKind
+from workflows.messages import WINDOW_ID_PREFIX, AuditKind
 
 ExportFormat = Literal["json", "csv", "html"]
 M = TypeVar("M", bound=BaseModel)
@@ -66,6 +66,55 @@ class BreakGlassRecord(BaseModel):
         return found
 
 
+class WindowRecord(BaseModel):
+    """Everything the ledger says about one approval window (scoped approval), for an auditor."""
+
+    window_id: str
+    action_id: str | None = None
+    rule_id: str | None = None
+    scope: str | None = None
+    holder: str | None = None
+    approvers: list[str] = []
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    uses: list[str] = []
+    status: str = "active"
+    ended_at: datetime | None = None
+    revoked_by: str | None = None
+    reason: str | None = None
+    refused: list[RefusedAttempt] = []
+
+
+def build_window(rows: list[LedgerRow]) -> WindowRecord:
+    """Fold a window's ledger rows (its own stream) into its record."""
+    record = WindowRecord(window_id=rows[0].action_id)
+    for row in rows:
+        p = row.payload
+        if row.kind == AuditKind.WINDOW_CREATED:
+            record.created_at = row.at
+            record.action_id = _str(p.get("action_id"))
+            record.rule_id = _str(p.get("rule_id"))
+            record.scope = _str(p.get("scope"))
+            record.holder = _str(p.get("holder"))
+            approvers = p.get("approvers")
+            record.approvers = [str(a) for a in approvers] if isinstance(approvers, list) else []
+            expires = p.get("expires_at")
+            record.expires_at = (
+                datetime.fromisoformat(expires) if isinstance(expires, str) else None
+            )
+        elif row.kind == AuditKind.WINDOW_USED:
+            record.uses.append(f"{p.get('action_id')} ({p.get('action')} on {p.get('target')})")
+        elif row.kind == AuditKind.WINDOW_EXPIRED:
+            record.status, record.ended_at = "expired", row.at
+        elif row.kind == AuditKind.WINDOW_REVOKED:
+            record.status, record.ended_at = "revoked", row.at
+            record.revoked_by = row.actor
+            record.reason = _str(p.get("reason")) or None
+        elif row.kind == AuditKind.REFUSED:
+            record.refused.append(_contract(RefusedAttempt, p))
+    return record
+
+
 class ActionRecord(BaseModel):
     """Everything the ledger says about one action, for an auditor."""
 
@@ -92,6 +141,10 @@ class ActionRecord(BaseModel):
     status: str | None = None
     decided_at: datetime | None = None
     completed_at: datetime | None = None
+    # Approval windows: the one that allowed this action, the one its approval opened, and
+    # for a window's own ledger stream, the window itself (not an action).
+    allowed_by_window: str | None = None
+    window: WindowRecord | None = None
     break_glass: BreakGlassRecord | None = None
 
     @property
@@ -131,6 +184,9 @@ def _contract(model: type[M], payload: dict[str, Any]) -> M:
 def build_record(rows: list[LedgerRow]) -> ActionRecord:
     """Fold an action's ledger rows, in event order, into its record."""
     record = ActionRecord(action_id=rows[0].action_id, digest=rows[0].digest)
+    if rows[0].action_id.startswith(WINDOW_ID_PREFIX):
+        record.window = build_window(rows)
+        return record
     for row in rows:
         p = row.payload
         if row.kind == AuditKind.REQUESTED:
@@ -147,6 +203,7 @@ def build_record(rows: list[LedgerRow]) -> ActionRecord:
             record.risk = _str(p.get("risk"))
             record.policy_rule = _str(p.get("rule_id"))
             record.policy_digest = _str(p.get("policy_digest"))
+            record.allowed_by_window = _str(p.get("window_id"))
         elif row.kind == AuditKind.DECISION:
             decision = _contract(Decision, p)
             record.decisions.append(decision)
@@ -332,9 +389,11 @@ def _human(value: timedelta | None) -> str:
 # --- formats ---------------------------------------------------------------------------------
 
 
-def to_json(items: list[ActionRecord], summary: Summary) -> str:
-    """The export as one JSON document: summary and records."""
-    body = {
+def to_json(
+    items: list[ActionRecord], summary: Summary, windows: list[WindowRecord] | None = None
+) -> str:
+    """The export as one JSON document: summary and records (and approval windows)."""
+    body: dict[str, Any] = {
         "summary": {
             **summary.model_dump(mode="json"),
             "median_time_to_decision_seconds": _seconds(summary.median_time_to_decision),
@@ -342,13 +401,15 @@ def to_json(items: list[ActionRecord], summary: Summary) -> str:
         },
         "actions": [
             {
-                **r.model_dump(mode="json"),
+                **r.model_dump(mode="json", exclude={"window"}),
                 "time_to_decision_seconds": _seconds(r.time_to_decision),
                 "findings": r.findings,
             }
             for r in items
         ],
     }
+    if windows:
+        body["windows"] = [w.model_dump(mode="json") for w in windows]
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -519,7 +580,13 @@ ul { margin: 0; padding-left: 1.1em; }
 """
 
 
-def to_html(items: list[ActionRecord], summary: Summary, *, generated_at: datetime) -> str:
+def to_html(
+    items: list[ActionRecord],
+    summary: Summary,
+    *,
+    generated_at: datetime,
+    windows: list[WindowRecord] | None = None,
+) -> str:
     """A self-contained evidence report: summary of controls, charts and the action table."""
     e = escape
     window = (
@@ -579,9 +646,42 @@ hash-chained audit ledger.</p>
 {rows}
 </tbody>
 </table>
+{_windows_html(windows or [])}
 </body>
 </html>
 """
+
+
+def _windows_html(windows: list[WindowRecord]) -> str:
+    """The approval windows section: scope, holder, approvers, expiry, uses and how it ended."""
+    if not windows:
+        return ""
+    e = neutralise.html
+    rows = []
+    for w in windows:
+        uses = "".join(f"<li>{e(u)}</li>" for u in w.uses)
+        ended = e(w.status)
+        if w.revoked_by:
+            ended += f" by {e(w.revoked_by)}" + (f": {e(w.reason)}" if w.reason else "")
+        if w.ended_at:
+            ended += f" at {e(w.ended_at.isoformat())}"
+        refused = "".join(
+            f"<li>{e(a.approver)}: {e(a.code.value)} ({e(a.message)})</li>" for a in w.refused
+        )
+        rows.append(
+            f'<tr data-window-id="{e(w.window_id)}"><td>{e(w.window_id)}<br>'
+            f"opened by {e(w.action_id or '')}</td><td>{e(w.holder or '')}</td>"
+            f"<td><code>{e(w.scope or '')}</code><br>rule {e(w.rule_id or '')}</td>"
+            f"<td>{e(', '.join(w.approvers))}</td>"
+            f"<td>{e(w.created_at.isoformat() if w.created_at else '')} to "
+            f"{e(w.expires_at.isoformat() if w.expires_at else '')}</td>"
+            f"<td><ul>{uses}</ul></td><td>{ended}<ul>{refused}</ul></td></tr>"
+        )
+    return (
+        '<h2>Approval windows</h2>\n<table id="windows">\n<thead><tr><th>Window</th>'
+        "<th>Holder</th><th>Scope</th><th>Approved by</th><th>Window</th><th>Uses</th>"
+        "<th>Ended</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+    )
 
 
 def _html_row(r: ActionRecord) -> str:
@@ -612,7 +712,9 @@ def _html_row(r: ActionRecord) -> str:
         f'<br><span class="digest">{e(r.digest)}</span></td>'
         f"<td>{requester}</td>"
         f"<td>{e(r.policy_rule or '')} ({e(r.effect or '')}, {e(r.risk or '')})"
-        f'<br><span class="digest">{e(r.policy_digest or "")}</span></td>'
+        f'<br><span class="digest">{e(r.policy_digest or "")}</span>'
+        + (f"<br>allowed by window {e(r.allowed_by_window)}" if r.allowed_by_window else "")
+        + "</td>"
         f"<td><ul>{decisions}</ul></td><td><ul>{refused}</ul></td><td><ul>{escalations}</ul></td>"
         f"<td>{e(r.status or 'in progress')}{glass}</td>"
         f"<td>{e(_human(r.time_to_decision))}</td>"
@@ -629,10 +731,12 @@ def render(
     until: datetime | None = None,
     generated_at: datetime,
 ) -> str:
-    """Render records in the chosen format."""
+    """Render records in the chosen format; approval windows are listed apart from actions."""
+    windows = [r.window for r in items if r.window is not None]
+    items = [r for r in items if r.window is None]
     if fmt == "csv":
         return to_csv(items)
     summary = summarise(items, since, until)
     if fmt == "json":
-        return to_json(items, summary)
-    return to_html(items, summary, generated_at=generated_at)
+        return to_json(items, summary, windows)
+    return to_html(items, summary, generated_at=generated_at, windows=windows)

@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ledger.chain import GENESIS_HASH, LedgerRow
 from activities.ledger.store import CONNECT_TIMEOUT, Ledger
-from signoff.models import ActionStatus
-from workflows.messages import AuditKind
+from signoff.models import ActionStatus, ApprovalWindow
+from workflows.messages import WINDOW_ID_PREFIX, AuditKind
 
 WORKFLOW_NAME = "SignoffAction"  # workflows.action's, without importing the workflow here
 
@@ -208,6 +208,8 @@ class LedgerView(BaseModel):
 
 def ledger_view(action_id: str, rows: list[LedgerRow]) -> LedgerView:
     """Summarise an action's ledger rows for comparison."""
+    if action_id.startswith(WINDOW_ID_PREFIX):
+        return _window_ledger_view(action_id, rows)
     view = LedgerView(action_id=action_id)
     for row in rows:
         if row.kind == AuditKind.DECISION:
@@ -221,6 +223,55 @@ def ledger_view(action_id: str, rows: list[LedgerRow]) -> LedgerView:
     return view
 
 
+def _window_ledger_view(window_id: str, rows: list[LedgerRow]) -> LedgerView:
+    """An approval window's rows: how it ended, each use (as a decision 'use'), refusals."""
+    view = LedgerView(action_id=window_id)
+    for row in rows:
+        if row.kind == AuditKind.WINDOW_USED:
+            view.decisions.append((str(row.payload.get("action_id")), "use"))
+        elif row.kind == AuditKind.REFUSED:
+            view.refused += 1
+        elif row.kind == AuditKind.WINDOW_EXPIRED:
+            view.status = "expired"
+        elif row.kind == AuditKind.WINDOW_REVOKED:
+            view.status = "revoked"
+        elif row.kind == AuditKind.WINDOW_CREATED:
+            view.started_at = row.at
+    return view
+
+
+async def _window_temporal_view(client: Client, window_id: str) -> LedgerView | None:
+    """What the window workflow says, in the same terms as `_window_ledger_view`."""
+    handle = client.get_workflow_handle(window_id, result_type=ApprovalWindow)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        window: ApprovalWindow = await handle.result()
+    elif description.status == WorkflowExecutionStatus.RUNNING:
+        window = await handle.query(
+            "status", result_type=ApprovalWindow, rpc_timeout=timedelta(seconds=10)
+        )
+    else:
+        closed = (
+            _CLOSED_STATUS.get(description.status, "workflow closed")
+            if description.status
+            else "unknown"
+        )
+        return LedgerView(action_id=window_id, run_id=description.run_id, status=closed)
+    return LedgerView(
+        action_id=window_id,
+        run_id=description.run_id,
+        status=None if window.live else window.status,
+        decisions=[(u.action_id, "use") for u in window.uses],
+        refused=len(window.refused),
+        started_at=window.created_at,
+    )
+
+
 _CLOSED_STATUS = {
     WorkflowExecutionStatus.FAILED: "workflow failed",
     WorkflowExecutionStatus.TERMINATED: "workflow terminated",
@@ -231,6 +282,8 @@ _CLOSED_STATUS = {
 
 async def temporal_view(client: Client, action_id: str) -> LedgerView | None:
     """What Temporal says about an action; None when its history is past retention."""
+    if action_id.startswith(WINDOW_ID_PREFIX):
+        return await _window_temporal_view(client, action_id)
     handle = client.get_workflow_handle(action_id, result_type=ActionStatus)
     try:
         description = await handle.describe()

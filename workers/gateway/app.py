@@ -15,7 +15,7 @@ from policies.directory import Directory
 from workers.gateway.errors import add_error_handlers
 from workers.gateway.middleware.access_log import AccessLog
 from workers.gateway.middleware.body_limit import BodyLimit
-from workers.gateway.routes import action_types, actions, health, inbox, me, page
+from workers.gateway.routes import action_types, actions, health, inbox, me, page, windows
 from workers.gateway.service import ActionService
 from workers.gateway.web.credentials import CredentialStore
 from workers.metrics import metrics_router
@@ -43,6 +43,7 @@ def create_app(
     app.include_router(inbox.router)
     app.include_router(action_types.router)
     app.include_router(me.router)
+    app.include_router(windows.router)
     app.include_router(health.router)
     # The approval page (/a/{id}); security keys live in the gateway's database when it has one.
     credentials = CredentialStore(service.ledger.pool) if service.ledger is not None else None

@@ -36,6 +36,7 @@ from workflows.errors import (
     MessageRefusedError,
     NotRequester,
     UnknownAction,
+    WindowNotFound,
     WorkerUnavailable,
 )
 from workflows.rules import AUDITORS
@@ -56,6 +57,7 @@ ERROR_STATUS: dict[type[ActionError], int] = {
     # A workflow that cannot say its status: final when it closed, retryable while it stalls.
     ActionBroken: 409,
     ActionStalled: 503,
+    WindowNotFound: 404,
 }
 # Refusals about who is deciding are 403; a wrong digest or a missing reason is a bad body,
 # and a second decision by the same person conflicts with their first.
@@ -63,6 +65,9 @@ REFUSAL_STATUS: dict[RefusalCode, int] = {
     RefusalCode.DIGEST_MISMATCH: 422,
     RefusalCode.MISSING_REASON: 422,
     RefusalCode.DUPLICATE: 409,
+    # A window the rule does not offer, or longer than it allows: the body asks for too much.
+    RefusalCode.WINDOW_NOT_OFFERED: 422,
+    RefusalCode.WINDOW_TOO_LONG: 422,
 }
 HTTP_CODES = {
     400: "bad_request",

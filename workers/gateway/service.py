@@ -44,6 +44,7 @@ from signoff.models import (
     ActionSubmission,
     AmendBody,
     AmendRequest,
+    ApprovalWindow,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -53,6 +54,7 @@ from signoff.models import (
     ReviewRequest,
     Status,
     Verdict,
+    WindowRevokeRequest,
     validation_problems,
 )
 from workers.converter import UndecodablePayload
@@ -79,10 +81,12 @@ from workflows.errors import (
     MessageRefusedError,
     NotRequester,
     UnknownAction,
+    WindowNotFound,
     WorkerUnavailable,
 )
 from workflows.rules import can_decide_now, review_refusal
 from workflows.signing import Signer, SigningError
+from workflows.window import WindowWorkflow
 
 MAX_WAIT = 60.0
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -535,6 +539,32 @@ class ActionService:
             raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise await self._unanswered(action_id) from None
+
+    async def revoke_window(self, window_id: str, request: WindowRevokeRequest) -> ApprovalWindow:
+        """End an approval window now, signed; the window refuses (and records) anyone else."""
+        message = self.signer.window_revoke(request, window_id)
+        handle = self.client.get_workflow_handle_for(WindowWorkflow.run, window_id)
+        try:
+            return await handle.execute_update(WindowWorkflow.revoke, message)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                if cause.type == MESSAGE_REFUSED:
+                    attempt = RefusedAttempt.model_validate(cause.details[0])
+                    raise MessageRefusedError(attempt) from None
+                if cause.type == NOT_PENDING:
+                    raise ActionNotPending(cause.message) from None
+            raise
+        except RPCError as err:
+            if closed_under(err):
+                raise ActionNotPending(f"window {window_id} has already ended") from None
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise WindowNotFound(f"no window {window_id}") from None
+            raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise WorkerUnavailable(
+                f"no worker took the revoke of window {window_id} in time"
+            ) from None
 
     async def inbox(
         self, principal: Principal, *, limit: int = 50, older_than: timedelta | None = None

@@ -21,7 +21,7 @@ from signoff.cli.common import fail, parse_param
 from signoff.cli.credentials import LoginError, current_token
 from signoff.client import SignoffError, SignoffSyncClient
 from signoff.links import approval_page_url
-from signoff.models import ActionStatus, Risk
+from signoff.models import ActionStatus, ApprovalWindow, Risk, format_duration
 from signoff.settings import DEFAULT_GATEWAY
 
 console = Console()
@@ -87,6 +87,18 @@ def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
     if status.verdict is not None:
         verdict = status.verdict
         rows.append(("policy", f"{verdict.effect} by {verdict.rule_id} (risk {verdict.risk})"))
+        if verdict.window_id:
+            rows.append(("allowed by", f"approval window {verdict.window_id}"))
+        elif verdict.window is not None and not status.terminal:
+            rows.append(
+                (
+                    "window offer",
+                    f"approve --window up to {format_duration(verdict.window.max_duration)} "
+                    f"for requests matching: {verdict.window.scope}",
+                )
+            )
+    if status.opened_window:
+        rows.append(("opened window", status.opened_window))
     for need in status.progress:
         approved = ", ".join(need.approved_by) or "nobody yet"
         rows.append(
@@ -217,6 +229,7 @@ def _decide(
     as_json: bool,
     gateway: str | None,
     token: str | None,
+    window: str | None = None,
 ) -> None:
     """Show the action, then send the decision bound to the digest that was shown."""
     with gateway_client(gateway, token) as client:
@@ -225,14 +238,25 @@ def _decide(
             console.print(f"[bold]You are about to {decision}:[/bold]")
             _show(shown)
         # Ask only when a human is at the keyboard; scripts pass --yes or pipe stdin.
+        offer = shown.verdict.window if shown.verdict else None
+        if window is not None and not as_json and offer is not None:
+            console.print(
+                f"[bold]and let {neutralise.rich(shown.request.requester)} run, for {window}, "
+                f"anything matching:[/bold] {escape(neutralise.visible(offer.scope))}",
+                highlight=False,
+            )
         if not yes and sys.stdin.isatty() and not typer.confirm(f"{decision.capitalize()}?"):
             raise fail("nothing sent")
-        decided = client.decide(
-            action_id,
-            "approve" if decision == "approve" else "deny",
-            reason=reason,
-            digest=shown.digest,
-        )
+        try:
+            decided = client.decide(
+                action_id,
+                "approve" if decision == "approve" else "deny",
+                reason=reason,
+                digest=shown.digest,
+                window=window,
+            )
+        except ValueError as err:  # a malformed --window, refused before anything is sent
+            raise fail(f"--window {window!r}: {err}") from None
     if as_json:
         typer.echo(decided.model_dump_json(indent=2))
     else:
@@ -246,13 +270,20 @@ def _decide(
 def approve(
     action_id: Annotated[str, typer.Argument(metavar="ID", help="The action id")],
     reason: Annotated[str, typer.Option(help="Why (optional for approvals)")] = "",
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="Also let the requester run requests in the rule's window scope for this "
+            "long (e.g. 1h; at most the rule's max_duration)"
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm")] = False,
     as_json: Json = False,
     gateway: Gateway = None,
     token: Token = None,
 ) -> None:
     """Approve an action after seeing exactly what it is (its digest binds your approval)."""
-    _decide(action_id, "approve", reason, yes, as_json, gateway, token)
+    _decide(action_id, "approve", reason, yes, as_json, gateway, token, window)
 
 
 def deny(
@@ -435,3 +466,109 @@ def _table(inbox: list[ActionStatus], title: str) -> None:
         )
     # Piped or redirected, there is no screen to fit: never cut an id to fit 80 columns.
     (console if console.is_terminal else Console(width=200)).print(table)
+
+
+# --- approval windows ---------------------------------------------------------------------------
+
+windows_app = typer.Typer(
+    help="Approval windows (scoped approvals): list, show, revoke early.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def _show_window(window: ApprovalWindow) -> None:
+    """Print one window for a human."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = [
+        ("id", window.id),
+        ("status", window.status),
+        ("holder", window.holder + (f" for {window.on_behalf_of}" if window.on_behalf_of else "")),
+        ("scope", f"{window.scope} (rule {window.rule_id})"),
+        ("approved by", ", ".join(window.approvers)),
+        ("opened by", window.action_id),
+        ("expires", f"{window.expires_at:%Y-%m-%d %H:%M:%S %Z}"),
+        ("uses", str(len(window.uses))),
+    ]
+    for use in window.uses:
+        rows.append(("use", f"{use.action} on {use.target} ({use.action_id}) at {use.at:%H:%M:%S}"))
+    if window.revoked_by:
+        rows.append(
+            ("revoked by", window.revoked_by + (f": {window.reason}" if window.reason else ""))
+        )
+    for attempt in window.refused:
+        rows.append(("refused", f"{attempt.approver} ({attempt.code.value}): {attempt.message}"))
+    for name, value in rows:
+        table.add_row(name, escape(neutralise.visible(value, multiline=True)))
+    console.print(table)
+
+
+@windows_app.callback()
+def windows(
+    ctx: typer.Context,
+    all: Annotated[bool, typer.Option("--all", help="Also windows that ended")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the windows as JSON")] = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Approval windows you hold, approved, may revoke or audit (live ones unless --all)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with gateway_client(gateway, token) as client:
+        found = client.windows(all=all)
+    if as_json:
+        typer.echo(json.dumps([w.model_dump(mode="json") for w in found], indent=2))
+        return
+    if not found:
+        console.print("no approval windows")
+        return
+    table = Table(title="Approval windows")
+    table.add_column("id", no_wrap=True)
+    for column in ("status", "holder", "scope", "approved by", "expires", "uses"):
+        table.add_column(column, overflow="fold")
+    for window in found:
+        table.add_row(
+            neutralise.rich(window.id),
+            window.status,
+            neutralise.rich(window.holder),
+            neutralise.rich(window.scope),
+            neutralise.rich(", ".join(window.approvers)),
+            f"{window.expires_at:%Y-%m-%d %H:%M:%S %Z}",
+            str(len(window.uses)),
+        )
+    console.print(table)
+
+
+@windows_app.command("show")
+def show_window(
+    window_id: Annotated[str, typer.Argument(metavar="ID", help="The window id (win-...)")],
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Show one approval window: scope, holder, approvers, expiry and every use."""
+    with gateway_client(gateway, token) as client:
+        window = client.window(window_id)
+    if as_json:
+        typer.echo(window.model_dump_json(indent=2))
+    else:
+        _show_window(window)
+
+
+@windows_app.command("revoke")
+def revoke_window(
+    window_id: Annotated[str, typer.Argument(metavar="ID", help="The window id (win-...)")],
+    reason: Annotated[str, typer.Option(help="Why it ends early")] = "",
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """End an approval window now (its approvers, or its rule's revoking groups)."""
+    with gateway_client(gateway, token) as client:
+        window = client.revoke_window(window_id, reason=reason)
+    if as_json:
+        typer.echo(window.model_dump_json(indent=2))
+    else:
+        console.print(f"[green]revoked[/green] {neutralise.rich(window.id)}", highlight=False)
