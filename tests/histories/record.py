@@ -120,7 +120,8 @@ async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict
         for handle in [*handles.values(), halfway, running, awaiting]:
             await handle.result()
         finished = {name: (await h.fetch_history()).to_json() for name, h in handles.items()}
-    return {**finished, **snapshots, **await record_step_up(client, settings, ledger)}
+        windows = await record_windows(client, gate)
+    return {**finished, **snapshots, **windows, **await record_step_up(client, settings, ledger)}
 
 
 async def record_step_up(client: Client, settings: Settings, ledger: Ledger) -> dict[str, str]:
@@ -209,8 +210,6 @@ async def _notified(ledger: Ledger, action_id: str, count: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{action_id}: fewer than {count} notifications recorded")
-        windows = await record_windows(client, gate)
-        return {**finished, **snapshots, **windows}
 
 
 async def record_windows(client: Client, gate: Gate) -> dict[str, str]:
