@@ -43,6 +43,7 @@ SDK_COMMANDS = {
     "logout",
     "mcp",
     "windows",
+    "review",
 }
 SERVER_COMMANDS = {"dev", "worker", "gateway", "db", "audit", "policy", "keys", "demo"}
 # Server-side distributions an agent's environment must never receive from the SDK.
