@@ -220,6 +220,9 @@ class Policy:
             expires_after=outcome.expires_after,
             policy_digest=self.digest,
             condition_errors=errors,
+            max_duration=outcome.max_duration,
+            undo_within=outcome.undo.within if outcome.undo else None,
+            revoke_groups=list(outcome.revoke_groups),
         )
 
 

@@ -41,6 +41,7 @@ SEARCH_ATTRIBUTES = {
     "SignoffRisk": "Keyword",
     "SignoffEscalation": "Int",
     "SignoffGroups": "KeywordList",
+    "SignoffActiveUntil": "Datetime",
 }
 CLUSTER_SCOPED = {"Namespace"}
 

@@ -15,6 +15,7 @@ ACTIONS = "signoff_actions"
 REFUSED = "signoff_refused_attempts"
 ESCALATIONS = "signoff_escalations"
 TIME_TO_DECISION = "signoff_time_to_decision_seconds"
+REVERT_FAILURES = "signoff_revert_failures"
 
 
 def action_finished(action: str, status: str) -> None:
@@ -41,3 +42,10 @@ def decided(after: timedelta) -> None:
     workflow.metric_meter().create_histogram_float(
         TIME_TO_DECISION, "Time from request to decision", "s"
     ).record(after.total_seconds())
+
+
+def revert_failed(action: str) -> None:
+    """Count a failed attempt to revert an action (scraped as signoff_revert_failures_total)."""
+    workflow.metric_meter().create_counter(
+        REVERT_FAILURES, "Failed attempts to revert a reversible action (retried until done)"
+    ).add(1, {"action": action})

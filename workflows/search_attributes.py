@@ -18,7 +18,19 @@ ESCALATION = SearchAttributeKey.for_int("SignoffEscalation")
 # Which groups may decide right now: lets the inbox be one visibility query.
 GROUPS = SearchAttributeKey.for_keyword_list("SignoffGroups")
 
-ALL: list[SearchAttributeKey] = [STATUS, ACTION, TARGET, REQUESTER, RISK, ESCALATION, GROUPS]
+# Until when a reversible action is in force (issue 15): finds the grants live at a moment.
+ACTIVE_UNTIL = SearchAttributeKey.for_datetime("SignoffActiveUntil")
+
+ALL: list[SearchAttributeKey] = [
+    STATUS,
+    ACTION,
+    TARGET,
+    REQUESTER,
+    RISK,
+    ESCALATION,
+    GROUPS,
+    ACTIVE_UNTIL,
+]
 
 
 def dev_server_flags() -> list[str]:
@@ -27,6 +39,7 @@ def dev_server_flags() -> list[str]:
         "KEYWORD": "Keyword",
         "INT": "Int",
         "KEYWORD_LIST": "KeywordList",
+        "DATETIME": "Datetime",
     }
     flags: list[str] = []
     for key in ALL:

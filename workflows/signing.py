@@ -31,7 +31,9 @@ from signoff.models import (
     DecisionRequest,
     ExecutionReport,
     RefusalCode,
+    RevokeRequest,
     Signature,
+    UndoRequest,
     canonical_json,
 )
 from workflows.messages import VerifyResult
@@ -63,7 +65,10 @@ def _sha256(value: Any) -> str:
 
 def request_claims(request: ActionRequest, action_id: str) -> dict[str, JsonValue]:
     """A request's claims: who asks, for whom, which action, under which id and key."""
-    body = request.model_dump(mode="json", exclude={"signature"})
+    # `reverts` only when set, so every request signed before the field existed still verifies.
+    body = request.model_dump(
+        mode="json", exclude={"signature"} | ({"reverts"} if request.reverts is None else set())
+    )
     return {
         "kind": "request",
         "action_id": action_id,
@@ -100,6 +105,28 @@ def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]
         "action_id": action_id,
         "by": cancel.by,
         "reason_sha256": _sha256(cancel.reason),
+    }
+
+
+def revoke_claims(revoke: RevokeRequest, action_id: str) -> dict[str, JsonValue]:
+    """A revoke's claims: which action, by whom, why."""
+    return {
+        "kind": "revoke",
+        "action_id": action_id,
+        "by": revoke.by,
+        "reason_sha256": _sha256(revoke.reason),
+    }
+
+
+def undo_claims(undo: UndoRequest, action_id: str) -> dict[str, JsonValue]:
+    """An undo's claims: which action, by whom, why, and exactly which revert it starts."""
+    return {
+        "kind": "undo",
+        "action_id": action_id,
+        "by": undo.by,
+        "reason_sha256": _sha256(undo.reason),
+        "revert_id": undo.revert_id,
+        "revert_sha256": _sha256(undo.revert.model_dump(mode="json")),
     }
 
 
@@ -170,6 +197,14 @@ class Signer:
     def cancel(self, cancel: CancelRequest, action_id: str) -> CancelRequest:
         """The cancel, signed for one action."""
         return cancel.model_copy(update={"signature": self.sign(cancel_claims(cancel, action_id))})
+
+    def revoke(self, revoke: RevokeRequest, action_id: str) -> RevokeRequest:
+        """The revoke, signed for one action."""
+        return revoke.model_copy(update={"signature": self.sign(revoke_claims(revoke, action_id))})
+
+    def undo(self, undo: UndoRequest, action_id: str) -> UndoRequest:
+        """The undo (with its already signed revert request), signed for one action."""
+        return undo.model_copy(update={"signature": self.sign(undo_claims(undo, action_id))})
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

@@ -27,7 +27,8 @@ for spec in \
   SignoffRequester=Keyword \
   SignoffRisk=Keyword \
   SignoffEscalation=Int \
-  SignoffGroups=KeywordList
+  SignoffGroups=KeywordList \
+  SignoffActiveUntil=Datetime
 do
   name=${spec%%=*}
   type=${spec#*=}

@@ -28,7 +28,7 @@ Effect = Literal["allow", "deny", "require_approval"]
 Risk = Literal["low", "medium", "high", "critical"]
 DecisionKind = Literal["approve", "deny"]
 PrincipalKind = Literal["human", "agent"]
-MessageKind = Literal["request", "decision", "cancel", "report"]
+MessageKind = Literal["request", "decision", "cancel", "report", "revoke", "undo"]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
 
@@ -279,11 +279,30 @@ class ActionRequest(ActionSubmission):
     signature: Signature | None = Field(
         default=None, description="The gateway's signature; workers refuse unsigned requests"
     )
+    reverts: RevertOf | None = Field(
+        default=None,
+        description=(
+            "Set only by the gateway for an undo: the action this request reverts, with the "
+            "request and result its executor's revert needs"
+        ),
+    )
 
     @field_validator("requester")
     @classmethod
     def _no_nul_requester(cls, value: str) -> str:
         return no_nul(value)
+
+
+class RevertOf(Contract):
+    """The action an undo reverts: its id, its request and what its executor returned."""
+
+    action_id: str = Field(min_length=1, max_length=200)
+    request: ActionRequest
+    result: JsonValue = None
+
+
+# ActionRequest names RevertOf, defined after it (an undo's request nests the one it reverts).
+ActionRequest.model_rebuild()
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -347,6 +366,12 @@ class Verdict(Contract):
         default_factory=list,
         description="Rules whose condition errored on this request; recorded, never hidden",
     )
+    # Reversible actions (issue 15): the longest `duration` a grant may ask for, how long an
+    # undo may be asked for after it ran, and groups who may revoke or undo it besides the
+    # requester and its approvers.
+    max_duration: Duration | None = None
+    undo_within: Duration | None = None
+    revoke_groups: list[str] = Field(default_factory=list)
 
 
 class ExecutorSpec(Contract):
@@ -356,6 +381,8 @@ class ExecutorSpec(Contract):
     idempotent: bool
     timeout: Duration = timedelta(minutes=5)
     heartbeat_timeout: Duration = timedelta(seconds=30)
+    # The executor declares a revert: the action can be in force for a duration, and undone.
+    revertible: bool = False
 
 
 # --- decisions ------------------------------------------------------------------------------
@@ -461,6 +488,37 @@ class CancelRequest(CancelBody):
     signature: Signature | None = None
 
 
+class RevokeBody(Contract):
+    """Ending a reversible action's window early, as a person sends it to the API."""
+
+    reason: str = Field(default="", max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
+class RevokeRequest(RevokeBody):
+    """End an active grant now: the requester, its approvers or the policy's revoke groups."""
+
+    by: str
+    signature: Signature | None = None
+
+
+class UndoBody(RevokeBody):
+    """Asking for an executed action to be reverted (within the policy's undo window)."""
+
+
+class UndoRequest(UndoBody):
+    """An undo: the revert request (gateway-signed, evaluated like any action) it starts."""
+
+    by: str
+    revert: ActionRequest
+    revert_id: str
+    signature: Signature | None = None
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -478,11 +536,22 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     # The request did not carry a valid gateway signature: never evaluated, never run.
     REJECTED = "rejected"
+    # A reversible action in force until its window ends or it is revoked (issue 15).
+    ACTIVE = "active"
+    # Its revert runs (and is retried until it succeeds).
+    REVERTING = "reverting"
+    # It ran, and its revert undid it.
+    REVERTED = "reverted"
 
     @property
     def terminal(self) -> bool:
         """Whether nothing more can happen to the action."""
-        return self not in (Status.EVALUATING, Status.PENDING_APPROVAL, Status.EXECUTING)
+        return self not in _OPEN
+
+
+_OPEN = frozenset(
+    {Status.EVALUATING, Status.PENDING_APPROVAL, Status.EXECUTING, Status.ACTIVE, Status.REVERTING}
+)
 
 
 class RequirementProgress(Contract):
@@ -528,6 +597,14 @@ class ActionStatus(Contract):
     result: JsonValue = None
     error: str | None = None
     owner: str | None = None
+    window: GrantWindow | None = Field(
+        default=None, description="A reversible action's time in force, and how it ended"
+    )
+    revert: RevertProgress | None = None
+    undo_until: datetime | None = Field(
+        default=None, description="Until when the requester or approvers may ask for an undo"
+    )
+    undo_action: str | None = Field(default=None, description="The action that reverts this one")
 
     @property
     def terminal(self) -> bool:
@@ -539,6 +616,30 @@ class ActionStatus(Contract):
         """Notifications that could not be delivered."""
         return [n for n in self.notifications if n.error]
 
+
+class GrantWindow(Contract):
+    """While a reversible action is in force: from its execution until its revert ran."""
+
+    start: datetime
+    end: datetime | None = Field(default=None, description="When the granted duration ends")
+    ended_at: datetime | None = None
+    # "timer" when the duration ran out; else who revoked or undid it.
+    ended_by: str | None = None
+    how: Literal["expired", "revoked", "undone"] | None = None
+    reason: str = ""
+
+
+class RevertProgress(Contract):
+    """The revert: retried until it succeeds; failures show here, in metrics and alerts."""
+
+    started_at: datetime
+    failures: int = 0
+    last_error: str | None = None
+    done_at: datetime | None = None
+    result: JsonValue = None
+
+
+ActionStatus.model_rebuild()
 
 Outcome: TypeAlias = ActionStatus
 """The workflow's result: the final `ActionStatus`."""
