@@ -118,3 +118,9 @@ class MessageRefusedError(ActionError):
         super().__init__(attempt.message)
         self.attempt = attempt
         self.code = attempt.code.value
+
+
+class DurationRefused(ActionError):
+    """A revertible action asks for a longer `duration` than its rule's `max_duration`."""
+
+    code = "duration_refused"

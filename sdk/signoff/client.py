@@ -31,8 +31,10 @@ from signoff.models import (
     DecisionBody,
     DecisionKind,
     Execution,
+    RevokeBody,
     Risk,
     Status,
+    UndoBody,
     validation_problems,
 )
 
@@ -429,6 +431,26 @@ class SignoffClient:
         )
         return ActionStatus.model_validate(data)
 
+    async def revoke(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """End an active grant now (requester, approvers or the policy's revoke groups)."""
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/revoke",
+            idempotent=False,
+            json=RevokeBody(reason=reason).model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
+
+    async def undo(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """Ask for the action's revert within its undo window; `undo_action` is the revert."""
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/undo",
+            idempotent=False,
+            json=UndoBody(reason=reason).model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
+
     async def pending(self, *, limit: int = 50) -> list[ActionStatus]:
         """Your inbox: pending actions you may decide now, newest first."""
         data = await self._send("GET", "/v1/approvals", idempotent=True, params={"limit": limit})
@@ -633,6 +655,14 @@ class SignoffSyncClient:
     def pending(self, *, limit: int = 50) -> list[ActionStatus]:
         """Your inbox: pending actions you may decide now, newest first."""
         return self._call(self.client.pending(limit=limit))
+
+    def revoke(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """End an active grant now (requester, approvers or the policy's revoke groups)."""
+        return self._call(self.client.revoke(action_id, reason=reason))
+
+    def undo(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """Ask for the action's revert within its undo window; `undo_action` is the revert."""
+        return self._call(self.client.undo(action_id, reason=reason))
 
     def wait_for_approval(self, action_id: str, timeout: float | None = None) -> ActionStatus:
         """Poll until the action is past approval (executing or finished) or `timeout` passes."""

@@ -36,7 +36,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
-from signoff.executor import ExecutorError, ExecutorRegistry
+from signoff.executor import ExecutorError, ExecutorRegistry, revert_action
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -47,7 +47,10 @@ from signoff.models import (
     Principal,
     RefusalCode,
     RefusedAttempt,
+    RevertOf,
+    RevokeRequest,
     Status,
+    UndoRequest,
     Verdict,
 )
 from workers.converter import UndecodablePayload
@@ -67,6 +70,7 @@ from workflows.errors import (
     ActionStalled,
     ActionUnreadable,
     DecisionRefusedError,
+    DurationRefused,
     IdempotencyConflict,
     InvalidOnBehalfOf,
     InvalidParams,
@@ -75,6 +79,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
+from workflows.grants import duration_problem
 from workflows.rules import can_decide_now
 from workflows.signing import Signer, SigningError
 
@@ -126,6 +131,9 @@ def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) 
         if cause.type in (DECISION_REFUSED, MESSAGE_REFUSED):
             attempt = RefusedAttempt.model_validate(cause.details[0])
             if cause.type == MESSAGE_REFUSED:
+                if attempt.code is RefusalCode.NOT_PENDING:
+                    # A revoke or undo of an action that is not active (or not undoable).
+                    return ActionNotPending(attempt.message)
                 return MessageRefusedError(attempt)
             if attempt.code is RefusalCode.NOT_PENDING:
                 return ActionNotPending(attempt.message)
@@ -221,6 +229,10 @@ class ActionService:
         signed = self.signer.request(request, action_id)
         # A preview for the UI's summary only; the workflow's own evaluation decides.
         preview = self.policy.evaluate(request, requester, params)
+        problem = duration_problem(request, preview, self.executors.spec(request.action))
+        if problem is not None and request.execution == "worker":
+            # The worker refuses it too (denied by policy); nobody is asked to approve it.
+            raise DurationRefused(problem)
         if request.idempotency_key is not None:
             await self._refuse_reuse_after_retention(request.idempotency_key, action_id)
         # AlreadyStarted: the key's action already finished; hand it back, never start a second.
@@ -406,6 +418,43 @@ class ActionService:
         await self.status(action_id)
         message = self.signer.cancel(request, action_id)
         return await self._update(action_id, ActionWorkflow.cancel, message, ended="cancel")
+
+    async def revoke(self, action_id: str, request: RevokeRequest) -> ActionStatus:
+        """End an active grant now; the workflow decides who may, and records a refusal."""
+        message = self.signer.revoke(request, action_id)
+        return await self._update(action_id, ActionWorkflow.revoke, message, ended="revoke")
+
+    async def undo(
+        self, action_id: str, by: Principal, reason: str, status: ActionStatus
+    ) -> ActionStatus:
+        """Ask for an action's revert: a new action (`<type>.revert`) the policy evaluates.
+
+        The revert is requested on behalf of the asker, signed here and started by the
+        action's own workflow, which checks the asker and the undo window; the two link both
+        ways (`undo_action`, `request.reverts`). Answers the original action's status.
+        """
+        original = status.request
+        if self.executors.revert_spec(original.action) is None:
+            raise UnknownAction(f"{original.action} declares no revert; it cannot be undone")
+        revert = ActionRequest(
+            action=revert_action(original.action),
+            target=original.target,
+            params=original.params,
+            justification=f"undo of {action_id}" + (f": {reason}" if reason else ""),
+            requester=by.id,
+            reverts=RevertOf(action_id=action_id, request=original, result=status.result),
+        )
+        revert_id = f"{action_id}-undo-{uuid.uuid4().hex[:12]}"
+        message = self.signer.undo(
+            UndoRequest(
+                by=by.id,
+                reason=reason,
+                revert=self.signer.request(revert, revert_id),
+                revert_id=revert_id,
+            ),
+            action_id,
+        )
+        return await self._update(action_id, ActionWorkflow.undo, message, ended="undo")
 
     async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
         """Caller mode: record what happened when the requester ran the approved action."""

@@ -242,6 +242,41 @@ def cancel(
         console.print(f"cancelled {neutralise.rich(cancelled.id)}", highlight=False)
 
 
+def revoke(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The active action's id")],
+    reason: Annotated[str, typer.Option(help="Why it ends early")] = "",
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """End an active grant now: its revert runs at once."""
+    with gateway_client(gateway, token) as client:
+        revoked = client.revoke(action_id, reason=reason)
+    if as_json:
+        typer.echo(revoked.model_dump_json(indent=2))
+    else:
+        console.print(
+            f"revoked {neutralise.rich(revoked.id)}: {revoked.status.value}", highlight=False
+        )
+
+
+def undo(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The action to revert")],
+    reason: Annotated[str, typer.Option(help="Why it should be undone")] = "",
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Ask for an action's revert within its undo window (the policy may require approval)."""
+    with gateway_client(gateway, token) as client:
+        undone = client.undo(action_id, reason=reason)
+    if as_json:
+        typer.echo(undone.model_dump_json(indent=2))
+    else:
+        revert = neutralise.rich(undone.undo_action or "")
+        console.print(f"undo of {neutralise.rich(undone.id)} asked: {revert}", highlight=False)
+
+
 def pending(
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the inbox as JSON")] = False,
