@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from signoff.models import ActionStatus, DecisionRequest
+from signoff.models import ActionStatus, DecisionRequest, RevokeRequest
 
 
 class Reviews(Protocol):
@@ -21,4 +21,9 @@ class Reviews(Protocol):
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Record a human's decision; raises `DecisionRefusedError`, `ActionNotPending`."""
+        ...
+
+    async def revoke(self, action_id: str, request: RevokeRequest) -> ActionStatus:
+        """End an active grant now; raises `MessageRefusedError` (not allowed, recorded),
+        `ActionNotPending` (not active)."""
         ...

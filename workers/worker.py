@@ -104,6 +104,7 @@ def build_worker(
             notifications.notify,
             notifications.notify_update,
             executors.execute_action,
+            executors.revert_action,
             audit.record_audit_events,
             audit.check_run,
             audit.claim_execution_activity,

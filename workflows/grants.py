@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from signoff.executor import revert_action
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -17,6 +18,7 @@ from signoff.models import (
     ExecutorSpec,
     Principal,
     RefusalCode,
+    RevertOf,
     Status,
     Verdict,
     format_duration,
@@ -129,3 +131,16 @@ def undo_refusal(
     if not may_end(status, principal_id, principal):
         return _not_allowed(status, principal_id, "undo")
     return None
+
+
+def revert_request(status: ActionStatus, asker: str, reason: str) -> ActionRequest:
+    """The undo's own request: `<type>.revert` of the action's target and params, by `asker`."""
+    original = status.request
+    return ActionRequest(
+        action=revert_action(original.action),
+        target=original.target,
+        params=original.params,
+        justification=f"undo of {status.id}" + (f": {reason}" if reason else ""),
+        requester=asker,
+        reverts=RevertOf(action_id=status.id, request=original, result=status.result),
+    )

@@ -198,13 +198,22 @@ class Signer:
         """The cancel, signed for one action."""
         return cancel.model_copy(update={"signature": self.sign(cancel_claims(cancel, action_id))})
 
-    def revoke(self, revoke: RevokeRequest, action_id: str) -> RevokeRequest:
+    def revoke(
+        self, revoke: RevokeRequest, action_id: str, *, now: datetime | None = None
+    ) -> RevokeRequest:
         """The revoke, signed for one action."""
-        return revoke.model_copy(update={"signature": self.sign(revoke_claims(revoke, action_id))})
+        signed = self.sign(revoke_claims(revoke, action_id), now=now)
+        return revoke.model_copy(update={"signature": signed})
 
-    def undo(self, undo: UndoRequest, action_id: str) -> UndoRequest:
-        """The undo (with its already signed revert request), signed for one action."""
-        return undo.model_copy(update={"signature": self.sign(undo_claims(undo, action_id))})
+    def undo(
+        self, undo: UndoRequest, action_id: str, *, now: datetime | None = None
+    ) -> UndoRequest:
+        """The undo (with its revert request, signed for the revert's id), signed for one action."""
+        signed_revert = self.request(undo.revert, undo.revert_id, now=now)
+        signed = undo.model_copy(update={"revert": signed_revert})
+        return signed.model_copy(
+            update={"signature": self.sign(undo_claims(signed, action_id), now=now)}
+        )
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

@@ -27,12 +27,16 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from channels.notifier import (
+    REVOKE_CONFIRM,
+    REVOKE_LABEL,
     RISK_COLOUR,
     RISK_EMOJI,
     outcome_text,
     progress_text,
     requirement_text,
+    revocable,
     truncate,
+    window_text,
 )
 from signoff import neutralise
 from signoff.models import ActionStatus, Status
@@ -40,6 +44,7 @@ from signoff.models import ActionStatus, Status
 APPROVE_ACTION = "signoff_approve"
 DENY_ACTION = "signoff_deny"
 SHOW_FULL_ACTION = "signoff_show_full"
+REVOKE_ACTION = "signoff_revoke"
 FULL_CALLBACK = "signoff_full_request"
 ACTIONS_BLOCK = "signoff_decide"
 DENY_CALLBACK = "signoff_deny_reason"
@@ -65,6 +70,9 @@ STATUS_EMOJI = {
     Status.EXPIRED: "⌛",
     Status.CANCELLED: "🚫",
     Status.REJECTED: "🛑",
+    Status.ACTIVE: "🔓",
+    Status.REVERTING: "↩️",
+    Status.REVERTED: "🔒",
 }
 
 
@@ -191,6 +199,7 @@ def request_blocks(
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(outcome, SECTION_MAX))))
+        blocks.extend(window_blocks(status))
         if is_cut(status) and full_reachable(status):
             # Decided, but what was decided stays readable in full.
             blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
@@ -465,3 +474,37 @@ def outcome_reply(status: ActionStatus, recipient: str) -> str:
     """The thread reply telling the requester's owner what became of the action."""
     emoji = STATUS_EMOJI.get(status.status, "")
     return f"{recipient} {emoji} {escape(outcome_text(status))}"
+
+
+def window_blocks(status: ActionStatus) -> list[Block]:
+    """A reversible action's window, and "Revoke now" while it is active."""
+    text = window_text(status)
+    if not text:
+        return []
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=truncate(escape(text), SECTION_MAX)))
+    ]
+    if revocable(status):
+        blocks.append(
+            ActionsBlock(
+                block_id=REVOKE_BLOCK,
+                elements=[
+                    ButtonElement(
+                        text=PlainTextObject(text=REVOKE_LABEL),
+                        action_id=REVOKE_ACTION,
+                        value=button_value(status.id, status.digest),
+                        style="danger",
+                        confirm=ConfirmObject(
+                            title=REVOKE_LABEL + "?",
+                            text=MarkdownTextObject(text=REVOKE_CONFIRM),
+                            confirm=REVOKE_LABEL,
+                            deny="Keep it",
+                        ),
+                    )
+                ],
+            )
+        )
+    return blocks
+
+
+REVOKE_BLOCK = "signoff_revoke"

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from channels.notifier import revoke_refused_text
 from channels.review import Reviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
@@ -26,6 +27,7 @@ from channels.slack.blocks import (
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    REVOKE_ACTION,
     SHOW_FULL_ACTION,
     deny_modal,
     escape,
@@ -42,9 +44,14 @@ from channels.slack.reply import OK, Rejected, Reply, rejection
 from channels.slack.workspace import Clicker, Workspace
 from policies.cache import BoundedCache
 from policies.directory import Directory
-from signoff.models import ActionStatus, DecisionKind, DecisionRequest
+from signoff.models import ActionStatus, DecisionKind, DecisionRequest, RevokeRequest
 from signoff.neutralise import mrkdwn_code as code_text
-from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from workflows.errors import (
+    ActionNotFound,
+    ActionNotPending,
+    DecisionRefusedError,
+    MessageRefusedError,
+)
 
 log = logging.getLogger("signoff.slack")
 
@@ -134,7 +141,7 @@ class SlackInteractions:
 
     async def _block_actions(self, payload: BlockActions) -> Reply:
         action = payload.actions[0]
-        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION):
+        if action.action_id not in (APPROVE_ACTION, DENY_ACTION, SHOW_FULL_ACTION, REVOKE_ACTION):
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
         if parsed is None:
@@ -149,6 +156,9 @@ class SlackInteractions:
                 raise Rejected(400, "show-full click without a trigger_id")
             modal = full_request_modal(status)
             self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
+            return OK
+        if action.action_id == REVOKE_ACTION:
+            self._spawn(self._revoke(principal_id, payload.user.id, channel, action_id))
             return OK
         if action.action_id == APPROVE_ACTION and not full_reachable(status):
             # Slack cannot show all of it, so no approval may come from Slack (an old message).
@@ -358,6 +368,31 @@ class SlackInteractions:
             )
             return
         log.info("slack %s by %s on %s accepted", decision, principal_id, action_id)
+
+    async def _revoke(
+        self, principal_id: str, user_id: str, channel: str | None, action_id: str
+    ) -> None:
+        """End an active grant as the clicker; the workflow decides whether they may."""
+        request = RevokeRequest(by=principal_id, reason="revoked in Slack")
+        try:
+            await self.reviews.revoke(action_id, request)
+        except MessageRefusedError as err:
+            log.info("slack revoke by %s on %s refused: %s", principal_id, action_id, err)
+            await self._ephemeral(channel, user_id, "⛔ " + escape(revoke_refused_text(str(err))))
+            return
+        except (ActionNotPending, ActionNotFound) as err:
+            await self._ephemeral(channel, user_id, f"Nothing was revoked: {escape(str(err))}")
+            return
+        except Exception:
+            log.exception("slack revoke by %s on %s failed", principal_id, action_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                f"Your revoke could not be recorded; try again, or use `signoff revoke "
+                f"{code_text(action_id)}`.",
+            )
+            return
+        log.info("slack revoke by %s on %s accepted", principal_id, action_id)
 
     async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
         try:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.notifier import RISK_EMOJI, progress_text, requirement_text
+from channels.notifier import (
+    REVOKE_CONFIRM,
+    REVOKE_LABEL,
+    RISK_EMOJI,
+    progress_text,
+    requirement_text,
+    revocable,
+    window_text,
+)
 from signoff import neutralise
 from signoff.models import ActionStatus, Status
 
@@ -37,7 +45,11 @@ HEADLINE = {
     Status.EXPIRED: "⌛ Expired without a decision",
     Status.CANCELLED: "🚫 Cancelled by the requester",
     Status.REJECTED: "🛑 Rejected: not signed by the gateway",
+    Status.ACTIVE: "🔓 Approved and active",
+    Status.REVERTING: "↩️ Reverting",
+    Status.REVERTED: "🔒 Reverted",
 }
+REVOKE_VERB = "revoke"
 
 
 def card_time(at: datetime) -> str:
@@ -208,9 +220,13 @@ def approval_card(
     body += _decisions(status)
     if status.error and not pending:
         body.append(_text(_md(status.error), color="Attention", spacing="Medium"))
+    if window := window_text(status):
+        body.append(_text(_md(window), weight="Bolder", spacing="Medium"))
     if notice:
         body.append(_text(_md(notice), color="Attention", weight="Bolder", spacing="Medium"))
     actions: list[dict[str, Any]] = []
+    if revocable(status):
+        actions.append(revoke_button(status))
     if cut and reachable:
         actions.append(show_full_action(status))
     if pending:
@@ -250,4 +266,23 @@ def card_activity(status: ActionStatus, ui_url: str | None = None) -> dict[str, 
         # The summary is what notifications and the chat list show instead of the card.
         "summary": f"{headline}: " + neutralise.visible(f"{request.action} on {request.target}"),
         "attachments": [{"contentType": ADAPTIVE_CARD, "content": approval_card(status, ui_url)}],
+    }
+
+
+def revoke_button(status: ActionStatus) -> dict[str, Any]:
+    """ "Revoke now" while the action is active: the workflow decides who may."""
+    data = decision_data(status, REVOKE_VERB)
+    return {
+        "type": "Action.Execute",
+        "title": REVOKE_LABEL,
+        "verb": REVOKE_VERB,
+        "data": data,
+        "style": "destructive",
+        "tooltip": REVOKE_CONFIRM,
+        "fallback": {
+            "type": "Action.Submit",
+            "title": REVOKE_LABEL,
+            "data": data,
+            "style": "destructive",
+        },
     }

@@ -14,6 +14,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from channels.notifier import revoke_refused_text
 from channels.review import Reviews
 from channels.teams.activity import Activity, CardDecision
 from channels.teams.auth import (
@@ -22,14 +23,25 @@ from channels.teams.auth import (
     TeamsAuthError,
     service_url_allowed,
 )
-from channels.teams.cards import ADAPTIVE_CARD, VERBS, approval_card, full_reachable
+from channels.teams.cards import (
+    ADAPTIVE_CARD,
+    REVOKE_VERB,
+    VERBS,
+    approval_card,
+    full_reachable,
+)
 from channels.teams.config import CHANNEL, TeamsConfig
 from channels.teams.connector import BotConnector, ConnectorError
 from channels.teams.store import ConversationReference, ConversationStore
 from policies.directory import Directory
 from signoff import neutralise
-from signoff.models import ActionStatus, DecisionRequest, Principal
-from workflows.errors import ActionNotFound, ActionNotPending, DecisionRefusedError
+from signoff.models import ActionStatus, DecisionRequest, Principal, RevokeRequest
+from workflows.errors import (
+    ActionNotFound,
+    ActionNotPending,
+    DecisionRefusedError,
+    MessageRefusedError,
+)
 
 log = logging.getLogger("signoff.teams")
 
@@ -227,6 +239,33 @@ class TeamsInbound:
             channel=CHANNEL,
         )
 
+    async def _revoke(self, activity: Activity, data: Any) -> tuple[ActionStatus, str]:
+        """ "Revoke now": who pressed it, on the card's action; the workflow decides if they may."""
+        if not isinstance(data, dict):
+            raise BadActivity("the action carries no data")
+        try:
+            card = CardDecision.model_validate(data)
+        except ValidationError as err:
+            raise BadActivity(f"malformed action data: {err.error_count()} problem(s)") from None
+        oid = activity.from_.aad_object_id
+        principal = await self.directory.by_aad_object_id(oid) if oid else None
+        if principal is None:
+            raise BadActivity("your Teams account is not in the signoff directory")
+        try:
+            current = await self.service.status(card.action_id)
+        except ActionNotFound:
+            raise BadActivity(f"no action {card.action_id}") from None
+        if current.digest != card.digest:
+            raise BadActivity("the card's digest does not match the action")
+        request = RevokeRequest(by=principal.id, reason="revoked in Teams")
+        try:
+            return await self.service.revoke(card.action_id, request), ""
+        except MessageRefusedError as err:
+            notice = revoke_refused_text(err.message)
+        except ActionNotPending as err:
+            notice = f"Nothing was revoked: {err.message}"
+        return await self.service.status(card.action_id), notice
+
     async def _decide(self, request: DecisionRequest, action_id: str) -> tuple[ActionStatus, str]:
         """Decide through the service; return the status to show and any notice."""
         try:
@@ -243,18 +282,25 @@ class TeamsInbound:
         action = value.get("action")
         if not isinstance(action, dict) or action.get("type") != "Action.Execute":
             raise BadActivity("not an Action.Execute")
-        _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
-        action_id = str(action["data"]["action_id"])
-        status, notice = await self._decide(request, action_id)
+        if action.get("verb") == REVOKE_VERB:
+            status, notice = await self._revoke(activity, action.get("data"))
+            action_id = status.id
+        else:
+            _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
+            action_id = str(action["data"]["action_id"])
+            status, notice = await self._decide(request, action_id)
         card = approval_card(status, ui_link(self.config, action_id), notice=notice or None)
         return _invoke_card(card)
 
     async def _submitted(self, activity: Activity) -> Response:
         """The Action.Submit fallback: decide, and reply in the thread only when refused."""
         data = activity.value
-        _, request = await self._prepare(activity, data.get("verb"), data)
-        action_id = str(data["action_id"])
-        _, notice = await self._decide(request, action_id)
+        if data.get("verb") == REVOKE_VERB:
+            _, notice = await self._revoke(activity, data)
+        else:
+            _, request = await self._prepare(activity, data.get("verb"), data)
+            action_id = str(data["action_id"])
+            _, notice = await self._decide(request, action_id)
         # On success the workflow's own card update shows the decision.
         if notice and activity.reply_to_id:
             try:

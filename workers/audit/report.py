@@ -33,6 +33,20 @@ class Escalation(BaseModel):
     at: datetime
 
 
+class GrantRecord(BaseModel):
+    """A reversible action's time in force (issue 15): its window and who ended it, how."""
+
+    start: datetime
+    end: datetime | None = None
+    ended_at: datetime | None = None
+    # "timer" when its duration ran out; else who revoked it or asked for the undo.
+    ended_by: str | None = None
+    how: str | None = None
+    undo_action: str | None = None
+    revert_failures: int = 0
+    reverted_at: datetime | None = None
+
+
 class ActionRecord(BaseModel):
     """Everything the ledger says about one action, for an auditor."""
 
@@ -59,6 +73,7 @@ class ActionRecord(BaseModel):
     status: str | None = None
     decided_at: datetime | None = None
     completed_at: datetime | None = None
+    grant: GrantRecord | None = None
 
     @property
     def time_to_decision(self) -> timedelta | None:
@@ -132,11 +147,54 @@ def build_record(rows: list[LedgerRow]) -> ActionRecord:
             record.error = _str(p.get("error")) or record.error
         elif row.kind == AuditKind.CANCELLED:
             record.error = _str(p.get("reason")) or record.error
+        elif row.kind in _GRANT_KINDS:
+            _fold_grant(record, row)
         elif row.kind == AuditKind.OUTCOME:
             record.status = _str(p.get("status"))
             record.error = _str(p.get("error")) or record.error
             record.completed_at = row.at
     return record
+
+
+_GRANT_KINDS = frozenset(
+    {
+        AuditKind.ACTIVE,
+        AuditKind.REVOKED,
+        AuditKind.UNDO_REQUESTED,
+        AuditKind.REVERT_FAILED,
+        AuditKind.REVERTED,
+    }
+)
+
+
+def _fold_grant(record: ActionRecord, row: LedgerRow) -> None:
+    """The grant's window, who ended it and how, from its ledger rows."""
+    p = row.payload
+    if row.kind == AuditKind.ACTIVE:
+        window = p.get("window")
+        window = window if isinstance(window, dict) else {}
+        record.grant = GrantRecord.model_validate(
+            {"start": window.get("start") or row.at, "end": window.get("end")}
+        )
+        return
+    grant = record.grant
+    if grant is None:
+        return
+    if row.kind == AuditKind.REVOKED:
+        grant.ended_by, grant.how = row.actor, "revoked"
+    elif row.kind == AuditKind.UNDO_REQUESTED:
+        grant.undo_action = _str(p.get("undo_action"))
+    elif row.kind == AuditKind.REVERT_FAILED:
+        failures = p.get("failures")
+        grant.revert_failures = failures if isinstance(failures, int) else grant.revert_failures
+    elif row.kind == AuditKind.REVERTED:
+        window = p.get("window")
+        window = window if isinstance(window, dict) else {}
+        ended_at = window.get("ended_at")
+        grant.ended_at = datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else row.at
+        grant.ended_by = _str(window.get("ended_by")) or grant.ended_by
+        grant.how = _str(window.get("how")) or grant.how
+        grant.reverted_at = row.at
 
 
 def _str(value: Any) -> str | None:
@@ -472,6 +530,8 @@ hash-chained audit ledger.</p>
 {bar_chart("Time to decision", decision_histogram(items))}
 <h2>Daily volume</h2>
 {bar_chart("Actions requested per day", daily_volume(items))}
+<h2>Grants</h2>
+{_grants_table(items)}
 <h2>Actions</h2>
 <table id="actions">
 <thead><tr><th>Requested</th><th>Action</th><th>Requester</th><th>Policy</th>
@@ -484,6 +544,40 @@ hash-chained audit ledger.</p>
 </body>
 </html>
 """
+
+
+def _grants_table(items: list[ActionRecord]) -> str:
+    """Every grant with its window and who ended it (the timer, a revoke, an undo)."""
+    e = neutralise.html
+    grants = [r for r in items if r.grant is not None]
+    if not grants:
+        return "<p>No reversible actions in this period.</p>"
+
+    def when(value: datetime | None) -> str:
+        return e(value.isoformat()) if value else ""
+
+    rows = []
+    for r in grants:
+        g = r.grant
+        assert g is not None
+        ended = "in force" if g.how is None else f"{g.how} by {g.ended_by or 'unknown'}"
+        if g.how == "expired":
+            ended = "expired (timer)"
+        rows.append(
+            f'<tr data-action-id="{e(r.action_id)}">'
+            f"<td>{e(r.action or '')} on {e(r.target or '')}</td>"
+            f"<td>{e(r.requester or '')}</td>"
+            f"<td>{e(', '.join(r.approvers))}</td>"
+            f"<td>{when(g.start)}</td><td>{when(g.end)}</td><td>{when(g.ended_at)}</td>"
+            f"<td>{e(ended)}</td><td>{e(g.undo_action or '')}</td>"
+            f"<td>{g.revert_failures}</td>"
+            "</tr>"
+        )
+    return (
+        '<table id="grants"><thead><tr><th>Grant</th><th>Requester</th><th>Approvers</th>'
+        "<th>From</th><th>Until</th><th>Ended</th><th>Ended how, by whom</th><th>Undo</th>"
+        "<th>Failed revert attempts</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _html_row(r: ActionRecord) -> str:

@@ -36,7 +36,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
-from signoff.executor import ExecutorError, ExecutorRegistry, revert_action
+from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -47,7 +47,6 @@ from signoff.models import (
     Principal,
     RefusalCode,
     RefusedAttempt,
-    RevertOf,
     RevokeRequest,
     Status,
     UndoRequest,
@@ -79,7 +78,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
-from workflows.grants import duration_problem
+from workflows.grants import duration_problem, revert_request
 from workflows.rules import can_decide_now
 from workflows.signing import Signer, SigningError
 
@@ -436,20 +435,12 @@ class ActionService:
         original = status.request
         if self.executors.revert_spec(original.action) is None:
             raise UnknownAction(f"{original.action} declares no revert; it cannot be undone")
-        revert = ActionRequest(
-            action=revert_action(original.action),
-            target=original.target,
-            params=original.params,
-            justification=f"undo of {action_id}" + (f": {reason}" if reason else ""),
-            requester=by.id,
-            reverts=RevertOf(action_id=action_id, request=original, result=status.result),
-        )
         revert_id = f"{action_id}-undo-{uuid.uuid4().hex[:12]}"
         message = self.signer.undo(
             UndoRequest(
                 by=by.id,
                 reason=reason,
-                revert=self.signer.request(revert, revert_id),
+                revert=revert_request(status, by.id, reason),
                 revert_id=revert_id,
             ),
             action_id,

