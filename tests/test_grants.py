@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -196,7 +196,7 @@ async def test_a_30_minute_grant_is_revoked_at_30_minutes(
 
 
 async def test_a_failing_revert_is_retried_until_postgres_is_back_even_across_a_worker_restart(
-    skipping_env: WorkflowEnvironment,
+    client: Client,
     grant_settings: Settings,
     ledger: Ledger,
     postgres_url: str,
@@ -204,23 +204,34 @@ async def test_a_failing_revert_is_retried_until_postgres_is_back_even_across_a_
     granter_dsn: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
-    async with running_worker(skipping_env.client, grant_settings, ledger):
-        handle = await grant_active(skipping_env, gate, grantee)
+    # The real dev server: its workers stop and start as in production.
+    gate = Gate(client, grant_settings)
+    async with running_worker(client, grant_settings, ledger):
+        handle = await gate.submit(
+            "grant-db",
+            {"role": GRANTABLE, "user": grantee, "duration": "30m"},
+            action="postgres.grant_role",
+        )
+        await gate.wait_for(handle, "pending_approval")
+        await gate.decide(handle, "alice@example.com")
+        await poll(handle, lambda s: s.status is Status.ACTIVE)
         assert await is_member(postgres_url, grantee)
-        # The database becomes unreachable: every connection attempt is refused.
+        # The database becomes unreachable: every connection attempt fails.
         monkeypatch.setenv(DSN_ENV, "postgresql://jit_granter:x@/postgres?host=/nonexistent")
-        with skipping_env.auto_time_skipping_disabled():
-            await skipping_env.sleep(timedelta(minutes=31))
-            failing = await poll(handle, lambda s: s.revert is not None and s.revert.failures >= 1)
+        message = SIGNER.revoke(RevokeRequest(by="agent:bot", reason="done"), handle.id)
+        await handle.execute_update(ActionWorkflow.revoke, message)
+        failing = await poll(handle, lambda s: s.revert is not None and s.revert.failures >= 1)
     assert failing.status is Status.REVERTING
     assert failing.revert is not None
     assert failing.revert.done_at is None
-    assert failing.revert.last_error
+    assert "No such file or directory" in (failing.revert.last_error or "")
     assert await is_member(postgres_url, grantee)  # not revoked yet, and not forgotten
-    # The worker is gone; another one, with the database back, finishes the revert.
+    described = await handle.describe()
+    assert described.status is not None
+    assert described.status.name == "RUNNING"
+    # That worker is gone; another one, with the database back, finishes the revert.
     monkeypatch.setenv(DSN_ENV, granter_dsn)
-    async with running_worker(skipping_env.client, grant_settings, ledger):
+    async with running_worker(client, grant_settings, ledger):
         outcome = await handle.result()
     assert outcome.status is Status.REVERTED
     assert outcome.revert is not None
