@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.ledger.store import Ledger
 from signoff.models import ActionStatus, RefusalCode, RevokeRequest, Status, UndoRequest
 from tests.conftest import DATA, Gate, running_worker
+from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
@@ -412,3 +413,91 @@ async def test_a_privileged_role_is_never_granted(
     assert outcome.status is Status.FAILED
     assert "able to create roles" in (outcome.error or "")
     assert not await is_member(postgres_url, grantee, PRIVILEGED)
+
+
+async def test_the_api_refuses_a_long_grant_and_revokes_and_undoes_for_whom_it_may(
+    client: Client,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+) -> None:
+    app = build_app(client, grant_settings, ledger)
+    body = {
+        "action": "postgres.grant_role",
+        "target": "grant-db",
+        "params": {"role": GRANTABLE, "user": grantee, "duration": "2h"},
+        "justification": "backfill",
+    }
+    async with (
+        running_worker(client, grant_settings, ledger),
+        api(app, "bot") as bot,
+        api(app, "alice") as alice,
+        api(app, "oscar") as oscar,
+        api(app, "dave") as dave,
+        api(app, "erin") as erin,
+    ):
+        too_long = await bot.post("/v1/actions", json=body)
+        assert too_long.status_code == 422
+        assert too_long.json()["error"]["code"] == "duration_refused"
+        assert "max_duration" in too_long.json()["error"]["message"]
+
+        body["params"] = {"role": GRANTABLE, "user": grantee, "duration": "30m"}
+        first = (await bot.post("/v1/actions", json=body)).json()
+        second = (await bot.post("/v1/actions", json=body)).json()
+        for action in (first, second):
+            handle: Handle = client.get_workflow_handle_for(ActionWorkflow.run, action["id"])
+            pending = await Gate(client, grant_settings).wait_for(handle, "pending_approval")
+            approved = await alice.post(
+                f"/v1/actions/{action['id']}/decisions",
+                json={"decision": "approve", "digest": pending.digest},
+            )
+            assert approved.status_code == 200
+            await poll(handle, lambda s: s.status is Status.ACTIVE)
+
+        # Revoke: oscar may not (403, recorded); the requester may; a second one is a 409.
+        refused = await oscar.post(f"/v1/actions/{first['id']}/revoke", json={"reason": "x"})
+        # oscar decides nothing here and is no party: the action is not even his to see.
+        assert refused.status_code == 404
+        # erin audits: she sees every action but may end none.
+        refused = await erin.post(f"/v1/actions/{first['id']}/revoke", json={})
+        assert refused.status_code == 403
+        assert "may not revoke" in refused.json()["error"]["message"]
+        revoked = await bot.post(f"/v1/actions/{first['id']}/revoke", json={"reason": "done"})
+        assert revoked.status_code == 200
+        assert revoked.json()["status"] in ("reverting", "reverted")
+        again = await bot.post(f"/v1/actions/{first['id']}/revoke", json={})
+        assert again.status_code == 409
+
+        # Undo: alice approved the second grant, so she may ask; the revert needs a DBA.
+        undo = await alice.post(f"/v1/actions/{second['id']}/undo", json={"reason": "wrong"})
+        assert undo.status_code == 200
+        undo_id = undo.json()["undo_action"]
+        assert undo_id
+        child: Handle = client.get_workflow_handle_for(ActionWorkflow.run, undo_id)
+        waiting = await Gate(client, grant_settings).wait_for(child, "pending_approval")
+        assert waiting.request.requester == "alice@example.com"
+        decided = await dave.post(
+            f"/v1/actions/{undo_id}/decisions",
+            json={"decision": "approve", "digest": waiting.digest},
+        )
+        assert decided.status_code == 200
+        first_outcome = await client.get_workflow_handle_for(
+            ActionWorkflow.run, first["id"]
+        ).result()
+        second_outcome = await client.get_workflow_handle_for(
+            ActionWorkflow.run, second["id"]
+        ).result()
+    assert first_outcome.status is Status.REVERTED
+    assert first_outcome.window is not None
+    assert first_outcome.window.ended_by == "agent:bot"
+    # Both refusals are on record: erin's, and the requester's second (not active any more).
+    refused_revokes = [(r.approver, r.code) for r in first_outcome.refused if r.kind == "revoke"]
+    assert refused_revokes == [
+        ("erin@example.com", RefusalCode.NOT_ELIGIBLE),
+        ("agent:bot", RefusalCode.NOT_PENDING),
+    ]
+    assert second_outcome.status is Status.REVERTED
+    assert second_outcome.window is not None
+    assert second_outcome.window.how == "undone"
+    assert not await is_member(postgres_url, grantee)
