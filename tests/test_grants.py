@@ -12,17 +12,29 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from pydantic import JsonValue, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.executors.grants import GrantRoleParams, quote_identifier
 from activities.ledger.store import Ledger
-from signoff.models import ActionStatus, RefusalCode, RevokeRequest, Status, UndoRequest
+from signoff import gated
+from signoff.executor import ExecutionContext, ExecutorRegistry, registry
+from signoff.models import (
+    ActionRequest,
+    ActionStatus,
+    RefusalCode,
+    RevokeRequest,
+    Status,
+    UndoRequest,
+)
 from tests.conftest import DATA, Gate, running_worker
 from tests.gateway_fixtures import api, build_app
 from tests.signing import SIGNER
@@ -501,3 +513,60 @@ async def test_the_api_refuses_a_long_grant_and_revokes_and_undoes_for_whom_it_m
     assert second_outcome.window is not None
     assert second_outcome.window.how == "undone"
     assert not await is_member(postgres_url, grantee)
+
+
+async def _grant_fn(ctx: ExecutionContext[Any]) -> JsonValue:
+    """Grant something."""
+    return {"granted": ctx.params}
+
+
+async def _revoke_fn(ctx: ExecutionContext[Any]) -> JsonValue:
+    return {"revoked": ctx.params, "it_had_returned": ctx.result, "reverting": ctx.reverting}
+
+
+async def test_custom_executors_and_gated_functions_declare_a_revert() -> None:
+    own = ExecutorRegistry()
+    own.executor("ticket.grant", idempotent=True, revert=_revoke_fn)(_grant_fn)
+    own.executor("ticket.plain", idempotent=True)(_grant_fn)
+    spec = own.spec("ticket.grant")
+    assert spec is not None
+    assert spec.revertible
+    plain = own.spec("ticket.plain")
+    assert plain is not None
+    assert not plain.revertible
+    # The revert is evaluated by the policy as its own action type, and always retried.
+    revert = own.revert_spec("ticket.grant")
+    assert revert is not None
+    assert (revert.action, revert.idempotent) == ("ticket.grant.revert", True)
+    assert own.revert_spec("ticket.plain") is None
+    assert own.spec("ticket.grant.revert") is None  # nobody submits a revert directly
+    executor = own.get("ticket.grant")
+    assert executor is not None
+    request = ActionRequest(
+        action="ticket.grant", target="t", params={"a": 1}, justification="j", requester="x"
+    )
+    undone = await executor.run_revert(request, None, "key", {"granted": {"a": 1}})
+    assert undone == {
+        "revoked": {"a": 1},
+        "it_had_returned": {"granted": {"a": 1}},
+        "reverting": True,
+    }
+
+    @gated("ticket.gated_grant", target="t", idempotent=True, revert=_revoke_fn)
+    async def gated_grant(name: str) -> dict[str, str]:
+        """Grant by name."""
+        return {"name": name}
+
+    gated_spec = registry.spec("ticket.gated_grant")
+    assert gated_spec is not None
+    assert gated_spec.revertible
+    with pytest.raises(ValueError, match="where='worker'"):
+        gated("ticket.caller_grant", target="t", where="caller", revert=_revoke_fn)
+
+
+def test_identifiers_are_quoted_and_checked() -> None:
+    assert quote_identifier('we"ird; DROP ROLE x') == '"we""ird; DROP ROLE x"'
+    GrantRoleParams(role="analytics_writers", user="analyst", duration="30m")
+    for bad in ({"role": "r" * 64}, {"user": "a\nb"}, {"duration": "forever"}, {"role": " r"}):
+        with pytest.raises(ValidationError):
+            GrantRoleParams.model_validate({"role": "r", "user": "u", "duration": "30m", **bad})
