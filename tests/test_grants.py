@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -37,6 +36,14 @@ from signoff.models import (
 )
 from tests.conftest import DATA, Gate, running_worker
 from tests.gateway_fixtures import api, build_app
+from tests.grant_roles import (
+    DSN_ENV,
+    GRANTABLE,
+    PRIVILEGED,
+    grant_targets,
+    granter_roles,
+    new_grantee,
+)
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
@@ -45,10 +52,6 @@ from workflows.action import ActionWorkflow
 from workflows.errors import MESSAGE_REFUSED
 from workflows.grants import revert_request
 
-GRANTABLE = "jit_writers"
-PRIVILEGED = "jit_role_admins"
-GRANTER = "jit_granter"
-DSN_ENV = "SIGNOFF_TEST_GRANT_DSN"
 Handle = WorkflowHandle[ActionWorkflow, ActionStatus]
 
 
@@ -67,43 +70,19 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="module")
 async def granter_dsn(postgres_url: str) -> str:
     """A least-privilege role that may grant `jit_writers` (and, on purpose, a privileged role)."""
-    password = uuid.uuid4().hex
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        for role, options in (
-            (GRANTABLE, "NOLOGIN"),
-            (PRIVILEGED, "NOLOGIN CREATEROLE"),
-            (GRANTER, f"LOGIN PASSWORD '{password}'"),
-        ):
-            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-                await conn.execute(f"ALTER ROLE {role} {options}")
-            else:
-                await conn.execute(f"CREATE ROLE {role} {options}")
-        await conn.execute(f"GRANT {GRANTABLE}, {PRIVILEGED} TO {GRANTER} WITH ADMIN OPTION")
-    finally:
-        await conn.close()
-    parts = urlsplit(postgres_url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{GRANTER}:{password}@{host}"))
+    return await granter_roles(postgres_url)
 
 
 @pytest.fixture
-async def grantee(postgres_url: str) -> AsyncIterator[str]:
+async def grantee(postgres_url: str) -> str:
     """A fresh database user for one test."""
-    name = f"jit_user_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(f"CREATE ROLE {name} LOGIN")
-    finally:
-        await conn.close()
-    return name
+    return await new_grantee(postgres_url)
 
 
 @pytest.fixture
 def grant_settings(tmp_path: Path, granter_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The grants policy, and a Postgres target `grant-db` reached as the granter role."""
-    targets = tmp_path / "targets.yaml"
-    targets.write_text(f"targets:\n  grant-db: {{kind: postgres, dsn_env: {DSN_ENV}}}\n")
+    targets = grant_targets(tmp_path)
     monkeypatch.setenv(DSN_ENV, granter_dsn)
     return Settings(
         task_queue=f"grants-{uuid.uuid4()}",
