@@ -551,6 +551,8 @@ async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -
         ("post", "/v1/actions/{id}/decisions"),
         ("post", "/v1/actions/{id}/cancel"),
         ("post", "/v1/actions/{id}/report"),
+        ("post", "/v1/actions/{id}/revoke"),
+        ("post", "/v1/actions/{id}/undo"),
         ("get", "/v1/approvals"),
         ("get", "/v1/action-types"),
         ("get", "/v1/me"),
