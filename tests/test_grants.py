@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from tests.grant_roles import (
     new_grantee,
 )
 from tests.signing import SIGNER
+from workers.audit.report import build_record, render
 from workers.dev.binaries import temporal_test_server
 from workers.settings import Settings
 from workflows import search_attributes
@@ -183,8 +184,11 @@ async def test_a_30_minute_grant_is_revoked_at_30_minutes(
     assert outcome.revert.done_at is not None
     assert outcome.revert.result == {"role": GRANTABLE, "user": grantee, "revoked": True}
     assert not await is_member(postgres_url, grantee)
-    kinds = [e.kind for e in await ledger.events(handle.id)]
-    assert kinds[-4:] == ["execution_result", "active", "reverted", "outcome"]
+    rows = await ledger.events(handle.id)
+    assert [e.kind for e in rows][-4:] == ["execution_result", "active", "reverted", "outcome"]
+    record = build_record(rows)
+    assert record.grant is not None
+    assert (record.grant.how, record.grant.ended_by) == ("expired", "timer")
 
 
 async def test_a_failing_revert_is_retried_until_postgres_is_back_even_across_a_worker_restart(
@@ -492,6 +496,20 @@ async def test_the_api_refuses_a_long_grant_and_revokes_and_undoes_for_whom_it_m
     assert second_outcome.window is not None
     assert second_outcome.window.how == "undone"
     assert not await is_member(postgres_url, grantee)
+    # The evidence report lists both grants with their window and who ended them, how.
+    revoked = build_record(await ledger.events(first["id"]))
+    undone = build_record(await ledger.events(second["id"]))
+    assert revoked.grant is not None
+    assert (revoked.grant.how, revoked.grant.ended_by) == ("revoked", "agent:bot")
+    assert undone.grant is not None
+    assert (undone.grant.how, undone.grant.ended_by) == ("undone", "alice@example.com")
+    assert undone.grant.undo_action == undo_id
+    assert undone.grant.end is not None
+    assert undone.grant.end - undone.grant.start == timedelta(minutes=30)
+    html = render([revoked, undone], "html", generated_at=datetime.now(UTC))
+    assert 'id="grants"' in html
+    assert "revoked by agent:bot" in html
+    assert "undone by alice@example.com" in html
 
 
 async def _grant_fn(ctx: ExecutionContext[Any]) -> JsonValue:
