@@ -177,7 +177,8 @@ def error_from_response(response: httpx.Response) -> SignoffError:
 def outcome(status: ActionStatus) -> JsonValue:
     """The result of a finished action, or the exception that says why there is none."""
     match status.status:
-        case Status.SUCCEEDED:
+        case Status.SUCCEEDED | Status.ACTIVE | Status.REVERTING | Status.REVERTED:
+            # It ran: a grant in force, or one already taken back, returns what it returned.
             return status.result
         case Status.DENIED | Status.DENIED_BY_POLICY | Status.REJECTED:
             # Rejected: the worker could not verify the gateway's signature on the request.
@@ -363,7 +364,7 @@ class SignoffClient:
         while True:
             remaining = MAX_WAIT if deadline is None else deadline - loop.time()
             status = await self.status(action_id, wait=max(0.0, min(remaining, MAX_WAIT)))
-            if status.terminal or (deadline is not None and loop.time() >= deadline):
+            if status.settled or (deadline is not None and loop.time() >= deadline):
                 return status
 
     async def run(
@@ -391,7 +392,7 @@ class SignoffClient:
             on_behalf_of=on_behalf_of,
             idempotency_key=idempotency_key,
         )
-        if not status.terminal:
+        if not status.settled:
             status = await self.wait(status.id, timeout)
         return outcome(status)
 

@@ -612,6 +612,11 @@ class ActionStatus(Contract):
         return self.status.terminal
 
     @property
+    def settled(self) -> bool:
+        """Whether a waiting agent can stop: it finished, or it ran and is in force (a grant)."""
+        return self.status.terminal or self.status in (Status.ACTIVE, Status.REVERTING)
+
+    @property
     def notification_failures(self) -> list[NotificationRef]:
         """Notifications that could not be delivered."""
         return [n for n in self.notifications if n.error]

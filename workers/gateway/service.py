@@ -83,6 +83,8 @@ from workflows.rules import can_decide_now
 from workflows.signing import Signer, SigningError
 
 MAX_WAIT = 60.0
+# How often a long poll on a reversible action reads its status (its workflow stays open).
+POLL_SETTLED = 1.0
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A workflow task on its third attempt has failed at least twice (one timeout is a worker
 # restart): its worker cannot process the action, so a query would only time out.
@@ -261,7 +263,7 @@ class ActionService:
             # A fresh id has no earlier action to conflict with, and the caller wants the
             # outcome: skip reading the status of the action just started (a describe and a
             # query that waits for its first workflow task).
-            return await self._outcome(action_id, wait)
+            return await self._outcome(action_id, wait, self._reversible(request.action))
         status = await self.status(action_id)
         if status.digest != request.digest:
             raise IdempotencyConflict(
@@ -393,18 +395,36 @@ class ActionService:
         """
         seconds = max(0.0, min(seconds, MAX_WAIT))
         status = current if current is not None else await self.status(action_id)
-        if status.terminal or seconds == 0:
+        if status.settled or seconds == 0:
             return status
-        return await self._outcome(action_id, seconds)
+        return await self._outcome(action_id, seconds, self._reversible(status.request.action))
 
-    async def _outcome(self, action_id: str, seconds: float) -> ActionStatus:
-        """The result if the action finishes within `seconds` (at most a minute), else status."""
+    def _reversible(self, action: str) -> bool:
+        """Whether the action's workflow stays open after it ran (a grant, an undo window)."""
+        spec = self.executors.spec(action)
+        return spec is not None and spec.revertible
+
+    async def _outcome(
+        self, action_id: str, seconds: float, reversible: bool = False
+    ) -> ActionStatus:
+        """The result if the action finishes within `seconds` (at most a minute), else status.
+
+        `reversible`: its workflow stays open once it ran, so its status is polled too (each
+        second) and a grant in force (`active`) answers as soon as it is.
+        """
+        waited = self._handle(action_id).result() if not reversible else self._settled(action_id)
         try:
-            return await asyncio.wait_for(
-                self._handle(action_id).result(), timeout=max(0.0, min(seconds, MAX_WAIT))
-            )
+            return await asyncio.wait_for(waited, timeout=max(0.0, min(seconds, MAX_WAIT)))
         except (TimeoutError, WorkflowFailureError):
             return await self.status(action_id)
+
+    async def _settled(self, action_id: str) -> ActionStatus:
+        """Poll until a reversible action ran (or ended): agents wait for that, not its end."""
+        while True:
+            status = await self.status(action_id)
+            if status.settled:
+                return status
+            await asyncio.sleep(POLL_SETTLED)
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Send one decision through the workflow's `decide` update."""

@@ -99,12 +99,33 @@ def _show(status: ActionStatus) -> None:
         rows.append(("result", neutralise.visible_json(status.result, indent=2)))
     if status.error:
         rows.append(("error", status.error))
+    rows.extend(_reversible_rows(status))
     rows.append(("digest", status.digest))
     for name, value in rows:
         # Every value may be the agent's: hidden characters shown as escapes, markup inert.
         shown = value if name in ("params", "result") else neutralise.visible(value, multiline=True)
         table.add_row(name, escape(shown))
     console.print(table)
+
+
+def _reversible_rows(status: ActionStatus) -> list[tuple[str, str]]:
+    """A grant's window and who ended it, its revert's trouble, and the undo link."""
+    rows: list[tuple[str, str]] = []
+    if (window := status.window) is not None:
+        until = f" until {window.end:%Y-%m-%d %H:%M:%S %Z}" if window.end else ""
+        rows.append(("in force", f"from {window.start:%Y-%m-%d %H:%M:%S %Z}{until}"))
+        if window.how is not None:
+            rows.append(("ended", f"{window.how} by {window.ended_by}"))
+    if (revert := status.revert) is not None and revert.failures:
+        state = "done" if revert.done_at else "retrying"
+        rows.append(("revert", f"{revert.failures} failed attempts, {state}: {revert.last_error}"))
+    if status.undo_until is not None:
+        rows.append(("undo until", f"{status.undo_until:%Y-%m-%d %H:%M:%S %Z}"))
+    if status.undo_action:
+        rows.append(("undo", status.undo_action))
+    if status.request.reverts is not None:
+        rows.append(("reverts", status.request.reverts.action_id))
+    return rows
 
 
 def _print(status: ActionStatus, as_json: bool) -> None:

@@ -69,7 +69,7 @@ async def get_action(
     if not can_view(principal, status):
         # The same answer as for an id that does not exist: outsiders learn nothing.
         raise ActionNotFound(f"no action {id}")
-    if wait and not status.terminal:
+    if wait and not status.settled:
         status = await service.wait(id, wait, current=status)
     return status
 
