@@ -16,11 +16,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from click.testing import Result
 from pydantic import JsonValue, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from activities.executors.grants import GrantRoleParams, quote_identifier
 from activities.ledger.store import Ledger
@@ -34,8 +36,9 @@ from signoff.models import (
     Status,
     UndoRequest,
 )
+from tests.cli import app as cli_app
 from tests.conftest import DATA, Gate, running_worker
-from tests.gateway_fixtures import api, build_app
+from tests.gateway_fixtures import LiveGateway, api, build_app, gateway_process, token
 from tests.grant_roles import (
     DSN_ENV,
     GRANTABLE,
@@ -567,3 +570,68 @@ def test_identifiers_are_quoted_and_checked() -> None:
     for bad in ({"role": "r" * 64}, {"user": "a\nb"}, {"duration": "forever"}, {"role": " r"}):
         with pytest.raises(ValidationError):
             GrantRoleParams.model_validate({"role": "r", "user": "u", "duration": "30m", **bad})
+
+
+async def test_signoff_revoke_and_undo_commands(
+    client: Client,
+    grant_settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    grantee: str,
+    tmp_path: Path,
+) -> None:
+    settings = grant_settings.model_copy(
+        update={"temporal_address": client.service_client.config.target_host}
+    )
+    runner = CliRunner()
+
+    async def cli(live: LiveGateway, who: str, *args: str) -> Result:
+        env = {"SIGNOFF_GATEWAY": live.url, "SIGNOFF_TOKEN": token(who)}
+        return await asyncio.to_thread(runner.invoke, cli_app, list(args), env=env)
+
+    async with (
+        running_worker(client, settings, ledger),
+        gateway_process(settings, tmp_path / "gateway.log") as live,
+    ):
+        submitted = await cli(
+            live,
+            "bot",
+            "submit",
+            "postgres.grant_role",
+            "--target",
+            "grant-db",
+            "--param",
+            f"role={GRANTABLE}",
+            "--param",
+            f"user={grantee}",
+            "--param",
+            "duration=20m",
+            "--justification",
+            "backfill",
+            "--json",
+        )
+        assert submitted.exit_code == 0, submitted.output
+        action = ActionStatus.model_validate_json(submitted.output)
+        handle: Handle = client.get_workflow_handle_for(ActionWorkflow.run, action.id)
+        await Gate(client, settings).wait_for(handle, "pending_approval")
+        approved = await cli(live, "alice", "approve", action.id, "--yes")
+        assert approved.exit_code == 0, approved.output
+        await poll(handle, lambda s: s.status is Status.ACTIVE)
+        shown = await cli(live, "bot", "status", action.id)
+        assert "in force" in shown.output
+        assert "undo until" in shown.output
+
+        refused = await cli(live, "erin", "revoke", action.id)
+        assert refused.exit_code == 1
+        assert "may not revoke" in refused.stderr
+        revoked = await cli(live, "bot", "revoke", action.id, "--reason", "done")
+        assert revoked.exit_code == 0, revoked.output
+        assert f"revoked {action.id}" in revoked.output
+        outcome = await handle.result()
+        too_late = await cli(live, "alice", "undo", action.id)
+        assert too_late.exit_code == 1
+        assert "already finished" in too_late.stderr
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.ended_by == "agent:bot"
+    assert not await is_member(postgres_url, grantee)
