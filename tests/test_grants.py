@@ -302,6 +302,31 @@ async def test_an_unauthorised_revoke_is_refused_and_recorded(
                 ("oscar@example.com", RefusalCode.NOT_ELIGIBLE),
                 ("agent:bot", RefusalCode.UNSIGNED),
             ]
+            # An undo whose revert names another action (a gateway bug, or a spliced message)
+            # is refused, and so is an unsigned one.
+            status = await handle.query(ActionWorkflow.status)
+            elsewhere = status.model_copy(update={"id": "act-someone-else"})
+            now = await skipping_env.get_current_time()
+            spliced = SIGNER.undo(
+                UndoRequest(
+                    by="agent:bot",
+                    revert=revert_request(elsewhere, "agent:bot", ""),
+                    revert_id=f"{handle.id}-undo-x",
+                ),
+                handle.id,
+                now=now,
+            )
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(ActionWorkflow.undo, spliced)
+            unsigned = spliced.model_copy(update={"signature": None})
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(ActionWorkflow.undo, unsigned)
+            status = await handle.query(ActionWorkflow.status)
+            assert status.undo_action is None
+            assert [(r.kind, r.code) for r in status.refused[-2:]] == [
+                ("undo", RefusalCode.SIGNATURE_MISMATCH),
+                ("undo", RefusalCode.UNSIGNED),
+            ]
             # bob is in the policy's revoke groups (security): an admin ends it.
             await revoke(skipping_env, handle, "bob@example.com")
             outcome = await handle.result()
@@ -310,7 +335,12 @@ async def test_an_unauthorised_revoke_is_refused_and_recorded(
     assert outcome.window.ended_by == "bob@example.com"
     assert not await is_member(postgres_url, grantee)
     refused_rows = [e for e in await ledger.events(handle.id) if e.kind == "refused"]
-    assert [e.actor for e in refused_rows] == ["oscar@example.com", "agent:bot"]
+    assert [e.actor for e in refused_rows] == [
+        "oscar@example.com",
+        "agent:bot",
+        "agent:bot",
+        "agent:bot",
+    ]
 
 
 async def test_an_undo_needs_approval_and_reverts_through_its_own_action(
