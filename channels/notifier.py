@@ -100,9 +100,11 @@ def window_text(status: ActionStatus) -> str:
     if window is None:
         return ""
     since = f"{window.start:%Y-%m-%d %H:%M} UTC"
-    if window.how is None:
-        until = f" until {window.end:%Y-%m-%d %H:%M} UTC" if window.end else ""
-        text = f"Active since {since}{until}"
+    if window.how is None and window.end is None:
+        # Ran, and open to an undo only (no duration).
+        text = f"Ran at {since}"
+    elif window.how is None:
+        text = f"Active since {since} until {window.end:%Y-%m-%d %H:%M} UTC"
     else:
         ended = f"{window.ended_at:%Y-%m-%d %H:%M} UTC" if window.ended_at else "now"
         how = {"expired": "its time ran out", "revoked": "revoked", "undone": "undone"}
