@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from click.testing import Result
-from pydantic import JsonValue, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -665,3 +665,81 @@ async def test_signoff_revoke_and_undo_commands(
     assert outcome.window is not None
     assert outcome.window.ended_by == "agent:bot"
     assert not await is_member(postgres_url, grantee)
+
+
+# --- undo of an action without a duration --------------------------------------------------------
+
+FLAGS: dict[str, bool] = {}
+
+
+class Flag(BaseModel):
+    """Which flag to turn on."""
+
+    name: str
+
+
+async def flag_on(ctx: ExecutionContext[Flag]) -> JsonValue:
+    """Turn a feature flag on."""
+    FLAGS[ctx.params.name] = True
+    return {"on": ctx.params.name}
+
+
+async def flag_off(ctx: ExecutionContext[Flag]) -> JsonValue:
+    """Turn it off again."""
+    FLAGS[ctx.params.name] = False
+    return {"off": ctx.params.name, "was": ctx.result}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flag_executor() -> None:
+    """A custom executor with a revert, as an executor module registers one."""
+    if registry.get("test.flag") is None:
+        registry.executor("test.flag", idempotent=True, params_model=Flag, revert=flag_off)(flag_on)
+
+
+async def test_an_action_without_duration_is_undone_within_its_window_or_simply_succeeds(
+    skipping_env: WorkflowEnvironment, grant_settings: Settings, ledger: Ledger
+) -> None:
+    gate = Gate(skipping_env.client, grant_settings, skipping_env.get_current_time)
+    async with running_worker(skipping_env.client, grant_settings, ledger):
+        with skipping_env.auto_time_skipping_disabled():
+            undone = await gate.submit("app", {"name": "undone"}, action="test.flag")
+            kept = await gate.submit("app", {"name": "kept"}, action="test.flag")
+            for handle in (undone, kept):
+                status = await poll(handle, lambda s: s.undo_until is not None)
+                # It ran and succeeded; the workflow stays open only for the undo window.
+                assert status.status is Status.SUCCEEDED
+                assert status.window is not None
+                assert status.window.end is None
+            assert FLAGS == {"undone": True, "kept": True}
+
+            status = await undone.query(ActionWorkflow.status)
+            message = SIGNER.undo(
+                UndoRequest(
+                    by="agent:bot",
+                    revert=revert_request(status, "agent:bot", "flipped by mistake"),
+                    revert_id=f"{undone.id}-undo",
+                ),
+                undone.id,
+                now=await skipping_env.get_current_time(),
+            )
+            await undone.execute_update(ActionWorkflow.undo, message)
+            child: Handle = skipping_env.client.get_workflow_handle_for(
+                ActionWorkflow.run, f"{undone.id}-undo"
+            )
+            await gate.wait_for(child, "pending_approval")
+            assert FLAGS["undone"] is True  # nothing reverted before a DBA approves
+            await gate.decide(child, "alice@example.com")
+            reverted = await undone.result()
+        # Nobody asks to undo the other: when its window closes it simply succeeded.
+        succeeded = await kept.result()
+    assert reverted.status is Status.REVERTED
+    assert reverted.window is not None
+    assert (reverted.window.how, reverted.window.ended_by) == ("undone", "agent:bot")
+    assert FLAGS == {"undone": False, "kept": True}
+    assert succeeded.status is Status.SUCCEEDED
+    assert succeeded.result == {"on": "kept"}
+    assert succeeded.undo_until is None
+    kinds = [e.kind for e in await ledger.events(kept.id)]
+    assert kinds.count("execution_result") == 1
+    assert kinds[-1] == "outcome"
