@@ -14,7 +14,7 @@ from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy
 from signoff.executor import ExecutorError, ExecutorRegistry, revert_action
 from signoff.models import ActionRequest, ExecutorSpec, Verdict
-from workflows.grants import DURATION_RULE, duration_problem
+from workflows.grants import DURATION_RULE, direct_revert_problem, duration_problem
 from workflows.messages import Evaluation, PrincipalLookup, PrincipalLookupResult
 
 
@@ -65,6 +65,8 @@ class PolicyActivities:
             params, invalid = None, str(exc)
         if request.reverts is not None and invalid is None:
             invalid = _revert_mismatch(request)
+        if invalid is None:
+            invalid = direct_revert_problem(request, self.executors)
         verdict = self.policy.evaluate(request, requester, params)
         duration = duration_problem(request, verdict, spec)
         problem = None if requester is None else on_behalf_problem(requester, request.on_behalf_of)

@@ -470,6 +470,17 @@ async def test_the_api_refuses_a_long_grant_and_revokes_and_undoes_for_whom_it_m
         assert too_long.json()["error"]["code"] == "duration_refused"
         assert "max_duration" in too_long.json()["error"]["message"]
 
+        # A revert is asked for through an undo only, never directly, not even caller-run.
+        direct = await bot.post(
+            "/v1/actions",
+            json={**body, "action": "postgres.grant_role.revert", "execution": "caller"},
+        )
+        assert direct.status_code == 422
+        assert "ask for it with an undo" in direct.json()["error"]["message"]
+        listed = {t["action"] for t in (await bot.get("/v1/action-types")).json()}
+        assert "postgres.grant_role" in listed
+        assert "postgres.grant_role.revert" not in listed
+
         body["params"] = {"role": GRANTABLE, "user": grantee, "duration": "30m"}
         first = (await bot.post("/v1/actions", json=body)).json()
         second = (await bot.post("/v1/actions", json=body)).json()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from signoff.executor import revert_action
+from signoff.executor import ExecutorRegistry, revert_action
 from signoff.models import (
     ActionRequest,
     ActionStatus,
@@ -27,6 +27,7 @@ from signoff.models import (
 from workflows.rules import party_to
 
 DURATION_PARAM = "duration"
+REVERT_SUFFIX = ".revert"
 # The policy's verdict rule id when a grant asks for longer than its rule allows.
 DURATION_RULE = "duration-over-max"
 
@@ -143,4 +144,17 @@ def revert_request(status: ActionStatus, asker: str, reason: str) -> ActionReque
         justification=f"undo of {status.id}" + (f": {reason}" if reason else ""),
         requester=asker,
         reverts=RevertOf(action_id=status.id, request=original, result=status.result),
+    )
+
+
+def direct_revert_problem(request: ActionRequest, executors: ExecutorRegistry) -> str | None:
+    """A `<type>.revert` asked for directly, not through an undo: refused (it reverts nothing)."""
+    base = request.action.removesuffix(REVERT_SUFFIX)
+    if request.reverts is not None or base == request.action:
+        return None
+    if executors.revert_spec(base) is None:
+        return None
+    return (
+        f"{request.action} is the revert of {base}: ask for it with an undo of the action "
+        f"(POST /v1/actions/{{id}}/undo, signoff undo ID), which names what it reverts"
     )

@@ -78,7 +78,7 @@ from workflows.errors import (
     UnknownAction,
     WorkerUnavailable,
 )
-from workflows.grants import duration_problem, revert_request
+from workflows.grants import direct_revert_problem, duration_problem, revert_request
 from workflows.rules import can_decide_now
 from workflows.signing import Signer, SigningError
 
@@ -218,6 +218,8 @@ class ActionService:
         if problem is not None:
             raise InvalidOnBehalfOf(problem)
         request = ActionRequest(**submission.model_dump(), requester=requester.id)
+        if (problem := direct_revert_problem(request, self.executors)) is not None:
+            raise UnknownAction(problem)
         try:
             # Refused before anyone is asked to approve what the executor would refuse.
             params = self.executors.parsed_params(request.action, request.params)
