@@ -352,6 +352,7 @@ CSV_COLUMNS = (
     "decided_at",
     "time_to_decision_seconds",
     "completed_at",
+    "grant",
 )
 
 
@@ -385,7 +386,25 @@ def _csv_values(record: ActionRecord) -> dict[str, Any]:
             for e in record.escalations
         ),
         "time_to_decision_seconds": _seconds(record.time_to_decision),
+        "grant": grant_text(record.grant),
     }
+
+
+def grant_text(grant: GrantRecord | None) -> str:
+    """A grant's window and how it ended, in one line: '... to ...; revoked by bob'."""
+    if grant is None:
+        return ""
+    until = f" until {grant.end.isoformat()}" if grant.end else ""
+    text = f"in force from {grant.start.isoformat()}{until}"
+    if grant.how == "expired":
+        text += f"; expired (timer) at {grant.ended_at.isoformat() if grant.ended_at else '?'}"
+    elif grant.how is not None:
+        text += f"; {grant.how} by {grant.ended_by or 'unknown'}"
+    if grant.undo_action:
+        text += f"; undo {grant.undo_action}"
+    if grant.revert_failures:
+        text += f"; {grant.revert_failures} failed revert attempts"
+    return text
 
 
 def to_csv(items: list[ActionRecord]) -> str:
