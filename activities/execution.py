@@ -15,7 +15,7 @@ from activities.targets import TargetError, Targets
 from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import ExecutorSpec
 from workflows.errors import EXECUTOR_ERROR
-from workflows.messages import ExecuteInput, ExecuteResult
+from workflows.messages import ExecuteInput, ExecuteResult, RevertInput
 
 # The ApplicationError type of a run refused because another run of the action executed it.
 ALREADY_EXECUTED = "AlreadyExecuted"
@@ -92,6 +92,47 @@ class ExecutionActivities:
                 non_retryable=True,
                 type=ALREADY_EXECUTED,
             )
+
+    @activity.defn(name="revert_action")
+    async def revert_action(self, input: RevertInput) -> ExecuteResult:
+        """Undo an action that ran, with its executor's revert; the workflow retries it forever."""
+        request = input.request
+        executor = self.registry.get(request.action)
+        if executor is None or executor.revert is None:
+            raise ApplicationError(
+                f"no revert for action {request.action!r} on this worker",
+                non_retryable=True,
+                type=EXECUTOR_ERROR,
+            )
+        target = self.targets.get(request.target)
+        secrets = target.secret_values(request.target) if target is not None else []
+        activity.logger.info(
+            "reverting %s on %s (key %s)", request.action, request.target, input.idempotency_key
+        )
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            result = await executor.run_revert(
+                request,
+                target,
+                input.idempotency_key,
+                input.result,
+                on_heartbeat=activity.heartbeat,
+            )
+        except (ExecutorError, TargetError) as exc:
+            raise ApplicationError(
+                redact(str(exc), secrets), non_retryable=True, type=EXECUTOR_ERROR
+            ) from None
+        except ApplicationError as exc:
+            raise ApplicationError(
+                redact(exc.message, secrets), non_retryable=exc.non_retryable, type=exc.type
+            ) from None
+        except Exception as exc:
+            raise ApplicationError(
+                redact(f"{type(exc).__name__}: {exc}", secrets), type=type(exc).__name__
+            ) from None
+        finally:
+            beating.cancel()
+        return ExecuteResult(result=json_safe(result))
 
     @activity.defn(name="execute_action")
     async def execute_action(self, input: ExecuteInput) -> ExecuteResult:

@@ -16,8 +16,9 @@ from temporalio import activity
 from activities.windows import LiveWindows
 from policies.directory import Directory, on_behalf_problem
 from policies.engine import Policy, scope_allows
-from signoff.executor import ExecutorError, ExecutorRegistry
+from signoff.executor import ExecutorError, ExecutorRegistry, revert_action
 from signoff.models import ActionRequest, ExecutorSpec, Principal, Verdict
+from workflows.grants import DURATION_RULE, direct_revert_problem, duration_problem
 from workflows.messages import (
     Evaluation,
     PrincipalLookup,
@@ -65,15 +66,26 @@ class PolicyActivities:
             spec: ExecutorSpec | None = ExecutorSpec(
                 action=request.action, idempotent=False, timeout=self.caller_timeout
             )
+        elif request.reverts is not None:
+            spec = self.executors.revert_spec(
+                request.reverts.request.action, heartbeat_timeout=self.heartbeat_timeout
+            )
         else:
             spec = self.executors.spec(request.action, heartbeat_timeout=self.heartbeat_timeout)
+        # An undo is evaluated as `<action>.revert` with the reverted action's params.
+        base = request.reverts.request.action if request.reverts else request.action
         try:
             # The rules see the params the executor would run with, normalised.
-            params = self.executors.parsed_params(request.action, request.params)
+            params = self.executors.parsed_params(base, request.params)
             invalid = None
         except ExecutorError as exc:
             params, invalid = None, str(exc)
+        if request.reverts is not None and invalid is None:
+            invalid = _revert_mismatch(request)
+        if invalid is None:
+            invalid = direct_revert_problem(request, self.executors)
         verdict = self.policy.evaluate(request, requester, params)
+        duration = duration_problem(request, verdict, spec)
         problem = None if requester is None else on_behalf_problem(requester, request.on_behalf_of)
         if requester is None:
             verdict = self._refuse(verdict, "unknown-requester", f"{request.requester} is unknown")
@@ -83,6 +95,9 @@ class PolicyActivities:
         elif invalid is not None:
             # Checked at submit too (422); nobody is asked to approve what cannot run.
             verdict = self._refuse(verdict, "invalid-params", invalid)
+        elif duration is not None:
+            # Checked at submit too (422): a grant never lasts longer than its rule allows.
+            verdict = self._refuse(verdict, DURATION_RULE, duration)
         elif spec is None:
             known = ", ".join(self.executors.actions())
             verdict = self._refuse(
@@ -177,3 +192,20 @@ class PolicyActivities:
             policy_digest=verdict.policy_digest,
             condition_errors=verdict.condition_errors,
         )
+
+
+def _revert_mismatch(request: ActionRequest) -> str | None:
+    """An undo must revert exactly the action it names: same type, target and params."""
+    reverts = request.reverts
+    assert reverts is not None
+    original = reverts.request
+    if (
+        request.action != revert_action(original.action)
+        or request.target != original.target
+        or request.params != original.params
+    ):
+        return (
+            f"an undo of {reverts.action_id} must be {revert_action(original.action)} on "
+            f"{original.target} with the original params"
+        )
+    return None

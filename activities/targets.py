@@ -99,6 +99,10 @@ class PostgresTarget(_TargetBase):
         default=False,
         description="Accept a superuser or pg_execute_server_program/... member (unsafe)",
     )
+    allow_privileged_grants: bool = Field(
+        default=False,
+        description="postgres.grant_role may grant superuser-like or pg_* roles (unsafe)",
+    )
 
     @field_validator("dsn_env", "write_dsn_env")
     @classmethod

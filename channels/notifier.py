@@ -147,3 +147,46 @@ def break_glass_text(status: ActionStatus) -> str | None:
         f"{head}. Review needed from {groups} by {glass.review_due_at:%Y-%m-%d %H:%M} UTC "
         f"(signoff review {status.id} --reason ...)"
     )
+
+
+# --- reversible actions (issue 15): the same words in every channel ---------------------------
+
+REVOKE_LABEL = "Revoke now"
+REVOKE_CONFIRM = "End this grant now? Its revert runs at once."
+
+
+def window_text(status: ActionStatus) -> str:
+    """A reversible action's time in force: 'Active until 14:30 UTC', 'Revoked by bob …'."""
+    window = status.window
+    if window is None:
+        return ""
+    since = f"{window.start:%Y-%m-%d %H:%M} UTC"
+    if window.how is None and window.end is None:
+        # Ran, and open to an undo only (no duration).
+        text = f"Ran at {since}"
+    elif window.how is None:
+        text = f"Active since {since} until {window.end:%Y-%m-%d %H:%M} UTC"
+    else:
+        ended = f"{window.ended_at:%Y-%m-%d %H:%M} UTC" if window.ended_at else "now"
+        how = {"expired": "its time ran out", "revoked": "revoked", "undone": "undone"}
+        by = "" if window.ended_by == "timer" else f" by {window.ended_by}"
+        text = f"In force {since} to {ended}; {how[window.how]}{by}"
+    revert = status.revert
+    if revert is not None and revert.done_at is None and revert.failures:
+        text += (
+            f". Revert FAILING ({revert.failures} attempts, retried until it succeeds): "
+            f"{revert.last_error}"
+        )
+    if status.undo_until is not None and status.window is not None and window.how is None:
+        text += f". Undo possible until {status.undo_until:%Y-%m-%d %H:%M} UTC"
+    return text
+
+
+def revocable(status: ActionStatus) -> bool:
+    """Whether a chat message offers "Revoke now": only while the action is active."""
+    return status.status.value == "active"
+
+
+def revoke_refused_text(reason: str) -> str:
+    """What a chat click that may not revoke answers."""
+    return f"Your revoke was refused: {reason}"

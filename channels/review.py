@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from signoff.models import ActionStatus, ApprovalWindow, DecisionRequest, WindowRevokeRequest
+from signoff.models import (
+    ActionStatus,
+    ApprovalWindow,
+    DecisionRequest,
+    RevokeRequest,
+    WindowRevokeRequest,
+)
 
 
 class Reviews(Protocol):
@@ -21,6 +27,11 @@ class Reviews(Protocol):
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Record a human's decision; raises `DecisionRefusedError`, `ActionNotPending`."""
+        ...
+
+    async def revoke(self, action_id: str, request: RevokeRequest) -> ActionStatus:
+        """End an active grant now; raises `MessageRefusedError` (not allowed, recorded),
+        `ActionNotPending` (not active)."""
         ...
 
 

@@ -62,6 +62,8 @@ def catalog(policy: Policy, executors: ExecutorRegistry) -> list[ActionType]:
     }
     types = []
     for action in sorted(set(executors.actions()) | literal):
+        if action.endswith(".revert") and executors.revert_spec(action[: -len(".revert")]):
+            continue  # asked for through an undo of the action, never directly
         rules = rules_for(policy, action)
         if all(r.effect == "deny" for r in rules):
             continue  # nobody can ever have it: listing it would only invite requests

@@ -227,6 +227,9 @@ class Policy:
             window=None
             if outcome.window is None
             else WindowOffer.model_validate(outcome.window.model_dump()),
+            max_duration=outcome.max_duration,
+            undo_within=outcome.undo.within if outcome.undo else None,
+            revoke_groups=list(outcome.revoke_groups),
         )
 
     def rule(self, rule_id: str) -> Rule | None:

@@ -116,6 +116,19 @@ class Window(WindowOffer):
         return self
 
 
+class UndoWindow(Contract):
+    """How long after a reversible action ran its requester or approvers may ask to undo it."""
+
+    within: Duration
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+
 class Outcome(Contract):
     """What applies when a rule (or the default) is chosen."""
 
@@ -147,6 +160,18 @@ class Outcome(Contract):
     # On the outcome, so the rule that matches an action decides whether it may be forced.
     break_glass: BreakGlassPolicy | None = None
     window: Window | None = None
+    # Reversible actions (issue 15): the longest `duration` a request may ask for, the undo
+    # window, and groups (admins) who may revoke or undo besides the requester and approvers.
+    max_duration: Duration | None = None
+    undo: UndoWindow | None = None
+    revoke_groups: list[str] = Field(default_factory=list)
+
+    @field_validator("max_duration")
+    @classmethod
+    def _positive_max_duration(cls, value: Any) -> Any:
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("must be greater than 0")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Outcome:
@@ -212,6 +237,7 @@ class Outcome(Contract):
         for i, stage in enumerate(self.escalation):
             named += [(f"escalation.{i}.notify.{j}", g) for j, g in enumerate(stage.notify)]
             named += [(f"escalation.{i}.add_groups.{j}", g) for j, g in enumerate(stage.add_groups)]
+        named += [(f"revoke_groups.{i}", g) for i, g in enumerate(self.revoke_groups)]
         if self.window is not None:
             named += [(f"window.revokers.{j}", g) for j, g in enumerate(self.window.revokers)]
         return named + self._break_glass_groups()

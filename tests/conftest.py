@@ -122,7 +122,8 @@ def spawn_worker(
     """`signoff worker` as a real separate process, configured only through SIGNOFF_* vars."""
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),  # so a worker can import test executor modules
+        # So a worker imports test executor modules, and this checkout's SDK.
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'sdk'}",
         "SIGNOFF_TEMPORAL_ADDRESS": client.service_client.config.target_host,
         "SIGNOFF_TASK_QUEUE": settings.task_queue,
         "SIGNOFF_POLICY": str(settings.policy),

@@ -45,6 +45,7 @@ SEARCH_ATTRIBUTES = {
     "SignoffWindowStatus": "Keyword",
     "SignoffWindowHolder": "Keyword",
     "SignoffWindowExpires": "Datetime",
+    "SignoffActiveUntil": "Datetime",
 }
 CLUSTER_SCOPED = {"Namespace"}
 

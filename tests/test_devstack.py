@@ -332,11 +332,13 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
             timeout=180,
         )
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        for line in ("succeeded", "pending_approval", "403", "denied_by_policy"):
+        for line in ("succeeded", "pending_approval", "403", "denied_by_policy", "reverted"):
             assert line in demo.stdout, demo.stdout
         # The approved export really ran against the sample analytics database.
         assert "region,customers" in demo.stdout
         assert "emea,3" in demo.stdout
+        # The just-in-time grant was active, then revoked by the agent (analytics_writers).
+        assert "ended: revoked by agent:etl-bot" in demo.stdout
 
         # The console channel's approval requests reach the terminal.
         assert "[worker]" in stack.text()

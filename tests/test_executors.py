@@ -218,6 +218,7 @@ def test_duplicate_registration_is_an_error() -> None:
 
 BUILTIN_IDEMPOTENT = {
     "data.export": True,
+    "postgres.grant_role": False,
     "http.request": False,
     "noop": True,
     "shell.run": False,

@@ -111,7 +111,7 @@ async def stack(
     with pytest.MonkeyPatch.context() as env:
         # The gateway child inherits these; the worker child gets them explicitly below.
         env.setenv("SIGNOFF_EXECUTOR_MODULES", '["tests.gated_tools"]')
-        env.setenv("PYTHONPATH", str(ROOT))
+        env.setenv("PYTHONPATH", f"{ROOT}:{ROOT / 'sdk'}")
         worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before any test runs
             [str(Path(sys.executable).parent / "signoff"), "worker", "--log-level", "WARNING"],
             env={

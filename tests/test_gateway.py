@@ -553,6 +553,8 @@ async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -
         ("post", "/v1/actions/{id}/report"),
         ("post", "/v1/actions/{id}/amend"),
         ("post", "/v1/actions/{id}/review"),
+        ("post", "/v1/actions/{id}/revoke"),
+        ("post", "/v1/actions/{id}/undo"),
         ("get", "/v1/approvals"),
         ("get", "/v1/reviews"),
         ("get", "/v1/action-types"),

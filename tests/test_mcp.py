@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from activities.ledger.store import Ledger
 from signoff.client import SignoffClient
-from tests.conftest import running_worker
+from tests.conftest import ROOT, running_worker
 from tests.gateway_fixtures import LiveGateway, free_port, gateway_process, live_settings, token
 
 SIGNOFF = str(Path(sys.executable).parent / "signoff")
@@ -53,7 +53,7 @@ async def mcp_session(live: LiveGateway) -> AsyncIterator[ClientSession]:
         env={
             "SIGNOFF_GATEWAY": live.url,
             "SIGNOFF_TOKEN": token("bot"),
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'sdk'}",
         },
     )
     async with stdio_client(server) as (read, write), ClientSession(read, write) as mcp:

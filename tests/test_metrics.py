@@ -20,8 +20,10 @@ from channels.console import ConsoleNotifier
 from channels.notifier import NotifierError
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
-from signoff.models import NotificationRef
-from tests.conftest import Gate, worker_parts
+from signoff.models import NotificationRef, RevokeRequest
+from tests.conftest import DATA, Gate, worker_parts
+from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
+from tests.signing import SIGNER
 from workers import telemetry
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
@@ -29,6 +31,7 @@ from workers.metrics import pending_query
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
+from workflows.action import ActionWorkflow
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
 Labels = dict[str, str]
@@ -49,6 +52,8 @@ FAILURE_SERIES = {
     "temporal_workflow_task_execution_failed_total",
     "temporal_workflow_failed_total",
 }
+# Only exported once a revert fails; test_a_failing_revert_is_counted scrapes it.
+REVERT_SERIES = {"signoff_revert_failures_total"}
 GATEWAY_SERIES = {
     "signoff_break_glass_overdue",
     "signoff_pending_approvals",
@@ -261,8 +266,53 @@ def test_alert_rules_are_well_formed_and_use_exported_metrics() -> None:
         assert rule["annotations"]["summary"]
         used = set(re.findall(r"\b(?:signoff|temporal)_[a-z_]+", rule["expr"]))
         assert used, rule["alert"]
-        known = WORKER_SERIES | GATEWAY_SERIES | FAILURE_SERIES | BREAK_GLASS_SERIES
+        known = WORKER_SERIES | GATEWAY_SERIES | FAILURE_SERIES | BREAK_GLASS_SERIES | REVERT_SERIES
         assert used <= known, (rule["alert"], used)
     covered = " ".join(r["expr"] for r in rules)
     for needed in ("expiring_soon", "refused_attempts", "notification_failures"):
         assert needed in covered  # near expiry, refused spikes, notification failures
+
+
+async def test_a_failing_revert_is_counted(
+    client: Client,
+    settings: Settings,
+    ledger: Ledger,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    granter = await granter_roles(postgres_url)
+    monkeypatch.setenv(DSN_ENV, granter)
+    settings = settings.model_copy(
+        update={"policy": DATA / "grants-policy.yaml", "targets": grant_targets(tmp_path)}
+    )
+    port = free_port()
+    runtime = telemetry.prometheus_runtime(f"127.0.0.1:{port}")
+    target = client.service_client.config.target_host
+    metered = await connect(
+        settings.model_copy(update={"temporal_address": target}), runtime=runtime
+    )
+    gate = Gate(metered, settings)
+    tq = {"task_queue": settings.task_queue}
+    async with build_worker(metered, settings, worker_parts(settings, ledger)):
+        handle = await gate.submit(
+            "grant-db",
+            {"role": GRANTABLE, "user": await new_grantee(postgres_url), "duration": "30m"},
+            action="postgres.grant_role",
+        )
+        await gate.wait_for(handle, "pending_approval")
+        await gate.decide(handle, "alice@example.com")
+        await gate.wait_for(handle, "active")
+        monkeypatch.setenv(DSN_ENV, "postgresql://jit_granter:x@/postgres?host=/nonexistent")
+        await handle.execute_update(
+            ActionWorkflow.revoke, SIGNER.revoke(RevokeRequest(by="agent:bot"), handle.id)
+        )
+        text = await scrape_until(
+            f"http://127.0.0.1:{port}/metrics",
+            lambda t: (value(t, "signoff_revert_failures_total", **tq) or 0) >= 1,
+        )
+        monkeypatch.setenv(DSN_ENV, granter)
+        assert (await handle.result()).status.value == "reverted"
+    failures = value(text, "signoff_revert_failures_total", action="postgres.grant_role", **tq)
+    assert failures is not None
+    assert failures >= 1

@@ -516,7 +516,7 @@ def test_cli_check_ok() -> None:
         app, ["policy", "check", str(EXAMPLE_POLICY), "--directory", str(EXAMPLE_DIRECTORY)]
     )
     assert result.exit_code == 0, result.output
-    assert "9 rules" in result.output
+    assert "11 rules" in result.output
     assert load_policy(EXAMPLE_POLICY).digest in result.output
 
 

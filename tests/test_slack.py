@@ -32,6 +32,7 @@ from channels.slack.blocks import (
     DENY_ACTION,
     DENY_CALLBACK,
     FULL_CALLBACK,
+    REVOKE_ACTION,
     SHOW_FULL_ACTION,
     escape,
     full_request_modal,
@@ -55,6 +56,7 @@ from signoff.models import (
 from tests.cli import app as cli_app
 from tests.conftest import DATA, running_worker
 from tests.fake_slack import Call, FakeSlack
+from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
 from workers.settings import Settings
@@ -1029,3 +1031,89 @@ def test_agent_text_is_inert_and_visible_in_every_block() -> None:
     assert "\u2217bold\u2217" in json.dumps(
         [a.to_dict() for a in request_attachments(status, None, {})], ensure_ascii=False
     )
+
+
+# --- just-in-time grants: "Revoke now" (issue 15) ---------------------------------------------
+
+
+async def test_revoke_now_on_an_active_grant_only_for_those_who_may(
+    client: Client,
+    slack_settings: Settings,
+    ledger: Ledger,
+    fake: FakeSlack,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DSN_ENV, await granter_roles(postgres_url))
+    settings = slack_settings.model_copy(
+        update={"policy": DATA / "grants-policy.yaml", "targets": grant_targets(tmp_path)}
+    )
+    user = await new_grantee(postgres_url)
+    async with open_stack(client, settings, ledger, fake) as stack:
+        bot = await stack.directory.principal("agent:bot")
+        assert bot is not None
+        action = await stack.service.submit(
+            bot,
+            ActionSubmission(
+                action="postgres.grant_role",
+                target="grant-db",
+                params={"role": GRANTABLE, "user": user, "duration": "30m"},
+                justification="backfill",
+            ),
+        )
+        call = await stack.posted(action.id, "C0DBA")
+        assert REVOKE_ACTION not in buttons_of(call)  # nothing to revoke before it runs
+        [ref] = await stack.refs(action.id)
+        await stack.service.decide(
+            action.id,
+            DecisionRequest(approver="alice@example.com", decision="approve", digest=action.digest),
+        )
+
+        async def active_message() -> Call | None:
+            updates = fake.of("chat.update", ts=ref.ref["ts"])
+            shown = [u for u in updates if REVOKE_ACTION in buttons_of(u)]
+            return shown[-1] if shown else None
+
+        message = await eventually(active_message)
+        text = json.dumps(blocks_of(message), ensure_ascii=False)
+        assert "Active" in text
+        assert "Active since" in text
+        button = buttons_of(message)[REVOKE_ACTION]
+        assert button["text"]["text"] == "Revoke now"
+        assert "confirm" in button
+
+        # oscar is on call: neither party, approver nor in the revoke groups. Refused, recorded.
+        response = await stack.post(click("U0OSCAR", REVOKE_ACTION, button["value"], "C0DBA"))
+        assert response.status_code == 200
+        [ephemeral] = await fake.wait_for("chat.postEphemeral", user="U0OSCAR")
+        assert "refused" in ephemeral.args["text"]
+        assert "may not revoke" in ephemeral.args["text"]
+        status = await stack.status(action.id)
+        assert status.status is Status.ACTIVE
+        assert [(r.approver, r.kind, r.code) for r in status.refused] == [
+            ("oscar@example.com", "revoke", RefusalCode.NOT_ELIGIBLE)
+        ]
+
+        # bob is in security, the rule's revoke group: it ends now.
+        response = await stack.post(click("U0BOB", REVOKE_ACTION, button["value"], "C0DBA"))
+        assert response.status_code == 200
+
+        # The click answers at once; the revoke is recorded and the revert runs after it.
+        async def reverted() -> ActionStatus | None:
+            status = await stack.status(action.id)
+            return status if status.status is Status.REVERTED else None
+
+        outcome = await eventually(reverted)
+
+        async def final() -> Call | None:
+            updates = fake.of("chat.update", ts=ref.ref["ts"])
+            done = [u for u in updates if "Reverted" in json.dumps(blocks_of(u))]
+            return done[-1] if done else None
+
+        last = await eventually(final)
+    assert outcome.status is Status.REVERTED
+    assert outcome.window is not None
+    assert outcome.window.ended_by == "bob@example.com"
+    assert buttons_of(last) == {}
+    assert "revoked by bob@example.com" in json.dumps(blocks_of(last))

@@ -38,8 +38,9 @@ from policies.directory import StaticDirectory
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
 from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
-from tests.conftest import Gate, running_worker
+from tests.conftest import DATA, Gate, running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
+from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
 from tests.page_fixtures import policy_with_step_up
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
@@ -1085,3 +1086,85 @@ async def test_a_click_on_a_step_up_rule_answers_with_the_approval_page(
         RefusalCode.STEP_UP_REQUIRED,
         "teams",
     )
+
+
+# --- just-in-time grants: "Revoke now" (issue 15) ---------------------------------------------
+
+
+async def test_revoke_now_on_an_active_grant_only_for_those_who_may(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    directory: StaticDirectory,
+    store: ConversationStore,
+    msal_http: MsalRoute,
+    fake: FakeMicrosoft,
+    notifier: TeamsNotifier,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DSN_ENV, await granter_roles(postgres_url))
+    settings = teams_settings.model_copy(
+        update={"policy": DATA / "grants-policy.yaml", "targets": grant_targets(tmp_path)}
+    )
+    gate = Gate(client, settings)
+    service_url = f"{fake.url}/emea/"
+    user = await new_grantee(postgres_url)
+    async with (
+        gateway_app(client, settings, directory, store, msal_http) as gateway,
+        running_worker(client, settings, ledger, notifiers=[notifier]),
+    ):
+        assert (await send(gateway, fake, installed(service_url, DBA))).status_code == 200
+        handle = await gate.submit(
+            "grant-db",
+            {"role": GRANTABLE, "user": user, "duration": "30m"},
+            action="postgres.grant_role",
+        )
+        status = await until(handle, posted_teams)
+        [post] = [r for r in fake.connector if r.method == "POST"]
+        assert not [a for a in card_of(post.body).get("actions", []) if a.get("verb") == "revoke"]
+        await gate.decide(handle, "alice@example.com")
+        await until(handle, lambda s: s.status is Status.ACTIVE)
+
+        def revocable_cards() -> list[dict[str, Any]]:
+            cards = [card_of(r.body) for r in fake.connector if r.method == "PUT"]
+            return [c for c in cards if any(a.get("verb") == "revoke" for a in c["actions"])]
+
+        await eventually(lambda: bool(revocable_cards()))
+        card = revocable_cards()[-1]
+        assert "Approved and active" in card_text(card)
+        assert "Active since" in card_text(card)
+        revoke = button(card, "revoke")
+        assert revoke["title"] == "Revoke now"
+        assert revoke["data"] == {"action_id": handle.id, "digest": status.digest, "verb": "revoke"}
+
+        # erin audits: she sees every action but may end none. Refused, shown, recorded.
+        answer = await send(
+            gateway,
+            fake,
+            invoke(service_url, "aad-erin", "revoke", revoke["data"], conversation=DBA),
+        )
+        assert answer.status_code == 200
+        assert "may not revoke" in card_text(answer.json()["value"])
+        status = await handle.query(ActionWorkflow.status)
+        assert status.status is Status.ACTIVE
+        assert [(r.approver, r.kind, r.code) for r in status.refused] == [
+            ("erin@example.com", "revoke", RefusalCode.NOT_ELIGIBLE)
+        ]
+
+        # bob is in security, the rule's revoke group: it ends now.
+        answer = await send(
+            gateway,
+            fake,
+            invoke(service_url, "aad-bob", "revoke", revoke["data"], conversation=DBA),
+        )
+        assert answer.status_code == 200
+        final = await handle.result()
+    assert final.status is Status.REVERTED
+    assert final.window is not None
+    assert final.window.ended_by == "bob@example.com"
+    last = card_of([r for r in fake.connector if r.method == "PUT"][-1].body)
+    assert "Reverted" in card_text(last)
+    assert "revoked by bob@example.com" in card_text(last)
+    assert not [a for a in last.get("actions", []) if a.get("verb") == "revoke"]

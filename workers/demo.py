@@ -29,6 +29,7 @@ OWNER = "bob@example.com"  # the agent's owner in the example directory, and an 
 APPROVER = "dave@example.com"  # a data owner with no stake in the agent
 EXPORT_QUERY = "SELECT region, count(*) AS customers FROM customers GROUP BY region ORDER BY region"
 WAIT = 30.0  # seconds to wait for an outcome that needs nothing but the worker
+DBA = "alice@example.com"  # a DBA: approves the just-in-time grant
 
 
 class StepFailed(Exception):
@@ -186,6 +187,56 @@ class Demo:
             "green",
         )
 
+    async def jit_grant(self) -> None:
+        """A role for 30 minutes: approved, active, then revoked early by the agent."""
+        self.say(
+            f"{AGENT} asks for the analytics_writers role for the analyst user, for 30 minutes "
+            "(postgres.grant_role on analytics-access)."
+        )
+        agent = self.client(AGENT)
+        status = await agent.request(
+            "postgres.grant_role",
+            "analytics-access",
+            {"role": "analytics_writers", "user": "analyst", "duration": "30m"},
+            "backfill the regions table, then hand the access back",
+        )
+        status = await self.until_not_evaluating(status)
+        expect(status, Status.PENDING_APPROVAL, "jit-database-access")
+        await self.client(DBA).approve(status.id, reason="backfill ok", digest=status.digest)
+        status = await self.until_settled(status, Status.ACTIVE)
+        self.show_status(status)
+        expect(status, Status.ACTIVE, "jit-database-access")
+        if status.window is not None and status.window.end is not None:
+            self.show("in force until", f"{status.window.end:%Y-%m-%d %H:%M} UTC")
+        self.say(
+            "→ active: the worker granted the role, and the workflow stays open on a durable "
+            "30-minute timer that will revoke it.",
+            "green",
+        )
+        self.say(f"{AGENT} is done early and gives the access back (signoff revoke).")
+        await agent.revoke(status.id, reason="backfill finished")
+        status = await self.until_settled(status, Status.REVERTED)
+        self.show("status", status.status.value)
+        if status.window is not None:
+            self.show("ended", f"{status.window.how} by {status.window.ended_by}")
+        expect(status, Status.REVERTED, "jit-database-access")
+        self.say(
+            "→ reverted: the role was revoked at once; the ledger records who granted, who "
+            "approved, and who ended it.",
+            "green",
+        )
+
+    async def until_settled(self, status: ActionStatus, wanted: Status) -> ActionStatus:
+        """Poll until the action reaches `wanted` or ends (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while status.status is not wanted and loop.time() < deadline:
+            if status.terminal:
+                break
+            await asyncio.sleep(0.2)
+            status = await self.client(AGENT).status(status.id)
+        return status
+
     # --- helpers --------------------------------------------------------------------------
 
     def require_waiting(self) -> ActionStatus:
@@ -223,6 +274,7 @@ async def run_demo(gateway: str, console: Console) -> bool:
         ("An attempted self-approval", demo.self_approval),
         ("A real approval", demo.real_approval),
         ("A destructive statement", demo.destructive),
+        ("A just-in-time grant, revoked early", demo.jit_grant),
     ]
     passed = 0
     console.print(Text(f"signoff demo against {gateway}", style="bold"))

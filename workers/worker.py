@@ -108,6 +108,7 @@ def build_worker(
             notifications.notify_update,
             notifications.notify_window,
             executors.execute_action,
+            executors.revert_action,
             audit.record_audit_events,
             audit.check_run,
             audit.claim_execution_activity,

@@ -11,11 +11,22 @@ import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import JsonValue
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 from temporalio.workflow import ParentClosePolicy
 
@@ -29,20 +40,24 @@ from signoff.models import (
     DecisionRefused,
     DecisionRequest,
     ExecutionReport,
+    GrantWindow,
     MessageKind,
     NotificationRef,
     Principal,
     RefusalCode,
     RefusedAttempt,
     Reminders,
+    RevertProgress,
     Review,
     ReviewRequest,
+    RevokeRequest,
     Signature,
     Status,
+    UndoRequest,
     Verdict,
     format_duration,
 )
-from workflows import metrics, rules
+from workflows import grants, metrics, rules
 from workflows import search_attributes as sa
 from workflows.errors import (
     DECISION_REFUSED,
@@ -64,6 +79,7 @@ from workflows.messages import (
     NotifyUpdateInput,
     PrincipalLookup,
     PrincipalLookupResult,
+    RevertInput,
     RunCheck,
     VerifyInput,
     WindowStart,
@@ -76,8 +92,10 @@ from workflows.signing import (
     report_claims,
     request_claims,
     review_claims,
+    revoke_claims,
+    undo_claims,
 )
-from workflows.state import ActionState, Phase
+from workflows.state import ActionState, EndRequest, Phase
 from workflows.window import WindowWorkflow
 
 # Activities are called by reference, so their names are written once, beside each activity.
@@ -137,6 +155,15 @@ BREAK_GLASS = "break-glass"
 # Patch: an approval whose approvers all asked for a window opens an approval window, its own
 # workflow (workflows.window), before the action runs.
 APPROVAL_WINDOWS = "approval-windows"
+# Patch: an action whose executor declares a revert stays open while it is in force (its
+# `duration`) and open to an undo (the rule's undo window); then its revert runs, retried until
+# it succeeds. An undo's own action runs the revert (issue 15).
+REVERTIBLE_ACTIONS = "revertible-actions"
+# One revert attempt: a few quick retries, then the workflow records the failure and waits.
+REVERT_ATTEMPT = RetryPolicy(
+    maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5)
+)
+REVERT_BACKOFF_MAX = timedelta(minutes=5)
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -159,6 +186,7 @@ class _Patches:
     ordered_updates: bool = False
     write_ahead_with_decision: bool = False
     reminders: bool = False
+    revertible: bool = False
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
@@ -181,6 +209,7 @@ class ActionWorkflow:
         self._updating_channels: set[str] = set()
         # Whether the approval's window (if any) is open: a decision asking for one waits.
         self._window_settled = False
+        self._undo_task: asyncio.Task[None] | None = None
 
     # --- the process ----------------------------------------------------------------------
 
@@ -199,6 +228,7 @@ class ActionWorkflow:
         self._amendments_allowed()
         self._patches.break_glass = workflow.patched(BREAK_GLASS)
         self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
+        self._patches.revertible = workflow.patched(REVERTIBLE_ACTIONS)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -348,6 +378,8 @@ class ActionWorkflow:
             return await self._finish(Status.FAILED, error=refusal)
         if request.execution == "caller":
             return await self._await_caller(executor.timeout)
+        if request.reverts is not None and self._patches.revertible:
+            return await self._undo(request)
         try:
             result = await workflow.execute_activity_method(
                 ExecutionActivities.execute_action,
@@ -362,6 +394,8 @@ class ActionWorkflow:
                 Status.FAILED, error=_execution_error(err, idempotent=executor.idempotent)
             )
         state.result = result.result
+        if self._patches.revertible and executor.revertible:
+            return await self._in_force()
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
     async def _await_caller(self, allowed: timedelta) -> ActionStatus:
@@ -389,24 +423,32 @@ class ActionWorkflow:
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
 
     async def _finish(
-        self, status: Status, *, error: str | None = None, result_recorded: bool = False
+        self,
+        status: Status,
+        *,
+        error: str | None = None,
+        result_recorded: bool = False,
+        result_logged: bool = False,
     ) -> ActionStatus:
-        """Record the outcome, bring messages up to date, and return the final status."""
+        """Record the outcome, bring messages up to date, and return the final status.
+
+        `result_logged`: the execution's result is in the ledger already (a reversible action).
+        """
         self.state.finish(status, error)
         self._publish()
         metrics.action_finished(self.state.request.action, status.value)
-        await self._audit(*self._outcome_events(status, error, result_recorded))
+        await self._audit(*self._outcome_events(status, error, result_recorded, result_logged))
         if self.state.break_glass is not None:
             # The action ran without approval: it is not over until someone else reviews it.
             await self._await_review()
         return await self._settle()
 
     def _outcome_events(
-        self, status: Status, error: str | None, result_recorded: bool
+        self, status: Status, error: str | None, result_recorded: bool, result_logged: bool
     ) -> list[AuditEvent]:
         """The ledger rows of an outcome: the execution's result when it ran, then the outcome."""
         events = []
-        if status in (Status.SUCCEEDED, Status.FAILED):
+        if status in (Status.SUCCEEDED, Status.FAILED) and not result_logged:
             result = self.state.result if result_recorded else None
             events.append(
                 self._event(AuditKind.EXECUTION_RESULT, payload={"result": result, "error": error})
@@ -664,6 +706,260 @@ class ActionWorkflow:
             )
         state.opened_window = window_id
         self._window_settled = True
+        self._publish()
+
+    # --- reversible actions (issue 15) ---------------------------------------------------
+
+    async def _in_force(self) -> ActionStatus:
+        """A revertible action ran: keep it in force for its duration and open to an undo."""
+        state = self.state
+        verdict = state.verdict
+        assert verdict is not None
+        # Validated by the policy activity before anyone approved it.
+        duration = grants.requested_duration(state.request)
+        undo_within = verdict.undo_within
+        if duration is None and undo_within is None:
+            return await self._finish(Status.SUCCEEDED, result_recorded=True)
+        now = workflow.now()
+        state.window = GrantWindow(start=now, end=now + duration if duration else None)
+        state.undo_until = now + undo_within if undo_within else None
+        state.phase = Phase.ACTIVE if duration else Phase.UNDOABLE
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.EXECUTION_RESULT, payload={"result": state.result, "error": None}
+            ),
+            self._event(
+                AuditKind.ACTIVE,
+                payload={
+                    "window": state.window.model_dump(mode="json"),
+                    "undo_until": state.undo_until.isoformat() if state.undo_until else None,
+                },
+            ),
+        )
+        self._update_notifications()
+        while True:
+            ended = await self._wait_for_end()
+            if ended is not None:
+                break
+            if state.phase is Phase.UNDOABLE:
+                # The undo window closed with no undo under way: the action simply succeeded.
+                state.undo_until = None
+                return await self._finish(Status.SUCCEEDED, result_logged=True)
+        window = state.window
+        window.ended_at = workflow.now()
+        window.ended_by = ended.by
+        window.how = "expired" if ended.by == "timer" else ended.how
+        window.reason = ended.reason
+        if ended.how == "undone":
+            # The undo's own action ran the revert (its ledger rows name this action).
+            state.undo_until = None
+            await self._audit(
+                self._event(
+                    AuditKind.REVERTED,
+                    actor=ended.by,
+                    payload={"window": window.model_dump(mode="json"), "by": state.undo_action},
+                )
+            )
+            return await self._finish(Status.REVERTED, result_logged=True)
+        state.phase = Phase.REVERTING
+        state.undo_until = None
+        self._publish()
+        self._update_notifications()
+        reverted = await self._run_revert(state.request, state.result)
+        await self._audit(
+            self._event(
+                AuditKind.REVERTED,
+                actor=None if ended.by == "timer" else ended.by,
+                payload={"window": window.model_dump(mode="json"), "result": reverted},
+            )
+        )
+        return await self._finish(Status.REVERTED, result_logged=True)
+
+    async def _wait_for_end(self) -> EndRequest | None:
+        """Wait until the window ends, it is revoked or undone; None: the undo window closed."""
+        state = self.state
+        window = state.window
+        assert window is not None
+        if state.phase is Phase.ACTIVE:
+            assert window.end is not None
+            deadline, label = window.end, "grant ends"
+        else:
+            assert state.undo_until is not None
+            deadline, label = state.undo_until, "undo window closes"
+        remaining = deadline - workflow.now()
+
+        def ended() -> bool:
+            return state.end_requested is not None
+
+        def undo_open() -> bool:
+            return state.undo_action is not None
+
+        if remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(ended, timeout=remaining, timeout_summary=label)
+        if ended():
+            return state.end_requested
+        if state.phase is Phase.UNDOABLE and undo_open():
+            # An undo waits for approval: its outcome decides, not the clock (a grant's end
+            # never waits for it).
+            await workflow.wait_condition(lambda: ended() or not undo_open())
+            if ended():
+                return state.end_requested
+        if state.phase is Phase.ACTIVE and workflow.now() >= deadline:
+            return EndRequest(by="timer", how="revoked")
+        return None
+
+    async def _run_revert(self, request: ActionRequest, result: JsonValue) -> JsonValue:
+        """Run the executor's revert until it succeeds: never dropped, every failure visible."""
+        state = self.state
+        executor = state.evaluation.executor if state.evaluation else None
+        assert executor is not None
+        progress = RevertProgress(started_at=workflow.now())
+        state.revert = progress
+        backoff = timedelta(seconds=2)
+        while True:
+            try:
+                outcome = await workflow.execute_activity_method(
+                    ExecutionActivities.revert_action,
+                    RevertInput(
+                        request=request,
+                        result=result,
+                        idempotency_key=f"{workflow.info().workflow_id}:revert",
+                    ),
+                    start_to_close_timeout=executor.timeout,
+                    heartbeat_timeout=executor.heartbeat_timeout,
+                    retry_policy=REVERT_ATTEMPT,
+                    summary=f"revert {request.action} on {request.target}",
+                )
+            except ActivityError as err:
+                progress.failures += 1
+                progress.last_error = _cause_message(err)
+                metrics.revert_failed(request.action)
+                workflow.logger.error(
+                    "revert of %s on %s failed (%d so far), retrying: %s",
+                    request.action,
+                    request.target,
+                    progress.failures,
+                    progress.last_error,
+                )
+                self._publish()
+                if progress.failures == 1 or progress.failures % 10 == 0:
+                    # The first failure and every tenth, so the ledger shows it without flooding.
+                    await self._audit(
+                        self._event(
+                            AuditKind.REVERT_FAILED,
+                            payload={"failures": progress.failures, "error": progress.last_error},
+                        )
+                    )
+                    self._update_notifications()
+                await workflow.sleep(backoff, summary="revert retry")
+                backoff = min(backoff * 2, REVERT_BACKOFF_MAX)
+                continue
+            progress.done_at = workflow.now()
+            progress.result = outcome.result
+            self._publish()
+            return outcome.result
+
+    async def _undo(self, request: ActionRequest) -> ActionStatus:
+        """An undo's action: approved (or allowed), it runs the revert of the action it names."""
+        reverts = request.reverts
+        assert reverts is not None
+        self.state.result = await self._run_revert(reverts.request, reverts.result)
+        return await self._finish(Status.SUCCEEDED, result_recorded=True)
+
+    @workflow.update
+    async def revoke(self, request: RevokeRequest) -> ActionStatus:
+        """End an active grant now: its requester, approvers or the policy's revoke groups."""
+        await self._require_signed(
+            request.signature,
+            revoke_claims(request, workflow.info().workflow_id),
+            request.by,
+            "revoke",
+        )
+        found = await self._resolve(request.by, "revoker")
+        refusal = grants.revoke_refusal(self.status(), request.by, found.principal)
+        if refusal is None and self.state.end_requested is not None:
+            refusal = DecisionRefused(
+                code=RefusalCode.NOT_PENDING,
+                message=f"already ended by {self.state.end_requested.by}",
+            )
+        if refusal is not None:
+            await self._refuse_message(request.by, "revoke", refusal)
+        self.state.end_requested = EndRequest(by=request.by, how="revoked", reason=request.reason)
+        await self._audit(
+            self._event(AuditKind.REVOKED, actor=request.by, payload={"reason": request.reason})
+        )
+        await workflow.wait_condition(lambda: self.state.phase is not Phase.ACTIVE)
+        return self.status()
+
+    @workflow.update
+    async def undo(self, request: UndoRequest) -> ActionStatus:
+        """Ask for the revert within the undo window; it runs as its own action, under policy."""
+        info = workflow.info()
+        await self._require_signed(
+            request.signature, undo_claims(request, info.workflow_id), request.by, "undo"
+        )
+        found = await self._resolve(request.by, "undo asker")
+        refusal = grants.undo_refusal(self.status(), request.by, found.principal, workflow.now())
+        reverts = request.revert.reverts
+        if refusal is None and (
+            reverts is None
+            or reverts.action_id != info.workflow_id
+            or request.revert.requester != request.by
+        ):
+            refusal = DecisionRefused(
+                code=RefusalCode.SIGNATURE_MISMATCH,
+                message="the undo's revert request does not name this action and its asker",
+            )
+        if refusal is not None:
+            await self._refuse_message(request.by, "undo", refusal)
+        state = self.state
+        state.undo_action = request.revert_id
+        self._publish()
+        await self._audit(
+            self._event(
+                AuditKind.UNDO_REQUESTED,
+                actor=request.by,
+                payload={"reason": request.reason, "undo_action": request.revert_id},
+            )
+        )
+        # Its own action workflow: evaluated by the policy and approved like any action.
+        child = await workflow.start_child_workflow(
+            ActionWorkflow.run,
+            request.revert,
+            id=request.revert_id,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=f"undo of {info.workflow_id} asked by {request.by}",
+        )
+        # Not one of the background tasks the end waits for: a grant ends on time regardless.
+        self._undo_task = asyncio.create_task(self._follow_undo(request, child))
+        return self.status()
+
+    async def _follow_undo(
+        self,
+        request: UndoRequest,
+        child: workflow.ChildWorkflowHandle[ActionWorkflow, ActionStatus],
+    ) -> None:
+        """Wait for the undo's action; when it succeeded this action counts as reverted."""
+        state = self.state
+        try:
+            outcome = await child
+            status, error = outcome.status, outcome.error
+        except ChildWorkflowError as err:
+            status, error = Status.FAILED, str(err.cause or err)
+        await self._audit(
+            self._event(
+                AuditKind.UNDO_FINISHED,
+                actor=request.by,
+                payload={"undo_action": request.revert_id, "status": status.value, "error": error},
+            )
+        )
+        if status is Status.SUCCEEDED:
+            state.end_requested = EndRequest(by=request.by, how="undone", reason=request.reason)
+        else:
+            # Denied, expired or failed: the action stays as it was (the ledger keeps the try).
+            state.undo_action = None
         self._publish()
 
     # --- runs -----------------------------------------------------------------------------
@@ -1122,9 +1418,17 @@ class ActionWorkflow:
                     if state.break_glass
                     else []
                 ),
+                *self._window_attributes(),
             ]
         )
         workflow.set_current_details(state.details())
+
+    def _window_attributes(self) -> list[SearchAttributeUpdate[Any]]:
+        """SignoffActiveUntil while a grant is in force (only runs with the patch have one)."""
+        window = self.state.window
+        if window is None or window.end is None:
+            return []
+        return [sa.ACTIVE_UNTIL.value_set(window.end)]
 
     def _notify(self, groups: list[str], *, stage: int, reminder: int = 0) -> None:
         """Post the request to every configured channel, without holding up the decision."""

@@ -133,3 +133,9 @@ class WindowNotFound(ActionError):
     """No such approval window, or the caller may not see it (the two look the same)."""
 
     code = "not_found"
+
+
+class DurationRefused(ActionError):
+    """A revertible action asks for a longer `duration` than its rule's `max_duration`."""
+
+    code = "duration_refused"

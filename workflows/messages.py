@@ -100,6 +100,14 @@ class ExecuteInput(Contract):
     idempotency_key: str
 
 
+class RevertInput(Contract):
+    """Undo an action that ran: its request and what its executor returned."""
+
+    request: ActionRequest
+    result: JsonValue = None
+    idempotency_key: str
+
+
 class ExecuteResult(Contract):
     """What an executor returned."""
 
@@ -132,6 +140,13 @@ class AuditKind(StrEnum):
     WINDOW_USED = "window_used"
     WINDOW_EXPIRED = "window_expired"
     WINDOW_REVOKED = "window_revoked"
+    # Reversible actions (issue 15): in force, ended early, undo asked, revert tried and done.
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    UNDO_REQUESTED = "undo_requested"
+    UNDO_FINISHED = "undo_finished"
+    REVERT_FAILED = "revert_failed"
+    REVERTED = "reverted"
 
 
 class AuditEvent(Contract):

@@ -20,6 +20,7 @@ TIME_TO_DECISION = "signoff_time_to_decision_seconds"
 BREAK_GLASS = "signoff_break_glass"
 BREAK_GLASS_OVERDUE = "signoff_break_glass_reviews_overdue"
 WINDOWS = "signoff_approval_windows"
+REVERT_FAILURES = "signoff_revert_failures"
 
 
 def action_finished(action: str, status: str) -> None:
@@ -67,3 +68,10 @@ def window_event(event: str) -> None:
     workflow.metric_meter().create_counter(WINDOWS, "Approval window events").add(
         1, {"event": event}
     )
+
+
+def revert_failed(action: str) -> None:
+    """Count a failed attempt to revert an action (scraped as signoff_revert_failures_total)."""
+    workflow.metric_meter().create_counter(
+        REVERT_FAILURES, "Failed attempts to revert a reversible action (retried until done)"
+    ).add(1, {"action": action})

@@ -24,6 +24,8 @@ BREAK_GLASS = SearchAttributeKey.for_keyword("SignoffBreakGlass")
 WINDOW_STATUS = SearchAttributeKey.for_keyword("SignoffWindowStatus")
 WINDOW_HOLDER = SearchAttributeKey.for_keyword("SignoffWindowHolder")
 WINDOW_EXPIRES = SearchAttributeKey.for_datetime("SignoffWindowExpires")
+# Until when a reversible action is in force (issue 15): finds the grants live at a moment.
+ACTIVE_UNTIL = SearchAttributeKey.for_datetime("SignoffActiveUntil")
 
 ALL: list[SearchAttributeKey] = [
     STATUS,
@@ -34,6 +36,7 @@ ALL: list[SearchAttributeKey] = [
     ESCALATION,
     GROUPS,
     BREAK_GLASS,
+    ACTIVE_UNTIL,
 ]
 ALL += [WINDOW_STATUS, WINDOW_HOLDER, WINDOW_EXPIRES]
 

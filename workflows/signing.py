@@ -33,7 +33,9 @@ from signoff.models import (
     ExecutionReport,
     RefusalCode,
     ReviewRequest,
+    RevokeRequest,
     Signature,
+    UndoRequest,
     WindowRevokeRequest,
     canonical_json,
 )
@@ -66,11 +68,11 @@ def _sha256(value: Any) -> str:
 
 def request_claims(request: ActionRequest, action_id: str) -> dict[str, JsonValue]:
     """A request's claims: who asks, for whom, which action, under which id and key."""
-    # The amendment links and break-glass only when set, so every request signed before they
-    # existed hashes as it did.
+    # The amendment links, break-glass and `reverts` only when set, so every request signed
+    # before they existed hashes as it did.
     unset = {
         name
-        for name in ("amended_from", "amended_by", "break_glass")
+        for name in ("amended_from", "amended_by", "break_glass", "reverts")
         if getattr(request, name) is None
     }
     body = request.model_dump(mode="json", exclude={"signature", *unset})
@@ -147,6 +149,28 @@ def amend_claims(amend: AmendRequest, action_id: str) -> dict[str, JsonValue]:
         "successor_id": amend.successor_id,
         # The successor carries its own signature too; this binds the two to each other.
         "successor_sha256": _sha256(successor),
+    }
+
+
+def revoke_claims(revoke: RevokeRequest, action_id: str) -> dict[str, JsonValue]:
+    """A revoke's claims: which action, by whom, why."""
+    return {
+        "kind": "revoke",
+        "action_id": action_id,
+        "by": revoke.by,
+        "reason_sha256": _sha256(revoke.reason),
+    }
+
+
+def undo_claims(undo: UndoRequest, action_id: str) -> dict[str, JsonValue]:
+    """An undo's claims: which action, by whom, why, and exactly which revert it starts."""
+    return {
+        "kind": "undo",
+        "action_id": action_id,
+        "by": undo.by,
+        "reason_sha256": _sha256(undo.reason),
+        "revert_id": undo.revert_id,
+        "revert_sha256": _sha256(undo.revert.model_dump(mode="json")),
     }
 
 
@@ -239,6 +263,23 @@ class Signer:
         """The window revoke, signed for one window."""
         signed = self.sign(window_revoke_claims(revoke, window_id))
         return revoke.model_copy(update={"signature": signed})
+
+    def revoke(
+        self, revoke: RevokeRequest, action_id: str, *, now: datetime | None = None
+    ) -> RevokeRequest:
+        """The revoke, signed for one action."""
+        signed = self.sign(revoke_claims(revoke, action_id), now=now)
+        return revoke.model_copy(update={"signature": signed})
+
+    def undo(
+        self, undo: UndoRequest, action_id: str, *, now: datetime | None = None
+    ) -> UndoRequest:
+        """The undo (with its revert request, signed for the revert's id), signed for one action."""
+        signed_revert = self.request(undo.revert, undo.revert_id, now=now)
+        signed = undo.model_copy(update={"revert": signed_revert})
+        return signed.model_copy(
+            update={"signature": self.sign(undo_claims(signed, action_id), now=now)}
+        )
 
     def report(self, report: ExecutionReport, action_id: str) -> ExecutionReport:
         """The caller report, signed for one action."""

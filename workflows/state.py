@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import JsonValue
 
@@ -18,10 +19,12 @@ from signoff.models import (
     BreakGlassStatus,
     Decision,
     ExecutionReport,
+    GrantWindow,
     NotificationRef,
     Principal,
     RefusedAttempt,
     RequirementProgress,
+    RevertProgress,
     Status,
     Verdict,
 )
@@ -38,6 +41,10 @@ class Phase(StrEnum):
     EXECUTING = "executing"  # write-ahead, execution claim, and the worker's executor
     AWAITING_REPORT = "awaiting_report"  # caller mode: the requester runs it and reports
     FINISHED = "finished"  # `outcome` is decided; nothing more can happen
+    # Reversible actions (issue 15): in force for its duration, open to an undo, reverting.
+    ACTIVE = "active"
+    UNDOABLE = "undoable"
+    REVERTING = "reverting"
 
 
 # The public status of each phase before the outcome: approved counts as executing, since
@@ -48,7 +55,20 @@ _PUBLIC = {
     Phase.APPROVED: Status.EXECUTING,
     Phase.EXECUTING: Status.EXECUTING,
     Phase.AWAITING_REPORT: Status.EXECUTING,
+    Phase.ACTIVE: Status.ACTIVE,
+    # It ran and succeeded; the workflow stays open only for the undo window.
+    Phase.UNDOABLE: Status.SUCCEEDED,
+    Phase.REVERTING: Status.REVERTING,
 }
+
+
+@dataclass
+class EndRequest:
+    """Who asked to end a reversible action early, and how (revoked, or undone by an action)."""
+
+    by: str
+    how: Literal["revoked", "undone"]
+    reason: str = ""
 
 
 @dataclass
@@ -86,6 +106,13 @@ class ActionState:
     break_glass: BreakGlassStatus | None = None
     # The approval window this action's approval opened (workflows.window), if any.
     opened_window: str | None = None
+    # Reversible actions: the window in force, the revert's progress, the undo window and the
+    # undo action it started, and a revoke or undo that asked to end it early.
+    window: GrantWindow | None = None
+    revert: RevertProgress | None = None
+    undo_until: datetime | None = None
+    undo_action: str | None = None
+    end_requested: EndRequest | None = None
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +201,10 @@ class ActionState:
             superseded_by=self.superseded_by,
             break_glass=self.break_glass.model_copy(deep=True) if self.break_glass else None,
             opened_window=self.opened_window,
+            window=self.window.model_copy() if self.window else None,
+            revert=self.revert.model_copy() if self.revert else None,
+            undo_until=self.undo_until,
+            undo_action=self.undo_action,
         )
 
     @property
@@ -224,9 +255,29 @@ class ActionState:
                 + "; ".join(f"{r.approver}: {r.code.value}" for r in self.refused[-5:])
                 + ")"
             )
+        lines.extend(self._reversible_details())
         if failed := [n for n in self.notifications if n.error]:
             lines.append(f"Notification failures: {len(failed)} ({failed[-1].error})")
         if self.error:
             lines.append(f"Reason: {self.error}")
         lines.append(f"Digest: `{self.digest}`")
         return "\n\n".join(lines)
+
+    def _reversible_details(self) -> list[str]:
+        """The grant window, the revert's trouble and the undo link, for the UI's details."""
+        lines = []
+        if (window := self.window) is not None:
+            until = f" until {window.end:%Y-%m-%d %H:%M:%S} UTC" if window.end else ""
+            lines.append(f"In force from {window.start:%Y-%m-%d %H:%M:%S} UTC{until}")
+            if window.how is not None:
+                lines.append(f"Ended: {window.how} by {window.ended_by}")
+        if (revert := self.revert) is not None and revert.failures:
+            state = "succeeded after" if revert.done_at else "FAILING, retried until it succeeds:"
+            lines.append(f"Revert {state} {revert.failures} failed attempts ({revert.last_error})")
+        if self.undo_until is not None:
+            lines.append(f"Undo possible until {self.undo_until:%Y-%m-%d %H:%M:%S} UTC")
+        if self.undo_action is not None:
+            lines.append(f"Undo: {self.undo_action}")
+        if self.request.reverts is not None:
+            lines.append(f"Reverts: {self.request.reverts.action_id}")
+        return lines

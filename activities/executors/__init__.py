@@ -1,4 +1,5 @@
-"""The built-in executors: noop, sql.query, sql.execute, data.export, http.request, shell.run.
+"""The built-in executors: noop, sql.query, sql.execute, data.export, http.request, shell.run,
+postgres.grant_role.
 
 The executor interface and the registry are the SDK's (`signoff.executor`). Importing this
 package registers nothing: a process adds the built-ins to its registry with
@@ -8,6 +9,7 @@ package registers nothing: a process adds the built-ins to its registry with
 from __future__ import annotations
 
 from activities.executors.export import DATA_EXPORT
+from activities.executors.grants import POSTGRES_GRANT_ROLE
 from activities.executors.http import HTTP_REQUEST
 from activities.executors.noop import NOOP
 from activities.executors.shell import SHELL_RUN
@@ -21,6 +23,7 @@ BUILTINS: tuple[Executor, ...] = (
     DATA_EXPORT,
     HTTP_REQUEST,
     SHELL_RUN,
+    POSTGRES_GRANT_ROLE,
 )
 
 

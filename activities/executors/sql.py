@@ -152,6 +152,10 @@ async def _connection(
             await conn.close(timeout=5)
 
 
+# For other executors on Postgres targets (postgres.grant_role): the same checked connection.
+connection = _connection
+
+
 # What one read may pull from the database, measured as the rows' JSON: the result lands in
 # workflow history (2 MB per payload) and the worker holds it in memory meanwhile.
 MAX_RESULT_BYTES = 1024 * 1024

@@ -27,6 +27,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from channels.notifier import (
+    REVOKE_CONFIRM,
+    REVOKE_LABEL,
     RISK_COLOUR,
     RISK_EMOJI,
     break_glass_text,
@@ -35,7 +37,9 @@ from channels.notifier import (
     page_link_text,
     progress_text,
     requirement_text,
+    revocable,
     truncate,
+    window_text,
 )
 from signoff import neutralise
 from signoff.models import ActionStatus, ApprovalWindow, Status, format_duration
@@ -47,6 +51,7 @@ SHOW_FULL_ACTION = "signoff_show_full"
 APPROVE_WINDOW_ACTION = "signoff_approve_window"
 REVOKE_WINDOW_ACTION = "signoff_revoke_window"
 WINDOW_BLOCK = "signoff_window"
+REVOKE_ACTION = "signoff_revoke"
 FULL_CALLBACK = "signoff_full_request"
 ACTIONS_BLOCK = "signoff_decide"
 DENY_CALLBACK = "signoff_deny_reason"
@@ -73,6 +78,9 @@ STATUS_EMOJI = {
     Status.CANCELLED: "🚫",
     Status.REJECTED: "🛑",
     Status.SUPERSEDED: "✏️",
+    Status.ACTIVE: "🔓",
+    Status.REVERTING: "↩️",
+    Status.REVERTED: "🔒",
 }
 
 
@@ -216,6 +224,7 @@ def request_blocks(
     else:
         outcome = f"{STATUS_EMOJI.get(status.status, '')} *{escape(outcome_text(status))}*"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(outcome, SECTION_MAX))))
+        blocks.extend(window_blocks(status))
         if is_cut(status) and full_reachable(status):
             # Decided, but what was decided stays readable in full.
             blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
@@ -584,3 +593,37 @@ def outcome_reply(status: ActionStatus, recipient: str) -> str:
     """The thread reply telling the requester's owner what became of the action."""
     emoji = STATUS_EMOJI.get(status.status, "")
     return f"{recipient} {emoji} {escape(outcome_text(status))}"
+
+
+def window_blocks(status: ActionStatus) -> list[Block]:
+    """A reversible action's window, and "Revoke now" while it is active."""
+    text = window_text(status)
+    if not text:
+        return []
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=truncate(escape(text), SECTION_MAX)))
+    ]
+    if revocable(status):
+        blocks.append(
+            ActionsBlock(
+                block_id=REVOKE_BLOCK,
+                elements=[
+                    ButtonElement(
+                        text=PlainTextObject(text=REVOKE_LABEL),
+                        action_id=REVOKE_ACTION,
+                        value=button_value(status.id, status.digest),
+                        style="danger",
+                        confirm=ConfirmObject(
+                            title=REVOKE_LABEL + "?",
+                            text=MarkdownTextObject(text=REVOKE_CONFIRM),
+                            confirm=REVOKE_LABEL,
+                            deny="Keep it",
+                        ),
+                    )
+                ],
+            )
+        )
+    return blocks
+
+
+REVOKE_BLOCK = "signoff_revoke"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.notifier import STEP_UP_TEXT
+from channels.notifier import STEP_UP_TEXT, revoke_refused_text
 from channels.review import Reviews, WindowReviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
@@ -30,6 +30,7 @@ from channels.slack.blocks import (
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    REVOKE_ACTION,
     REVOKE_WINDOW_ACTION,
     SHOW_FULL_ACTION,
     deny_modal,
@@ -55,6 +56,7 @@ from signoff.models import (
     DecisionKind,
     DecisionRequest,
     RefusalCode,
+    RevokeRequest,
     WindowRevokeRequest,
 )
 from signoff.neutralise import mrkdwn_code as code_text
@@ -63,6 +65,7 @@ from workflows.errors import (
     ActionNotFound,
     ActionNotPending,
     DecisionRefusedError,
+    MessageRefusedError,
 )
 
 log = logging.getLogger("signoff.slack")
@@ -175,7 +178,13 @@ class SlackInteractions:
         action = payload.actions[0]
         if action.action_id == REVOKE_WINDOW_ACTION:
             return await self._revoke_window(payload)
-        known = (APPROVE_ACTION, APPROVE_WINDOW_ACTION, DENY_ACTION, SHOW_FULL_ACTION)
+        known = (
+            APPROVE_ACTION,
+            APPROVE_WINDOW_ACTION,
+            DENY_ACTION,
+            SHOW_FULL_ACTION,
+            REVOKE_ACTION,
+        )
         if action.action_id not in known:
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
         parsed = parse_button_value(action.value)
@@ -192,6 +201,9 @@ class SlackInteractions:
                 raise Rejected(400, "show-full click without a trigger_id")
             modal = full_request_modal(status)
             self._spawn(self._open_modal(payload.trigger_id, modal.to_dict(), principal_id))
+            return OK
+        if action.action_id == REVOKE_ACTION:
+            self._spawn(self._revoke_grant(principal_id, payload.user.id, channel, action_id))
             return OK
         if action.action_id in (APPROVE_ACTION, APPROVE_WINDOW_ACTION) and not full_reachable(
             status
@@ -527,6 +539,31 @@ class SlackInteractions:
             )
             return
         log.info("slack revoke of %s by %s accepted", window_id, principal_id)
+
+    async def _revoke_grant(
+        self, principal_id: str, user_id: str, channel: str | None, action_id: str
+    ) -> None:
+        """End an active grant as the clicker; the workflow decides whether they may."""
+        request = RevokeRequest(by=principal_id, reason="revoked in Slack")
+        try:
+            await self.reviews.revoke(action_id, request)
+        except MessageRefusedError as err:
+            log.info("slack revoke by %s on %s refused: %s", principal_id, action_id, err)
+            await self._ephemeral(channel, user_id, "⛔ " + escape(revoke_refused_text(str(err))))
+            return
+        except (ActionNotPending, ActionNotFound) as err:
+            await self._ephemeral(channel, user_id, f"Nothing was revoked: {escape(str(err))}")
+            return
+        except Exception:
+            log.exception("slack revoke by %s on %s failed", principal_id, action_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                f"Your revoke could not be recorded; try again, or use `signoff revoke "
+                f"{code_text(action_id)}`.",
+            )
+            return
+        log.info("slack revoke by %s on %s accepted", principal_id, action_id)
 
     async def _open_modal(self, trigger_id: str, view: dict[str, Any], principal_id: str) -> None:
         try:

@@ -11,12 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.notifier import (
+    REVOKE_CONFIRM,
+    REVOKE_LABEL,
     RISK_EMOJI,
     break_glass_text,
     break_glass_title,
     page_link_text,
     progress_text,
     requirement_text,
+    revocable,
+    window_text,
 )
 from signoff import neutralise
 from signoff.models import ActionStatus, ApprovalWindow, Status, format_duration
@@ -48,7 +52,11 @@ HEADLINE = {
     Status.CANCELLED: "🚫 Cancelled by the requester",
     Status.REJECTED: "🛑 Rejected: not signed by the gateway",
     Status.SUPERSEDED: "✏️ Changed by an approver: superseded",
+    Status.ACTIVE: "🔓 Approved and active",
+    Status.REVERTING: "↩️ Reverting",
+    Status.REVERTED: "🔒 Reverted",
 }
+REVOKE_VERB = "revoke"
 
 
 def card_time(at: datetime) -> str:
@@ -232,9 +240,13 @@ def approval_card(
     body += _decisions(status)
     if status.error and not pending:
         body.append(_text(_md(status.error), color="Attention", spacing="Medium"))
+    if window := window_text(status):
+        body.append(_text(_md(window), weight="Bolder", spacing="Medium"))
     if notice:
         body.append(_text(_md(notice), color="Attention", weight="Bolder", spacing="Medium"))
     actions: list[dict[str, Any]] = []
+    if revocable(status):
+        actions.append(revoke_button(status))
     if cut and reachable:
         actions.append(show_full_action(status))
     if pending:
@@ -343,4 +355,23 @@ def window_note_activity(window: ApprovalWindow, text: str) -> dict[str, Any]:
         "type": "message",
         "summary": neutralise.visible(text)[:200],
         "attachments": [{"contentType": ADAPTIVE_CARD, "content": card}],
+    }
+
+
+def revoke_button(status: ActionStatus) -> dict[str, Any]:
+    """ "Revoke now" while the action is active: the workflow decides who may."""
+    data = decision_data(status, REVOKE_VERB)
+    return {
+        "type": "Action.Execute",
+        "title": REVOKE_LABEL,
+        "verb": REVOKE_VERB,
+        "data": data,
+        "style": "destructive",
+        "tooltip": REVOKE_CONFIRM,
+        "fallback": {
+            "type": "Action.Submit",
+            "title": REVOKE_LABEL,
+            "data": data,
+            "style": "destructive",
+        },
     }

@@ -15,7 +15,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from channels.notifier import STEP_UP_TEXT
+from channels.notifier import STEP_UP_TEXT, revoke_refused_text
 from channels.review import Reviews, WindowReviews
 from channels.teams.activity import Activity, CardDecision
 from channels.teams.auth import (
@@ -26,6 +26,7 @@ from channels.teams.auth import (
 )
 from channels.teams.cards import (
     ADAPTIVE_CARD,
+    REVOKE_VERB,
     REVOKE_WINDOW_VERB,
     VERBS,
     WINDOW_VERB,
@@ -46,9 +47,16 @@ from signoff.models import (
     DecisionRequest,
     Principal,
     RefusalCode,
+    RevokeRequest,
     WindowRevokeRequest,
 )
-from workflows.errors import ActionError, ActionNotFound, ActionNotPending, DecisionRefusedError
+from workflows.errors import (
+    ActionError,
+    ActionNotFound,
+    ActionNotPending,
+    DecisionRefusedError,
+    MessageRefusedError,
+)
 
 log = logging.getLogger("signoff.teams")
 
@@ -299,6 +307,33 @@ class TeamsInbound:
         except ActionError as err:
             return None, f"{principal.id} could not revoke {window_id}: {err.message}"
 
+    async def _revoke(self, activity: Activity, data: Any) -> tuple[ActionStatus, str]:
+        """ "Revoke now": who pressed it, on the card's action; the workflow decides if they may."""
+        if not isinstance(data, dict):
+            raise BadActivity("the action carries no data")
+        try:
+            card = CardDecision.model_validate(data)
+        except ValidationError as err:
+            raise BadActivity(f"malformed action data: {err.error_count()} problem(s)") from None
+        oid = activity.from_.aad_object_id
+        principal = await self.directory.by_aad_object_id(oid) if oid else None
+        if principal is None:
+            raise BadActivity("your Teams account is not in the signoff directory")
+        try:
+            current = await self.service.status(card.action_id)
+        except ActionNotFound:
+            raise BadActivity(f"no action {card.action_id}") from None
+        if current.digest != card.digest:
+            raise BadActivity("the card's digest does not match the action")
+        request = RevokeRequest(by=principal.id, reason="revoked in Teams")
+        try:
+            return await self.service.revoke(card.action_id, request), ""
+        except MessageRefusedError as err:
+            notice = revoke_refused_text(err.message)
+        except ActionNotPending as err:
+            notice = f"Nothing was revoked: {err.message}"
+        return await self.service.status(card.action_id), notice
+
     async def _decide(self, request: DecisionRequest, action_id: str) -> tuple[ActionStatus, str]:
         """Decide through the service; return the status to show and any notice."""
         try:
@@ -323,13 +358,17 @@ class TeamsInbound:
             window, notice = await self._revoke_window(activity, action.get("data"))
             text = notice or f"Approval window {window.id if window else ''} revoked"
             return _invoke_card(window_note_activity_card(window, text))
-        try:
-            _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
-        except IdentityProviderUnavailable as err:
-            log.warning("Teams click not counted: %s", err)
-            return await self._idp_down_card(action.get("data"))
-        action_id = str(action["data"]["action_id"])
-        status, notice = await self._decide(request, action_id)
+        if action.get("verb") == REVOKE_VERB:
+            status, notice = await self._revoke(activity, action.get("data"))
+            action_id = status.id
+        else:
+            try:
+                _, request = await self._prepare(activity, action.get("verb"), action.get("data"))
+            except IdentityProviderUnavailable as err:
+                log.warning("Teams click not counted: %s", err)
+                return await self._idp_down_card(action.get("data"))
+            action_id = str(action["data"]["action_id"])
+            status, notice = await self._decide(request, action_id)
         card = approval_card(
             status,
             ui_link(self.config, action_id),
@@ -352,13 +391,16 @@ class TeamsInbound:
                         {"type": "message", "text": neutralise.markdown(notice)},
                     )
             return Response(status_code=200)
-        try:
-            _, request = await self._prepare(activity, data.get("verb"), data)
-        except IdentityProviderUnavailable as err:
-            log.warning("Teams click not counted: %s", err)
-            request, notice = None, IDP_DOWN
-        if request is not None:
-            _, notice = await self._decide(request, str(data["action_id"]))
+        if data.get("verb") == REVOKE_VERB:
+            _, notice = await self._revoke(activity, data)
+        else:
+            try:
+                _, request = await self._prepare(activity, data.get("verb"), data)
+            except IdentityProviderUnavailable as err:
+                log.warning("Teams click not counted: %s", err)
+                request, notice = None, IDP_DOWN
+            if request is not None:
+                _, notice = await self._decide(request, str(data["action_id"]))
         # On success the workflow's own card update shows the decision.
         if notice and activity.reply_to_id:
             try:

@@ -31,7 +31,8 @@ for spec in \
   SignoffBreakGlass=Keyword \
   SignoffWindowStatus=Keyword \
   SignoffWindowHolder=Keyword \
-  SignoffWindowExpires=Datetime
+  SignoffWindowExpires=Datetime \
+  SignoffActiveUntil=Datetime
 do
   name=${spec%%=*}
   type=${spec#*=}

@@ -37,8 +37,10 @@ from signoff.models import (
     Execution,
     ReviewBody,
     ReviewOutcome,
+    RevokeBody,
     Risk,
     Status,
+    UndoBody,
     WindowRevokeBody,
     format_duration,
     validation_problems,
@@ -185,7 +187,8 @@ def error_from_response(response: httpx.Response) -> SignoffError:
 def outcome(status: ActionStatus) -> JsonValue:
     """The result of a finished action, or the exception that says why there is none."""
     match status.status:
-        case Status.SUCCEEDED:
+        case Status.SUCCEEDED | Status.ACTIVE | Status.REVERTING | Status.REVERTED:
+            # It ran: a grant in force, or one already taken back, returns what it returned.
             return status.result
         case Status.DENIED | Status.DENIED_BY_POLICY | Status.REJECTED:
             # Rejected: the worker could not verify the gateway's signature on the request.
@@ -402,7 +405,7 @@ class SignoffClient:
             )
             # An amended action: wait on for its successor, under the same deadline.
             action_id = status.id
-            if status.terminal or (deadline is not None and loop.time() >= deadline):
+            if status.settled or (deadline is not None and loop.time() >= deadline):
                 return status
 
     async def run(
@@ -431,7 +434,7 @@ class SignoffClient:
             idempotency_key=idempotency_key,
         )
         status = await self.successor(status)
-        if not status.terminal:
+        if not status.settled:
             status = await self.wait(status.id, timeout)
         return outcome(status)
 
@@ -559,6 +562,26 @@ class SignoffClient:
             f"/v1/actions/{quote(action_id, safe='')}/cancel",
             idempotent=False,
             json=CancelBody(reason=reason).model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
+
+    async def revoke(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """End an active grant now (requester, approvers or the policy's revoke groups)."""
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/revoke",
+            idempotent=False,
+            json=RevokeBody(reason=reason).model_dump(mode="json"),
+        )
+        return ActionStatus.model_validate(data)
+
+    async def undo(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """Ask for the action's revert within its undo window; `undo_action` is the revert."""
+        data = await self._send(
+            "POST",
+            f"/v1/actions/{quote(action_id, safe='')}/undo",
+            idempotent=False,
+            json=UndoBody(reason=reason).model_dump(mode="json"),
         )
         return ActionStatus.model_validate(data)
 
@@ -835,6 +858,14 @@ class SignoffSyncClient:
         """Your inbox: pending actions you may decide now, newest first (stale ones only with
         `older_than`)."""
         return self._call(self.client.pending(limit=limit, older_than=older_than))
+
+    def revoke(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """End an active grant now (requester, approvers or the policy's revoke groups)."""
+        return self._call(self.client.revoke(action_id, reason=reason))
+
+    def undo(self, action_id: str, *, reason: str = "") -> ActionStatus:
+        """Ask for the action's revert within its undo window; `undo_action` is the revert."""
+        return self._call(self.client.undo(action_id, reason=reason))
 
     def wait_for_approval(self, action_id: str, timeout: float | None = None) -> ActionStatus:
         """Poll until the action is past approval (executing or finished) or `timeout` passes."""

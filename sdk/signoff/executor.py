@@ -12,6 +12,12 @@ An executor is an async function that performs one approved action. Register you
 
 `idempotent` decides retries: the workflow retries an idempotent action on transient errors
 and runs any other action at most once. Raise `ExecutorError` for failures retrying cannot fix.
+
+`revert` declares how to undo the action: an async function of the same context, with the
+action's original request and params, and `ctx.result` what the action returned. A revert
+must be idempotent: the workflow retries it until it succeeds, and it may run again after a
+worker dies mid-way. An action with a revert may be granted for a `duration` (the revert runs
+when it ends, or when someone revokes it) and undone within the policy's undo window.
 The server's worker runs registered executors; `@gated` runs them in the agent's own process.
 """
 
@@ -77,6 +83,9 @@ class ExecutionContext(Generic[P]):
     idempotency_key: str
     # The server's worker passes Temporal's activity heartbeat; elsewhere heartbeats go nowhere.
     on_heartbeat: Callable[..., None] | None = None
+    # A revert's context: what the action returned when it ran (None when running the action).
+    result: JsonValue = None
+    reverting: bool = False
 
     @property
     def target_name(self) -> str:
@@ -103,6 +112,8 @@ class Executor:
     params_model: type[BaseModel] | None = None
     target_kind: str | None = None
     description: str = ""
+    # The action that undoes this one (idempotent; retried until it succeeds).
+    revert: ExecutorFn | None = None
 
     @classmethod
     def define(
@@ -114,8 +125,12 @@ class Executor:
         timeout: str | timedelta = timedelta(minutes=5),
         params_model: type[BaseModel] | None = None,
         target_kind: str | None = None,
+        revert: ExecutorFn | None = None,
     ) -> Executor:
-        """The executor `fn` for `action`, described by the first line of its docstring."""
+        """The executor `fn` for `action`, described by the first line of its docstring.
+
+        `revert`: the function that undoes it, given the same context plus `ctx.result`.
+        """
         doc = (inspect.getdoc(fn) or "").splitlines()
         return cls(
             action=action,
@@ -125,11 +140,14 @@ class Executor:
             params_model=params_model,
             target_kind=target_kind,
             description=doc[0] if doc else "",
+            revert=revert,
         )
 
     def spec(self, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec:
         """The retry and timeout contract the workflow runs this action with."""
         spec = ExecutorSpec(action=self.action, idempotent=self.idempotent, timeout=self.timeout)
+        if self.revert is not None:
+            spec = spec.model_copy(update={"revertible": True})
         if heartbeat_timeout is not None:
             spec = spec.model_copy(update={"heartbeat_timeout": heartbeat_timeout})
         return spec
@@ -174,6 +192,29 @@ class Executor:
         )
         return await self.fn(ctx)
 
+    async def run_revert(
+        self,
+        request: ActionRequest,
+        target: Any,
+        idempotency_key: str,
+        result: JsonValue,
+        on_heartbeat: Callable[..., None] | None = None,
+    ) -> JsonValue:
+        """Undo the action `request` ran (it returned `result`) with the declared revert."""
+        if self.revert is None:
+            raise ExecutorError(f"{self.action} declares no revert")
+        self.check_target(request.target, target)
+        ctx: ExecutionContext[Any] = ExecutionContext(
+            request=request,
+            params=self.parse_params(request.params),
+            target=target,
+            idempotency_key=idempotency_key,
+            on_heartbeat=on_heartbeat,
+            result=result,
+            reverting=True,
+        )
+        return await self.revert(ctx)
+
 
 @dataclass
 class ExecutorRegistry:
@@ -198,8 +239,12 @@ class ExecutorRegistry:
         timeout: str | timedelta = timedelta(minutes=5),
         params_model: type[BaseModel] | None = None,
         target_kind: str | None = None,
+        revert: ExecutorFn | None = None,
     ) -> Callable[[F], F]:
-        """Decorator registering an async function as the executor for `action`."""
+        """Decorator registering an async function as the executor for `action`.
+
+        `revert`: an async function of the same context that undoes the action.
+        """
         # Checked now, not when decorating: a bad timeout fails the line that declares it.
         _timeout(timeout, action)
 
@@ -212,6 +257,7 @@ class ExecutorRegistry:
                     timeout=timeout,
                     params_model=params_model,
                     target_kind=target_kind,
+                    revert=revert,
                 )
             )
             return fn
@@ -221,6 +267,20 @@ class ExecutorRegistry:
     def get(self, action: str) -> Executor | None:
         """The executor for `action`, if registered."""
         return self._executors.get(action)
+
+    def revert_spec(
+        self, action: str, heartbeat_timeout: timedelta | None = None
+    ) -> ExecutorSpec | None:
+        """How a revert of `action` runs (always idempotent), or None when it declares none."""
+        executor = self.get(action)
+        if executor is None or executor.revert is None:
+            return None
+        return ExecutorSpec(
+            action=revert_action(action),
+            idempotent=True,
+            timeout=executor.timeout,
+            heartbeat_timeout=heartbeat_timeout or timedelta(seconds=30),
+        )
 
     def spec(self, action: str, heartbeat_timeout: timedelta | None = None) -> ExecutorSpec | None:
         """The executor spec for `action`, or None when no executor is registered."""
@@ -257,6 +317,11 @@ class ExecutorRegistry:
                 importlib.import_module(name)
             except ImportError as exc:
                 raise ImportError(f"executor module {name!r} cannot be imported: {exc}") from exc
+
+
+def revert_action(action: str) -> str:
+    """The action type an undo of `action` is evaluated as by the policy: `<action>.revert`."""
+    return f"{action}.revert"
 
 
 # The registry the worker runs: executor modules (SIGNOFF_EXECUTOR_MODULES) and `@gated` register

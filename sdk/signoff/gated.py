@@ -43,7 +43,7 @@ from signoff.client import (
     SignoffSyncClient,
     outcome,
 )
-from signoff.executor import ExecutionContext, registry
+from signoff.executor import ExecutionContext, ExecutorFn, registry
 from signoff.models import ActionStatus, Execution, Status, validation_problems
 from signoff.settings import ClientSettings
 
@@ -296,10 +296,17 @@ def _sync_client() -> SignoffSyncClient:
 class _Decorator:
     """The decorator `gated(...)` returns; typed so async functions stay awaitable."""
 
-    def __init__(self, options: dict[str, Any], idempotent: bool, timeout: str | timedelta):
+    def __init__(
+        self,
+        options: dict[str, Any],
+        idempotent: bool,
+        timeout: str | timedelta,
+        revert: ExecutorFn | None = None,
+    ):
         self.options = options
         self.idempotent = idempotent
         self.timeout = timeout
+        self.revert = revert
 
     @overload
     def __call__(
@@ -317,6 +324,7 @@ class _Decorator:
                 idempotent=self.idempotent,
                 timeout=self.timeout,
                 params_model=gate.params_model,
+                revert=self.revert,
             )(_executor_fn(gate))
 
         wrapper: Callable[..., Any]
@@ -364,6 +372,7 @@ def gated(
     wait: float | None = None,
     idempotent: bool = False,
     timeout: str | timedelta = "5m",
+    revert: ExecutorFn | None = None,
 ) -> _Decorator:
     """Gate a function behind signoff: calling it asks for `action` on `target` and waits.
 
@@ -372,7 +381,11 @@ def gated(
     when it runs out, `ActionNotFinished` is raised (in caller mode the request is withdrawn).
     `client` defaults to one built from SIGNOFF_GATEWAY and SIGNOFF_TOKEN. Worker mode only:
     `idempotent` lets the workflow retry the body on transient errors, `timeout` bounds a run.
+    `revert` (worker mode) undoes it: an async function of an `ExecutionContext` whose
+    `params` are the call's params and `result` what the body returned; it must be idempotent.
     """
+    if revert is not None and where != "worker":
+        raise ValueError("a revert runs in the worker: declare it with where='worker'")
     options = {
         "action": action,
         "target": target,
@@ -382,7 +395,7 @@ def gated(
         "return_denial_as_text": return_denial_as_text,
         "wait": wait,
     }
-    return _Decorator(options, idempotent, timeout)
+    return _Decorator(options, idempotent, timeout, revert)
 
 
 __all__ = ["GatedFunction", "gated", "params_model"]

@@ -31,7 +31,16 @@ DecisionKind = Literal["approve", "deny"]
 StepUpMethod = Literal["webauthn"]
 PrincipalKind = Literal["human", "agent"]
 MessageKind = Literal[
-    "request", "decision", "cancel", "report", "amend", "break_glass", "review", "window_revoke"
+    "request",
+    "decision",
+    "cancel",
+    "report",
+    "amend",
+    "break_glass",
+    "review",
+    "window_revoke",
+    "revoke",
+    "undo",
 ]
 # Where an approved action runs: a worker's registered executor, or the requester itself.
 Execution = Literal["worker", "caller"]
@@ -312,11 +321,30 @@ class ActionRequest(ActionSubmission):
     amended_by: str | None = Field(
         default=None, max_length=200, description="Who proposed the changed params"
     )
+    reverts: RevertOf | None = Field(
+        default=None,
+        description=(
+            "Set only by the gateway for an undo: the action this request reverts, with the "
+            "request and result its executor's revert needs"
+        ),
+    )
 
     @field_validator("requester")
     @classmethod
     def _no_nul_requester(cls, value: str) -> str:
         return no_nul(value)
+
+
+class RevertOf(Contract):
+    """The action an undo reverts: its id, its request and what its executor returned."""
+
+    action_id: str = Field(min_length=1, max_length=200)
+    request: ActionRequest
+    result: JsonValue = None
+
+
+# ActionRequest names RevertOf, defined after it (an undo's request nests the one it reverts).
+ActionRequest.model_rebuild()
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -432,6 +460,12 @@ class Verdict(Contract):
     window_id: str | None = Field(
         default=None, description="The live approval window that allowed this request, if one did"
     )
+    # Reversible actions (issue 15): the longest `duration` a grant may ask for, how long an
+    # undo may be asked for after it ran, and groups who may revoke or undo it besides the
+    # requester and its approvers.
+    max_duration: Duration | None = None
+    undo_within: Duration | None = None
+    revoke_groups: list[str] = Field(default_factory=list)
 
 
 class ExecutorSpec(Contract):
@@ -441,6 +475,8 @@ class ExecutorSpec(Contract):
     idempotent: bool
     timeout: Duration = timedelta(minutes=5)
     heartbeat_timeout: Duration = timedelta(seconds=30)
+    # The executor declares a revert: the action can be in force for a duration, and undone.
+    revertible: bool = False
 
 
 # --- decisions ------------------------------------------------------------------------------
@@ -651,6 +687,37 @@ class BreakGlassStatus(Contract):
     reviewed: Review | None = None
 
 
+class RevokeBody(Contract):
+    """Ending a reversible action's window early, as a person sends it to the API."""
+
+    reason: str = Field(default="", max_length=2000)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
+class RevokeRequest(RevokeBody):
+    """End an active grant now: the requester, its approvers or the policy's revoke groups."""
+
+    by: str
+    signature: Signature | None = None
+
+
+class UndoBody(RevokeBody):
+    """Asking for an executed action to be reverted (within the policy's undo window)."""
+
+
+class UndoRequest(UndoBody):
+    """An undo: the revert request (gateway-signed, evaluated like any action) it starts."""
+
+    by: str
+    revert: ActionRequest
+    revert_id: str
+    signature: Signature | None = None
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -670,11 +737,22 @@ class Status(StrEnum):
     REJECTED = "rejected"
     # An approver changed the params: a successor action (`superseded_by`) replaced it.
     SUPERSEDED = "superseded"
+    # A reversible action in force until its window ends or it is revoked (issue 15).
+    ACTIVE = "active"
+    # Its revert runs (and is retried until it succeeds).
+    REVERTING = "reverting"
+    # It ran, and its revert undid it.
+    REVERTED = "reverted"
 
     @property
     def terminal(self) -> bool:
         """Whether nothing more can happen to the action."""
-        return self not in (Status.EVALUATING, Status.PENDING_APPROVAL, Status.EXECUTING)
+        return self not in _OPEN
+
+
+_OPEN = frozenset(
+    {Status.EVALUATING, Status.PENDING_APPROVAL, Status.EXECUTING, Status.ACTIVE, Status.REVERTING}
+)
 
 
 class RequirementProgress(Contract):
@@ -729,6 +807,14 @@ class ActionStatus(Contract):
     opened_window: str | None = Field(
         default=None, description="The approval window this action's approval opened, if any"
     )
+    window: GrantWindow | None = Field(
+        default=None, description="A reversible action's time in force, and how it ended"
+    )
+    revert: RevertProgress | None = None
+    undo_until: datetime | None = Field(
+        default=None, description="Until when the requester or approvers may ask for an undo"
+    )
+    undo_action: str | None = Field(default=None, description="The action that reverts this one")
 
     @property
     def terminal(self) -> bool:
@@ -736,10 +822,39 @@ class ActionStatus(Contract):
         return self.status.terminal
 
     @property
+    def settled(self) -> bool:
+        """Whether a waiting agent can stop: it finished, or it ran and is in force (a grant)."""
+        return self.status.terminal or self.status in (Status.ACTIVE, Status.REVERTING)
+
+    @property
     def notification_failures(self) -> list[NotificationRef]:
         """Notifications that could not be delivered."""
         return [n for n in self.notifications if n.error]
 
+
+class GrantWindow(Contract):
+    """While a reversible action is in force: from its execution until its revert ran."""
+
+    start: datetime
+    end: datetime | None = Field(default=None, description="When the granted duration ends")
+    ended_at: datetime | None = None
+    # "timer" when the duration ran out; else who revoked or undid it.
+    ended_by: str | None = None
+    how: Literal["expired", "revoked", "undone"] | None = None
+    reason: str = ""
+
+
+class RevertProgress(Contract):
+    """The revert: retried until it succeeds; failures show here, in metrics and alerts."""
+
+    started_at: datetime
+    failures: int = 0
+    last_error: str | None = None
+    done_at: datetime | None = None
+    result: JsonValue = None
+
+
+ActionStatus.model_rebuild()
 
 Outcome: TypeAlias = ActionStatus
 """The workflow's result: the final `ActionStatus`."""

@@ -7,6 +7,7 @@ compatibility (with `workflow.patched`), and commit the JSON files it writes her
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import uuid
 from datetime import timedelta
@@ -31,6 +32,7 @@ from signoff.models import (
 )
 from tests.conftest import DATA, Gate, running_worker
 from tests.page_fixtures import policy_with_step_up
+from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_cli, temporal_test_server
 from workers.settings import Settings
@@ -243,6 +245,43 @@ async def record_windows(client: Client, gate: Gate) -> dict[str, str]:
     }
 
 
+async def record_grants(
+    client: Client, settings: Settings, ledger: Ledger, postgres_url: str
+) -> dict[str, str]:
+    """Reversible actions (patch revertible-actions): a grant in force, one revoked early."""
+    os.environ[DSN_ENV] = await granter_roles(postgres_url)
+    gate = Gate(client, settings)
+    params = {"role": GRANTABLE, "duration": "30m"}
+    async with running_worker(client, settings, ledger):
+        active = await gate.submit(
+            "grant-db",
+            {**params, "user": await new_grantee(postgres_url)},
+            action="postgres.grant_role",
+        )
+        revoked = await gate.submit(
+            "grant-db",
+            {**params, "user": await new_grantee(postgres_url)},
+            action="postgres.grant_role",
+        )
+        for handle in (active, revoked):
+            await gate.wait_for(handle, "pending_approval")
+            await gate.decide(handle, "alice@example.com")
+            await gate.wait_for(handle, "active")
+        snapshot = (await active.fetch_history()).to_json()
+        await revoked.execute_update(
+            ActionWorkflow.revoke, SIGNER.revoke(RevokeRequest(by="agent:bot"), revoked.id)
+        )
+        await revoked.result()
+        await active.execute_update(
+            ActionWorkflow.revoke, SIGNER.revoke(RevokeRequest(by="agent:bot"), active.id)
+        )
+        await active.result()
+        return {
+            "grant_active": snapshot,
+            "grant_revoked": (await revoked.fetch_history()).to_json(),
+        }
+
+
 async def main() -> None:
     """Start a dev server and Postgres, record, and write the histories next to this file."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,6 +306,16 @@ async def main() -> None:
         try:
             recorded = await record_all(env.client, settings, ledger)
             recorded |= await record_issue17(env.client, skipping, settings, ledger)
+            for name, text in recorded.items():
+                (HERE / f"{name}.json").write_text(text)
+                print("recorded", name)
+            grants = Settings(
+                task_queue="record-grants",
+                policy=DATA / "grants-policy.yaml",
+                directory=DATA / "directory.yaml",
+                targets=grant_targets(Path(tmp)),
+            )
+            recorded = await record_grants(env.client, grants, ledger, server.get_uri())
             for name, text in recorded.items():
                 (HERE / f"{name}.json").write_text(text)
                 print("recorded", name)

@@ -115,6 +115,20 @@ def build_window(rows: list[LedgerRow]) -> WindowRecord:
     return record
 
 
+class GrantRecord(BaseModel):
+    """A reversible action's time in force (issue 15): its window and who ended it, how."""
+
+    start: datetime
+    end: datetime | None = None
+    ended_at: datetime | None = None
+    # "timer" when its duration ran out; else who revoked it or asked for the undo.
+    ended_by: str | None = None
+    how: str | None = None
+    undo_action: str | None = None
+    revert_failures: int = 0
+    reverted_at: datetime | None = None
+
+
 class ActionRecord(BaseModel):
     """Everything the ledger says about one action, for an auditor."""
 
@@ -146,6 +160,7 @@ class ActionRecord(BaseModel):
     allowed_by_window: str | None = None
     window: WindowRecord | None = None
     break_glass: BreakGlassRecord | None = None
+    grant: GrantRecord | None = None
 
     @property
     def findings(self) -> list[str]:
@@ -228,6 +243,8 @@ def build_record(rows: list[LedgerRow]) -> ActionRecord:
             record.error = _str(p.get("error")) or record.error
         elif row.kind == AuditKind.CANCELLED:
             record.error = _str(p.get("reason")) or record.error
+        elif row.kind in _GRANT_KINDS:
+            _fold_grant(record, row)
         elif row.kind == AuditKind.OUTCOME:
             record.status = _str(p.get("status"))
             record.error = _str(p.get("error")) or record.error
@@ -261,6 +278,47 @@ def _fold_break_glass(record: ActionRecord, row: LedgerRow) -> None:
         glass.review_outcome = _str(p.get("outcome"))
         glass.review_reason = _str(p.get("reason"))
         glass.reviewed_at = row.at
+
+
+_GRANT_KINDS = frozenset(
+    {
+        AuditKind.ACTIVE,
+        AuditKind.REVOKED,
+        AuditKind.UNDO_REQUESTED,
+        AuditKind.REVERT_FAILED,
+        AuditKind.REVERTED,
+    }
+)
+
+
+def _fold_grant(record: ActionRecord, row: LedgerRow) -> None:
+    """The grant's window, who ended it and how, from its ledger rows."""
+    p = row.payload
+    if row.kind == AuditKind.ACTIVE:
+        window = p.get("window")
+        window = window if isinstance(window, dict) else {}
+        record.grant = GrantRecord.model_validate(
+            {"start": window.get("start") or row.at, "end": window.get("end")}
+        )
+        return
+    grant = record.grant
+    if grant is None:
+        return
+    if row.kind == AuditKind.REVOKED:
+        grant.ended_by, grant.how = row.actor, "revoked"
+    elif row.kind == AuditKind.UNDO_REQUESTED:
+        grant.undo_action = _str(p.get("undo_action"))
+    elif row.kind == AuditKind.REVERT_FAILED:
+        failures = p.get("failures")
+        grant.revert_failures = failures if isinstance(failures, int) else grant.revert_failures
+    elif row.kind == AuditKind.REVERTED:
+        window = p.get("window")
+        window = window if isinstance(window, dict) else {}
+        ended_at = window.get("ended_at")
+        grant.ended_at = datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else row.at
+        grant.ended_by = _str(window.get("ended_by")) or grant.ended_by
+        grant.how = _str(window.get("how")) or grant.how
+        grant.reverted_at = row.at
 
 
 def _str(value: Any) -> str | None:
@@ -443,6 +501,7 @@ CSV_COLUMNS = (
     "completed_at",
     "break_glass",
     "findings",
+    "grant",
 )
 
 
@@ -480,7 +539,25 @@ def _csv_values(record: ActionRecord) -> dict[str, Any]:
             f"by {record.break_glass.by}: {record.break_glass.reason}" if record.break_glass else ""
         ),
         "findings": "; ".join(record.findings),
+        "grant": grant_text(record.grant),
     }
+
+
+def grant_text(grant: GrantRecord | None) -> str:
+    """A grant's window and how it ended, in one line: '... to ...; revoked by bob'."""
+    if grant is None:
+        return ""
+    until = f" until {grant.end.isoformat()}" if grant.end else ""
+    text = f"in force from {grant.start.isoformat()}{until}"
+    if grant.how == "expired":
+        text += f"; expired (timer) at {grant.ended_at.isoformat() if grant.ended_at else '?'}"
+    elif grant.how is not None:
+        text += f"; {grant.how} by {grant.ended_by or 'unknown'}"
+    if grant.undo_action:
+        text += f"; undo {grant.undo_action}"
+    if grant.revert_failures:
+        text += f"; {grant.revert_failures} failed revert attempts"
+    return text
 
 
 def to_csv(items: list[ActionRecord]) -> str:
@@ -637,6 +714,8 @@ hash-chained audit ledger.</p>
 {bar_chart("Time to decision", decision_histogram(items))}
 <h2>Daily volume</h2>
 {bar_chart("Actions requested per day", daily_volume(items))}
+<h2>Grants</h2>
+{_grants_table(items)}
 <h2>Actions</h2>
 <table id="actions">
 <thead><tr><th>Requested</th><th>Action</th><th>Requester</th><th>Policy</th>
@@ -681,6 +760,40 @@ def _windows_html(windows: list[WindowRecord]) -> str:
         '<h2>Approval windows</h2>\n<table id="windows">\n<thead><tr><th>Window</th>'
         "<th>Holder</th><th>Scope</th><th>Approved by</th><th>Window</th><th>Uses</th>"
         "<th>Ended</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+    )
+
+
+def _grants_table(items: list[ActionRecord]) -> str:
+    """Every grant with its window and who ended it (the timer, a revoke, an undo)."""
+    e = neutralise.html
+    grants = [r for r in items if r.grant is not None]
+    if not grants:
+        return "<p>No reversible actions in this period.</p>"
+
+    def when(value: datetime | None) -> str:
+        return e(value.isoformat()) if value else ""
+
+    rows = []
+    for r in grants:
+        g = r.grant
+        assert g is not None
+        ended = "in force" if g.how is None else f"{g.how} by {g.ended_by or 'unknown'}"
+        if g.how == "expired":
+            ended = "expired (timer)"
+        rows.append(
+            f'<tr data-action-id="{e(r.action_id)}">'
+            f"<td>{e(r.action or '')} on {e(r.target or '')}</td>"
+            f"<td>{e(r.requester or '')}</td>"
+            f"<td>{e(', '.join(r.approvers))}</td>"
+            f"<td>{when(g.start)}</td><td>{when(g.end)}</td><td>{when(g.ended_at)}</td>"
+            f"<td>{e(ended)}</td><td>{e(g.undo_action or '')}</td>"
+            f"<td>{g.revert_failures}</td>"
+            "</tr>"
+        )
+    return (
+        '<table id="grants"><thead><tr><th>Grant</th><th>Requester</th><th>Approvers</th>'
+        "<th>From</th><th>Until</th><th>Ended</th><th>Ended how, by whom</th><th>Undo</th>"
+        "<th>Failed revert attempts</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 

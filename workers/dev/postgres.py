@@ -39,6 +39,11 @@ SAMPLE_CUSTOMERS = [
 # The sample database's roles: least privilege, never the cluster's superuser.
 ANALYTICS_READER = "signoff_analytics_reader"
 ANALYTICS_WRITER = "signoff_analytics_writer"
+# Just-in-time access (postgres.grant_role): a group role worth granting, a user to grant it to,
+# and the role the executor connects as, which may grant that group and nothing else.
+ANALYTICS_WRITERS = "analytics_writers"
+ANALYST = "analyst"
+ACCESS_GRANTER = "signoff_access_granter"
 # Functions with effects outside the statement that PUBLIC may run by default; a read must not
 # reach them (`SELECT pg_notify(...)` runs in a READ ONLY transaction too).
 _PUBLIC_SIDE_EFFECTS = ("pg_notify(text, text)",)
@@ -50,6 +55,7 @@ class AnalyticsUrls:
 
     reader: str
     writer: str
+    granter: str = ""
 
 
 def _role_password(data_dir: Path, role: str) -> str:
@@ -80,7 +86,8 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
     """
     ledger_db = urlsplit(ledger_url).path.lstrip("/") or "postgres"
     passwords = {
-        role: _role_password(data_dir, role) for role in (ANALYTICS_READER, ANALYTICS_WRITER)
+        role: _role_password(data_dir, role)
+        for role in (ANALYTICS_READER, ANALYTICS_WRITER, ACCESS_GRANTER)
     }
     conn = await asyncpg.connect(ledger_url)
     try:
@@ -99,9 +106,14 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
         if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", WORKER_ROLE):
             # Login roles granted the ledger's worker role keep reaching it.
             await conn.execute(f'GRANT CONNECT ON DATABASE "{ledger_db}" TO {WORKER_ROLE}')
+        for role, options in ((ANALYTICS_WRITERS, "NOLOGIN"), (ANALYST, "LOGIN")):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} {options}")
+        await conn.execute(f"GRANT {ANALYTICS_WRITERS} TO {ACCESS_GRANTER} WITH ADMIN OPTION")
         await conn.execute("REVOKE CONNECT ON DATABASE analytics FROM PUBLIC")
         await conn.execute(
-            f"GRANT CONNECT ON DATABASE analytics TO {ANALYTICS_READER}, {ANALYTICS_WRITER}"
+            f"GRANT CONNECT ON DATABASE analytics TO {ANALYTICS_READER}, {ANALYTICS_WRITER},"
+            f" {ACCESS_GRANTER}, {ANALYST}"
         )
     finally:
         await conn.close()
@@ -127,8 +139,9 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
         await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ANALYTICS_READER}")
         await conn.execute(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
-            f" TO {ANALYTICS_WRITER}"
+            f" TO {ANALYTICS_WRITER}, {ANALYTICS_WRITERS}"
         )
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ANALYTICS_WRITERS}")
         await conn.execute(
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {ANALYTICS_WRITER}"
         )
@@ -137,4 +150,5 @@ async def sample_analytics(ledger_url: str, data_dir: Path) -> AnalyticsUrls:
     return AnalyticsUrls(
         reader=_as_role(ledger_url, "analytics", ANALYTICS_READER, passwords[ANALYTICS_READER]),
         writer=_as_role(ledger_url, "analytics", ANALYTICS_WRITER, passwords[ANALYTICS_WRITER]),
+        granter=_as_role(ledger_url, "analytics", ACCESS_GRANTER, passwords[ACCESS_GRANTER]),
     )

@@ -203,6 +203,7 @@ class DevStack:
             # The example targets file reads the `analytics` target's DSNs from here.
             env.setdefault("ANALYTICS_DSN", self.analytics.reader)
             env.setdefault("ANALYTICS_WRITE_DSN", self.analytics.writer)
+            env.setdefault("ANALYTICS_GRANT_DSN", self.analytics.granter)
         env.update(
             {
                 "SIGNOFF_TEMPORAL_ADDRESS": config.temporal_address,

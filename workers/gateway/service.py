@@ -52,7 +52,9 @@ from signoff.models import (
     RefusalCode,
     RefusedAttempt,
     ReviewRequest,
+    RevokeRequest,
     Status,
+    UndoRequest,
     Verdict,
     WindowRevokeRequest,
     validation_problems,
@@ -75,6 +77,7 @@ from workflows.errors import (
     ActionUnreadable,
     BreakGlassRefused,
     DecisionRefusedError,
+    DurationRefused,
     IdempotencyConflict,
     InvalidOnBehalfOf,
     InvalidParams,
@@ -84,11 +87,14 @@ from workflows.errors import (
     WindowNotFound,
     WorkerUnavailable,
 )
+from workflows.grants import direct_revert_problem, duration_problem, revert_request
 from workflows.rules import can_decide_now, review_refusal
 from workflows.signing import Signer, SigningError
 from workflows.window import WindowWorkflow
 
 MAX_WAIT = 60.0
+# How often a long poll on a reversible action reads its status (its workflow stays open).
+POLL_SETTLED = 1.0
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A workflow task on its third attempt has failed at least twice (one timeout is a worker
 # restart): its worker cannot process the action, so a query would only time out.
@@ -138,6 +144,9 @@ def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) 
         if cause.type in (DECISION_REFUSED, MESSAGE_REFUSED):
             attempt = RefusedAttempt.model_validate(cause.details[0])
             if cause.type == MESSAGE_REFUSED:
+                if attempt.code is RefusalCode.NOT_PENDING:
+                    # A revoke or undo of an action that is not active (or not undoable).
+                    return ActionNotPending(attempt.message)
                 return MessageRefusedError(attempt)
             if attempt.code is RefusalCode.NOT_PENDING:
                 return ActionNotPending(attempt.message)
@@ -221,6 +230,8 @@ class ActionService:
         if problem is not None:
             raise InvalidOnBehalfOf(problem)
         request = ActionRequest(**submission.model_dump(), requester=requester.id)
+        if (problem := direct_revert_problem(request, self.executors)) is not None:
+            raise UnknownAction(problem)
         try:
             # Refused before anyone is asked to approve what the executor would refuse.
             params = self.executors.parsed_params(request.action, request.params)
@@ -233,6 +244,10 @@ class ActionService:
         signed = self.signer.request(request, action_id)
         # A preview for the UI's summary only; the workflow's own evaluation decides.
         preview = self.policy.evaluate(request, requester, params)
+        problem = duration_problem(request, preview, self.executors.spec(request.action))
+        if problem is not None and request.execution == "worker":
+            # The worker refuses it too (denied by policy); nobody is asked to approve it.
+            raise DurationRefused(problem)
         if request.idempotency_key is not None:
             await self._refuse_reuse_after_retention(request.idempotency_key, action_id)
         # AlreadyStarted: the key's action already finished; hand it back, never start a second.
@@ -267,7 +282,7 @@ class ActionService:
             # A fresh id has no earlier action to conflict with, and the caller wants the
             # outcome: skip reading the status of the action just started (a describe and a
             # query that waits for its first workflow task).
-            return await self._outcome(action_id, wait)
+            return await self._outcome(action_id, wait, self._reversible(request.action))
         status = await self.status(action_id)
         if status.digest != request.digest:
             raise IdempotencyConflict(
@@ -439,18 +454,36 @@ class ActionService:
         """
         seconds = max(0.0, min(seconds, MAX_WAIT))
         status = current if current is not None else await self.status(action_id)
-        if status.terminal or seconds == 0:
+        if status.settled or seconds == 0:
             return status
-        return await self._outcome(action_id, seconds)
+        return await self._outcome(action_id, seconds, self._reversible(status.request.action))
 
-    async def _outcome(self, action_id: str, seconds: float) -> ActionStatus:
-        """The result if the action finishes within `seconds` (at most a minute), else status."""
+    def _reversible(self, action: str) -> bool:
+        """Whether the action's workflow stays open after it ran (a grant, an undo window)."""
+        spec = self.executors.spec(action)
+        return spec is not None and spec.revertible
+
+    async def _outcome(
+        self, action_id: str, seconds: float, reversible: bool = False
+    ) -> ActionStatus:
+        """The result if the action finishes within `seconds` (at most a minute), else status.
+
+        `reversible`: its workflow stays open once it ran, so its status is polled too (each
+        second) and a grant in force (`active`) answers as soon as it is.
+        """
+        waited = self._handle(action_id).result() if not reversible else self._settled(action_id)
         try:
-            return await asyncio.wait_for(
-                self._handle(action_id).result(), timeout=max(0.0, min(seconds, MAX_WAIT))
-            )
+            return await asyncio.wait_for(waited, timeout=max(0.0, min(seconds, MAX_WAIT)))
         except (TimeoutError, WorkflowFailureError):
             return await self.status(action_id)
+
+    async def _settled(self, action_id: str) -> ActionStatus:
+        """Poll until a reversible action ran (or ended): agents wait for that, not its end."""
+        while True:
+            status = await self.status(action_id)
+            if status.settled:
+                return status
+            await asyncio.sleep(POLL_SETTLED)
 
     async def decide(self, action_id: str, decision: DecisionRequest) -> ActionStatus:
         """Send one decision through the workflow's `decide` update."""
@@ -505,6 +538,35 @@ class ActionService:
         await self.status(action_id)
         message = self.signer.cancel(request, action_id)
         return await self._update(action_id, ActionWorkflow.cancel, message, ended="cancel")
+
+    async def revoke(self, action_id: str, request: RevokeRequest) -> ActionStatus:
+        """End an active grant now; the workflow decides who may, and records a refusal."""
+        message = self.signer.revoke(request, action_id)
+        return await self._update(action_id, ActionWorkflow.revoke, message, ended="revoke")
+
+    async def undo(
+        self, action_id: str, by: Principal, reason: str, status: ActionStatus
+    ) -> ActionStatus:
+        """Ask for an action's revert: a new action (`<type>.revert`) the policy evaluates.
+
+        The revert is requested on behalf of the asker, signed here and started by the
+        action's own workflow, which checks the asker and the undo window; the two link both
+        ways (`undo_action`, `request.reverts`). Answers the original action's status.
+        """
+        original = status.request
+        if self.executors.revert_spec(original.action) is None:
+            raise UnknownAction(f"{original.action} declares no revert; it cannot be undone")
+        revert_id = f"{action_id}-undo-{uuid.uuid4().hex[:12]}"
+        message = self.signer.undo(
+            UndoRequest(
+                by=by.id,
+                reason=reason,
+                revert=revert_request(status, by.id, reason),
+                revert_id=revert_id,
+            ),
+            action_id,
+        )
+        return await self._update(action_id, ActionWorkflow.undo, message, ended="undo")
 
     async def report(self, action_id: str, report: ExecutionReport) -> ActionStatus:
         """Caller mode: record what happened when the requester ran the approved action."""

@@ -33,6 +33,8 @@ def build_app() -> typer.Typer:
         actions.approve,
         actions.deny,
         actions.cancel,
+        actions.revoke,
+        actions.undo,
         actions.pending,
         actions.review,
         identity.whoami,

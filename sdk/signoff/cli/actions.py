@@ -116,6 +116,7 @@ def _show(status: ActionStatus, *, page_url: str | None = None) -> None:
     if status.error:
         rows.append(("error", status.error))
     rows += _break_glass_rows(status)
+    rows.extend(_reversible_rows(status))
     rows.append(("digest", status.digest))
     if page_url is not None:
         rows.append(("page", page_url))
@@ -144,6 +145,26 @@ def _break_glass_rows(status: ActionStatus) -> list[tuple[str, str]]:
         groups = ", ".join(glass.reviewer_groups) or "reviewers"
         late = " (OVERDUE)" if glass.review == "overdue" else ""
         rows.append(("review", f"due {glass.review_due_at:%Y-%m-%d %H:%M:%S %Z} by {groups}{late}"))
+    return rows
+
+
+def _reversible_rows(status: ActionStatus) -> list[tuple[str, str]]:
+    """A grant's window and who ended it, its revert's trouble, and the undo link."""
+    rows: list[tuple[str, str]] = []
+    if (window := status.window) is not None:
+        until = f" until {window.end:%Y-%m-%d %H:%M:%S %Z}" if window.end else ""
+        rows.append(("in force", f"from {window.start:%Y-%m-%d %H:%M:%S %Z}{until}"))
+        if window.how is not None:
+            rows.append(("ended", f"{window.how} by {window.ended_by}"))
+    if (revert := status.revert) is not None and revert.failures:
+        state = "done" if revert.done_at else "retrying"
+        rows.append(("revert", f"{revert.failures} failed attempts, {state}: {revert.last_error}"))
+    if status.undo_until is not None:
+        rows.append(("undo until", f"{status.undo_until:%Y-%m-%d %H:%M:%S %Z}"))
+    if status.undo_action:
+        rows.append(("undo", status.undo_action))
+    if status.request.reverts is not None:
+        rows.append(("reverts", status.request.reverts.action_id))
     return rows
 
 
@@ -409,6 +430,41 @@ def cancel(
         typer.echo(cancelled.model_dump_json(indent=2))
     else:
         console.print(f"cancelled {neutralise.rich(cancelled.id)}", highlight=False)
+
+
+def revoke(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The active action's id")],
+    reason: Annotated[str, typer.Option(help="Why it ends early")] = "",
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """End an active grant now: its revert runs at once."""
+    with gateway_client(gateway, token) as client:
+        revoked = client.revoke(action_id, reason=reason)
+    if as_json:
+        typer.echo(revoked.model_dump_json(indent=2))
+    else:
+        console.print(
+            f"revoked {neutralise.rich(revoked.id)}: {revoked.status.value}", highlight=False
+        )
+
+
+def undo(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The action to revert")],
+    reason: Annotated[str, typer.Option(help="Why it should be undone")] = "",
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Ask for an action's revert within its undo window (the policy may require approval)."""
+    with gateway_client(gateway, token) as client:
+        undone = client.undo(action_id, reason=reason)
+    if as_json:
+        typer.echo(undone.model_dump_json(indent=2))
+    else:
+        revert = neutralise.rich(undone.undo_action or "")
+        console.print(f"undo of {neutralise.rich(undone.id)} asked: {revert}", highlight=False)
 
 
 def pending(

@@ -19,6 +19,9 @@ from signoff.models import (
     ReportBody,
     ReviewBody,
     ReviewRequest,
+    RevokeBody,
+    RevokeRequest,
+    UndoBody,
 )
 from workers.gateway.auth import current_identity, current_principal
 from workers.gateway.dependencies import Wait, action_id, get_service, refusal_budget
@@ -74,7 +77,7 @@ async def get_action(
     if not can_view(principal, status):
         # The same answer as for an id that does not exist: outsiders learn nothing.
         raise ActionNotFound(f"no action {id}")
-    if wait and not status.terminal:
+    if wait and not status.settled:
         status = await service.wait(id, wait, current=status)
     return status
 
@@ -275,3 +278,50 @@ async def review(
         if not can_view(principal, await service.status(id)):
             raise ActionNotFound(f"no action {id}") from None
         raise
+
+
+@router.post(
+    "/actions/{id}/revoke",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
+)
+async def revoke(
+    body: RevokeBody | None = None,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """End an active grant now: its revert runs at once (retried until it succeeds).
+
+    Allowed for the requester, the action's approvers and the policy's `revoke_groups`;
+    403 for anyone else (the attempt is recorded); 409 when the action is not active.
+    """
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    reason = body.reason if body is not None else ""
+    return await service.revoke(id, RevokeRequest(by=principal.id, reason=reason))
+
+
+@router.post(
+    "/actions/{id}/undo",
+    response_model=ActionStatus,
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
+)
+async def undo(
+    body: UndoBody | None = None,
+    id: str = Depends(action_id),
+    principal: Principal = Depends(current_principal),
+    service: ActionService = Depends(get_service),
+) -> ActionStatus:
+    """Ask for a reversible action to be reverted, within its rule's undo window.
+
+    The revert is its own action (`<type>.revert`, `undo_action` in the answer) that the
+    policy evaluates and may send for approval. 403: you are not its requester, an approver
+    or in its revoke groups (recorded); 409: no undo window, or it closed.
+    """
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    reason = body.reason if body is not None else ""
+    return await service.undo(id, principal, reason, status)
