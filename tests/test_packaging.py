@@ -44,6 +44,8 @@ SDK_COMMANDS = {
     "mcp",
     "windows",
     "review",
+    "revoke",
+    "undo",
 }
 SERVER_COMMANDS = {"dev", "worker", "gateway", "db", "audit", "policy", "keys", "demo"}
 # Server-side distributions an agent's environment must never receive from the SDK.
