@@ -133,6 +133,127 @@ REVOKE ALL ON executions FROM PUBLIC;
 GRANT SELECT, INSERT ON executions TO signoff_worker;
 """,
     ),
+    Migration(
+        4,
+        "partitioned_ledger",
+        """
+-- Independent chains: each row belongs to a partition (chain) and its chain_seq counts within
+-- it. Rows from before keep part 0, which continues the single global chain they formed.
+-- ADD COLUMN with a constant default (or none) rewrites no row, so the trigger never fires.
+ALTER TABLE audit_events ADD COLUMN part integer NOT NULL DEFAULT 0;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_part_check CHECK (part >= 0) NOT VALID;
+-- SHA-256 of what a retry of the event must match (chain.identity_hash); NULL on older rows.
+ALTER TABLE audit_events ADD COLUMN identity text;
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_chain_seq_key;
+ALTER TABLE audit_events
+    ADD CONSTRAINT audit_events_part_chain_seq_key UNIQUE (part, chain_seq);
+
+-- Append a batch of one partition's events in one statement: the partition's lock is held
+-- only while Postgres runs this, never across a network round trip. The caller sends each
+-- row's canonical JSON cut where chain_seq and prev_hash go (chain.hash_template), so the
+-- hash is exactly chain.row_hash. Events already there are skipped when their identity
+-- matches and refused (SQLSTATE SO001) when not; rows from before identities were stored
+-- are returned unwritten for the caller to compare, then sent again with p_checked.
+CREATE FUNCTION audit_append(
+    p_part integer, p_checked boolean,
+    p_action text[], p_run text[], p_seq integer[], p_kind text[], p_digest text[],
+    p_actor text[], p_channel text[], p_at timestamptz[], p_payload jsonb[],
+    p_identity text[], p_head text[], p_middle text[], p_tail text[],
+    OUT written integer, OUT unchecked integer[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(cardinality(p_action), 0);
+    skip boolean[] := array_fill(false, ARRAY[n]);
+    found_identity text;
+    found_seq bigint;
+    found_kind text;
+    head_seq bigint;
+    head_hash text;
+    new_hash text;
+BEGIN
+    written := 0;
+    unchecked := '{}';
+    IF p_part = 0 THEN
+        -- The lock appenders of the single chain took, so none can run beside this one.
+        PERFORM pg_advisory_xact_lock(1365250033);
+    ELSE
+        PERFORM pg_advisory_xact_lock(1365250033, p_part);
+    END IF;
+    FOR i IN 1 .. n LOOP
+        SELECT e.identity, e.chain_seq, e.kind INTO found_identity, found_seq, found_kind
+        FROM audit_events e
+        WHERE e.action_id = p_action[i] AND e.run_id = p_run[i] AND e.seq = p_seq[i];
+        IF FOUND THEN
+            skip[i] := true;
+            IF found_identity IS NULL THEN
+                IF NOT p_checked THEN
+                    unchecked := unchecked || i;
+                END IF;
+            ELSIF found_identity <> p_identity[i] THEN
+                RAISE EXCEPTION 'ledger already holds a different event % for action % run % '
+                    '(chain_seq %, %): refusing to overwrite it with %',
+                    p_seq[i], p_action[i], CASE WHEN p_run[i] = '' THEN '(no run recorded)'
+                    ELSE p_run[i] END, found_seq, found_kind, p_kind[i]
+                    USING ERRCODE = 'SO001';
+            END IF;
+        END IF;
+    END LOOP;
+    IF cardinality(unchecked) > 0 THEN
+        RETURN;
+    END IF;
+    SELECT e.chain_seq, e.hash INTO head_seq, head_hash FROM audit_events e
+    WHERE e.part = p_part ORDER BY e.chain_seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        head_seq := -1;
+        head_hash := repeat('0', 64);
+    END IF;
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN skip[i];
+        head_seq := head_seq + 1;
+        new_hash := encode(sha256(convert_to(
+            p_head[i] || head_seq::text || p_middle[i] || head_hash || p_tail[i], 'UTF8')), 'hex');
+        INSERT INTO audit_events
+            (part, chain_seq, action_id, run_id, seq, kind, digest, actor, channel, at, payload,
+             prev_hash, hash, identity)
+        VALUES (p_part, head_seq, p_action[i], p_run[i], p_seq[i], p_kind[i], p_digest[i],
+                p_actor[i], p_channel[i], p_at[i], p_payload[i], head_hash, new_hash,
+                p_identity[i]);
+        head_hash := new_hash;
+        written := written + 1;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION audit_append FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit_append TO signoff_worker;
+
+-- Signed checkpoints over every partition's head, chained to each other like rows are: a
+-- kept checkpoint hash proves every row and checkpoint before it, across all partitions.
+CREATE TABLE ledger_checkpoints (
+    seq         bigint      PRIMARY KEY CHECK (seq >= 0),
+    at          timestamptz NOT NULL,
+    heads       jsonb       NOT NULL,
+    prev_hash   text        NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
+    hash        text        NOT NULL UNIQUE CHECK (hash ~ '^[0-9a-f]{64}$'),
+    kid         text        NOT NULL,
+    sig         text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION ledger_checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger_checkpoints is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER ledger_checkpoints_no_update_delete
+    BEFORE UPDATE OR DELETE ON ledger_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION ledger_checkpoints_append_only();
+CREATE TRIGGER ledger_checkpoints_no_truncate
+    BEFORE TRUNCATE ON ledger_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_checkpoints_append_only();
+REVOKE ALL ON ledger_checkpoints FROM PUBLIC;
+GRANT SELECT, INSERT ON ledger_checkpoints TO signoff_worker;
+""",
+    ),
 )
 
 
