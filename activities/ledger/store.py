@@ -3,10 +3,11 @@
 Rows go to independent chains (partitions by action id); an append is one statement that
 takes its partition's transaction-scoped advisory lock, so concurrent workers queue up for a
 chain head instead of forking it, and only while Postgres runs the statement. Signed
-checkpoints over all partition heads chain the partitions together. `(action_id, run_id, seq)` is unique, so a retried batch finds its
-rows already there and writes nothing twice; the same identity with different content is
-refused. Each run of an action (a reset or a re-run under the same workflow id) writes rows
-of its own, and `executions` holds the one durable claim to run its executor.
+checkpoints over all partition heads chain the partitions together. `(action_id, run_id, seq)`
+is unique, so a retried batch finds its rows already there and writes nothing twice; the
+same identity with different content is refused. Each run of an action (a reset or a re-run
+under the same workflow id) writes rows of its own, and `executions` holds the one durable
+claim to run its executor.
 """
 
 from __future__ import annotations
@@ -354,6 +355,31 @@ class Ledger:
             f"could not append {len(contents)} event(s) of action {contents[0]['action_id']}: "
             "the same events keep appearing in another partition"
         )
+
+    async def _unwritten(self, conn: Conn, contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The contents not yet in the ledger; a stored event that differs is a conflict."""
+        existing = await conn.fetch(
+            f"SELECT {COLUMNS} FROM audit_events "  # noqa: S608 - constant column list
+            "WHERE (action_id, run_id, seq) IN "
+            "(SELECT * FROM unnest($1::text[], $2::text[], $3::int[]))",
+            [c["action_id"] for c in contents],
+            [c.get("run_id", "") for c in contents],
+            [c["seq"] for c in contents],
+        )
+        stored = {event_key(r.content()): r for r in map(read_row, existing)}
+        fresh = []
+        for content in contents:
+            row = stored.get(event_key(content))
+            if row is None:
+                fresh.append(content)
+            elif event_identity(row.content()) != event_identity(content):
+                run = content.get("run_id") or "(no run recorded)"
+                raise LedgerConflict(
+                    f"ledger already holds a different event {content['seq']} for action "
+                    f"{content['action_id']} run {run} (chain_seq {row.chain_seq}, "
+                    f"{row.kind}): refusing to overwrite it with {content['kind']}"
+                )
+        return fresh
 
     async def events(self, action_id: str) -> list[LedgerRow]:
         """All rows of one action, in event order."""
