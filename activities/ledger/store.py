@@ -450,16 +450,24 @@ class Ledger:
             )
         return [Checkpoint(**{**dict(r), "heads": json.loads(r["heads"])}) for r in found]
 
-    async def checkpoint(self, signer: Signer, *, now: datetime | None = None) -> Checkpoint:
-        """Write a signed checkpoint over every partition's head, chained to the last one."""
+    async def checkpoint(
+        self, signer: Signer, *, now: datetime | None = None, if_changed: bool = False
+    ) -> Checkpoint | None:
+        """Write a signed checkpoint over every partition's head, chained to the last one.
+
+        With `if_changed`, nothing is written (None) when no row was added since the last.
+        """
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CHECKPOINT_LOCK)
             last = await conn.fetchrow(
-                "SELECT seq, hash FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+                "SELECT seq, hash, heads::text AS heads FROM ledger_checkpoints"
+                " ORDER BY seq DESC LIMIT 1"
             )
             heads: dict[str, list[JsonValue]] = {
                 str(r["part"]): [r["chain_seq"], r["hash"]] for r in await conn.fetch(PARTS)
             }
+            if if_changed and last is not None and json.loads(last["heads"]) == heads:
+                return None
             at = now or datetime.now(UTC)
             seq = 0 if last is None else last["seq"] + 1
             prev = GENESIS_HASH if last is None else last["hash"]

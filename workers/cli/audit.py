@@ -229,10 +229,11 @@ def checkpoint(
     except SigningError as err:
         raise typer.BadParameter(str(err), param_hint="--key") from None
     made = asyncio.run(_checkpoint(database_url(url, data_dir), signer))
+    assert made is not None, "written unconditionally"
     typer.echo(f"checkpoint #{made.seq} over {len(made.heads)} partition(s): {made.hash}")
 
 
-async def _checkpoint(url: str, signer: Signer) -> Checkpoint:
+async def _checkpoint(url: str, signer: Signer) -> Checkpoint | None:
     ledger = await Ledger.connect(url, max_size=1)
     try:
         return await ledger.checkpoint(signer)
