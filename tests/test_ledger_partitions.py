@@ -20,6 +20,7 @@ from activities.ledger.chain import (
     checkpoint_body,
     checkpoint_hash,
     event_content,
+    ledger_json,
     partition_of,
     row_hash,
 )
@@ -102,6 +103,43 @@ async def busiest(url: str) -> tuple[int, int]:
 
 
 # --- structure ------------------------------------------------------------------------------
+
+
+def test_ledger_json_is_canonical_json() -> None:
+    rng = random.Random(7)
+    words = ["plain", "caf\u00e9", "cafe\u0301", "\u212b", "emoji \U0001f600", 'quote"', "\\"]
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(7 if depth < 3 else 5)
+        if kind == 0:
+            return rng.choice(words)
+        if kind == 1:
+            return rng.randrange(-(10**20), 10**20)
+        if kind == 2:
+            return rng.choice([1.5, 1e20, -0.0, 3.0, 1e-7])
+        if kind == 3:
+            return rng.choice([True, False, None])
+        if kind == 4:
+            return ""
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(words) + str(n): value(depth + 1) for n in range(rng.randrange(4))}
+
+    for _ in range(2000):
+        sample = value(0)
+        assert ledger_json(sample) == canonical_json(sample)
+
+
+async def test_unicode_and_float_payloads_verify_in_a_partition(db: str) -> None:
+    ledger = await Ledger.connect(db, partitions=PARTS)
+    try:
+        batch = action_batches("act-unicode", params={"name": "Zoe\u0301", "n": 1e20, "k": 2})[0]
+        assert await ledger.append(batch.events) == 2
+        assert await ledger.append(batch.events) == 0
+        report = await verify_chain(ledger)
+        assert report.ok, report.broken
+    finally:
+        await ledger.close()
 
 
 async def test_actions_spread_over_chains_each_linked_from_genesis(ledger: Ledger) -> None:
