@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import psutil
 
 from activities.ledger.chain import GENESIS_HASH, event_content, row_hash
 from activities.ledger.store import CHAIN_LOCK, Ledger
@@ -54,9 +57,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--b5-designs", nargs="+", choices=["before", "after"], default=["before", "after"]
     )
-    group.add_argument("--b5-verify-events", type=int, default=1_000_000, metavar="N")
     group.add_argument(
-        "--b5-processes", type=int, default=4, help="writer processes (writers spread over them)"
+        "--b5-verify-events", type=int, default=1_000_000, metavar="N", help="0: no verify"
+    )
+    group.add_argument(
+        "--b5-processes", type=int, default=2, help="writer processes (writers spread over them)"
     )
 
 
@@ -131,8 +136,14 @@ def batches_of(events: list[AuditEvent], size: int) -> list[list[AuditEvent]]:
 
 
 async def _writers(
-    url: str, design: str, partitions: int, writers: int, tag: str, begin: float, seconds: float
-) -> tuple[int, list[float], float]:
+    url: str,
+    design: str,
+    partitions: int,
+    writers: int,
+    tag: str,
+    ready: threading.Barrier,
+    seconds: float,
+) -> tuple[int, list[float], float, float]:
     """`writers` concurrent appenders in this process, each over its own connection."""
     ledger = await Ledger.connect(url, max_size=writers, partitions=partitions)
     # Open every connection before the clock starts.
@@ -153,21 +164,24 @@ async def _writers(
         for i in range(int(ACTIONS_PER_SECOND * seconds))
     ]
     per_writer = int(ACTIONS_PER_SECOND * seconds)
-    finished = begin
+    # Every process has connected and made its events: all start together.
+    await asyncio.to_thread(ready.wait)
+    begin = finished = time.time()
+    cpu_start = time.process_time()
 
     async def writer(n: int) -> None:
         nonlocal written, finished
         i = 0
-        await asyncio.sleep(max(0.0, begin - time.time()))
         end = begin + seconds
         while time.time() < end and i < per_writer:
             for batch in planned[n * per_writer + i]:
                 t0 = time.perf_counter()
                 if design == "before":
                     async with ledger.pool.acquire() as conn:
-                        written += await append_single_chain(conn, batch)
+                        added = await append_single_chain(conn, batch)
                 else:
-                    written += await ledger.append(batch)
+                    added = await ledger.append(batch)
+                written += added  # after the await: `written += await ...` loses updates
                 latencies.append(time.perf_counter() - t0)
             i += 1
         finished = max(finished, time.time())
@@ -176,7 +190,7 @@ async def _writers(
         await asyncio.gather(*(writer(n) for n in range(writers)))
     finally:
         await ledger.close()
-    return written, latencies, finished - begin
+    return written, latencies, finished - begin, time.process_time() - cpu_start
 
 
 def _writer_process(
@@ -185,12 +199,12 @@ def _writer_process(
     partitions: int,
     writers: int,
     tag: str,
-    begin: float,
+    ready: threading.Barrier,
     seconds: float,
     out: multiprocessing.Queue,  # type: ignore[type-arg]
 ) -> None:
     try:
-        out.put(asyncio.run(_writers(url, design, partitions, writers, tag, begin, seconds)))
+        out.put(asyncio.run(_writers(url, design, partitions, writers, tag, ready, seconds)))
     except BaseException as err:  # the parent waits for every child's answer
         out.put(f"{type(err).__name__}: {err}")
         raise
@@ -198,18 +212,18 @@ def _writer_process(
 
 def run_cell(
     url: str, design: str, partitions: int, writers: int, seconds: float, processes: int
-) -> tuple[int, list[float], float]:
-    """All writers of one cell, spread over processes; (events, append latencies, seconds)."""
+) -> tuple[int, list[float], float, float]:
+    """All writers of one cell over processes: events, append latencies, seconds, their CPU s."""
     context = multiprocessing.get_context("fork")
     out = context.Queue()
     procs = min(processes, writers)
     shares = [writers // procs + (1 if k < writers % procs else 0) for k in range(procs)]
-    begin = time.time() + 3.0 + 0.3 * writers  # every process connected and ready by then
+    ready = context.Barrier(procs)
     tag = uuid.uuid4().hex[:8]
     children = [
         context.Process(
             target=_writer_process,
-            args=(url, design, partitions, share, f"{tag}-{k}", begin, seconds, out),
+            args=(url, design, partitions, share, f"{tag}-{k}", ready, seconds, out),
         )
         for k, share in enumerate(shares)
     ]
@@ -222,7 +236,25 @@ def run_cell(
     if failed:
         raise RuntimeError(f"a writer process failed: {failed[0]}")
     took = max(r[2] for r in results)  # a writer that ran out of planned events stops early
-    return sum(r[0] for r in results), [x for r in results for x in r[1]], took
+    cpu = sum(r[3] for r in results)
+    return sum(r[0] for r in results), [x for r in results for x in r[1]], took, cpu
+
+
+def other_cpu(proxy: list[multiprocessing.Process], db_name: str) -> tuple[float, float]:
+    """CPU seconds so far of the proxy's processes and of Postgres backends serving db_name."""
+    proxy_cpu = 0.0
+    for child in proxy:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(child.pid).cpu_times()
+            proxy_cpu += times.user + times.system
+    pg_cpu = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if cmdline.startswith("postgres:") and f" {db_name} " in cmdline:
+                times = process.cpu_times()
+                pg_cpu += times.user + times.system
+    return proxy_cpu, pg_cpu
 
 
 def proxied(url: str, port: int) -> tuple[str, str]:
@@ -258,9 +290,14 @@ async def fill_fast(url: str, events: int, partitions: int, tasks: int = 4) -> f
     actions = (events + per_action - 1) // per_action
     began = time.perf_counter()
 
+    template = action_events(0, START)
+
     async def task(k: int) -> None:
         for i in range(k, actions, tasks):
-            batch = action_events(i, START)[: max(0, events - i * per_action)]
+            batch = [
+                e.model_copy(update={"action_id": f"act-{i}"})
+                for e in template[: max(0, events - i * per_action)]
+            ]
             await ledger.append(batch)
 
     try:
@@ -278,6 +315,7 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
     await (await Ledger.connect(url, migrate=True)).close()
     port = free_port()
     far_url, target = proxied(url, port)
+    db_name = urlsplit(url).path.lstrip("/")
     proxy = latency_proxy.start(f"127.0.0.1:{port}", target, args.b5_rtt_ms, 2)
     section = Section(
         title=f"B5 ledger append, Postgres {args.b5_rtt_ms:g} ms round trip away",
@@ -298,11 +336,16 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
         for design in args.b5_designs:
             for writers in args.b5_writers:
                 console.print(f"[bold]B5[/bold] {design}, {writers} writer(s), {seconds:g} s ...")
-                written, latencies, took = await asyncio.to_thread(
+                before_cpu = other_cpu(proxy, db_name)
+                written, latencies, took, writer_cpu = await asyncio.to_thread(
                     run_cell, far_url, design, args.b5_partitions, writers, seconds,
                     args.b5_processes,
                 )  # fmt: skip
                 rate = written / took
+                proxy_cpu, pg_cpu = (
+                    b - a for a, b in zip(before_cpu, other_cpu(proxy, db_name), strict=True)
+                )
+                per_k = 1000.0 * 1000.0 / max(written, 1)  # ms of CPU per 1,000 events
                 rates[(design, writers)] = rate
                 one = rates.get((design, args.b5_writers[0]), rate)
                 section.rows.append(
@@ -316,6 +359,7 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
                         fmt(rate / one, 1),
                         fmt(percentile(latencies, 50) * 1000, 2),
                         fmt(percentile(latencies, 99) * 1000, 2),
+                        " / ".join(f"{c * per_k:.0f}" for c in (writer_cpu, pg_cpu, proxy_cpu)),
                     ]
                 )
     finally:
@@ -338,7 +382,8 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
         "Postgres, the proxy and the writers share the machine's cores."
     )
     sections = [section]
-    sections.append(await verify_section(database_url, verify_events, args.b5_partitions))
+    if verify_events > 0:
+        sections.append(await verify_section(database_url, verify_events, args.b5_partitions))
     return sections
 
 

@@ -179,6 +179,33 @@ async def test_retries_and_conflicts_in_a_partition(ledger: Ledger) -> None:
     assert (await verify_chain(ledger)).ok
 
 
+async def test_appends_sharing_a_statement_each_get_their_own_outcome(db: str) -> None:
+    # Many appends at once go out together; a conflicting one and a doubled one among them
+    # must fail (or write nothing) on their own, the others be written whole.
+    ledger = await Ledger.connect(db, max_size=2, partitions=PARTS)
+    try:
+        first = action_batches("shared-0")[0]
+        await ledger.append(first.events)
+        conflicting = [first.events[0].model_copy(update={"actor": "mallory"})]
+        fresh = [action_batches(f"shared-{n}")[0].events for n in range(1, 40)]
+        outcomes = await asyncio.gather(
+            *(ledger.append(events) for events in fresh),
+            ledger.append(conflicting),
+            ledger.append(fresh[0]),
+            return_exceptions=True,
+        )
+        written = [o for n, o in enumerate(outcomes) if n != len(fresh)]
+        assert all(isinstance(o, int) for o in written), written
+        # The doubled batch is written once, by whichever of the two came first.
+        assert sum(written) == 2 * len(fresh)  # type: ignore[arg-type]
+        assert isinstance(outcomes[len(fresh)], LedgerConflict)
+        report = await verify_chain(ledger)
+        assert report.ok, report.broken
+        assert report.rows == 2 * (len(fresh) + 1)
+    finally:
+        await ledger.close()
+
+
 async def test_racing_retries_on_many_workers_make_intact_chains(db: str) -> None:
     ledgers = [await Ledger.connect(db, max_size=4, partitions=4) for _ in range(3)]
     try:

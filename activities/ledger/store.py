@@ -12,6 +12,7 @@ claim to run its executor.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -47,10 +48,13 @@ CHECKPOINT_LOCK = 0x5160_0FF2
 # What audit_append raises when a different event already sits at an event's place.
 CONFLICT_STATE = "SO001"
 APPEND = (
-    "SELECT written, unchecked FROM audit_append("
-    "$1, $2, $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],"
-    " $10::timestamptz[], $11::jsonb[], $12::text[], $13::text[], $14::text[], $15::text[])"
+    "SELECT item, written, unchecked, conflict FROM audit_append("
+    "$1::int[], $2::int[], $3::bool[], $4::text[], $5::text[], $6::int[], $7::text[],"
+    " $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::jsonb[], $13::text[],"
+    " $14::text[], $15::text[], $16::text[])"
 )
+# Callers whose events go in one statement at most; more wait for the next.
+MAX_ITEMS = 64
 # The partitions that hold rows, found by skipping through the (part, chain_seq) index.
 PARTS = """
 WITH RECURSIVE parts AS (
@@ -94,6 +98,48 @@ def _plain(value: Any) -> bool:
     if isinstance(value, list):
         return all(_plain(v) for v in value)
     return value is None or isinstance(value, str | int)
+
+
+class _Item:
+    """One caller's events on their way into a statement, and where its outcome goes."""
+
+    def __init__(self, contents: list[dict[str, Any]], done: asyncio.Future[int]) -> None:
+        self.contents = contents
+        self.done = done
+        self.checked = False
+
+    def settle(self, *, written: int = 0, error: BaseException | None = None) -> None:
+        """Give the caller its outcome (once)."""
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(written)
+        else:
+            self.done.set_exception(error)
+
+
+def _arguments(batch: list[_Item]) -> list[list[Any]]:
+    """audit_append's arrays: every caller's events in order, each tagged with its caller."""
+    events = [(n, item, c) for n, item in enumerate(batch, start=1) for c in item.contents]
+    templates = [hash_template(c) for _, _, c in events]
+    return [
+        [n for n, _, _ in events],
+        [c.get("part", 0) for _, _, c in events],
+        [item.checked for _, item, _ in events],
+        [c["action_id"] for _, _, c in events],
+        [c.get("run_id", "") for _, _, c in events],
+        [c["seq"] for _, _, c in events],
+        [c["kind"] for _, _, c in events],
+        [c["digest"] for _, _, c in events],
+        [c["actor"] for _, _, c in events],
+        [c["channel"] for _, _, c in events],
+        [datetime.fromisoformat(c["at"]) for _, _, c in events],
+        [canonical_json(c["payload"]) for _, _, c in events],
+        [identity_hash(c) for _, _, c in events],
+        [t[0] for t in templates],
+        [t[1] for t in templates],
+        [t[2] for t in templates],
+    ]
 
 
 class Checkpoint(BaseModel):
@@ -184,6 +230,12 @@ class Ledger:
         self.pool = pool
         # How many chains new actions spread over; 1 keeps the single chain of old.
         self.partitions = max(1, partitions)
+        # Appends waiting for a statement, and the statements in flight (at most half the
+        # pool, so reads always find a connection).
+        self._pending: list[_Item] = []
+        self._flushing = 0
+        self._max_flushers = max(1, pool.get_max_size() // 2)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def connect(
@@ -280,88 +332,102 @@ class Ledger:
     async def append(self, events: Sequence[AuditEvent]) -> int:
         """Append events in order to their actions' chains; skip ones already there.
 
-        Each partition's batch is one statement (`audit_append`), so a partition is locked
-        only while Postgres runs it, never across a round trip: appenders scale with
-        partitions. Raises LedgerConflict when a different event already sits at an event's
-        place. Returns the number of rows written.
+        Appends that arrive while others are being written go together in the next statement
+        (`audit_append`, group commit): each partition is locked only while Postgres runs a
+        statement, never across a round trip, and under load one round trip and one commit
+        carry many callers' events. Each caller's events are written all or none. Raises
+        LedgerConflict when a different event already sits at an event's place. Returns the
+        number of rows written.
         """
         if not events:
             return 0
-        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
-            payloads = await self._stored_payloads(conn, events)
-            groups: dict[int, list[dict[str, Any]]] = {}
-            for e, payload in zip(events, payloads, strict=True):
-                part = partition_of(e.action_id, self.partitions)
-                groups.setdefault(part, []).append(
-                    event_content(
-                        e.action_id,
-                        e.seq,
-                        e.kind,
-                        e.digest,
-                        e.actor,
-                        e.channel,
-                        e.at,
-                        payload,
-                        run_id=e.run_id,
-                        part=part,
-                    )
-                )
-            written = 0
-            for part, contents in groups.items():
-                written += await self._append_part(conn, part, contents)
-            return written
+        if all(_plain(e.payload) for e in events):
+            payloads = [e.payload for e in events]
+        else:
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                payloads = await self._stored_payloads(conn, events)
+        contents = [
+            event_content(
+                e.action_id,
+                e.seq,
+                e.kind,
+                e.digest,
+                e.actor,
+                e.channel,
+                e.at,
+                payload,
+                run_id=e.run_id,
+                part=partition_of(e.action_id, self.partitions),
+            )
+            for e, payload in zip(events, payloads, strict=True)
+        ]
+        item = _Item(contents, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        if self._flushing < self._max_flushers:
+            self._flushing += 1
+            self._tasks.add(task := asyncio.create_task(self._flush()))
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(item.done)
+
+    async def _flush(self) -> None:
+        """Write what is pending, in statements of up to MAX_ITEMS callers, until none is."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_ITEMS], self._pending[MAX_ITEMS:]
+                await self._write(batch)
+        finally:
+            self._flushing -= 1
+
+    async def _write(self, batch: list[_Item], attempt: int = 0) -> None:
+        """One statement for a batch of callers; each caller's future gets its outcome."""
+        try:
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                results = await conn.fetch(APPEND, *_arguments(batch))
+                for row in results:
+                    item = batch[row["item"] - 1]
+                    if row["conflict"] is not None:
+                        item.settle(error=LedgerConflict(row["conflict"]))
+                    elif row["unchecked"]:
+                        # Rows from before identities were stored: compare them here, then
+                        # write the caller's events in a later statement.
+                        first = sum(len(i.contents) for i in batch[: row["item"] - 1])
+                        old = [item.contents[i - 1 - first] for i in row["unchecked"]]
+                        try:
+                            await self._unwritten(conn, old)
+                        except LedgerConflict as err:
+                            item.settle(error=err)
+                        else:
+                            item.checked = True
+                            self._pending.insert(0, item)
+                    else:
+                        item.settle(written=int(row["written"]))
+        except CONNECTION_ERRORS as err:
+            for item in batch:
+                item.settle(error=err)
+        except asyncpg.PostgresError as err:
+            if len(batch) > 1:
+                # One caller's events broke the statement: write each on its own.
+                for item in batch:
+                    await self._write([item])
+            elif isinstance(err, asyncpg.UniqueViolationError) and attempt < 2:
+                # Another appender put the same events in another partition (a worker with
+                # a different partition count) or in the same statement: look again.
+                await self._write(batch, attempt + 1)
+            else:
+                batch[0].settle(error=err)
+        except BaseException as err:
+            for item in batch:
+                item.settle(error=err)
+            raise
 
     async def _stored_payloads(self, conn: Conn, events: Sequence[AuditEvent]) -> list[Any]:
-        """The payloads as jsonb will give them back, which is what the hash must cover."""
-        if all(_plain(e.payload) for e in events):
-            return [e.payload for e in events]
+        """The payloads as jsonb gives them back, which is what the hash must cover."""
         stored = await conn.fetch(
             "SELECT p::text AS payload FROM unnest($1::jsonb[]) WITH ORDINALITY AS t(p, n) "
             "ORDER BY n",
             [canonical_json(e.payload) for e in events],
         )
         return [json.loads(r["payload"]) for r in stored]
-
-    async def _append_part(self, conn: Conn, part: int, contents: list[dict[str, Any]]) -> int:
-        templates = [hash_template(c) for c in contents]
-        args = [
-            [c["action_id"] for c in contents],
-            [c.get("run_id", "") for c in contents],
-            [c["seq"] for c in contents],
-            [c["kind"] for c in contents],
-            [c["digest"] for c in contents],
-            [c["actor"] for c in contents],
-            [c["channel"] for c in contents],
-            [datetime.fromisoformat(c["at"]) for c in contents],
-            [canonical_json(c["payload"]) for c in contents],
-            [identity_hash(c) for c in contents],
-            [t[0] for t in templates],
-            [t[1] for t in templates],
-            [t[2] for t in templates],
-        ]
-        checked = False
-        for _ in range(3):
-            try:
-                result = await conn.fetchrow(APPEND, part, checked, *args)
-            except asyncpg.PostgresError as err:
-                if err.sqlstate == CONFLICT_STATE:
-                    raise LedgerConflict(str(err)) from None
-                if isinstance(err, asyncpg.UniqueViolationError):
-                    # Another appender put the same event in another partition (a worker
-                    # configured with a different partition count): look again.
-                    continue
-                raise
-            assert result is not None
-            if result["unchecked"]:
-                # Rows from before identities were stored: compare them here, then append.
-                await self._unwritten(conn, [contents[i - 1] for i in result["unchecked"]])
-                checked = True
-                continue
-            return int(result["written"])
-        raise LedgerConflict(
-            f"could not append {len(contents)} event(s) of action {contents[0]['action_id']}: "
-            "the same events keep appearing in another partition"
-        )
 
     async def _unwritten(self, conn: Conn, contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The contents not yet in the ledger; a stored event that differs is a conflict."""
