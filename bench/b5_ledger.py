@@ -240,20 +240,21 @@ def run_cell(
     return sum(r[0] for r in results), [x for r in results for x in r[1]], took, cpu
 
 
-def other_cpu(proxy: list[multiprocessing.Process], db_name: str) -> tuple[float, float]:
-    """CPU seconds so far of the proxy's processes and of Postgres backends serving db_name."""
+def other_cpu(proxy: list[multiprocessing.Process], socket_dir: str) -> tuple[float, float]:
+    """CPU seconds so far of the proxy's processes and of Postgres (the postmaster listening
+    in socket_dir and its exited children, which is where finished backends are counted)."""
     proxy_cpu = 0.0
     for child in proxy:
         with contextlib.suppress(psutil.Error):
             times = psutil.Process(child.pid).cpu_times()
             proxy_cpu += times.user + times.system
     pg_cpu = 0.0
-    for process in psutil.process_iter(["name", "cmdline"]):
+    for process in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            cmdline = " ".join(process.info["cmdline"] or [])
-            if cmdline.startswith("postgres:") and f" {db_name} " in cmdline:
+            cmdline = process.info["cmdline"] or []
+            if cmdline and cmdline[0].endswith("bin/postgres") and socket_dir in cmdline:
                 times = process.cpu_times()
-                pg_cpu += times.user + times.system
+                pg_cpu += times.user + times.system + times.children_user + times.children_system
     return proxy_cpu, pg_cpu
 
 
@@ -315,7 +316,7 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
     await (await Ledger.connect(url, migrate=True)).close()
     port = free_port()
     far_url, target = proxied(url, port)
-    db_name = urlsplit(url).path.lstrip("/")
+    socket_dir = target.rsplit("/", 1)[0]
     proxy = latency_proxy.start(f"127.0.0.1:{port}", target, args.b5_rtt_ms, 2)
     section = Section(
         title=f"B5 ledger append, Postgres {args.b5_rtt_ms:g} ms round trip away",
@@ -336,14 +337,17 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
         for design in args.b5_designs:
             for writers in args.b5_writers:
                 console.print(f"[bold]B5[/bold] {design}, {writers} writer(s), {seconds:g} s ...")
-                before_cpu = other_cpu(proxy, db_name)
+                before_cpu = other_cpu(proxy, socket_dir)
+                # The writers' pools close at the end of a cell: their backends have exited
+                # (and been counted) by the time this samples again.
                 written, latencies, took, writer_cpu = await asyncio.to_thread(
                     run_cell, far_url, design, args.b5_partitions, writers, seconds,
                     args.b5_processes,
                 )  # fmt: skip
                 rate = written / took
+                await asyncio.sleep(0.5)  # the backends' exit reaped, so counted
                 proxy_cpu, pg_cpu = (
-                    b - a for a, b in zip(before_cpu, other_cpu(proxy, db_name), strict=True)
+                    b - a for a, b in zip(before_cpu, other_cpu(proxy, socket_dir), strict=True)
                 )
                 per_k = 1000.0 * 1000.0 / max(written, 1)  # ms of CPU per 1,000 events
                 rates[(design, writers)] = rate
