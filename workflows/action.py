@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import JsonValue
 from temporalio import workflow
@@ -105,6 +107,12 @@ RUN_LEDGER = "run-ledger"
 # Patch: an approver the directory does not list but whose signed decision carries the groups
 # of a verified identity-provider token counts as a person in those groups (issue 14).
 IDP_APPROVERS = "idp-approvers"
+# The status of a pending action goes in its memo (INBOX_MEMO_KEY) whenever its search
+# attributes are published, so an inbox renders from one visibility list, not a query per row.
+INBOX_MEMO = "inbox-memo"
+INBOX_MEMO_KEY = "signoff_inbox"
+# A status larger than this (huge params) stays out of the memo; the inbox queries that one.
+INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -143,6 +151,9 @@ class ActionWorkflow:
         self._background: list[asyncio.Task[None]] = []
         self._stale_channels: set[str] = set()
         self._updating_channels: set[str] = set()
+        # Whether the memo may hold an inbox row (patch inbox-memo). At first it may: whoever
+        # started the run could have put one there, so the first publish always writes it.
+        self._inbox_memo = True
 
     # --- the process ----------------------------------------------------------------------
 
@@ -156,6 +167,7 @@ class ActionWorkflow:
         self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
         workflow.patched(OWNER_AT_DECISION)
         workflow.patched(IDP_APPROVERS)
+        workflow.patched(INBOX_MEMO)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -697,6 +709,21 @@ class ActionWorkflow:
             ]
         )
         workflow.set_current_details(state.details())
+        # patched() is memoised: this agrees with run(), even in a handler that runs first.
+        if workflow.patched(INBOX_MEMO):
+            self._publish_inbox_memo()
+
+    def _publish_inbox_memo(self) -> None:
+        """Put the status a pending action's inbox row needs in its memo; clear it after."""
+        memo: Any = None
+        if self.state.status is Status.PENDING_APPROVAL:
+            status = self.status().model_dump(mode="json")
+            if len(json.dumps(status)) <= INBOX_MEMO_MAX_CHARS:
+                memo = status
+        if memo is None and not self._inbox_memo:
+            return  # nothing there to clear
+        self._inbox_memo = memo is not None
+        workflow.upsert_memo({INBOX_MEMO_KEY: memo})
 
     def _notify(self, groups: list[str], *, stage: int) -> None:
         """Post the request to every configured channel, without holding up the decision."""
