@@ -12,7 +12,7 @@ import asyncio
 import time
 from types import ModuleType
 
-from bench import b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger
+from bench import b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger, b6_inbox
 from bench.common import (
     Section,
     append_results,
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "b3": b3_pending,
     "b4": b4_audit,
     "b5": b5_ledger,
+    "b6": b6_inbox,
 }
 
 
