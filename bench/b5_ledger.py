@@ -328,6 +328,7 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
             "x 1 writer",
             "append p50 ms",
             "p99 ms",
+            "CPU ms per 1,000 events: writers / Postgres / proxy",
         ],
     )
     rates: dict[tuple[str, int], float] = {}

@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from bench.b2_approval import submit_pending, wait_count
 from bench.b3_pending import approve_all
 from bench.common import APPROVER_TOKEN, Section, Stack, console, fmt, summary_ms
+from signoff.models import ActionStatus
 
 BARE_UPDATE_QUEUE = "bench-bare-update"
 GOAL_INBOX_MS = 100.0
@@ -108,6 +109,22 @@ async def timed_gets(
     return took, rows
 
 
+async def old_inbox(stack: Stack, query: str, samples: int) -> list[float]:
+    """What the inbox did before rows came from the memo: list 100, query each one's status."""
+    took: list[float] = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        ids = [w.id async for w in stack.client.list_workflows(query, limit=100)]
+        await asyncio.gather(
+            *(
+                stack.client.get_workflow_handle(i).query("status", result_type=ActionStatus)
+                for i in ids
+            )
+        )
+        took.append(time.perf_counter() - began)
+    return took
+
+
 async def run(stack: Stack, args: argparse.Namespace) -> Section:
     """Fill up to each size, time inbox and /metrics, then compare decision throughput."""
     sizes = [300] if args.quick else sorted(args.b6_pending)
@@ -127,11 +144,18 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
         section.rows.append([f"{size:,}: submitted", f"{more:,} in {submit_s:.0f} s"])
         inbox, rows = await timed_gets(stack, "/v1/approvals", args.b6_samples, limit="50")
         metrics, _ = await timed_gets(stack, "/metrics", args.b6_samples)
+        before = summary_ms(await old_inbox(stack, pending_query, max(3, args.b6_samples // 4)))
         inbox_ms, metrics_ms = summary_ms(inbox), summary_ms(metrics)
         section.rows.append(
             [
                 f"{seen:,} pending: inbox GET /v1/approvals?limit=50 p50 / p99",
                 f"{fmt(inbox_ms['p50'])} / {fmt(inbox_ms['p99'])} ms ({rows} rows)",
+            ]
+        )
+        section.rows.append(
+            [
+                f"{seen:,} pending: before, list 100 + a status query each (bench-side) p50",
+                f"{fmt(before['p50'])} ms",
             ]
         )
         section.rows.append(
