@@ -4,6 +4,8 @@ over their heads, old single-chain ledgers migrated forward, and tampering in ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from tests.cli import app
 from tests.pg import T0, action_batches, as_attacker, create_database, with_database
 from workers.audit.report import records
 from workers.audit.verify import BreakReason, verify_chain, verify_ledger
+from workers.gateway.server import write_checkpoints
 from workflows.signing import KeySet, Signer, generate_key_pair
 
 PARTS = 8
@@ -641,3 +644,25 @@ async def test_cli_checkpoint_then_verify_with_keys_and_anchor(
     bad = await invoke("audit", "verify", "--database-url", db, "--keys", str(tmp_path / "none"))
     assert bad.exit_code == 2
     assert "Traceback" not in bad.output
+
+
+async def test_the_gateway_signs_checkpoints_while_rows_are_added(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    signer, trusted, _, _ = keys(tmp_path)
+    writer = asyncio.create_task(write_checkpoints(ledger, signer, 0.05))
+    try:
+        for n in range(3):
+            await fill(ledger, 1, prefix=f"gw{n}")
+            await asyncio.sleep(0.2)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    checkpoints = await ledger.checkpoints()
+    # At least one per round in which rows were added, never one that repeats the last.
+    assert len(checkpoints) >= 3
+    for before, after in itertools.pairwise(checkpoints):
+        assert before.heads != after.heads
+    report = await verify_chain(ledger, keys=trusted, anchor=checkpoints[-1].hash)
+    assert report.ok, report.broken
