@@ -130,14 +130,20 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
     sizes = [300] if args.quick else sorted(args.b6_pending)
     decide = min(100 if args.quick else args.b6_decide, sizes[-1])
     target = f"b6-{uuid.uuid4().hex[:8]}"
-    pending_query = f'SignoffTarget = "{target}" AND SignoffStatus = "pending_approval"'
+    # Each size tops up with a target of its own (submissions' idempotency keys count from 0
+    # per target); every pending action on the stack is B6's.
+    pending_query = 'SignoffStatus = "pending_approval"'
     section = Section(title="B6 inbox and decisions at scale", columns=["measure", "value"])
     actions: list[tuple[str, str]] = []
     for size in sizes:
         more = size - len(actions)
         console.print(f"[bold]B6[/bold] submitting {more:,} more actions (to {size:,}) ...")
         added, submit_s, _ = await submit_pending(
-            stack, action="noop", target=target, count=more, concurrency=args.b6_concurrency
+            stack,
+            action="noop",
+            target=f"{target}-{size}",
+            count=more,
+            concurrency=args.b6_concurrency,
         )
         actions += added
         seen, _ = await wait_count(stack, pending_query, size, within=900)
