@@ -666,3 +666,11 @@ async def test_the_gateway_signs_checkpoints_while_rows_are_added(
         assert before.heads != after.heads
     report = await verify_chain(ledger, keys=trusted, anchor=checkpoints[-1].hash)
     assert report.ok, report.broken
+
+
+async def test_verify_of_a_ledger_not_yet_migrated_says_so(postgres_url: str) -> None:
+    url = await old_ledger(postgres_url)
+    result = await invoke("audit", "verify", "--database-url", url)
+    assert result.exit_code == 2
+    assert "signoff db migrate" in result.output
+    assert "Traceback" not in result.output

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from temporalio.client import Client
 
+from activities.ledger.migrations import MIGRATIONS, current_version
 from activities.ledger.store import Checkpoint, Ledger
 from workers.audit.history import HistoryLine, fetch_lines
 from workers.audit.report import ExportFormat, records, render
@@ -124,7 +125,13 @@ def verify(
         trusted = None if key_path is None else KeySet.load(key_path)
     except SigningError as err:
         raise typer.BadParameter(str(err), param_hint="--keys") from None
-    total = asyncio.run(_count(resolved))
+    version, total = asyncio.run(_count(resolved))
+    if version < MIGRATIONS[-1].version:
+        raise typer.BadParameter(
+            f"the ledger's schema is at version {version}, this signoff reads "
+            f"{MIGRATIONS[-1].version}: run `signoff db migrate` first",
+            param_hint="--database-url",
+        )
     with progress_bar("verifying chains", total, progress) as advance:
         report = verify_ledger(
             resolved, workers=workers, keys=trusted, anchor=anchor, advance=advance
@@ -173,10 +180,13 @@ def verify(
         raise typer.Exit(1)
 
 
-async def _count(url: str) -> int:
+async def _count(url: str) -> tuple[int, int]:
+    """The ledger's schema version and, when it has the table, its number of rows."""
     ledger = await Ledger.connect(url, max_size=1)
     try:
-        return await ledger.count()
+        async with ledger.pool.acquire() as conn:
+            version = await current_version(conn)
+        return version, (await ledger.count() if version else 0)
     finally:
         await ledger.close()
 
