@@ -1,6 +1,7 @@
 """Run the benchmarks against one stack: `python -m bench.run_all [--quick] [--only b1 b3]`.
 
-Each benchmark module (b1_overhead, b2_approval, b3_pending, b4_audit) can also run alone with
+Each benchmark module (b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger) can also run
+alone with
 `python -m bench.<module>`; it then starts its own stack.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import time
 from types import ModuleType
 
-from bench import b1_overhead, b2_approval, b3_pending, b4_audit
+from bench import b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger, b6_inbox
 from bench.common import (
     Section,
     append_results,
@@ -26,6 +27,8 @@ BENCHMARKS: dict[str, ModuleType] = {
     "b2": b2_approval,
     "b3": b3_pending,
     "b4": b4_audit,
+    "b5": b5_ledger,
+    "b6": b6_inbox,
 }
 
 

@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     # Audit ledger
     database_url: SecretStr | None = None
     data_dir: Path = Path(".signoff")
+    ledger_partitions: int = Field(
+        default=16,
+        ge=1,
+        le=4096,
+        description="worker: independent hash chains new actions spread over (by action id)",
+    )
+    ledger_checkpoint_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        description="gateway: how often it signs a checkpoint over every chain's head (0: never)",
+    )
 
     # Gateway
     gateway_host: str = "127.0.0.1"

@@ -140,7 +140,10 @@ async def run_worker(settings: Settings) -> None:
     targets = load_targets(settings.targets)
     register_builtins(registry)
     registry.load_modules(settings.executor_modules)
-    ledger = await Ledger.connect(resolve_database_url(settings=settings, create=True))
+    ledger = await Ledger.connect(
+        resolve_database_url(settings=settings, create=True),
+        partitions=settings.ledger_partitions,
+    )
     # Telemetry: traces when OTEL_* asks for them, Prometheus when the metrics port is set.
     tracer_provider = telemetry.setup_tracing("signoff-worker")
     client = await connect(

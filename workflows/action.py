@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -164,6 +165,12 @@ REVERT_ATTEMPT = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5)
 )
 REVERT_BACKOFF_MAX = timedelta(minutes=5)
+# The status of a pending action goes in its memo (INBOX_MEMO_KEY) whenever its search
+# attributes are published, so an inbox renders from one visibility list, not a query per row.
+INBOX_MEMO = "inbox-memo"
+INBOX_MEMO_KEY = "signoff_inbox"
+# A status larger than this (huge params) stays out of the memo; the inbox queries that one.
+INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
 OUTCOME_UNKNOWN = (
     "outcome unknown, verify manually: the worker stopped responding while running "
@@ -210,6 +217,9 @@ class ActionWorkflow:
         # Whether the approval's window (if any) is open: a decision asking for one waits.
         self._window_settled = False
         self._undo_task: asyncio.Task[None] | None = None
+        # Whether the memo may hold an inbox row (patch inbox-memo). At first it may: whoever
+        # started the run could have put one there, so the first publish always writes it.
+        self._inbox_memo = True
 
     # --- the process ----------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ class ActionWorkflow:
         self._patches.break_glass = workflow.patched(BREAK_GLASS)
         self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
         self._patches.revertible = workflow.patched(REVERTIBLE_ACTIONS)
+        workflow.patched(INBOX_MEMO)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
@@ -1422,6 +1433,21 @@ class ActionWorkflow:
             ]
         )
         workflow.set_current_details(state.details())
+        # patched() is memoised: this agrees with run(), even in a handler that runs first.
+        if workflow.patched(INBOX_MEMO):
+            self._publish_inbox_memo()
+
+    def _publish_inbox_memo(self) -> None:
+        """Put the status a pending action's inbox row needs in its memo; clear it after."""
+        memo: Any = None
+        if self.state.status is Status.PENDING_APPROVAL:
+            status = self.status().model_dump(mode="json")
+            if len(json.dumps(status)) <= INBOX_MEMO_MAX_CHARS:
+                memo = status
+        if memo is None and not self._inbox_memo:
+            return  # nothing there to clear
+        self._inbox_memo = memo is not None
+        workflow.upsert_memo({INBOX_MEMO_KEY: memo})
 
     def _window_attributes(self) -> list[SearchAttributeUpdate[Any]]:
         """SignoffActiveUntil while a grant is in force (only runs with the patch have one)."""

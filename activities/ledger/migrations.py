@@ -133,6 +133,161 @@ REVOKE ALL ON executions FROM PUBLIC;
 GRANT SELECT, INSERT ON executions TO signoff_worker;
 """,
     ),
+    Migration(
+        4,
+        "partitioned_ledger",
+        """
+-- Independent chains: each row belongs to a partition (chain) and its chain_seq counts within
+-- it. Rows from before keep part 0, which continues the single global chain they formed.
+-- ADD COLUMN with a constant default (or none) rewrites no row, so the trigger never fires.
+ALTER TABLE audit_events ADD COLUMN part integer NOT NULL DEFAULT 0;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_part_check CHECK (part >= 0) NOT VALID;
+-- SHA-256 of what a retry of the event must match (chain.identity_hash); NULL on older rows.
+ALTER TABLE audit_events ADD COLUMN identity text;
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_chain_seq_key;
+ALTER TABLE audit_events
+    ADD CONSTRAINT audit_events_part_chain_seq_key UNIQUE (part, chain_seq);
+
+-- Append several batches ("items", each one caller's events) in one statement: the partitions
+-- they touch are locked (in order, so two statements never wait on each other in a cycle) only
+-- while Postgres runs this, never across a network round trip. The caller sends each row's
+-- canonical JSON cut where chain_seq and prev_hash go (chain.hash_template), so the hash is
+-- exactly chain.row_hash. Per item: events already there are skipped when their identity
+-- matches; an item with an event whose identity differs is refused whole (its conflict
+-- message returned, nothing of it written); an item meeting rows from before identities were
+-- stored is returned unwritten with those events, for the caller to compare and send again
+-- with p_checked. Other items are written whatever happens to these.
+CREATE FUNCTION audit_append(
+    p_item integer[], p_part integer[], p_checked boolean[],
+    p_action text[], p_run text[], p_seq integer[], p_kind text[], p_digest text[],
+    p_actor text[], p_channel text[], p_at timestamptz[], p_payload jsonb[],
+    p_identity text[], p_head text[], p_middle text[], p_tail text[]
+) RETURNS TABLE (item integer, written integer, unchecked integer[], conflict text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(cardinality(p_action), 0);
+    items integer := 0;
+    skip boolean[] := array_fill(false, ARRAY[greatest(n, 1)]);
+    refused text[];
+    blocked integer[];
+    counts integer[];
+    heads_part integer[] := '{}';
+    heads_seq bigint[] := '{}';
+    heads_hash text[] := '{}';
+    part_lock integer;
+    found_identity text;
+    found_seq bigint;
+    found_kind text;
+    k integer;
+    j integer;
+    new_hash text;
+BEGIN
+    FOR i IN 1 .. n LOOP
+        items := greatest(items, p_item[i]);
+    END LOOP;
+    refused := array_fill(NULL::text, ARRAY[greatest(items, 1)]);
+    blocked := '{}';
+    counts := array_fill(0, ARRAY[greatest(items, 1)]);
+    FOR part_lock IN SELECT DISTINCT u FROM unnest(p_part) AS u ORDER BY u LOOP
+        IF part_lock = 0 THEN
+            -- The lock appenders of the single chain took, so none can run beside this one.
+            PERFORM pg_advisory_xact_lock(1365250033);
+        ELSE
+            PERFORM pg_advisory_xact_lock(1365250033, part_lock);
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        SELECT e.identity, e.chain_seq, e.kind INTO found_identity, found_seq, found_kind
+        FROM audit_events e
+        WHERE e.action_id = p_action[i] AND e.run_id = p_run[i] AND e.seq = p_seq[i];
+        IF FOUND THEN
+            skip[i] := true;
+            IF found_identity IS NULL THEN
+                IF NOT p_checked[i] THEN
+                    blocked := blocked || i;
+                END IF;
+            ELSIF found_identity <> p_identity[i] AND refused[p_item[i]] IS NULL THEN
+                refused[p_item[i]] := format(
+                    'ledger already holds a different event %s for action %s run %s '
+                    '(chain_seq %s, %s): refusing to overwrite it with %s',
+                    p_seq[i], p_action[i],
+                    CASE WHEN p_run[i] = '' THEN '(no run recorded)' ELSE p_run[i] END,
+                    found_seq, found_kind, p_kind[i]);
+            END IF;
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN skip[i] OR refused[p_item[i]] IS NOT NULL;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM unnest(blocked) AS b WHERE p_item[b] = p_item[i]);
+        k := array_position(heads_part, p_part[i]);
+        IF k IS NULL THEN
+            heads_part := heads_part || p_part[i];
+            SELECT e.chain_seq, e.hash INTO found_seq, new_hash FROM audit_events e
+            WHERE e.part = p_part[i] ORDER BY e.chain_seq DESC LIMIT 1;
+            IF NOT FOUND THEN
+                found_seq := -1;
+                new_hash := repeat('0', 64);
+            END IF;
+            heads_seq := heads_seq || found_seq;
+            heads_hash := heads_hash || new_hash;
+            k := cardinality(heads_part);
+        END IF;
+        heads_seq[k] := heads_seq[k] + 1;
+        new_hash := encode(sha256(convert_to(
+            p_head[i] || heads_seq[k]::text || p_middle[i] || heads_hash[k] || p_tail[i],
+            'UTF8')), 'hex');
+        INSERT INTO audit_events
+            (part, chain_seq, action_id, run_id, seq, kind, digest, actor, channel, at, payload,
+             prev_hash, hash, identity)
+        VALUES (p_part[i], heads_seq[k], p_action[i], p_run[i], p_seq[i], p_kind[i],
+                p_digest[i], p_actor[i], p_channel[i], p_at[i], p_payload[i], heads_hash[k],
+                new_hash, p_identity[i]);
+        heads_hash[k] := new_hash;
+        counts[p_item[i]] := counts[p_item[i]] + 1;
+    END LOOP;
+    FOR j IN 1 .. items LOOP
+        item := j;
+        written := counts[j];
+        conflict := refused[j];
+        unchecked := ARRAY(SELECT b FROM unnest(blocked) AS b WHERE p_item[b] = j ORDER BY b);
+        IF conflict IS NOT NULL OR cardinality(unchecked) > 0 THEN
+            written := 0;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION audit_append FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit_append TO signoff_worker;
+
+-- Signed checkpoints over every partition's head, chained to each other like rows are: a
+-- kept checkpoint hash proves every row and checkpoint before it, across all partitions.
+CREATE TABLE ledger_checkpoints (
+    seq         bigint      PRIMARY KEY CHECK (seq >= 0),
+    at          timestamptz NOT NULL,
+    heads       jsonb       NOT NULL,
+    prev_hash   text        NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
+    hash        text        NOT NULL UNIQUE CHECK (hash ~ '^[0-9a-f]{64}$'),
+    kid         text        NOT NULL,
+    sig         text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION ledger_checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger_checkpoints is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER ledger_checkpoints_no_update_delete
+    BEFORE UPDATE OR DELETE ON ledger_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION ledger_checkpoints_append_only();
+CREATE TRIGGER ledger_checkpoints_no_truncate
+    BEFORE TRUNCATE ON ledger_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_checkpoints_append_only();
+REVOKE ALL ON ledger_checkpoints FROM PUBLIC;
+GRANT SELECT, INSERT ON ledger_checkpoints TO signoff_worker;
+""",
+    ),
 )
 
 

@@ -1,54 +1,169 @@
 """The ledger's storage: an append-only, hash-chained table of audit events in Postgres.
 
-Appends take a transaction-scoped advisory lock, so concurrent workers queue up for the chain
-head instead of forking it. `(action_id, run_id, seq)` is unique, so a retried batch finds its
-rows already there and writes nothing twice; the same identity with different content is
-refused. Each run of an action (a reset or a re-run under the same workflow id) writes rows
-of its own, and `executions` holds the one durable claim to run its executor.
+Rows go to independent chains (partitions by action id); an append is one statement that
+takes its partition's transaction-scoped advisory lock, so concurrent workers queue up for a
+chain head instead of forking it, and only while Postgres runs the statement. Signed
+checkpoints over all partition heads chain the partitions together. `(action_id, run_id, seq)`
+is unique, so a retried batch finds its rows already there and writes nothing twice; the
+same identity with different content is refused. Each run of an action (a reset or a re-run
+under the same workflow id) writes rows of its own, and `executions` holds the one durable
+claim to run its executor.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from activities.ledger.chain import (
     GENESIS_HASH,
     LedgerRow,
+    checkpoint_body,
+    checkpoint_hash,
     event_content,
     event_identity,
     event_key,
+    hash_template,
+    identity_hash,
     iso_utc,
-    row_hash,
+    partition_of,
 )
 from activities.ledger.migrations import Conn, migrate
 from signoff.models import canonical_json
 from workflows.messages import AuditEvent, ExecutionClaim
+from workflows.signing import Signer
 
-# Any fixed number: all appenders must agree on it, and nothing else may use it.
+# Any fixed number: all appenders must agree on it, and nothing else may use it. The
+# partitioned appender (`audit_append`, migration 4) takes (CHAIN_LOCK, part) per partition and
+# CHAIN_LOCK alone for partition 0, the chain older appenders extended under this lock.
 CHAIN_LOCK = 0x5160_0FF1
+CHECKPOINT_LOCK = 0x5160_0FF2
+# What audit_append raises when a different event already sits at an event's place.
+CONFLICT_STATE = "SO001"
+APPEND = (
+    "SELECT item, written, unchecked, conflict FROM audit_append("
+    "$1::int[], $2::int[], $3::bool[], $4::text[], $5::text[], $6::int[], $7::text[],"
+    " $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::jsonb[], $13::text[],"
+    " $14::text[], $15::text[], $16::text[])"
+)
+# Callers whose events go in one statement at most; more wait for the next.
+MAX_ITEMS = 64
+# The partitions that hold rows, found by skipping through the (part, chain_seq) index.
+PARTS = """
+WITH RECURSIVE parts AS (
+    SELECT min(part) AS part FROM audit_events
+    UNION ALL
+    SELECT (SELECT min(part) FROM audit_events WHERE part > parts.part) FROM parts
+    WHERE parts.part IS NOT NULL
+)
+SELECT parts.part, h.chain_seq, h.hash FROM parts
+CROSS JOIN LATERAL (
+    SELECT chain_seq, hash FROM audit_events e WHERE e.part = parts.part
+    ORDER BY chain_seq DESC LIMIT 1
+) h
+WHERE parts.part IS NOT NULL ORDER BY parts.part
+"""
 
 # Fail fast while Postgres is away: the workflow retries the activity until it is back.
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
 
 COLUMNS = (
-    "id, chain_seq, action_id, run_id, seq, kind, digest, actor, channel, at, "
+    "id, part, chain_seq, action_id, run_id, seq, kind, digest, actor, channel, at, "
     "payload::text AS payload, recorded_at, prev_hash, hash"
 )
 
-# An action's rows run by run (in the order the runs began), each run in event order.
-RUN_ORDER = "min(chain_seq) OVER (PARTITION BY action_id, run_id), seq"
+# An action's rows run by run (in the order the runs began), each run in event order. The row
+# id orders runs: chain positions of different partitions do not compare.
+RUN_ORDER = "min(id) OVER (PARTITION BY action_id, run_id), seq"
 
 
 def read_row(record: asyncpg.Record) -> LedgerRow:
     """A row from a record selected with `COLUMNS` (whose payload comes back as JSON text)."""
     return LedgerRow(**{**dict(record), "payload": json.loads(record["payload"])})
+
+
+def _plain(value: Any) -> bool:
+    """Whether jsonb gives a value back exactly as it is: no floats (jsonb may rewrite those,
+    1e20 comes back as 100000000000000000000), only string keys, only lists."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int)
+
+
+class _Item:
+    """One caller's events on their way into a statement, and where its outcome goes."""
+
+    def __init__(self, contents: list[dict[str, Any]], done: asyncio.Future[int]) -> None:
+        self.contents = contents
+        self.done = done
+        self.checked = False
+
+    def settle(self, *, written: int = 0, error: BaseException | None = None) -> None:
+        """Give the caller its outcome (once)."""
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(written)
+        else:
+            self.done.set_exception(error)
+
+
+def _arguments(batch: list[_Item]) -> list[list[Any]]:
+    """audit_append's arrays: every caller's events in order, each tagged with its caller."""
+    events = [(n, item, c) for n, item in enumerate(batch, start=1) for c in item.contents]
+    templates = [hash_template(c) for _, _, c in events]
+    return [
+        [n for n, _, _ in events],
+        [c.get("part", 0) for _, _, c in events],
+        [item.checked for _, item, _ in events],
+        [c["action_id"] for _, _, c in events],
+        [c.get("run_id", "") for _, _, c in events],
+        [c["seq"] for _, _, c in events],
+        [c["kind"] for _, _, c in events],
+        [c["digest"] for _, _, c in events],
+        [c["actor"] for _, _, c in events],
+        [c["channel"] for _, _, c in events],
+        [datetime.fromisoformat(c["at"]) for _, _, c in events],
+        [canonical_json(c["payload"]) for _, _, c in events],
+        [identity_hash(c) for _, _, c in events],
+        [t[0] for t in templates],
+        [t[1] for t in templates],
+        [t[2] for t in templates],
+    ]
+
+
+class Checkpoint(BaseModel):
+    """A signed checkpoint: every partition's head at one moment, chained to the one before."""
+
+    seq: int
+    at: datetime
+    heads: dict[str, list[JsonValue]]
+    prev_hash: str
+    hash: str
+    kid: str
+    sig: str
+
+    def body(self) -> str:
+        """The canonical JSON its hash and signature cover."""
+        return checkpoint_body(self.seq, self.at, self.heads, self.prev_hash)
+
+    def head_places(self) -> dict[tuple[int, int], str]:
+        """(part, chain_seq) -> the hash this checkpoint says the row there has."""
+        places: dict[tuple[int, int], str] = {}
+        for part, head in self.heads.items():
+            chain_seq, digest = head
+            places[(int(part), int(str(chain_seq)))] = str(digest)
+        return places
 
 
 class LedgerConflict(Exception):
@@ -85,6 +200,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool as it is, without asyncpg's reset round trip.
+
+    The ledger leaves no session state behind: its locks are transaction-scoped, its cursors
+    live inside transactions, it never LISTENs or SETs. asyncpg still rolls back a transaction
+    left open before this runs. The default reset would cost every append a second round trip.
+    """
+
+
 async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     """A pool that opens connections lazily, so it can be created while Postgres is down."""
     pool = await asyncpg.create_pool(
@@ -93,6 +217,7 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
         max_size=max_size,
         timeout=CONNECT_TIMEOUT,
         command_timeout=COMMAND_TIMEOUT,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -101,14 +226,24 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
 class Ledger:
     """The ledger repository over an asyncpg pool: append, claims, runs and reads."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, partitions: int = 1) -> None:
         self.pool = pool
+        # How many chains new actions spread over; 1 keeps the single chain of old.
+        self.partitions = max(1, partitions)
+        # Appends waiting for a statement, and the statements in flight (at most half the
+        # pool, so reads always find a connection).
+        self._pending: list[_Item] = []
+        self._flushing = 0
+        self._max_flushers = max(1, pool.get_max_size() // 2)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def connect(cls, url: str, *, migrate: bool = False, max_size: int = 10) -> Ledger:
+    async def connect(
+        cls, url: str, *, migrate: bool = False, max_size: int = 10, partitions: int = 1
+    ) -> Ledger:
         """Open a ledger on `url`, applying pending migrations first when asked."""
         pool = await create_pool(url, max_size=max_size)
-        ledger = cls(pool)
+        ledger = cls(pool, partitions=partitions)
         if migrate:
             await ledger.migrate()
         return ledger
@@ -154,7 +289,7 @@ class Ledger:
             # Runs from before claims existed left only their result row (run_id '').
             legacy = await conn.fetchrow(
                 "SELECT run_id, at FROM audit_events WHERE action_id = $1 AND run_id <> $2"
-                " AND kind = 'execution_result' ORDER BY chain_seq LIMIT 1",
+                " AND kind = 'execution_result' ORDER BY id LIMIT 1",
                 action_id,
                 run_id,
             )
@@ -195,74 +330,104 @@ class Ledger:
         return list(summaries.values())
 
     async def append(self, events: Sequence[AuditEvent]) -> int:
-        """Append events in order under the chain lock; skip ones already there; return count.
+        """Append events in order to their actions' chains; skip ones already there.
 
-        Raises LedgerConflict when a different event already sits at an event's place.
+        Appends that arrive while others are being written go together in the next statement
+        (`audit_append`, group commit): each partition is locked only while Postgres runs a
+        statement, never across a round trip, and under load one round trip and one commit
+        carry many callers' events. Each caller's events are written all or none. Raises
+        LedgerConflict when a different event already sits at an event's place. Returns the
+        number of rows written.
         """
         if not events:
             return 0
-        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
-            # Let Postgres normalise the payloads first, so the hash covers exactly what
-            # jsonb gives back when the chain is verified (it rewrites numbers like 1e20).
-            stored = await conn.fetch(
-                "SELECT p::text AS payload FROM unnest($1::jsonb[]) WITH ORDINALITY AS t(p, n) "
-                "ORDER BY n",
-                [canonical_json(e.payload) for e in events],
+        if all(_plain(e.payload) for e in events):
+            payloads = [e.payload for e in events]
+        else:
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                payloads = await self._stored_payloads(conn, events)
+        contents = [
+            event_content(
+                e.action_id,
+                e.seq,
+                e.kind,
+                e.digest,
+                e.actor,
+                e.channel,
+                e.at,
+                payload,
+                run_id=e.run_id,
+                part=partition_of(e.action_id, self.partitions),
             )
-            contents = [
-                event_content(
-                    e.action_id,
-                    e.seq,
-                    e.kind,
-                    e.digest,
-                    e.actor,
-                    e.channel,
-                    e.at,
-                    json.loads(r["payload"]),
-                    run_id=e.run_id,
-                )
-                for e, r in zip(events, stored, strict=True)
-            ]
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-                fresh = await self._unwritten(conn, contents)
-                if not fresh:
-                    return 0
-                head = await conn.fetchrow(
-                    "SELECT chain_seq, hash FROM audit_events ORDER BY chain_seq DESC LIMIT 1"
-                )
-                chain_seq = -1 if head is None else head["chain_seq"]
-                prev_hash = GENESIS_HASH if head is None else head["hash"]
-                rows = []
-                for content in fresh:
-                    chain_seq += 1
-                    digest = row_hash(chain_seq, content, prev_hash)
-                    rows.append((chain_seq, content, prev_hash, digest))
-                    prev_hash = digest
-                await conn.execute(
-                    """
-                    INSERT INTO audit_events
-                        (chain_seq, action_id, seq, kind, digest, actor, channel, at, payload,
-                         prev_hash, hash, run_id)
-                    SELECT * FROM unnest(
-                        $1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                        $7::text[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::text[],
-                        $12::text[])
-                    """,
-                    [r[0] for r in rows],
-                    [r[1]["action_id"] for r in rows],
-                    [r[1]["seq"] for r in rows],
-                    [r[1]["kind"] for r in rows],
-                    [r[1]["digest"] for r in rows],
-                    [r[1]["actor"] for r in rows],
-                    [r[1]["channel"] for r in rows],
-                    [datetime.fromisoformat(r[1]["at"]) for r in rows],
-                    [canonical_json(r[1]["payload"]) for r in rows],
-                    [r[2] for r in rows],
-                    [r[3] for r in rows],
-                    [r[1].get("run_id", "") for r in rows],
-                )
-                return len(rows)
+            for e, payload in zip(events, payloads, strict=True)
+        ]
+        item = _Item(contents, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        if self._flushing < self._max_flushers:
+            self._flushing += 1
+            self._tasks.add(task := asyncio.create_task(self._flush()))
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(item.done)
+
+    async def _flush(self) -> None:
+        """Write what is pending, in statements of up to MAX_ITEMS callers, until none is."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_ITEMS], self._pending[MAX_ITEMS:]
+                await self._write(batch)
+        finally:
+            self._flushing -= 1
+
+    async def _write(self, batch: list[_Item], attempt: int = 0) -> None:
+        """One statement for a batch of callers; each caller's future gets its outcome."""
+        try:
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                results = await conn.fetch(APPEND, *_arguments(batch))
+                for row in results:
+                    item = batch[row["item"] - 1]
+                    if row["conflict"] is not None:
+                        item.settle(error=LedgerConflict(row["conflict"]))
+                    elif row["unchecked"]:
+                        # Rows from before identities were stored: compare them here, then
+                        # write the caller's events in a later statement.
+                        first = sum(len(i.contents) for i in batch[: row["item"] - 1])
+                        old = [item.contents[i - 1 - first] for i in row["unchecked"]]
+                        try:
+                            await self._unwritten(conn, old)
+                        except LedgerConflict as err:
+                            item.settle(error=err)
+                        else:
+                            item.checked = True
+                            self._pending.insert(0, item)
+                    else:
+                        item.settle(written=int(row["written"]))
+        except CONNECTION_ERRORS as err:
+            for item in batch:
+                item.settle(error=err)
+        except asyncpg.PostgresError as err:
+            if len(batch) > 1:
+                # One caller's events broke the statement: write each on its own.
+                for item in batch:
+                    await self._write([item])
+            elif isinstance(err, asyncpg.UniqueViolationError) and attempt < 2:
+                # Another appender put the same events in another partition (a worker with
+                # a different partition count) or in the same statement: look again.
+                await self._write(batch, attempt + 1)
+            else:
+                batch[0].settle(error=err)
+        except BaseException as err:
+            for item in batch:
+                item.settle(error=err)
+            raise
+
+    async def _stored_payloads(self, conn: Conn, events: Sequence[AuditEvent]) -> list[Any]:
+        """The payloads as jsonb gives them back, which is what the hash must cover."""
+        stored = await conn.fetch(
+            "SELECT p::text AS payload FROM unnest($1::jsonb[]) WITH ORDINALITY AS t(p, n) "
+            "ORDER BY n",
+            [canonical_json(e.payload) for e in events],
+        )
+        return [json.loads(r["payload"]) for r in stored]
 
     async def _unwritten(self, conn: Conn, contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The contents not yet in the ledger; a stored event that differs is a conflict."""
@@ -304,11 +469,104 @@ class Ledger:
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
             return int(await conn.fetchval("SELECT count(*) FROM audit_events"))
 
-    async def rows(self, *, batch_size: int = 2000) -> AsyncIterator[LedgerRow]:
-        """Every row in chain order, streamed through a server-side cursor."""
-        query = f"SELECT {COLUMNS} FROM audit_events ORDER BY chain_seq"  # noqa: S608
-        async for row in self._stream(query, batch_size=batch_size):
+    async def rows(
+        self, *, part: int | None = None, batch_size: int = 2000
+    ) -> AsyncIterator[LedgerRow]:
+        """Every row (of one partition) in chain order, streamed through a server-side cursor."""
+        query = (
+            f"SELECT {COLUMNS} FROM audit_events"  # noqa: S608 - constant column list
+            " WHERE ($1::int IS NULL OR part = $1) ORDER BY part, chain_seq"
+        )
+        async for row in self._stream(query, part, batch_size=batch_size):
             yield row
+
+    async def records(self, part: int, *, batch_size: int = 10000) -> AsyncIterator[asyncpg.Record]:
+        """One partition's raw records in chain order (for the verifier's fast path)."""
+        query = f"SELECT {COLUMNS} FROM audit_events WHERE part = $1 ORDER BY chain_seq"  # noqa: S608
+        async with (
+            self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            async for record in conn.cursor(query, part, prefetch=batch_size):
+                yield record
+
+    async def heads(self) -> dict[int, tuple[int, str]]:
+        """Each partition that holds rows: its head's chain_seq and hash."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            return {r["part"]: (r["chain_seq"], r["hash"]) for r in await conn.fetch(PARTS)}
+
+    async def hashes_at(self, places: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The stored hash at each (part, chain_seq) asked for that exists."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            found = await conn.fetch(
+                "SELECT part, chain_seq, hash FROM audit_events WHERE (part, chain_seq) IN "
+                "(SELECT * FROM unnest($1::int[], $2::bigint[]))",
+                [p for p, _ in places],
+                [c for _, c in places],
+            )
+        return {(r["part"], r["chain_seq"]): r["hash"] for r in found}
+
+    async def find_hash(self, digest: str) -> tuple[int, int] | None:
+        """Where a row with this hash sits: (part, chain_seq)."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            row = await conn.fetchrow(
+                "SELECT part, chain_seq FROM audit_events WHERE hash = $1", digest
+            )
+        return None if row is None else (row["part"], row["chain_seq"])
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, in order."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            found = await conn.fetch(
+                "SELECT seq, at, heads::text AS heads, prev_hash, hash, kid, sig"
+                " FROM ledger_checkpoints ORDER BY seq"
+            )
+        return [Checkpoint(**{**dict(r), "heads": json.loads(r["heads"])}) for r in found]
+
+    async def checkpoint(
+        self, signer: Signer, *, now: datetime | None = None, if_changed: bool = False
+    ) -> Checkpoint | None:
+        """Write a signed checkpoint over every partition's head, chained to the last one.
+
+        With `if_changed`, nothing is written (None) when no row was added since the last.
+        """
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CHECKPOINT_LOCK)
+            last = await conn.fetchrow(
+                "SELECT seq, hash, heads::text AS heads FROM ledger_checkpoints"
+                " ORDER BY seq DESC LIMIT 1"
+            )
+            heads: dict[str, list[JsonValue]] = {
+                str(r["part"]): [r["chain_seq"], r["hash"]] for r in await conn.fetch(PARTS)
+            }
+            if if_changed and last is not None and json.loads(last["heads"]) == heads:
+                return None
+            at = now or datetime.now(UTC)
+            seq = 0 if last is None else last["seq"] + 1
+            prev = GENESIS_HASH if last is None else last["hash"]
+            body = checkpoint_body(seq, at, heads, prev)
+            signature = signer.private.sign(body.encode("utf-8"))
+            made = Checkpoint(
+                seq=seq,
+                at=datetime.fromisoformat(iso_utc(at)),
+                heads=heads,
+                prev_hash=prev,
+                hash=checkpoint_hash(body),
+                kid=signer.kid,
+                sig=base64.urlsafe_b64encode(signature).decode("ascii"),
+            )
+            await conn.execute(
+                "INSERT INTO ledger_checkpoints (seq, at, heads, prev_hash, hash, kid, sig)"
+                " VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)",
+                made.seq,
+                made.at,
+                canonical_json(made.heads),
+                made.prev_hash,
+                made.hash,
+                made.kid,
+                made.sig,
+            )
+        return made
 
     async def action_rows(
         self, since: datetime | None, until: datetime | None, *, batch_size: int = 2000

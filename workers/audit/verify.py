@@ -1,21 +1,37 @@
-"""Verifying the ledger: walk the hash chain, and cross-check it with Temporal histories."""
+"""Verifying the ledger: walk the hash chains and checkpoints, cross-check with Temporal."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import asyncpg
+from cryptography.exceptions import InvalidSignature
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.ledger.chain import GENESIS_HASH, LedgerRow
-from activities.ledger.store import CONNECT_TIMEOUT, Ledger
-from signoff.models import ActionStatus, ApprovalWindow
+from activities.ledger.chain import (
+    GENESIS_HASH,
+    LedgerRow,
+    checkpoint_hash,
+    event_content,
+    row_hash,
+)
+from activities.ledger.store import CONNECT_TIMEOUT, Checkpoint, Ledger, read_row
+from signoff.models import ActionStatus, ApprovalWindow, canonical_json
 from workflows.messages import WINDOW_ID_PREFIX, AuditKind
+from workflows.signing import KeySet
 
 WORKFLOW_NAME = "SignoffAction"  # workflows.action's, without importing the workflow here
 
@@ -30,60 +46,349 @@ class BreakReason(StrEnum):
     DELETED = "deleted"
     INSERTED = "inserted"
     REORDERED = "reordered"
+    FORGED = "forged"
 
 
 class Break(BaseModel):
-    """The first broken link of the chain."""
+    """The first broken link of a chain (or of the checkpoints, when `checkpoint` is set)."""
 
     chain_seq: int
     id: int
     reason: BreakReason
     message: str
+    part: int = 0
+    checkpoint: int | None = None
+
+
+class PartReport(BaseModel):
+    """The result of walking one partition's chain."""
+
+    part: int
+    rows: int
+    head_seq: int
+    head_hash: str
+    broken: Break | None = None
 
 
 class VerifyReport(BaseModel):
-    """The result of walking the chain."""
+    """The result of walking every chain and the checkpoints over them."""
 
     rows: int
     head_hash: str
     broken: Break | None = None
+    partitions: int = 1
+    checkpoints: int = 0
+    latest_checkpoint: str | None = None
+    signatures_checked: bool = False
+    anchor: str | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether the chain is intact."""
+        """Whether the ledger is intact."""
         return self.broken is None
 
 
-async def verify_chain(
-    ledger: Ledger, *, advance: Callable[[int], None] | None = None
-) -> VerifyReport:
-    """Recompute every hash in chain order and report the first broken link, if any."""
+def record_hash(record: asyncpg.Record) -> str:
+    """The hash a stored record should have: `row_hash` without building a LedgerRow."""
+    content = event_content(
+        record["action_id"],
+        record["seq"],
+        record["kind"],
+        record["digest"],
+        record["actor"],
+        record["channel"],
+        record["at"],
+        json.loads(record["payload"]),
+        run_id=record["run_id"],
+        part=record["part"],
+    )
+    return row_hash(record["chain_seq"], content, record["prev_hash"])
+
+
+async def verify_partition(
+    ledger: Ledger, part: int, *, advance: Callable[[int], None] | None = None
+) -> PartReport:
+    """Recompute every hash of one partition in chain order; report its first broken link."""
     expected_seq = 0
     prev_hash = GENESIS_HASH
-    previous: LedgerRow | None = None
-    failing: LedgerRow | None = None
+    previous: asyncpg.Record | None = None
+    failing: asyncpg.Record | None = None
     walked = 0
-    async for row in ledger.rows():
+    async for record in ledger.records(part):
         walked += 1
-        if advance is not None:
-            advance(1)
+        if advance is not None and walked % 1000 == 0:
+            advance(1000)
         if (
-            row.chain_seq != expected_seq
-            or row.prev_hash != prev_hash
-            or row.computed_hash() != row.hash
+            record["chain_seq"] != expected_seq
+            or record["prev_hash"] != prev_hash
+            or record_hash(record) != record["hash"]
         ):
-            failing = row
+            failing = record
             break
         expected_seq += 1
-        prev_hash = row.hash
-        previous = row
-    if failing is None:
-        return VerifyReport(rows=walked, head_hash=prev_hash)
-    broken = await _diagnose(ledger, failing, expected_seq, prev_hash, previous)
-    return VerifyReport(rows=walked, head_hash=prev_hash, broken=broken)
+        prev_hash = record["hash"]
+        previous = record
+    if advance is not None:
+        advance(walked % 1000)
+    report = PartReport(part=part, rows=walked, head_seq=expected_seq - 1, head_hash=prev_hash)
+    if failing is not None:
+        report.broken = await _diagnose(
+            ledger,
+            read_row(failing),
+            expected_seq,
+            prev_hash,
+            None if previous is None else read_row(previous),
+        )
+    return report
+
+
+async def verify_chain(
+    ledger: Ledger,
+    *,
+    advance: Callable[[int], None] | None = None,
+    keys: KeySet | None = None,
+    anchor: str | None = None,
+) -> VerifyReport:
+    """Walk every partition's chain, then the checkpoints; report the first broken link."""
+    parts = sorted(await ledger.heads())
+    reports = [await verify_partition(ledger, p, advance=advance) for p in parts]
+    return await conclude(ledger, reports, keys=keys, anchor=anchor)
+
+
+def verify_ledger(
+    url: str,
+    *,
+    workers: int,
+    keys: KeySet | None = None,
+    anchor: str | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """`verify_chain` with the partitions walked by `workers` processes side by side.
+
+    Hashing is CPU-bound Python, so processes (not tasks) make it scale with cores; each
+    walks its partitions through its own connection and server-side cursors. Call it from
+    synchronous code: the processes are forked before any event loop runs here.
+    """
+    heads = asyncio.run(_heads(url))
+    groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(heads))))]
+    loads = [0] * len(groups)
+    for part, (head_seq, _) in sorted(heads.items(), key=lambda h: -h[1][0]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(part)
+        loads[lightest] += head_seq + 1
+    reports: list[PartReport] = []
+    if len(groups) <= 1:
+        reports = asyncio.run(_verify_parts(url, sorted(heads), advance))
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
+            futures = [pool.submit(_verify_parts_sync, url, g) for g in groups]
+            for future in as_completed(futures):
+                done = future.result()
+                reports.extend(done)
+                if advance is not None:
+                    advance(sum(r.rows for r in done))
+    reports.sort(key=lambda r: r.part)
+    return asyncio.run(_conclude(url, reports, keys, anchor))
+
+
+async def _heads(url: str) -> dict[int, tuple[int, str]]:
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        return await ledger.heads()
+    finally:
+        await ledger.close()
+
+
+def _verify_parts_sync(url: str, parts: list[int]) -> list[PartReport]:
+    """One verifying process: walk its partitions (run in a forked child)."""
+    return asyncio.run(_verify_parts(url, parts, None))
+
+
+async def _verify_parts(
+    url: str, parts: list[int], advance: Callable[[int], None] | None
+) -> list[PartReport]:
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        return [await verify_partition(ledger, p, advance=advance) for p in parts]
+    finally:
+        await ledger.close()
+
+
+async def _conclude(
+    url: str, reports: list[PartReport], keys: KeySet | None, anchor: str | None
+) -> VerifyReport:
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        return await conclude(ledger, reports, keys=keys, anchor=anchor)
+    finally:
+        await ledger.close()
+
+
+def heads_digest(reports: list[PartReport]) -> str:
+    """One hash over every partition's head; the single chain's head hash when there is one."""
+    if not reports:
+        return GENESIS_HASH
+    if [r.part for r in reports] == [0]:
+        return reports[0].head_hash
+    heads = {str(r.part): [r.head_seq, r.head_hash] for r in reports}
+    return hashlib.sha256(canonical_json(heads).encode("utf-8")).hexdigest()
+
+
+async def conclude(
+    ledger: Ledger,
+    reports: list[PartReport],
+    *,
+    keys: KeySet | None = None,
+    anchor: str | None = None,
+) -> VerifyReport:
+    """Combine partition walks, then check the checkpoints and the anchor against them."""
+    report = VerifyReport(
+        rows=sum(r.rows for r in reports),
+        head_hash=heads_digest(reports),
+        partitions=len(reports),
+        signatures_checked=keys is not None,
+        anchor=anchor,
+    )
+    report.broken = next((r.broken for r in reports if r.broken is not None), None)
+    if report.broken is not None:
+        return report
+    checkpoints = await ledger.checkpoints()
+    report.checkpoints = len(checkpoints)
+    report.latest_checkpoint = checkpoints[-1].hash if checkpoints else None
+    report.broken = _check_checkpoints(checkpoints, keys)
+    if report.broken is None:
+        ends = {r.part: r.head_seq for r in reports}
+        report.broken = await _check_heads(ledger, checkpoints, ends)
+    if report.broken is None and anchor is not None:
+        report.broken = await _check_anchor(ledger, checkpoints, anchor)
+    return report
+
+
+def _checkpoint_break(checkpoint: Checkpoint, reason: BreakReason, message: str) -> Break:
+    return Break(
+        chain_seq=checkpoint.seq,
+        id=checkpoint.seq,
+        reason=reason,
+        message=message,
+        checkpoint=checkpoint.seq,
+    )
+
+
+def _check_checkpoints(checkpoints: list[Checkpoint], keys: KeySet | None) -> Break | None:
+    """The checkpoints form an unbroken chain, each hash right and (with keys) signed."""
+    prev_hash = GENESIS_HASH
+    for expected, checkpoint in enumerate(checkpoints):
+        name = f"checkpoint #{checkpoint.seq}"
+        if checkpoint.seq != expected:
+            missing = (
+                f"#{expected}"
+                if checkpoint.seq == expected + 1
+                else f"#{expected}..#{checkpoint.seq - 1}"
+            )
+            return _checkpoint_break(
+                checkpoint,
+                BreakReason.DELETED,
+                f"deleted checkpoint: {missing} missing before {name}",
+            )
+        body = checkpoint.body()
+        if checkpoint_hash(body) != checkpoint.hash:
+            return _checkpoint_break(
+                checkpoint, BreakReason.EDITED, f"edited checkpoint: {name} does not match its hash"
+            )
+        if checkpoint.prev_hash != prev_hash:
+            return _checkpoint_break(
+                checkpoint,
+                BreakReason.FORGED,
+                f"forged checkpoint: {name} does not link to the checkpoint before it",
+            )
+        if keys is not None:
+            public = keys.keys.get(checkpoint.kid)
+            if public is None:
+                return _checkpoint_break(
+                    checkpoint,
+                    BreakReason.FORGED,
+                    f"forged checkpoint: {name} is signed with key {checkpoint.kid!r}, "
+                    "which is not among the trusted keys",
+                )
+            try:
+                public.verify(
+                    base64.urlsafe_b64decode(checkpoint.sig.encode("ascii")), body.encode()
+                )
+            except (InvalidSignature, binascii.Error, ValueError):
+                return _checkpoint_break(
+                    checkpoint,
+                    BreakReason.FORGED,
+                    f"forged checkpoint: {name}'s signature does not match it",
+                )
+        prev_hash = checkpoint.hash
+    return None
+
+
+async def _check_heads(
+    ledger: Ledger, checkpoints: list[Checkpoint], ends: dict[int, int]
+) -> Break | None:
+    """Every head a checkpoint names is still in its chain, with the hash it had."""
+    named = [
+        (cp, place, digest) for cp in checkpoints for place, digest in cp.head_places().items()
+    ]
+    stored = await ledger.hashes_at([place for _, place, _ in named])
+    for checkpoint, (part, chain_seq), digest in named:
+        found = stored.get((part, chain_seq))
+        if found == digest:
+            continue
+        where = f"partition {part} chain_seq {chain_seq}, named by checkpoint #{checkpoint.seq}"
+        if found is None:
+            end = ends.get(part, -1)
+            return Break(
+                chain_seq=end + 1,
+                id=checkpoint.seq,
+                reason=BreakReason.DELETED,
+                part=part,
+                checkpoint=checkpoint.seq,
+                message=f"deleted rows: {where}, is gone (the partition now ends at "
+                f"chain_seq {end})",
+            )
+        return Break(
+            chain_seq=chain_seq,
+            id=checkpoint.seq,
+            reason=BreakReason.EDITED,
+            part=part,
+            checkpoint=checkpoint.seq,
+            message=f"rewritten rows: the row at {where}, is not the row the checkpoint signed",
+        )
+    return None
+
+
+async def _check_anchor(ledger: Ledger, checkpoints: list[Checkpoint], anchor: str) -> Break | None:
+    """A kept hash (a checkpoint's or a row's) must still be in the verified ledger."""
+    if any(cp.hash == anchor for cp in checkpoints):
+        return None
+    if await ledger.find_hash(anchor) is not None:
+        return None
+    return Break(
+        chain_seq=len(checkpoints),
+        id=0,
+        reason=BreakReason.DELETED,
+        message=f"deleted rows: the anchor {anchor} is neither a checkpoint nor a row of this "
+        "ledger any more; what it proved was removed or rewritten",
+    )
 
 
 async def _diagnose(
+    ledger: Ledger,
+    row: LedgerRow,
+    expected_seq: int,
+    prev_hash: str,
+    previous: LedgerRow | None,
+) -> Break:
+    """Name what happened at a broken link, as a Break in the row's partition."""
+    broken = await _diagnose_in_part(ledger, row, expected_seq, prev_hash, previous)
+    broken.part = row.part
+    return broken
+
+
+async def _diagnose_in_part(
     ledger: Ledger,
     row: LedgerRow,
     expected_seq: int,
@@ -143,7 +448,9 @@ async def _diagnose(
         )
     async with ledger.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
         predecessor = await conn.fetchval(
-            "SELECT chain_seq FROM audit_events WHERE hash = $1", row.prev_hash
+            "SELECT chain_seq FROM audit_events WHERE hash = $1 AND part = $2",
+            row.prev_hash,
+            row.part,
         )
     if predecessor is not None:
         return Break(

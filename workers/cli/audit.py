@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,13 +11,15 @@ from typing import Annotated
 import typer
 from temporalio.client import Client
 
-from activities.ledger.store import Ledger
+from activities.ledger.migrations import MIGRATIONS, current_version
+from activities.ledger.store import Checkpoint, Ledger
 from workers.audit.history import HistoryLine, fetch_lines
 from workers.audit.report import ExportFormat, records, render
-from workers.audit.verify import CrossCheckReport, VerifyReport, cross_check, verify_chain
+from workers.audit.verify import CrossCheckReport, cross_check, verify_ledger
 from workers.cli.db import DatabaseUrl, DataDir, ShowProgress, database_url, progress_bar
 from workers.settings import Settings
 from workers.temporal import connect
+from workflows.signing import KeySet, Signer, SigningError
 
 FORMATS: dict[str, ExportFormat] = {"json": "json", "csv": "csv", "html": "html"}
 
@@ -86,26 +89,80 @@ def verify(
         ),
     ] = None,
     progress: ShowProgress = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            help="Public key(s) the checkpoints must be signed with: a PEM file or a directory "
+            "of *.pem (default SIGNOFF_VERIFY_KEYS).",
+            show_default=False,
+        ),
+    ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="A hash you kept (a checkpoint's or an earlier head hash): it must still be "
+            "in the ledger, which proves every row before it.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Processes walking partitions side by side (default: cores)."
+        ),
+    ] = os.cpu_count() or 1,
 ) -> None:
-    """Walk the hash chain and report the first broken link; exit 0 only when intact."""
+    """Walk every hash chain and the checkpoints; report the first broken link.
+
+    Exits 0 only when intact.
+    """
     resolved = database_url(url, data_dir)
     window = (parse_time(since, "--since"), parse_time(until, "--until"))
-    report, checked = asyncio.run(
-        _verify(
-            resolved,
-            cross_check_temporal,
-            window,
-            address,
-            namespace,
-            task_queue or Settings().task_queue,
-            progress,
+    key_path = keys or Settings().verify_keys
+    try:
+        trusted = None if key_path is None else KeySet.load(key_path)
+    except SigningError as err:
+        raise typer.BadParameter(str(err), param_hint="--keys") from None
+    version, total = asyncio.run(_count(resolved))
+    if version < MIGRATIONS[-1].version:
+        raise typer.BadParameter(
+            f"the ledger's schema is at version {version}, this signoff reads "
+            f"{MIGRATIONS[-1].version}: run `signoff db migrate` first",
+            param_hint="--database-url",
         )
-    )
+    with progress_bar("verifying chains", total, progress) as advance:
+        report = verify_ledger(
+            resolved, workers=workers, keys=trusted, anchor=anchor, advance=advance
+        )
+    checked = None
+    if cross_check_temporal:
+        checked = asyncio.run(
+            _cross_check(
+                resolved, window, address, namespace, task_queue or Settings().task_queue, progress
+            )
+        )
     if report.broken is None:
-        typer.echo(f"ledger intact: {report.rows} rows, head hash {report.head_hash}")
+        parts = f" in {report.partitions} partitions" if report.partitions > 1 else ""
+        typer.echo(f"ledger intact: {report.rows} rows{parts}, head hash {report.head_hash}")
+        if report.checkpoints:
+            signed = (
+                "signatures checked"
+                if report.signatures_checked
+                else ("signatures NOT checked (no --keys or SIGNOFF_VERIFY_KEYS)")
+            )
+            typer.echo(
+                f"checkpoints: {report.checkpoints}, latest {report.latest_checkpoint} ({signed})"
+            )
+        if report.anchor:
+            typer.echo(f"anchor {report.anchor} found: every row before it is intact")
     else:
         b = report.broken
-        typer.echo(f"ledger BROKEN at chain_seq {b.chain_seq} (row id {b.id}): {b.reason.value}")
+        where = f"row id {b.id}" if b.checkpoint is None else f"checkpoint #{b.checkpoint}"
+        if b.part:
+            where += f", partition {b.part}"
+        typer.echo(f"ledger BROKEN at chain_seq {b.chain_seq} ({where}): {b.reason.value}")
         typer.echo(f"  {b.message}")
     if checked is not None:
         typer.echo(
@@ -123,22 +180,27 @@ def verify(
         raise typer.Exit(1)
 
 
-async def _verify(
+async def _count(url: str) -> tuple[int, int]:
+    """The ledger's schema version and, when it has the table, its number of rows."""
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        async with ledger.pool.acquire() as conn:
+            version = await current_version(conn)
+        return version, (await ledger.count() if version else 0)
+    finally:
+        await ledger.close()
+
+
+async def _cross_check(
     url: str,
-    with_temporal: bool,
     window: tuple[datetime | None, datetime | None],
     address: str | None,
     namespace: str | None,
     task_queue: str,
     show: bool | None,
-) -> tuple[VerifyReport, CrossCheckReport | None]:
+) -> CrossCheckReport:
     ledger = await Ledger.connect(url)
     try:
-        total = await ledger.count()
-        with progress_bar("verifying chain", total, show) as advance:
-            report = await verify_chain(ledger, advance=advance)
-        if not with_temporal:
-            return report, None
         client = await temporal_client(address, namespace)
         actions = await ledger.count_actions(*window)
         with progress_bar("cross-checking", actions, show) as advance:
@@ -150,7 +212,41 @@ async def _verify(
                 task_queue=task_queue,
                 advance=advance,
             )
-        return report, checked
+        return checked
+    finally:
+        await ledger.close()
+
+
+@app.command()
+def checkpoint(
+    url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="The Ed25519 private key (PEM) to sign with (default SIGNOFF_SIGNING_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a signed checkpoint over every partition's head; print its hash to keep."""
+    key_path = key or Settings().signing_key
+    if key_path is None:
+        raise typer.BadParameter("no signing key: pass --key or set SIGNOFF_SIGNING_KEY")
+    try:
+        signer = Signer.load(key_path)
+    except SigningError as err:
+        raise typer.BadParameter(str(err), param_hint="--key") from None
+    made = asyncio.run(_checkpoint(database_url(url, data_dir), signer))
+    assert made is not None, "written unconditionally"
+    typer.echo(f"checkpoint #{made.seq} over {len(made.heads)} partition(s): {made.hash}")
+
+
+async def _checkpoint(url: str, signer: Signer) -> Checkpoint | None:
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        return await ledger.checkpoint(signer)
     finally:
         await ledger.close()
 

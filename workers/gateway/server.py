@@ -9,11 +9,12 @@ import signal
 import socket
 from collections.abc import Iterator
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
 from activities.executors import register_builtins
-from activities.ledger.store import Ledger, create_pool
+from activities.ledger.store import CONNECTION_ERRORS, Ledger, create_pool
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from workers import telemetry
@@ -23,8 +24,12 @@ from workers.gateway.service import ActionService, load_signer
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.wiring.channels import channel_routers
+from workflows.signing import Signer
 
 log = logging.getLogger("signoff.gateway")
+
+# A checkpoint that cannot be written now (ledger away, or not migrated yet) waits a round.
+CHECKPOINT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 class _Server(uvicorn.Server):
@@ -87,6 +92,20 @@ async def gateway_ledger(settings: Settings) -> Ledger | None:
     return Ledger(await create_pool(url, max_size=4))
 
 
+async def write_checkpoints(ledger: Ledger, signer: Signer, interval: float) -> None:
+    """Sign a checkpoint over every chain's head every `interval` seconds, until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            made = await ledger.checkpoint(signer, if_changed=True)
+        except CHECKPOINT_ERRORS as err:
+            # The ledger is away (or not migrated yet): the next round tries again.
+            log.warning("ledger checkpoint not written: %s: %s", type(err).__name__, err)
+        else:
+            if made is not None:
+                log.debug("ledger checkpoint #%d %s", made.seq, made.hash)
+
+
 async def run_gateway(
     settings: Settings, *, host: str | None = None, port: int | None = None
 ) -> None:
@@ -97,15 +116,9 @@ async def run_gateway(
     # Telemetry: traces when OTEL_* asks for them (the Temporal client carries them on).
     tracer_provider = telemetry.setup_tracing("signoff-gateway")
     client = await connect(settings, interceptors=telemetry.client_interceptors(tracer_provider))
-    service = ActionService(
-        client,
-        settings,
-        policy,
-        directory,
-        registry,
-        load_signer(settings),
-        await gateway_ledger(settings),
-    )
+    signer = load_signer(settings)
+    ledger = await gateway_ledger(settings)
+    service = ActionService(client, settings, policy, directory, registry, signer, ledger)
     app = create_app(
         service, directory, settings, routers=channel_routers(settings, service, directory)
     )
@@ -122,8 +135,18 @@ async def run_gateway(
         settings.task_queue,
         policy.digest[:12],
     )
+    interval = settings.ledger_checkpoint_interval.total_seconds()
+    checkpoints = (
+        asyncio.create_task(write_checkpoints(ledger, signer, interval))
+        if ledger is not None and interval > 0
+        else None
+    )
     try:
         await serve(app, host, port)
     finally:
+        if checkpoints is not None:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
         telemetry.shutdown_tracing(tracer_provider)  # telemetry: flush the last spans
     log.info("gateway stopped")

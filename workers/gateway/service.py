@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -62,7 +63,7 @@ from signoff.models import (
 from workers.converter import UndecodablePayload
 from workers.settings import Settings
 from workflows import search_attributes as sa
-from workflows.action import ActionWorkflow, workflow_id_for
+from workflows.action import INBOX_MEMO_KEY, ActionWorkflow, workflow_id_for
 from workflows.errors import (
     DECISION_REFUSED,
     MESSAGE_REFUSED,
@@ -646,8 +647,8 @@ class ActionService:
         if older_than is not None:
             cutoff = datetime.now(UTC) - older_than
             query += f' AND StartTime < "{cutoff:%Y-%m-%dT%H:%M:%S.%fZ}"'
-        ids = [w.id async for w in self.client.list_workflows(query, limit=limit * 2)]
-        statuses = await asyncio.gather(*(self._quiet_status(i) for i in ids))
+        listed = [w async for w in self.client.list_workflows(query, limit=limit * 2)]
+        statuses = await asyncio.gather(*(self._inbox_row(w) for w in listed))
         mine = [
             s
             for s in statuses
@@ -656,6 +657,19 @@ class ActionService:
             and (cutoff is None or s.created_at <= cutoff)
         ]
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def _inbox_row(self, listed: WorkflowExecution) -> ActionStatus | None:
+        """A row from the status its workflow keeps in its memo; older runs answer a query."""
+        try:
+            row = await listed.memo_value(INBOX_MEMO_KEY, None)
+        except (ValueError, TypeError, RuntimeError):  # unreadable: ask the workflow instead
+            row = None
+        if row is not None:
+            try:
+                return ActionStatus.model_validate(row)
+            except ValidationError:
+                pass
+        return await self._quiet_status(listed.id)
 
     async def reviews(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
         """Break-glass actions the principal may review now: overdue first, then oldest."""

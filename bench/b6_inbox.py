@@ -1,0 +1,214 @@
+"""B6 inbox at scale: `GET /v1/approvals?limit=50` and `/metrics` with N pending, and decision
+throughput with 20 parallel approvers against a bare workflow completing on an update.
+
+N actions that need approval are submitted through the API (or fewer: `--b6-pending`, the
+sizes to measure in order, e.g. `--b6-pending 10000 100000`; each size tops up the one before).
+At each size the inbox and /metrics are timed. Then `--b6-decide` of them are approved through
+the API by `--b6-approvers` parallel clients, and as many bare workflows (started, each
+waiting for one update that completes it; a worker in this process) are completed by as many
+parallel update calls, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bench.b2_approval import submit_pending, wait_count
+from bench.b3_pending import approve_all
+from bench.common import APPROVER_TOKEN, Section, Stack, console, fmt, summary_ms
+from signoff.models import ActionStatus
+
+BARE_UPDATE_QUEUE = "bench-bare-update"
+GOAL_INBOX_MS = 100.0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """B6's options."""
+    group = parser.add_argument_group("B6 inbox at scale")
+    group.add_argument("--b6-pending", type=int, nargs="+", default=[10_000], metavar="N")
+    group.add_argument("--b6-samples", type=int, default=20, help="inbox and /metrics GETs")
+    group.add_argument("--b6-decide", type=int, default=1000, metavar="M")
+    group.add_argument("--b6-approvers", type=int, default=20)
+    group.add_argument("--b6-concurrency", type=int, default=20, help="parallel submissions")
+
+
+@workflow.defn(name="BareApproval", sandboxed=False)
+class BareApproval:
+    """Waits for one update, then completes: the least an approval workflow can do."""
+
+    def __init__(self) -> None:
+        self.approved = False
+
+    @workflow.run
+    async def run(self) -> str:
+        """Wait for the approval."""
+        await workflow.wait_condition(lambda: self.approved)
+        return "ok"
+
+    @workflow.update
+    async def approve(self, reason: str) -> str:
+        """Approve; the run completes."""
+        self.approved = True
+        return reason
+
+
+async def bare_decisions(client: Client, count: int, parallel: int) -> tuple[float, list[float]]:
+    """Start `count` bare workflows, then complete them with `parallel` update callers."""
+    ids = [f"bare-approval-{uuid.uuid4().hex}" for _ in range(count)]
+    async with Worker(client, task_queue=BARE_UPDATE_QUEUE, workflows=[BareApproval]):
+        starts = iter(ids)
+
+        async def start() -> None:
+            for workflow_id in starts:
+                await client.start_workflow(
+                    BareApproval.run,
+                    id=workflow_id,
+                    task_queue=BARE_UPDATE_QUEUE,
+                    execution_timeout=timedelta(hours=1),
+                )
+
+        await asyncio.gather(*(start() for _ in range(parallel)))
+        todo = iter(ids)
+        latencies: list[float] = []
+        began = time.perf_counter()
+
+        async def decide() -> None:
+            for workflow_id in todo:
+                t0 = time.perf_counter()
+                await client.get_workflow_handle(workflow_id).execute_update(
+                    BareApproval.approve, "bench"
+                )
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(decide() for _ in range(parallel)))
+        return time.perf_counter() - began, latencies
+
+
+async def timed_gets(
+    stack: Stack, path: str, samples: int, **params: str
+) -> tuple[list[float], int]:
+    """`samples` sequential GETs as the approver; (seconds each, rows in the last answer)."""
+    took: list[float] = []
+    rows = 0
+    async with stack.http(APPROVER_TOKEN) as http:
+        for _ in range(samples):
+            began = time.perf_counter()
+            response = await http.get(path, params=params)
+            took.append(time.perf_counter() - began)
+            response.raise_for_status()
+            if path == "/v1/approvals":
+                rows = len(response.json())
+    return took, rows
+
+
+async def old_inbox(stack: Stack, query: str, samples: int) -> list[float]:
+    """What the inbox did before rows came from the memo: list 100, query each one's status."""
+    took: list[float] = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        ids = [w.id async for w in stack.client.list_workflows(query, limit=100)]
+        await asyncio.gather(
+            *(
+                stack.client.get_workflow_handle(i).query("status", result_type=ActionStatus)
+                for i in ids
+            )
+        )
+        took.append(time.perf_counter() - began)
+    return took
+
+
+async def run(stack: Stack, args: argparse.Namespace) -> Section:
+    """Fill up to each size, time inbox and /metrics, then compare decision throughput."""
+    sizes = [300] if args.quick else sorted(args.b6_pending)
+    decide = min(100 if args.quick else args.b6_decide, sizes[-1])
+    target = f"b6-{uuid.uuid4().hex[:8]}"
+    # Each size tops up with a target of its own (submissions' idempotency keys count from 0
+    # per target); every pending action on the stack is B6's.
+    pending_query = 'SignoffStatus = "pending_approval"'
+    section = Section(title="B6 inbox and decisions at scale", columns=["measure", "value"])
+    actions: list[tuple[str, str]] = []
+    for size in sizes:
+        more = size - len(actions)
+        console.print(f"[bold]B6[/bold] submitting {more:,} more actions (to {size:,}) ...")
+        added, submit_s, _ = await submit_pending(
+            stack,
+            action="noop",
+            target=f"{target}-{size}",
+            count=more,
+            concurrency=args.b6_concurrency,
+        )
+        actions += added
+        seen, _ = await wait_count(stack, pending_query, size, within=900)
+        section.rows.append([f"{size:,}: submitted", f"{more:,} in {submit_s:.0f} s"])
+        inbox, rows = await timed_gets(stack, "/v1/approvals", args.b6_samples, limit="50")
+        metrics, _ = await timed_gets(stack, "/metrics", args.b6_samples)
+        before = summary_ms(await old_inbox(stack, pending_query, max(3, args.b6_samples // 4)))
+        inbox_ms, metrics_ms = summary_ms(inbox), summary_ms(metrics)
+        section.rows.append(
+            [
+                f"{seen:,} pending: inbox GET /v1/approvals?limit=50 p50 / p99",
+                f"{fmt(inbox_ms['p50'])} / {fmt(inbox_ms['p99'])} ms ({rows} rows)",
+            ]
+        )
+        section.rows.append(
+            [
+                f"{seen:,} pending: before, list 100 + a status query each (bench-side) p50",
+                f"{fmt(before['p50'])} ms",
+            ]
+        )
+        section.rows.append(
+            [
+                f"{seen:,} pending: GET /metrics p50 / p99",
+                f"{fmt(metrics_ms['p50'])} / {fmt(metrics_ms['p99'])} ms",
+            ]
+        )
+        section.goal(
+            f"inbox p50 < 100 ms with {seen:,} pending",
+            f"{inbox_ms['p50']:.0f} ms",
+            inbox_ms["p50"] < GOAL_INBOX_MS,
+        )
+    console.print(f"[bold]B6[/bold] approving {decide:,} with {args.b6_approvers} approvers ...")
+    gate_s, failures, first, gate_lat = await approve_all(
+        stack, actions[:decide], args.b6_approvers
+    )
+    console.print(f"[bold]B6[/bold] bare: {decide:,} workflows completed by an update ...")
+    bare_s, bare_lat = await bare_decisions(stack.client, decide, args.b6_approvers)
+    gate_rate, bare_rate = decide / gate_s, decide / bare_s
+    section.rows.append(
+        [
+            f"decisions through the API, {args.b6_approvers} parallel approvers",
+            f"{gate_rate:.1f}/s ({failures} failed), p50 {fmt(summary_ms(gate_lat)['p50'])} ms",
+        ]
+    )
+    section.rows.append(
+        [
+            f"bare workflow completed by an update, {args.b6_approvers} parallel",
+            f"{bare_rate:.1f}/s, p50 {fmt(summary_ms(bare_lat)['p50'])} ms",
+        ]
+    )
+    section.goal(
+        "decision throughput >= 0.5x bare",
+        f"{gate_rate / bare_rate:.2f}x",
+        gate_rate >= bare_rate / 2,
+    )
+    if failures:
+        section.notes.append(f"first failed decision: {first}")
+    section.notes.append(
+        "the bare workflows' worker runs in the bench process; the gate's decisions go through "
+        "the gateway (auth, describe, signed update) to the signoff worker, which audits each."
+    )
+    return section
+
+
+if __name__ == "__main__":
+    from bench.run_all import standalone
+
+    standalone("b6")
