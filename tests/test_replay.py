@@ -64,15 +64,34 @@ PATHS = {
 
 
 IN_FLIGHT = {"pending_one_of_two", "executing"}
+# Shapes added by issues 15 and 17 (patches break-glass, approval-windows, step-up, reminders,
+# amendments, revertible-actions, inbox-memo), in flight where an action waits.
+NEW_SHAPES = {
+    "break_glass_reviewed",
+    "break_glass_refused",
+    "break_glass_awaiting_review",
+    "approved_with_window",
+    "allowed_by_window",
+    "window_revoked",
+    "step_up",
+    "reminded",
+    "superseded",
+    "amended_successor",
+    "grant_active",
+    "grant_revoked",
+}
 
 
 def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v1_*: before the ordered-message-updates and write-ahead-with-decision patches;
     # v2_*: before owner-at-decision, signed-messages and run-ledger (with in-flight snapshots);
+    # v3_*: before identity, step-up, reminders, amendments, break-glass, approval windows,
+    # revertible actions and the inbox memo;
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
-    assert names >= PATHS | IN_FLIGHT | {"rejected"}
+    assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v3_{path}" for path in PATHS | IN_FLIGHT | {"rejected"}} <= names
     assert {f"v1_{path}" for path in PATHS} <= names
     assert {f"v2_{path}" for path in PATHS | IN_FLIGHT} <= names
 

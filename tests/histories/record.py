@@ -19,7 +19,9 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.executors import register_builtins
 from activities.ledger.store import Ledger
+from signoff.executor import registry
 from signoff.models import (
     ActionRequest,
     AmendRequest,
@@ -27,6 +29,7 @@ from signoff.models import (
     BreakGlassClaim,
     CancelRequest,
     DecisionRequest,
+    RevokeRequest,
     StepUp,
     WindowRevokeRequest,
 )
@@ -284,6 +287,7 @@ async def record_grants(
 
 async def main() -> None:
     """Start a dev server and Postgres, record, and write the histories next to this file."""
+    register_builtins(registry)  # as the worker does; pytest's conftest does it for the tests
     with tempfile.TemporaryDirectory() as tmp:
         server = pgserver.get_server(tmp, cleanup_mode="stop")
         ledger = await Ledger.connect(server.get_uri(), migrate=True)
