@@ -630,17 +630,7 @@ class ActionWorkflow:
             )
         if refusal is not None:
             attempt = self._refusal(request.reviewer, "review", refusal, channel=request.channel)
-            self.state.refused.append(attempt)
-            metrics.refused(attempt.code.value)
-            self._publish()
-            await self._audit(
-                self._event(
-                    AuditKind.REFUSED,
-                    actor=request.reviewer,
-                    channel=request.channel,
-                    payload=attempt,
-                )
-            )
+            await self._record_refusal(attempt, actor=request.reviewer, channel=request.channel)
             raise ApplicationError(
                 attempt.message, attempt, type=DECISION_REFUSED, non_retryable=True
             )
@@ -1105,11 +1095,19 @@ class ActionWorkflow:
     ) -> None:
         """Record a refused cancel or report in state, history and ledger, then fail it."""
         attempt = self._refusal(actor, kind, refusal)
+        await self._record_refusal(attempt, actor=actor)
+        raise ApplicationError(attempt.message, attempt, type=MESSAGE_REFUSED, non_retryable=True)
+
+    async def _record_refusal(
+        self, attempt: RefusedAttempt, *, actor: str, channel: str | None = None
+    ) -> None:
+        """Keep a refused attempt in state, search attributes, metrics and the ledger."""
         self.state.refused.append(attempt)
         metrics.refused(attempt.code.value)
         self._publish()
-        await self._audit(self._event(AuditKind.REFUSED, actor=actor, payload=attempt))
-        raise ApplicationError(attempt.message, attempt, type=MESSAGE_REFUSED, non_retryable=True)
+        await self._audit(
+            self._event(AuditKind.REFUSED, actor=actor, channel=channel, payload=attempt)
+        )
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -1235,14 +1233,7 @@ class ActionWorkflow:
         if refusal is not None:
             attempt = self._refusal(request.by, "amend", refusal, channel=request.channel)
             attempt = attempt.model_copy(update={"digest": request.digest})
-            self.state.refused.append(attempt)
-            metrics.refused(attempt.code.value)
-            self._publish()
-            await self._audit(
-                self._event(
-                    AuditKind.REFUSED, actor=request.by, channel=request.channel, payload=attempt
-                )
-            )
+            await self._record_refusal(attempt, actor=request.by, channel=request.channel)
             raise ApplicationError(
                 attempt.message, attempt, type=DECISION_REFUSED, non_retryable=True
             )
@@ -1332,17 +1323,7 @@ class ActionWorkflow:
                 message=refusal.message,
                 at=workflow.now(),
             )
-            self.state.refused.append(attempt)
-            metrics.refused(attempt.code.value)
-            self._publish()
-            await self._audit(
-                self._event(
-                    AuditKind.REFUSED,
-                    actor=request.approver,
-                    channel=request.channel,
-                    payload=attempt,
-                )
-            )
+            await self._record_refusal(attempt, actor=request.approver, channel=request.channel)
             return attempt
 
         assert found.principal is not None, "approver_refusal refuses principals nobody knows"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import fastapi
 from fastapi import APIRouter, Depends
 
@@ -102,38 +104,14 @@ async def decide(
     action, or a denial has no reason; 429: too many refused attempts, see Retry-After.
     """
     principal = identity.principal
-    wait = budget.retry_after(principal.id)
-    if wait:
-        raise fastapi.HTTPException(
-            status_code=429,
-            detail={
-                "code": "too_many_refusals",
-                "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
-            },
-            headers={"Retry-After": str(wait)},
-        )
-    # No visibility check first on purpose: a refused attempt must reach the workflow's record,
-    # and an accepted one (the usual case) needs no extra status read.
+    _within_budget(budget, principal)
     decision = DecisionRequest(
         **body.model_dump(),
         approver=principal.id,
         channel="api",
         approver_groups=await idp_groups(identity, request.app.state.directory),
     )
-    try:
-        return await service.decide(id, decision)
-    except WorkerUnavailable:
-        raise
-    except ActionNotFound:
-        budget.spend(principal.id)
-        raise
-    except ActionError:
-        budget.spend(principal.id)
-        # Someone who may not see the action learns what GET tells them: nothing (no state,
-        # eligible groups or digest from the refusal).
-        if not can_view(principal, await service.status(id)):
-            raise ActionNotFound(f"no action {id}") from None
-        raise
+    return await _counted(service.decide(id, decision), budget, principal, service, id)
 
 
 @router.post(
@@ -156,18 +134,39 @@ async def amend(
     403: you may not decide it (refused and recorded); 409: it is not pending; 422: invalid
     params, unchanged params, or a digest you were not shown.
     """
+    _within_budget(budget, principal)
+    return await _counted(service.amend(id, principal.id, body), budget, principal, service, id)
+
+
+def _within_budget(budget: RefusalBudget, principal: Principal) -> None:
+    """429 with Retry-After while this principal has used up its refused attempts."""
     wait = budget.retry_after(principal.id)
     if wait:
         raise fastapi.HTTPException(
             status_code=429,
             detail={
                 "code": "too_many_refusals",
-                "message": f"too many refused decisions by {principal.id}; retry in {wait}s",
+                "message": f"too many refused attempts by {principal.id}; retry in {wait}s",
             },
             headers={"Retry-After": str(wait)},
         )
+
+
+async def _counted(
+    attempt: Awaitable[ActionStatus],
+    budget: RefusalBudget,
+    principal: Principal,
+    service: ActionService,
+    id: str,
+) -> ActionStatus:
+    """A decision, amendment or review: each refusal spends budget and tells only what GET does.
+
+    No visibility check first on purpose: a refused attempt must reach the workflow's record,
+    and an accepted one (the usual case) needs no extra status read. Someone who may not see
+    the action learns what GET tells them: nothing (no state, groups or digest from a refusal).
+    """
     try:
-        return await service.amend(id, principal.id, body)
+        return await attempt
     except WorkerUnavailable:
         raise
     except ActionNotFound:
@@ -175,7 +174,6 @@ async def amend(
         raise
     except ActionError:
         budget.spend(principal.id)
-        # As for decisions: someone who may not see the action learns nothing more here.
         if not can_view(principal, await service.status(id)):
             raise ActionNotFound(f"no action {id}") from None
         raise
@@ -254,30 +252,9 @@ async def review(
     404: no such action, or you may not see it; 409: it awaits no review (not break-glass,
     or already reviewed); 422: the digest does not match; 429: too many refused attempts.
     """
-    wait = budget.retry_after(principal.id)
-    if wait:
-        raise fastapi.HTTPException(
-            status_code=429,
-            detail={
-                "code": "too_many_refusals",
-                "message": f"too many refused attempts by {principal.id}; retry in {wait}s",
-            },
-            headers={"Retry-After": str(wait)},
-        )
+    _within_budget(budget, principal)
     request = ReviewRequest(**body.model_dump(), reviewer=principal.id, channel="api")
-    try:
-        return await service.review(id, request)
-    except WorkerUnavailable:
-        raise
-    except ActionNotFound:
-        budget.spend(principal.id)
-        raise
-    except ActionError:
-        budget.spend(principal.id)
-        # As for decisions: someone who may not see the action learns nothing from a refusal.
-        if not can_view(principal, await service.status(id)):
-            raise ActionNotFound(f"no action {id}") from None
-        raise
+    return await _counted(service.review(id, request), budget, principal, service, id)
 
 
 @router.post(
