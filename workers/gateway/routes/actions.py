@@ -143,8 +143,9 @@ async def decide(
 )
 async def amend(
     body: AmendBody,
+    request: fastapi.Request,
     id: str = Depends(action_id),
-    principal: Principal = Depends(current_principal),
+    identity: Authenticated = Depends(current_identity),
     service: ActionService = Depends(get_service),
     budget: RefusalBudget = Depends(refusal_budget),
 ) -> ActionStatus:
@@ -156,6 +157,7 @@ async def amend(
     403: you may not decide it (refused and recorded); 409: it is not pending; 422: invalid
     params, unchanged params, or a digest you were not shown.
     """
+    principal = identity.principal
     wait = budget.retry_after(principal.id)
     if wait:
         raise fastapi.HTTPException(
@@ -167,7 +169,12 @@ async def amend(
             headers={"Retry-After": str(wait)},
         )
     try:
-        return await service.amend(id, principal.id, body)
+        return await service.amend(
+            id,
+            principal.id,
+            body,
+            amender_groups=await idp_groups(identity, request.app.state.directory),
+        )
     except WorkerUnavailable:
         raise
     except ActionNotFound:
