@@ -4,6 +4,7 @@ someone else's approval; the agent's SDK follows the successor."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,8 +15,10 @@ from temporalio.client import Client
 from activities.ledger.store import Ledger
 from signoff.client import Conflict, InvalidRequest, PermissionDenied, SignoffClient
 from signoff.mcp_server import build_server, summarise
-from signoff.models import ActionStatus, Status
+from signoff.models import ActionStatus, RefusalCode, Status
+from tests.conftest import running_worker
 from tests.gateway_fixtures import BASE_URL, build_app, token
+from tests.page_fixtures import policy_with_step_up
 from workers.settings import Settings
 
 
@@ -219,3 +222,30 @@ async def test_mcp_tools_answer_with_the_successor(app: FastAPI) -> None:
     assert answer["amended_by"] == "bob@example.com"
     assert answer["params"] == {"rows": 10}
     assert answer["status"] in ("evaluating", "pending_approval")
+
+
+async def test_a_step_up_rule_cannot_be_amended_without_the_key(
+    client: Client, settings: Settings, ledger: Ledger, tmp_path: Path
+) -> None:
+    # Amending ends the action as a denial does; on a step-up rule no door may do that by API.
+    stepped = settings.model_copy(
+        update={
+            "task_queue": f"{settings.task_queue}-step-up",
+            "policy": policy_with_step_up(tmp_path),
+        }
+    )
+    app = build_app(client, stepped)
+    async with running_worker(client, stepped, ledger):
+        async with sdk(app, "bot") as bot:
+            submitted = await bot.request("noop", "vault-1", {"rows": 1000}, "rotate")
+            original = await until(bot, submitted.id, Status.PENDING_APPROVAL)
+        async with sdk(app, "bob") as bob:
+            with pytest.raises(PermissionDenied) as refused:
+                await bob.amend(original.id, {"rows": 1}, digest=original.digest)
+            assert refused.value.code == "step_up_required"
+            after = await bob.status(original.id)
+    assert after.status is Status.PENDING_APPROVAL
+    assert after.superseded_by is None
+    assert [(r.approver, r.code) for r in after.refused] == [
+        ("bob@example.com", RefusalCode.STEP_UP_REQUIRED)
+    ]

@@ -10,6 +10,7 @@ refuses a decision without a security key.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import re
@@ -494,3 +495,160 @@ async def test_the_agents_owner_cannot_approve_on_the_page(page: Page) -> None:
     status = await page.service.status(action.id)
     assert status.decisions == []
     assert [(r.code, r.channel) for r in status.refused] == [(RefusalCode.SELF_APPROVAL, "web")]
+
+
+# --- approve with changes ---------------------------------------------------------------------
+
+
+def amend_fields(page_text: str) -> dict[str, str]:
+    """The amend form's hidden fields and what its params textarea shows."""
+    match = re.search(r'<form id="amend"[^>]*>(.*?)</form>', page_text, re.S)
+    assert match, "the page has no amend form"
+    form = match.group(1)
+    fields = {
+        name: html.unescape(value)
+        for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', form)
+    }
+    params = re.search(r'<textarea id="amend-params"[^>]*>(.*?)</textarea>', form, re.S)
+    assert params is not None
+    fields["params"] = html.unescape(params.group(1))
+    return fields
+
+
+async def test_amend_on_the_page_supersedes_and_opens_the_successor(page: Page) -> None:
+    action = await page.submit("one-amend-page", rows=5, table="orders")
+    shown = await page.signed_in(action.id, "alice@example.com")
+    fields = amend_fields(shown.text)
+    assert fields["digest"] == action.digest
+    assert json.loads(fields["params"]) == {"rows": 5, "table": "orders"}  # prefilled
+    assert f"<code>{action.digest}</code>" in shown.text.split('id="amend"')[1]
+    changed = json.dumps({"rows": 1, "table": "orders"})
+    answer = await page.browser.post(
+        f"/a/{action.id}/amend", data={**fields, "params": changed, "reason": "one row first"}
+    )
+    assert answer.status_code == 303, answer.text
+    original = await page.service.status(action.id)
+    assert original.status is Status.SUPERSEDED
+    assert original.superseded_by is not None
+    assert answer.headers["location"] == approval_page_url("", original.superseded_by)
+    successor = await page.service.status(original.superseded_by)
+    assert successor.request.params == {"rows": 1, "table": "orders"}
+    assert (successor.request.amended_from, successor.request.amended_by) == (
+        action.id,
+        "alice@example.com",
+    )
+    assert successor.request.requester == "agent:bot"
+    # Her own page for the successor: no decision form, and why.
+    for _ in range(100):
+        if successor.status is Status.PENDING_APPROVAL:
+            break
+        await asyncio.sleep(0.1)
+        successor = await page.service.status(successor.id)
+    landed = await page.browser.get(answer.headers["location"])
+    assert landed.status_code == 200
+    assert 'id="decide"' not in landed.text
+    assert 'id="amend"' not in landed.text
+    assert "proposed these params" in landed.text
+
+
+async def test_bad_amend_params_on_the_page_change_nothing_and_say_why(page: Page) -> None:
+    action = await page.submit("one-amend-bad", rows=5)
+    fields = amend_fields((await page.signed_in(action.id, "alice@example.com")).text)
+    cases = [
+        ({"params": '{"rows": 1', "reason": "x"}, "not valid JSON"),
+        ({"params": "[1, 2]", "reason": "x"}, "must be a JSON object"),
+        ({"params": '{"rows": 1}', "reason": "  "}, "say what you changed"),
+        ({"params": '{"rows": "\\u0000"}', "reason": "x"}, "Not changed: params"),
+        ({"params": '{"rows": 1}', "reason": "x", "digest": "nope"}, "Not changed: digest"),
+        ({"params": '{"rows": 5}', "reason": "x"}, "the same action"),
+        ({"params": '{"rows": 1}', "reason": "x", "digest": "0" * 64}, "digest_mismatch"),
+    ]
+    for data, said in cases:
+        answer = await page.browser.post(f"/a/{action.id}/amend", data={**fields, **data})
+        assert answer.status_code == 422, (data, answer.status_code)
+        assert said in html.unescape(answer.text), (said, answer.text)
+        # What was typed is kept for the next try.
+        assert amend_fields(answer.text)["params"] == data["params"]
+    status = await page.service.status(action.id)
+    assert (status.status, status.superseded_by) == (Status.PENDING_APPROVAL, None)
+    assert status.request.params == {"rows": 5}
+    # The two the workflow judged are recorded as refused amendments; nothing else reached it.
+    assert [(r.kind, r.code) for r in status.refused] == [
+        ("amend", RefusalCode.DIGEST_MISMATCH),
+        ("amend", RefusalCode.DIGEST_MISMATCH),
+    ]
+
+
+async def test_amend_without_the_csrf_token_is_refused(page: Page) -> None:
+    action = await page.submit("one-amend-csrf", rows=5)
+    fields = amend_fields((await page.signed_in(action.id, "alice@example.com")).text)
+    for csrf in ({}, {"csrf": "forged"}):
+        data = {"digest": fields["digest"], "params": '{"rows": 1}', "reason": "x", **csrf}
+        answer = await page.browser.post(f"/a/{action.id}/amend", data=data)
+        assert answer.status_code == 403
+        assert "CSRF" in answer.text
+    status = await page.service.status(action.id)
+    assert (status.status, status.superseded_by, status.refused) == (
+        Status.PENDING_APPROVAL,
+        None,
+        [],
+    )
+
+
+async def test_the_owner_and_outsiders_cannot_amend_on_the_page(page: Page) -> None:
+    action = await page.submit("one-amend-owner", rows=5)
+    shown = await page.signed_in(action.id, "dave@example.com")  # owns agent:bot, in dba
+    assert 'id="amend"' not in shown.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    assert csrf is not None
+    data = {"csrf": csrf.group(1), "digest": action.digest, "params": '{"rows": 1}', "reason": "x"}
+    owner = await page.browser.post(f"/a/{action.id}/amend", data=data)
+    assert owner.status_code == 403
+    assert "self_approval" in owner.text
+    # Someone in no group of the rule may not even see it: a 404, nothing recorded.
+    page.browser.cookies.clear()
+    outsider = await page.signed_in(action.id, "nobody@example.com")
+    assert outsider.status_code == 404
+    keys = await page.browser.get("/a/register")  # a page of hers that carries the token
+    csrf = re.search(r'name="csrf" value="([^"]+)"', keys.text)
+    assert csrf is not None
+    answer = await page.browser.post(f"/a/{action.id}/amend", data={**data, "csrf": csrf.group(1)})
+    assert answer.status_code == 404
+    status = await page.service.status(action.id)
+    assert (status.status, status.superseded_by) == (Status.PENDING_APPROVAL, None)
+    assert [(r.approver, r.kind, r.code, r.channel) for r in status.refused] == [
+        ("dave@example.com", "amend", RefusalCode.SELF_APPROVAL, "web")
+    ]
+
+
+async def test_a_step_up_rule_is_not_amended_from_the_page(page: Page) -> None:
+    action = await page.submit("vault-amend", rows=5)
+    assert action.verdict is not None
+    assert action.verdict.step_up == "webauthn"
+    shown = await page.signed_in(action.id, "bob@example.com")
+    assert 'id="amend"' not in shown.text
+    assert "not offered on this page" in shown.text
+    fields = form_fields(shown.text)
+    answer = await page.browser.post(
+        f"/a/{action.id}/amend", data={**fields, "params": '{"rows": 1}', "reason": "x"}
+    )
+    assert answer.status_code == 403
+    assert "needs a security key" in answer.text
+    status = await page.service.status(action.id)
+    assert (status.status, status.superseded_by) == (Status.PENDING_APPROVAL, None)
+
+
+async def test_a_person_known_only_to_the_identity_provider_amends_on_the_page(
+    page: Page,
+) -> None:
+    action = await page.submit("one-amend-idp", rows=5)
+    fields = amend_fields((await page.signed_in(action.id, "zoe@example.com")).text)
+    answer = await page.browser.post(
+        f"/a/{action.id}/amend", data={**fields, "params": '{"rows": 2}', "reason": "two"}
+    )
+    assert answer.status_code == 303, answer.text
+    original = await page.service.status(action.id)
+    assert original.status is Status.SUPERSEDED
+    assert original.superseded_by is not None
+    successor = await page.service.status(original.superseded_by)
+    assert successor.request.amended_by == "zoe@example.com"

@@ -296,3 +296,37 @@ async def test_break_glass_from_the_cli_then_review(live: LiveGateway) -> None:
     assert f"reviewed {broke.id}" in done
     shown = ok(await cli(live, "bob", "status", broke.id))
     assert "accepted by bob@example.com: checked it" in shown
+
+
+async def test_amend_shows_the_successor_which_needs_someone_else(live: LiveGateway) -> None:
+    action = await submit(live, rows=7, name="orders")
+    await until_pending(live, action.id)
+    # Nothing to change, or no reason: refused before anything is sent.
+    assert "--param" in failed(await cli(live, "alice", "amend", action.id, "--reason", "x"))
+    assert "--reason" in failed(
+        await cli(live, "alice", "amend", action.id, "--param", "rows=1", "--reason", " ")
+    )
+    # The agent amending its own request is refused by the workflow, plainly.
+    assert "agent_approver" in failed(
+        await cli(live, "bot", "amend", action.id, "--param", "rows=1", "--reason", "mine")
+    )
+    output = ok(
+        await cli(live, "alice", "amend", action.id, "--param", "rows=1", "--reason", "fewer")
+    )
+    shown, _, after = output.partition("amended")
+    assert "You are about to replace" in shown
+    assert '{"name":"orders","rows":1}' in shown
+    original = ActionStatus.model_validate_json(
+        ok(await cli(live, "bot", "status", action.id, "--json"))
+    )
+    assert original.status.value == "superseded"
+    assert original.superseded_by is not None
+    assert original.superseded_by in "".join(after.split())
+    successor = ActionStatus.model_validate_json(
+        ok(await cli(live, "bot", "status", original.superseded_by, "--json"))
+    )
+    assert successor.request.params == {"rows": 1, "name": "orders"}
+    assert successor.request.amended_by == "alice@example.com"
+    # The amender's own approval does not count for the successor.
+    await until_pending(live, successor.id)
+    assert "amender" in failed(await cli(live, "alice", "approve", successor.id, "--yes"))

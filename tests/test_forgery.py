@@ -25,6 +25,7 @@ from signoff.client import ActionDenied, outcome
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -194,6 +195,72 @@ async def test_idp_groups_added_to_a_signed_decision_are_refused(
     approved = await handle.execute_update("decide", vouched, result_type=ActionStatus)
     assert [d.approver for d in approved.decisions] == ["zoe@example.com"]
     assert (await handle.result()).status is Status.SUCCEEDED
+
+
+def idp_amendment(status: ActionStatus, groups: list[str] | None) -> AmendRequest:
+    """zoe's amendment (rows=1) as the gateway signs it; `groups`: her vouched IdP groups."""
+    successor_id = f"act-{uuid.uuid4().hex}"
+    successor = status.request.model_copy(
+        update={
+            "params": {**status.request.params, "rows": 1},
+            "amended_from": status.id,
+            "amended_by": "zoe@example.com",
+            "signature": None,
+        }
+    )
+    amendment = AmendRequest(
+        by="zoe@example.com",
+        digest=status.digest,
+        reason="fewer rows",
+        successor_id=successor_id,
+        successor=SIGNER.request(successor, successor_id),
+        amender_groups=groups,
+    )
+    return SIGNER.amend(amendment, status.id)
+
+
+async def refused_amend(handle: Handle, request: AmendRequest) -> ApplicationError:
+    """Send `amend` and return the failure it must end with."""
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await handle.execute_update("amend", request, result_type=ActionStatus)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == DECISION_REFUSED
+    return cause
+
+
+@pytest.mark.usefixtures("worker")
+async def test_idp_groups_added_to_a_signed_amendment_are_refused(
+    gate: Gate, ledger: Ledger
+) -> None:
+    handle = await gate.submit("one-db", {"idp": "amend"})
+    status = await gate.wait_for(handle, "pending_approval")
+    # Genuinely signed without groups: the worker finds nobody called zoe.
+    genuine = idp_amendment(status, None)
+    assert (await refused_amend(handle, genuine)).details[0]["code"] == "unknown_principal"
+    # Groups added afterwards, or swapped for others, are not what the gateway signed.
+    forged = genuine.model_copy(update={"amender_groups": ["dba"]})
+    cause = await refused_amend(handle, forged)
+    assert cause.details[0]["code"] == "signature_mismatch"
+    assert "amender_groups" in cause.message
+    widened = idp_amendment(status, ["security"]).model_copy(update={"amender_groups": ["dba"]})
+    assert (await refused_amend(handle, widened)).details[0]["code"] == "signature_mismatch"
+    # Vouched groups the rule does not ask for: not eligible.
+    outside = idp_amendment(status, ["security"])
+    assert (await refused_amend(handle, outside)).details[0]["code"] == "not_eligible"
+    await assert_unchanged(handle, ledger, "pending_approval")
+    assert await ledger_refusals(ledger, handle.id) == [
+        ("amend", "unknown_principal"),
+        ("amend", "signature_mismatch"),
+        ("amend", "signature_mismatch"),
+        ("amend", "not_eligible"),
+    ]
+    # The gateway's own signature over her groups lets the IdP person amend.
+    amended = await handle.execute_update(
+        "amend", idp_amendment(status, ["dba"]), result_type=ActionStatus
+    )
+    assert amended.status is Status.SUPERSEDED
+    assert amended.superseded_by is not None
 
 
 @pytest.mark.usefixtures("worker")

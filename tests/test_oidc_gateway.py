@@ -325,6 +325,55 @@ async def test_a_person_only_the_idp_knows_without_the_group_is_refused(
     ]
 
 
+async def test_a_person_only_the_idp_knows_amends_with_their_idp_groups(
+    live: LiveGateway, idp: OpenIdProvider, ledger: Ledger
+) -> None:
+    agent = used(idp.client_credentials("etl-bot", resource=AGENTS_AUDIENCE))
+    action = await pending_action(live, agent, "one-idp-amender")
+    path = f"/v1/actions/{action['id']}"
+    amendment = {"params": {"rows": 1}, "digest": action["digest"], "reason": "one row"}
+    zoe = used(await asyncio.to_thread(idp.human_token, "zoe@example.com"))
+    # A client cannot claim groups for itself here either: the body forbids the field.
+    claimed = await call(
+        live, zoe, "POST", f"{path}/amend", json={**amendment, "amender_groups": ["dba"]}
+    )
+    assert claimed.status_code == 422, claimed.text
+    unchanged = (await call(live, agent, "GET", path)).json()
+    assert (unchanged["status"], unchanged["refused"]) == ("pending_approval", [])
+    # Someone the IdP knows without the group is refused and recorded, as for decisions.
+    nobody = used(await asyncio.to_thread(idp.human_token, "nobody@example.com"))
+    refused = await call(live, nobody, "POST", f"{path}/amend", json=amendment)
+    assert refused.status_code in (403, 404), refused.text
+    amended = await call(live, zoe, "POST", f"{path}/amend", json=amendment)
+    assert amended.status_code == 200, amended.text
+    original = amended.json()
+    assert original["status"] == "superseded"
+    assert [(r["approver"], r["code"]) for r in original["refused"]] == [
+        ("nobody@example.com", "not_eligible")
+    ]
+    successor = (await call(live, agent, "GET", f"/v1/actions/{original['superseded_by']}")).json()
+    assert successor["request"]["params"] == {"rows": 1}
+    assert successor["request"]["amended_by"] == "zoe@example.com"
+    assert successor["request"]["requester"] == "agent:etl"
+    # zoe proposed it: her approval of the successor does not count.
+    for _ in range(100):
+        if successor["status"] == "pending_approval":
+            break
+        await asyncio.sleep(0.1)
+        successor = (await call(live, agent, "GET", f"/v1/actions/{successor['id']}")).json()
+    own = await call(
+        live,
+        zoe,
+        "POST",
+        f"/v1/actions/{successor['id']}/decisions",
+        json={"decision": "approve", "digest": successor["digest"]},
+    )
+    assert own.status_code == 403, own.text
+    assert own.json()["error"]["code"] == "amender"
+    superseded = [e for e in await ledger.events(action["id"]) if e.kind == "superseded"]
+    assert [e.actor for e in superseded] == ["zoe@example.com"]
+
+
 # --- signoff login / logout -----------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ SDK_COMMANDS = {
     "pending",
     "approve",
     "deny",
+    "amend",
     "cancel",
     "whoami",
     "login",

@@ -1225,6 +1225,8 @@ class ActionWorkflow:
                 self._resolve(self.state.request.requester, "requester"),
             )
             owner_now = requester_now.principal.owner if requester_now.principal else None
+            if found.principal is None:
+                found = PrincipalLookupResult(principal=self._idp_amender(request))
             # Re-check: a decision may have resolved the action while we looked up.
             status = self.status()
             refusal = rules.amend_refusal(status, request) or rules.approver_refusal(
@@ -1376,6 +1378,16 @@ class ActionWorkflow:
         if not workflow.patched(IDP_APPROVERS):
             return None
         return Principal(id=request.approver, kind="human", groups=list(request.approver_groups))
+
+    def _idp_amender(self, request: AmendRequest) -> Principal | None:
+        """An amender known only to the identity provider, as the gateway's signature vouches."""
+        # As for decisions (_idp_approver): the groups count only under the gateway's verified
+        # signature. No new command: IDP_APPROVERS is memoised from the top of run().
+        if request.amender_groups is None or not self._signatures_required():
+            return None
+        if not workflow.patched(IDP_APPROVERS):
+            return None
+        return Principal(id=request.by, kind="human", groups=list(request.amender_groups))
 
     async def _resolve(self, principal_id: str, role: str) -> PrincipalLookupResult:
         """Who a principal is now, as the worker's directory says."""

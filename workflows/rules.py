@@ -204,6 +204,17 @@ def amend_refusal(status: ActionStatus, amend: AmendRequest) -> DecisionRefused 
     """
     if refusal := not_pending(status):
         return refusal
+    verdict = status.verdict
+    if verdict is not None and verdict.step_up is not None:
+        # Amending ends the action like a denial does, and a denial here needs the key too.
+        return DecisionRefused(
+            code=RefusalCode.STEP_UP_REQUIRED,
+            message=(
+                f"policy rule {verdict.rule_id} needs a {verdict.step_up} step-up for every "
+                f"decision, and amending ends the action: decide on the approval page "
+                f"(/a/{status.id}) with your security key, and ask the requester for the change"
+            ),
+        )
     if amend.digest != status.digest:
         return DecisionRefused(
             code=RefusalCode.DIGEST_MISMATCH,

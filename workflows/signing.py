@@ -139,7 +139,7 @@ def cancel_claims(cancel: CancelRequest, action_id: str) -> dict[str, JsonValue]
 def amend_claims(amend: AmendRequest, action_id: str) -> dict[str, JsonValue]:
     """An amendment's claims: which action and digest, by whom, why, and the exact successor."""
     successor = amend.successor.model_dump(mode="json")
-    return {
+    claims: dict[str, JsonValue] = {
         "kind": "amend",
         "action_id": action_id,
         "digest": amend.digest,
@@ -150,6 +150,10 @@ def amend_claims(amend: AmendRequest, action_id: str) -> dict[str, JsonValue]:
         # The successor carries its own signature too; this binds the two to each other.
         "successor_sha256": _sha256(successor),
     }
+    if amend.amender_groups is not None:
+        # Only when present, so every amendment signed before this field existed still verifies.
+        claims["amender_groups"] = list(amend.amender_groups)
+    return claims
 
 
 def revoke_claims(revoke: RevokeRequest, action_id: str) -> dict[str, JsonValue]:

@@ -900,6 +900,14 @@ class AmendRequest(Contract):
     channel: str = Field(default="api", max_length=40)
     successor_id: str = Field(min_length=1, max_length=200)
     successor: ActionRequest
+    amender_groups: list[str] | None = Field(
+        default=None,
+        max_length=200,
+        description=(
+            "Set only by the gateway, from a verified identity-provider token, for a person the "
+            "directory file does not list; signed with the amendment"
+        ),
+    )
     signature: Signature | None = None
 
 

@@ -493,10 +493,20 @@ class ActionService:
         return await self._update(action_id, ActionWorkflow.decide, message, ended="decision")
 
     async def amend(
-        self, action_id: str, amender: str, body: AmendBody, *, channel: str = "api"
+        self,
+        action_id: str,
+        amender: str,
+        body: AmendBody,
+        *,
+        channel: str = "api",
+        amender_groups: list[str] | None = None,
     ) -> ActionStatus:
         """Approve with changes: the workflow supersedes the action by a successor with `body`'s
-        params, requested on the requester's behalf; answers the superseded original."""
+        params, requested on the requester's behalf; answers the superseded original.
+
+        `amender_groups`: the verified IdP groups of an amender the directory does not list,
+        signed into the amendment (as for decisions); None for anyone the directory lists.
+        """
         original = (await self.status(action_id)).request
         kept = original.model_dump(include=set(ActionSubmission.model_fields))
         try:
@@ -526,6 +536,7 @@ class ActionService:
             channel=channel,
             successor_id=successor_id,
             successor=self.signer.request(successor, successor_id),
+            amender_groups=amender_groups,
         )
         return await self._update(
             action_id,

@@ -1,7 +1,7 @@
 """The `signoff` command: the agent's and approver's commands, plus any installed plugins.
 
-The SDK ships `submit`, `status`, `pending`, `approve`, `deny`, `cancel`, `revoke`, `undo`,
-`review`, `windows`, `whoami`, `login`, `logout` and `mcp`.
+The SDK ships `submit`, `status`, `pending`, `approve`, `deny`, `amend`, `cancel`, `revoke`,
+`undo`, `review`, `windows`, `whoami`, `login`, `logout` and `mcp`.
 The server distribution adds its operator commands (`dev`, `worker`, `gateway`, `db`, `audit`,
 `policy`, `keys`, `demo`) through the `signoff.commands` entry point group: each entry is a
 function that takes this typer app and adds its commands.
@@ -32,6 +32,7 @@ def build_app() -> typer.Typer:
         actions.status,
         actions.approve,
         actions.deny,
+        actions.amend,
         actions.cancel,
         actions.revoke,
         actions.undo,

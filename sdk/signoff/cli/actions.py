@@ -1,4 +1,4 @@
-"""`signoff submit|status|approve|deny|cancel|pending|review`: the gateway's API for people.
+"""`signoff submit|status|approve|deny|amend|cancel|pending|review`: the gateway's API for people.
 
 A client of the gateway through `signoff.client`, like any agent: it never talks to Temporal.
 """
@@ -386,6 +386,53 @@ def _deny_stale(
         console.print(f"{len(outcomes) - len(refused)} denied, {len(refused)} refused")
     if refused:
         raise typer.Exit(1)
+
+
+def amend(
+    action_id: Annotated[str, typer.Argument(metavar="ID", help="The pending action's id")],
+    reason: Annotated[str, typer.Option(help="What you changed and why: the agent reads it")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE for the changed params (VALUE is JSON when it parses, else a "
+            "string); repeatable; params not named keep their current value"
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm")] = False,
+    as_json: Json = False,
+    gateway: Gateway = None,
+    token: Token = None,
+) -> None:
+    """Approve with changes: a successor with your params replaces the action; others approve."""
+    if not param:
+        raise fail("give at least one --param KEY=VALUE to change")
+    if not reason.strip():
+        raise fail("--reason is required to amend: the agent is told what changed")
+    changes: dict[str, Any] = dict(parse_param(p) for p in param)
+    with gateway_client(gateway, token) as client:
+        shown = client.status(action_id)
+        params = {**shown.request.params, **changes}
+        if not as_json:
+            console.print("[bold]You are about to replace:[/bold]")
+            _show(shown)
+            console.print(
+                "[bold]by a successor with params:[/bold] "
+                + escape(neutralise.visible_json(params, sort_keys=True)),
+                highlight=False,
+            )
+        if not yes and sys.stdin.isatty() and not typer.confirm("Amend?"):
+            raise fail("nothing sent")
+        # Bound to the digest shown: an action that changed since is refused, not amended.
+        amended = client.amend(action_id, params, reason=reason, digest=shown.digest)
+    if as_json:
+        typer.echo(amended.model_dump_json(indent=2))
+    else:
+        successor = neutralise.rich(amended.superseded_by or "")
+        console.print(
+            f"[green]amended[/green] {neutralise.rich(amended.id)}: now {amended.status.value}; "
+            f"successor {successor} needs its own approval (not yours)",
+            highlight=False,
+        )
 
 
 def review(

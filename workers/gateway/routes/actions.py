@@ -121,8 +121,9 @@ async def decide(
 )
 async def amend(
     body: AmendBody,
+    request: fastapi.Request,
     id: str = Depends(action_id),
-    principal: Principal = Depends(current_principal),
+    identity: Authenticated = Depends(current_identity),
     service: ActionService = Depends(get_service),
     budget: RefusalBudget = Depends(refusal_budget),
 ) -> ActionStatus:
@@ -134,8 +135,12 @@ async def amend(
     403: you may not decide it (refused and recorded); 409: it is not pending; 422: invalid
     params, unchanged params, or a digest you were not shown.
     """
+    principal = identity.principal
     _within_budget(budget, principal)
-    return await _counted(service.amend(id, principal.id, body), budget, principal, service, id)
+    groups = await idp_groups(identity, request.app.state.directory)
+    return await _counted(
+        service.amend(id, principal.id, body, amender_groups=groups), budget, principal, service, id
+    )
 
 
 def _within_budget(budget: RefusalBudget, principal: Principal) -> None:

@@ -5,10 +5,14 @@ provider), never decides. A decision is a POST carrying the session's CSRF token
 the page showed, and goes through the same `decide` update as the API (channel `web`), so every
 rule of the workflow holds. On a rule with `step_up: webauthn` the page adds a fresh security-key
 assertion bound to that digest, which the gateway verifies and signs into the decision.
+Approve with changes (`POST /a/{id}/amend`) goes through the same service path as the API's
+amend, so the same validation and the same refusals apply; the page does not offer it on a
+step-up rule.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -25,7 +29,7 @@ from policies.directory import Authenticated, Directory
 from policies.oidc import TokenRejected
 from policies.unavailable import IdentityProviderUnavailable
 from signoff.links import approval_page_url
-from signoff.models import ActionStatus, DecisionRequest, StepUp
+from signoff.models import ActionStatus, AmendBody, DecisionRequest, StepUp
 from workers.gateway.dependencies import ACTION_ID, get_service, refusal_budget
 from workers.gateway.errors import error_response, status_for
 from workers.gateway.routes.actions import idp_groups
@@ -353,6 +357,8 @@ async def _render_action(
     *,
     notice: str | None = None,
     code: int = 200,
+    amend_text: str | None = None,
+    amend_reason: str = "",
 ) -> Response:
     has_keys = True
     if status.verdict is not None and status.verdict.step_up and not status.terminal:
@@ -370,6 +376,8 @@ async def _render_action(
         may_decide=_why_not(status, identity),
         notice=notice,
         has_keys=has_keys,
+        amend_text=amend_text,
+        amend_reason=amend_reason,
     )
     title = f"{status.request.action} on {status.request.target}"
     html = render.page(title, body, nonce=nonce, principal=identity.principal.id, csrf=session.csrf)
@@ -517,3 +525,90 @@ async def decide(request: Request, id: str) -> Response:
         )
     log.info("web %s by %s on %s accepted", decision, principal.id, id)
     return RedirectResponse(approval_page_url("", id), status_code=303)
+
+
+def _amend_params(text: str) -> dict[str, Any] | str:
+    """The params typed on the page as a JSON object; else what is wrong with them."""
+    try:
+        params = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        return f"the params are not valid JSON ({str(err)[:200]})"
+    if not isinstance(params, dict):
+        return 'the params must be a JSON object, like {"rows": 1}'
+    return params
+
+
+@router.post("/{id}/amend")
+async def amend(request: Request, id: str) -> Response:
+    """Approve with changes as signed in: the same service path, checks and refusals as the API."""
+    if not ACTION_ID.fullmatch(id):
+        return _not_found(id)
+    found = _signed_in(request)
+    if found is None:
+        return _message("Sign in first", "Nothing was changed.", 401, ("/a/" + id, "Sign in"))
+    session, identity = found
+    form = await _form(request)
+    if not session.csrf_ok(form.get("csrf")):
+        return _message("Refused", "The form is not from this page (CSRF check).", 403)
+    service = get_service(request)
+    principal = identity.principal
+    budget = refusal_budget(request)
+    wait = budget.retry_after(principal.id)
+    if wait:
+        return _message("Too many refused decisions", f"Try again in {wait} seconds.", 429)
+    try:
+        status = await _visible(service, id, identity)
+    except ActionNotFound:
+        budget.spend(principal.id)
+        return _not_found(id)
+    except ActionError as err:
+        return _message("Action unavailable", err.message, status_for(err))
+    text = form.get("params", "")
+    reason = form.get("reason", "").strip()
+    current = status
+
+    async def again(notice: str, code: int) -> Response:
+        """The page again, with what was typed kept and why nothing changed."""
+        return await _render_action(
+            request,
+            session,
+            identity,
+            current,
+            notice=f"Not changed: {notice}",
+            code=code,
+            amend_text=text,
+            amend_reason=reason,
+        )
+
+    if status.verdict is not None and status.verdict.step_up is not None:
+        return await again("this rule needs a security key; approve or deny it instead", 403)
+    if not reason:
+        return await again("say what you changed and why (the agent is told)", 422)
+    params = _amend_params(text)
+    if isinstance(params, str):
+        return await again(params, 422)
+    try:
+        body = AmendBody(params=params, digest=form.get("digest", ""), reason=reason)
+    except ValidationError as err:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        return await again(problem, 422)
+    try:
+        amended = await service.amend(
+            id,
+            principal.id,
+            body,
+            channel=CHANNEL,
+            amender_groups=await idp_groups(identity, request.app.state.directory),
+        )
+    except WorkerUnavailable as err:
+        return _message("Worker unavailable", err.message, 503)
+    except ActionError as err:
+        if isinstance(err, DecisionRefusedError):
+            budget.spend(principal.id)
+        current = await _visible(service, id, identity)
+        notice = err.message
+        if isinstance(err, DecisionRefusedError):
+            notice = f"({err.attempt.code.value}) {err.message}"
+        return await again(notice, status_for(err))
+    log.info("web amend by %s on %s accepted: %s", principal.id, id, amended.superseded_by)
+    return RedirectResponse(approval_page_url("", amended.superseded_by or id), status_code=303)

@@ -40,6 +40,7 @@ font-weight:600}
 label{display:block;font-weight:600;margin:.8rem 0 .3rem}
 textarea{width:100%;min-height:5rem;font:inherit;padding:.5rem;border:1px solid var(--muted);
 border-radius:4px}
+textarea.json{min-height:9rem;font:14px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .buttons{display:flex;gap:.8rem;flex-wrap:wrap;margin-top:.8rem}
 button{font:inherit;font-weight:600;padding:.7rem 1.4rem;border-radius:4px;border:0;color:#fff;
 cursor:pointer;min-height:44px}
@@ -156,10 +157,14 @@ def action_body(
     may_decide: str | None,
     notice: str | None = None,
     has_keys: bool = True,
+    amend_text: str | None = None,
+    amend_reason: str = "",
 ) -> str:
     """The action as every view shows it, its digest, rule, progress, refusals and the form.
 
     `may_decide`: None when the person may decide now, else why not (shown instead of buttons).
+    `amend_text`/`amend_reason`: what the approve-with-changes form shows (after a refused
+    amendment, what was typed; else the current params).
     """
     request = status.request
     verdict = status.verdict
@@ -231,7 +236,39 @@ def action_body(
         parts.append(f'<p class="notice">{t(may_decide)}</p>')
     else:
         parts.append(_form(status, csrf, has_keys=has_keys))
+        parts.append(_amend_form(status, csrf, amend_text, amend_reason))
     return "".join(parts)
+
+
+def _amend_form(status: ActionStatus, csrf: str, text: str | None, reason: str) -> str:
+    """Approve with changes: the params as JSON to edit, a required reason, the digest shown."""
+    if status.verdict is not None and status.verdict.step_up is not None:
+        # The page's security-key check is bound to decisions; an amendment is not offered here.
+        return (
+            "<h2>Approve with changes</h2>"
+            '<p class="notice">Changing the params is not offered on this page for a rule '
+            "that needs a security key: approve or deny it, with a reason the agent reads.</p>"
+        )
+    shown = text if text is not None else neutralise.visible_json(status.request.params, indent=2)
+    return (
+        "<h2>Approve with changes</h2>"
+        "<p>Instead of approving, propose other params: this action ends superseded and a new "
+        "one with your params is requested for the same requester. It needs someone else's "
+        "approval, never yours.</p>"
+        f'<form id="amend" method="post" action="/a/{t(status.id)}/amend">'
+        f'<input type="hidden" name="csrf" value="{t(csrf)}">'
+        f'<input type="hidden" name="digest" value="{t(status.digest)}">'
+        f"<p>Changing the action with digest <code>{t(status.digest)}</code></p>"
+        '<label for="amend-params">Params (JSON object)</label>'
+        '<textarea id="amend-params" name="params" required spellcheck="false" '
+        f'class="json">{html.escape(shown, quote=True)}</textarea>'
+        '<label for="amend-reason">Reason (required; the agent is told what changed)</label>'
+        '<textarea id="amend-reason" name="reason" maxlength="2000" required>'
+        f"{html.escape(reason, quote=True)}</textarea>"
+        '<div class="buttons">'
+        '<button type="submit" class="plain">Replace with these params</button>'
+        "</div></form>"
+    )
 
 
 def _form(status: ActionStatus, csrf: str, *, has_keys: bool) -> str:
