@@ -86,9 +86,7 @@ async def test_a_revoke_survives_worker_sigkills_and_a_postgres_outage(
         kill_group(workers.pop())
         workers.append(spawn())
         stop(server)  # the ledger and the granted role's database both go away
-        failing = await poll(
-            handle, lambda st: st.revert is not None and st.revert.failures >= 1
-        )
+        failing = await poll(handle, lambda st: st.revert is not None and st.revert.failures >= 1)
         assert failing.status is Status.REVERTING
         assert failing.revert is not None
         assert failing.revert.done_at is None
