@@ -160,6 +160,11 @@ APPROVAL_WINDOWS = "approval-windows"
 # `duration`) and open to an undo (the rule's undo window); then its revert runs, retried until
 # it succeeds. An undo's own action runs the revert (issue 15).
 REVERTIBLE_ACTIONS = "revertible-actions"
+# Patch: a grant ends when its timer fires, not when workflow.now() says the end has passed. A
+# worker that picks the run up after another died may see a now() older than the timer's fire
+# time on the live task but not on replay; comparing with now() then started a second timer
+# live and went straight to the revert on replay: a nondeterminism error (issue 15).
+GRANT_ENDS_ON_TIMER = "grant-ends-on-timer"
 # One revert attempt: a few quick retries, then the workflow records the failure and waits.
 REVERT_ATTEMPT = RetryPolicy(
     maximum_attempts=3, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5)
@@ -194,6 +199,7 @@ class _Patches:
     write_ahead_with_decision: bool = False
     reminders: bool = False
     revertible: bool = False
+    grant_ends_on_timer: bool = False
     # Decided lazily too: a handler may run before run() in the first activation.
     signed: bool | None = None
     runs: bool | None = None
@@ -239,6 +245,7 @@ class ActionWorkflow:
         self._patches.break_glass = workflow.patched(BREAK_GLASS)
         self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
         self._patches.revertible = workflow.patched(REVERTIBLE_ACTIONS)
+        self._patches.grant_ends_on_timer = workflow.patched(GRANT_ENDS_ON_TIMER)
         workflow.patched(INBOX_MEMO)
         self._signatures_required()
         self._runs_recorded()
@@ -796,11 +803,16 @@ class ActionWorkflow:
         def undo_open() -> bool:
             return state.undo_action is not None
 
+        timer_fired = remaining <= timedelta(0)
         if remaining > timedelta(0):
-            with contextlib.suppress(TimeoutError):
+            try:
                 await workflow.wait_condition(ended, timeout=remaining, timeout_summary=label)
+            except TimeoutError:
+                timer_fired = True
         if ended():
             return state.end_requested
+        if state.phase is Phase.ACTIVE and timer_fired and self._patches.grant_ends_on_timer:
+            return EndRequest(by="timer", how="revoked")
         if state.phase is Phase.UNDOABLE and undo_open():
             # An undo waits for approval: its outcome decides, not the clock (a grant's end
             # never waits for it).
