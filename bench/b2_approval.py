@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import time
 import uuid
 
 from bench.common import (
     AGENT_TOKEN,
     APPROVER_TOKEN,
+    PROFILES,
+    ROOT,
     Section,
     Stack,
     console,
     fmt,
+    py_spy_available,
+    start_py_spy,
     summary_ms,
+    write_profile_summary,
 )
 
 GOAL_P50_MS = 50.0
-GOAL_P99_MS = 200.0
+GOAL_P99_MS = 150.0  # issue 16 (was 200 ms in round 1)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +126,13 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
     answered: list[float] = []
     failures = 0
     first_failure = ""
+    profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
+    if getattr(args, "profile", False) and py_spy_available():
+        # Sample the worker and gateway while the decisions run (~90 ms each, sequential).
+        seconds = max(5.0, 0.1 * len(actions))
+        for role in ("worker", "gateway"):
+            name = f"b2-{role}"
+            profilers.append((name, start_py_spy(stack.pid(role), name, seconds)))
     async with stack.http(APPROVER_TOKEN, connections=2) as http:
         for action_id, digest in actions:
             body = {"decision": "approve", "digest": digest, "reason": "bench"}
@@ -132,6 +145,12 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
                 continue
             sent[action_id] = began
             answered.append(done - began)
+    profiled: list[str] = []
+    for name, profiler in profilers:
+        await asyncio.to_thread(profiler.wait, 120)
+        if (PROFILES / f"{name}.collapsed").exists():
+            top = write_profile_summary(name, PROFILES / f"{name}.collapsed")
+            profiled.append(str(top.relative_to(ROOT)))
     deadline = time.monotonic() + 60
     marks = read_marks(stack)
     while len([a for a in sent if a in marks]) < len(sent) and time.monotonic() < deadline:
@@ -177,11 +196,13 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
         ]
     )
     section.goal("p50 < 50 ms", f"{to_exec['p50']:.1f} ms", to_exec["p50"] < GOAL_P50_MS)
-    section.goal("p99 < 200 ms", f"{to_exec['p99']:.1f} ms", to_exec["p99"] < GOAL_P99_MS)
+    section.goal("p99 < 150 ms", f"{to_exec['p99']:.1f} ms", to_exec["p99"] < GOAL_P99_MS)
     if failures or missing:
         section.notes.append(
             f"{failures} decisions failed ({first_failure}); {missing} executions not seen"
         )
+    if profiled:
+        section.notes.append("py-spy during the decisions: " + ", ".join(profiled))
     section.notes.append(
         "The executor can start before the HTTP answer arrives: the update returns once the "
         "decision is recorded, and the workflow goes on to execute in the same workflow task."

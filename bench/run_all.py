@@ -1,6 +1,7 @@
 """Run the benchmarks against one stack: `python -m bench.run_all [--quick] [--only b1 b3]`.
 
-Each benchmark module (b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger) can also run
+Each benchmark module (b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger, b6_inbox,
+b7_notify) can also run
 alone with
 `python -m bench.<module>`; it then starts its own stack.
 """
@@ -12,7 +13,15 @@ import asyncio
 import time
 from types import ModuleType
 
-from bench import b1_overhead, b2_approval, b3_pending, b4_audit, b5_ledger, b6_inbox
+from bench import (
+    b1_overhead,
+    b2_approval,
+    b3_pending,
+    b4_audit,
+    b5_ledger,
+    b6_inbox,
+    b7_notify,
+)
 from bench.common import (
     Section,
     append_results,
@@ -29,6 +38,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "b4": b4_audit,
     "b5": b5_ledger,
     "b6": b6_inbox,
+    "b7": b7_notify,
 }
 
 
@@ -49,6 +59,10 @@ async def run(names: list[str], args: argparse.Namespace, label: str) -> list[Se
     info = machine_info()
     sections: list[Section] = []
     started = time.monotonic()
+    # A benchmark may start a local fake (B7: Slack) the stack's processes must be pointed at.
+    prepared = [BENCHMARKS[n] for n in names if hasattr(BENCHMARKS[n], "prepare")]
+    for module in prepared:
+        await module.prepare(args)
     async with running_stack(args, bare="b1" in names) as stack:
         for name in names:
             console.rule(f"{name.upper()}")
@@ -61,6 +75,8 @@ async def run(names: list[str], args: argparse.Namespace, label: str) -> list[Se
             for section in produced if isinstance(produced, list) else [produced]:
                 section.print()
                 sections.append(section)
+    for module in prepared:
+        await module.finish()
     info["wall time of the run"] = f"{time.monotonic() - started:.0f} s"
     append_results(sections, label=label + (" (quick)" if args.quick else ""), info=info)
     return sections
