@@ -1193,7 +1193,8 @@ async def test_break_glass_is_reviewed_from_slack_by_another_person_not_the_brea
     assert "Your review was refused" in ephemeral.args["text"]
     assert "nobody reviews their own" in ephemeral.args["text"]
     status = await stack.status(action.id)
-    assert status.break_glass is not None and status.break_glass.reviewed is None
+    assert status.break_glass is not None
+    assert status.break_glass.reviewed is None
     assert [(r.approver, r.kind, r.code, r.channel) for r in status.refused] == [
         ("oscar@example.com", "review", RefusalCode.SELF_REVIEW, "slack")
     ]
@@ -1209,7 +1210,8 @@ async def test_break_glass_is_reviewed_from_slack_by_another_person_not_the_brea
     )
     assert forged.json()["response_action"] == "errors"
     status = await stack.status(action.id)
-    assert status.break_glass is not None and status.break_glass.reviewed is None
+    assert status.break_glass is not None
+    assert status.break_glass.reviewed is None
     assert len(status.refused) == 1
 
     # bob (security) reviews it: recorded with the Slack channel, and the message says so.
@@ -1226,7 +1228,8 @@ async def test_break_glass_is_reviewed_from_slack_by_another_person_not_the_brea
         return status if status.break_glass and status.break_glass.reviewed else None
 
     status = await eventually(reviewed)
-    assert status.break_glass is not None and status.break_glass.review == "reviewed"
+    assert status.break_glass is not None
+    assert status.break_glass.review == "reviewed"
     done = status.break_glass.reviewed
     assert done is not None
     assert (done.reviewer, done.outcome, done.channel, done.reason) == (

@@ -1233,7 +1233,8 @@ async def test_break_glass_is_reviewed_from_teams_by_another_person_not_the_brea
         assert "Your review was refused" in card_text(shown)
         assert "nobody reviews their own" in card_text(shown)
         status = await handle.query(ActionWorkflow.status)
-        assert status.break_glass is not None and status.break_glass.reviewed is None
+        assert status.break_glass is not None
+        assert status.break_glass.reviewed is None
         assert [(r.approver, r.kind, r.code, r.channel) for r in status.refused] == [
             ("oscar@example.com", "review", RefusalCode.SELF_REVIEW, "teams")
         ]
@@ -1243,7 +1244,8 @@ async def test_break_glass_is_reviewed_from_teams_by_another_person_not_the_brea
         assert "needs a reason" in card_text(shown)
         assert button(shown, "review")
         status = await handle.query(ActionWorkflow.status)
-        assert status.break_glass is not None and status.break_glass.reviewed is None
+        assert status.break_glass is not None
+        assert status.break_glass.reviewed is None
         assert len(status.refused) == 1
 
         # bob (security) reviews it.
@@ -1251,7 +1253,8 @@ async def test_break_glass_is_reviewed_from_teams_by_another_person_not_the_brea
         assert "Reviewed (disputed) by bob@example.com" in card_text(shown)
         assert not [a for a in shown.get("actions", []) if a.get("verb") == "review"]
         status = await handle.query(ActionWorkflow.status)
-        assert status.break_glass is not None and status.break_glass.review == "reviewed"
+        assert status.break_glass is not None
+        assert status.break_glass.review == "reviewed"
         done = status.break_glass.reviewed
         assert done is not None
         assert (done.reviewer, done.outcome, done.channel) == (
