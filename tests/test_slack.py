@@ -1252,3 +1252,9 @@ async def test_break_glass_is_reviewed_from_slack_by_another_person_not_the_brea
 
     final = await eventually(updated)
     assert REVIEW_ACTION not in buttons_of(final)  # the review is closed: no button any more
+    # The old button, clicked again by someone else in security: no modal, no second review.
+    late = click("U0CAROL", REVIEW_ACTION, button["value"], channel=ref.ref["channel"])
+    assert (await stack.post(late)).status_code == 200
+    [told] = await fake.wait_for("chat.postEphemeral", user="U0CAROL")
+    assert "no open review" in told.args["text"]
+    assert not fake.of("views.open", trigger_id=late["trigger_id"])

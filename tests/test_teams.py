@@ -1228,6 +1228,19 @@ async def test_break_glass_is_reviewed_from_teams_by_another_person_not_the_brea
             shown: dict[str, Any] = answer.json()["value"]
             return shown
 
+        # A card whose digest was altered is refused before anyone is asked anything.
+        forged = invoke(
+            default,
+            "aad-bob",
+            "review",
+            {**data, "digest": "0" * 64, "outcome": "accepted"},
+            conversation=conversation,
+            reason="looks fine",
+        )
+        answer = await send(gateway, fake, forged)
+        assert answer.status_code == 400
+        assert "digest does not match" in answer.text
+
         # The breaker: refused, shown on the card, and recorded.
         shown = await press("aad-oscar", "all fine")
         assert "Your review was refused" in card_text(shown)
