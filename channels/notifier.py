@@ -149,6 +149,28 @@ def break_glass_text(status: ActionStatus) -> str | None:
     )
 
 
+# --- break-glass review from chat: the same words in Slack and Teams ---------------------------
+
+REVIEW_LABEL = "Review"
+REVIEW_OUTCOMES = {
+    "accepted": "Accepted: the break was justified",
+    "disputed": "Disputed: it was not (a finding)",
+}
+REVIEW_REASON_LABEL = "What you found (recorded with your review)"
+REVIEW_REASON_MISSING = "Say what you found: a review needs a reason"
+
+
+def reviewable(status: ActionStatus) -> bool:
+    """Whether a break-glass action's review is open: it has run and nobody has reviewed it."""
+    glass = status.break_glass
+    return glass is not None and glass.reviewed is None and bool(glass.reviewer_groups)
+
+
+def review_refused_text(reason: str) -> str:
+    """What a chat review that may not be recorded answers."""
+    return f"Your review was refused: {reason}"
+
+
 # --- reversible actions (issue 15): the same words in every channel ---------------------------
 
 REVOKE_LABEL = "Revoke now"

@@ -13,6 +13,7 @@ from signoff.models import (
     ActionStatus,
     ApprovalWindow,
     DecisionRequest,
+    ReviewRequest,
     RevokeRequest,
     WindowRevokeRequest,
 )
@@ -32,6 +33,11 @@ class Reviews(Protocol):
     async def revoke(self, action_id: str, request: RevokeRequest) -> ActionStatus:
         """End an active grant now; raises `MessageRefusedError` (not allowed, recorded),
         `ActionNotPending` (not active)."""
+        ...
+
+    async def review(self, action_id: str, review: ReviewRequest) -> ActionStatus:
+        """Review a break-glass action after the fact; raises `DecisionRefusedError` (not
+        allowed, recorded), `ActionNotPending` (nothing to review, or already reviewed)."""
         ...
 
 

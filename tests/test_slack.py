@@ -32,6 +32,8 @@ from channels.slack.blocks import (
     DENY_ACTION,
     DENY_CALLBACK,
     FULL_CALLBACK,
+    REVIEW_ACTION,
+    REVIEW_CALLBACK,
     REVOKE_ACTION,
     SHOW_FULL_ACTION,
     escape,
@@ -46,6 +48,7 @@ from signoff.models import (
     ActionStatus,
     ActionSubmission,
     ApprovalRequirement,
+    BreakGlassClaim,
     DecisionRequest,
     NotificationRef,
     RefusalCode,
@@ -1117,3 +1120,141 @@ async def test_revoke_now_on_an_active_grant_only_for_those_who_may(
     assert outcome.window.ended_by == "bob@example.com"
     assert buttons_of(last) == {}
     assert "revoked by bob@example.com" in json.dumps(blocks_of(last))
+
+
+# --- break-glass review from Slack -----------------------------------------------------------
+
+GLASS_REASON = "prod-db is down and the fix cannot wait for a DBA"
+
+
+def review_submission(
+    user: str, metadata: str, reason: str | None, outcome: str = "accepted"
+) -> dict[str, Any]:
+    """A `view_submission` payload for the break-glass review modal."""
+    payload = submission(user, metadata, reason)
+    payload["view"]["callback_id"] = REVIEW_CALLBACK
+    payload["view"]["state"]["values"]["outcome"] = {
+        "outcome": {"type": "radio_buttons", "selected_option": {"value": outcome}}
+    }
+    return payload
+
+
+async def test_break_glass_is_reviewed_from_slack_by_another_person_not_the_breaker(
+    stack: Stack, ledger: Ledger
+) -> None:
+    fake = stack.fake
+    oscar = await stack.directory.principal("oscar@example.com")
+    assert oscar is not None
+    action = await stack.service.submit(
+        oscar,
+        ActionSubmission(
+            action="noop",
+            target="glass-db",
+            params={"fix": "restart"},
+            justification="prod-db is down",
+            break_glass=BreakGlassClaim(reason=GLASS_REASON),
+        ),
+    )
+    [ref] = await stack.refs(action.id)
+    ts = ref.ref["ts"]
+
+    def messages() -> list[Call]:
+        # The message as posted (it may be posted after the run) and as updated since.
+        posted = [
+            c
+            for c in fake.of("chat.postMessage", channel=ref.ref["channel"])
+            if "attachments" in c.args and action.id in json.dumps(c.args)
+        ]
+        return posted + fake.of("chat.update", ts=ts)
+
+    async def open_review() -> Call | None:
+        # The message carries its Review button once the action has run and its review opened.
+        shown = [u for u in messages() if REVIEW_ACTION in buttons_of(u)]
+        return shown[-1] if shown else None
+
+    message = await eventually(open_review)
+    button = buttons_of(message)[REVIEW_ACTION]
+    assert button["text"]["text"] == "Review"
+    assert APPROVE_ACTION not in buttons_of(message)  # a break is reviewed, never approved
+
+    async def modal_for(user: str) -> dict[str, Any]:
+        payload = click(user, REVIEW_ACTION, button["value"], channel=ref.ref["channel"])
+        assert (await stack.post(payload)).status_code == 200
+        [opened] = await fake.wait_for("views.open", trigger_id=payload["trigger_id"])
+        view: dict[str, Any] = opened.args["view"]
+        assert view["callback_id"] == REVIEW_CALLBACK
+        return view
+
+    # The breaker: refused, told only them, and the refusal is recorded.
+    view = await modal_for("U0OSCAR")
+    response = await stack.post(review_submission("U0OSCAR", view["private_metadata"], "fine"))
+    assert response.status_code == 200
+    [ephemeral] = await fake.wait_for("chat.postEphemeral", user="U0OSCAR")
+    assert "Your review was refused" in ephemeral.args["text"]
+    assert "nobody reviews their own" in ephemeral.args["text"]
+    status = await stack.status(action.id)
+    assert status.break_glass is not None
+    assert status.break_glass.reviewed is None
+    assert [(r.approver, r.kind, r.code, r.channel) for r in status.refused] == [
+        ("oscar@example.com", "review", RefusalCode.SELF_REVIEW, "slack")
+    ]
+
+    # A blank reason is an error under the input; nothing is recorded.
+    view = await modal_for("U0BOB")
+    blank = await stack.post(review_submission("U0BOB", view["private_metadata"], "   "))
+    assert blank.status_code == 200
+    assert blank.json()["response_action"] == "errors"
+    assert "needs a reason" in blank.json()["errors"]["reason"]
+    forged = await stack.post(
+        review_submission("U0BOB", view["private_metadata"], "ok", outcome="whatever")
+    )
+    assert forged.json()["response_action"] == "errors"
+    status = await stack.status(action.id)
+    assert status.break_glass is not None
+    assert status.break_glass.reviewed is None
+    assert len(status.refused) == 1
+
+    # bob (security) reviews it: recorded with the Slack channel, and the message says so.
+    response = await stack.post(
+        review_submission(
+            "U0BOB", view["private_metadata"], "the restart was needed", outcome="disputed"
+        )
+    )
+    assert response.status_code == 200
+    assert response.content == b""  # closes the modal
+
+    async def reviewed() -> ActionStatus | None:
+        status = await stack.status(action.id)
+        return status if status.break_glass and status.break_glass.reviewed else None
+
+    status = await eventually(reviewed)
+    assert status.break_glass is not None
+    assert status.break_glass.review == "reviewed"
+    done = status.break_glass.reviewed
+    assert done is not None
+    assert (done.reviewer, done.outcome, done.channel, done.reason) == (
+        "bob@example.com",
+        "disputed",
+        "slack",
+        "the restart was needed",
+    )
+
+    async def ledger_row() -> Any:
+        rows = [r for r in await ledger.events(action.id) if r.kind == "reviewed"]
+        return rows[-1] if rows else None
+
+    row = await eventually(ledger_row)
+    assert (row.actor, row.channel) == ("bob@example.com", "slack")
+
+    async def updated() -> Call | None:
+        final = [u for u in fake.of("chat.update", ts=ts) if "Reviewed (disputed)" in str(u.args)]
+        return final[-1] if final else None
+
+    final = await eventually(updated)
+    assert REVIEW_ACTION not in buttons_of(final)  # the review is closed: no button any more
+    # The old button, clicked again by someone else in security: no modal, no second review.
+    late = click("U0CAROL", REVIEW_ACTION, button["value"], channel=ref.ref["channel"])
+    assert (await stack.post(late)).status_code == 200
+    [told] = await fake.wait_for("chat.postEphemeral", user="U0CAROL")
+    assert "no open review" in told.args["text"]
+    assert not fake.of("views.open", trigger_id=late["trigger_id"])

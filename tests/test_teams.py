@@ -37,7 +37,7 @@ from channels.teams import (
 from policies.directory import StaticDirectory
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
-from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
+from signoff.models import ActionRequest, ActionStatus, BreakGlassClaim, RefusalCode, Status
 from tests.conftest import DATA, Gate, running_worker
 from tests.fake_teams import FakeMicrosoft, MsalRoute
 from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
@@ -1168,3 +1168,113 @@ async def test_revoke_now_on_an_active_grant_only_for_those_who_may(
     assert "Reverted" in card_text(last)
     assert "revoked by bob@example.com" in card_text(last)
     assert not [a for a in last.get("actions", []) if a.get("verb") == "revoke"]
+
+
+# --- break-glass review from Teams -----------------------------------------------------------
+
+
+async def test_break_glass_is_reviewed_from_teams_by_another_person_not_the_breaker(
+    client: Client,
+    teams_settings: Settings,
+    ledger: Ledger,
+    gate: Gate,
+    gateway: httpx.AsyncClient,
+    fake: FakeMicrosoft,
+    notifier: TeamsNotifier,
+) -> None:
+    default = teams_settings.teams_service_url
+    async with running_worker(client, teams_settings, ledger, notifiers=[notifier]):
+        handle = await gate.submit(
+            "glass-db",
+            {"fix": "restart"},
+            requester="oscar@example.com",
+            break_glass=BreakGlassClaim(reason="prod-db is down and the fix cannot wait"),
+        )
+        await until(
+            handle,
+            lambda s: (
+                posted_teams(s)
+                and s.break_glass is not None
+                and bool(s.break_glass.reviewer_groups)
+            ),
+        )
+
+        def review_cards() -> list[dict[str, Any]]:
+            cards = [card_of(r.body) for r in fake.connector if r.method in ("POST", "PUT")]
+            return [
+                c for c in cards if any(a.get("verb") == "review" for a in c.get("actions", []))
+            ]
+
+        await eventually(lambda: bool(review_cards()))
+        card = review_cards()[-1]
+        assert not [a for a in card["actions"] if a.get("verb") in ("approve", "deny")]
+        inputs = {i["id"]: i for i in card["body"] if i.get("type", "").startswith("Input.")}
+        assert inputs["reason"]["isRequired"] is True
+        assert [c["value"] for c in inputs["outcome"]["choices"]] == ["accepted", "disputed"]
+        data = button(card, "review")["data"]
+        conversation = DBA
+
+        async def press(oid: str, reason: str | None, outcome: str = "accepted") -> dict[str, Any]:
+            activity = invoke(
+                default,
+                oid,
+                "review",
+                {**data, "outcome": outcome},
+                conversation=conversation,
+                reason=reason,
+            )
+            answer = await send(gateway, fake, activity)
+            assert answer.status_code == 200, answer.text
+            shown: dict[str, Any] = answer.json()["value"]
+            return shown
+
+        # A card whose digest was altered is refused before anyone is asked anything.
+        forged = invoke(
+            default,
+            "aad-bob",
+            "review",
+            {**data, "digest": "0" * 64, "outcome": "accepted"},
+            conversation=conversation,
+            reason="looks fine",
+        )
+        answer = await send(gateway, fake, forged)
+        assert answer.status_code == 400
+        assert "digest does not match" in answer.text
+
+        # The breaker: refused, shown on the card, and recorded.
+        shown = await press("aad-oscar", "all fine")
+        assert "Your review was refused" in card_text(shown)
+        assert "nobody reviews their own" in card_text(shown)
+        status = await handle.query(ActionWorkflow.status)
+        assert status.break_glass is not None
+        assert status.break_glass.reviewed is None
+        assert [(r.approver, r.kind, r.code, r.channel) for r in status.refused] == [
+            ("oscar@example.com", "review", RefusalCode.SELF_REVIEW, "teams")
+        ]
+
+        # A blank reason: said on the card, nothing recorded, the Review button still there.
+        shown = await press("aad-bob", "   ")
+        assert "needs a reason" in card_text(shown)
+        assert button(shown, "review")
+        status = await handle.query(ActionWorkflow.status)
+        assert status.break_glass is not None
+        assert status.break_glass.reviewed is None
+        assert len(status.refused) == 1
+
+        # bob (security) reviews it.
+        shown = await press("aad-bob", "the restart was needed", outcome="disputed")
+        assert "Reviewed (disputed) by bob@example.com" in card_text(shown)
+        assert not [a for a in shown.get("actions", []) if a.get("verb") == "review"]
+        status = await handle.query(ActionWorkflow.status)
+        assert status.break_glass is not None
+        assert status.break_glass.review == "reviewed"
+        done = status.break_glass.reviewed
+        assert done is not None
+        assert (done.reviewer, done.outcome, done.channel) == (
+            "bob@example.com",
+            "disputed",
+            "teams",
+        )
+        await handle.result()
+    rows = [r for r in await ledger.events(handle.id) if r.kind == "reviewed"]
+    assert [(r.actor, r.channel) for r in rows] == [("bob@example.com", "teams")]

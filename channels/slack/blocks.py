@@ -20,13 +20,18 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
     InputBlock,
     MarkdownTextObject,
+    Option,
     PlainTextInputElement,
     PlainTextObject,
+    RadioButtonsElement,
     SectionBlock,
 )
 from slack_sdk.models.views import View
 
 from channels.notifier import (
+    REVIEW_LABEL,
+    REVIEW_OUTCOMES,
+    REVIEW_REASON_LABEL,
     REVOKE_CONFIRM,
     REVOKE_LABEL,
     RISK_COLOUR,
@@ -37,6 +42,7 @@ from channels.notifier import (
     page_link_text,
     progress_text,
     requirement_text,
+    reviewable,
     revocable,
     truncate,
     window_text,
@@ -58,6 +64,12 @@ DENY_CALLBACK = "signoff_deny_reason"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason"
 REASON_MAX = 2000  # DecisionRequest.reason's limit
+# Break-glass review: a button while the review is open, and its modal.
+REVIEW_ACTION = "signoff_review"
+REVIEW_BLOCK = "signoff_review"
+REVIEW_CALLBACK = "signoff_review_reason"
+OUTCOME_BLOCK = "outcome"
+OUTCOME_INPUT = "outcome"
 
 # Slack's own limits (characters); staying under them keeps chat.postMessage from failing.
 HEADER_MAX = 150
@@ -228,7 +240,61 @@ def request_blocks(
         if is_cut(status) and full_reachable(status):
             # Decided, but what was decided stays readable in full.
             blocks.append(ActionsBlock(block_id=ACTIONS_BLOCK, elements=[show_full_button(status)]))
+    if reviewable(status):
+        blocks.append(ActionsBlock(block_id=REVIEW_BLOCK, elements=[review_button(status)]))
     return blocks
+
+
+def review_button(status: ActionStatus) -> ButtonElement:
+    """The break-glass "Review" button: it opens the review modal; the workflow judges who."""
+    return ButtonElement(
+        text=PlainTextObject(text=REVIEW_LABEL),
+        action_id=REVIEW_ACTION,
+        value=button_value(status.id, status.digest),
+    )
+
+
+def review_modal(status: ActionStatus, metadata: str) -> View:
+    """The modal the Review button opens: a required reason, and accepted or disputed."""
+    request = status.request
+    options = [
+        Option(value=value, text=PlainTextObject(text=label))
+        for value, label in REVIEW_OUTCOMES.items()
+    ]
+    shown = neutralise.mrkdwn(break_glass_text(status) or "", multiline=True)
+    return View(
+        type="modal",
+        callback_id=REVIEW_CALLBACK,
+        private_metadata=metadata,
+        title=PlainTextObject(text="Review break-glass"),
+        submit=PlainTextObject(text=REVIEW_LABEL),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=truncate(
+                        f"{code(request.action)} on {code(request.target)} "
+                        f"(digest {code(status.digest[:12])})\n{shown}",
+                        SECTION_MAX,
+                    )
+                )
+            ),
+            InputBlock(
+                block_id=OUTCOME_BLOCK,
+                label=PlainTextObject(text="Outcome"),
+                element=RadioButtonsElement(
+                    action_id=OUTCOME_INPUT, options=options, initial_option=options[0]
+                ),
+            ),
+            InputBlock(
+                block_id=REASON_BLOCK,
+                label=PlainTextObject(text=REVIEW_REASON_LABEL),
+                element=PlainTextInputElement(
+                    action_id=REASON_INPUT, multiline=True, max_length=REASON_MAX
+                ),
+            ),
+        ],
+    )
 
 
 def _break_glass_blocks(status: ActionStatus) -> list[Block]:

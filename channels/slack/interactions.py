@@ -20,16 +20,27 @@ from pydantic import ValidationError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.notifier import STEP_UP_TEXT, revoke_refused_text
+from channels.notifier import (
+    REVIEW_OUTCOMES,
+    REVIEW_REASON_MISSING,
+    STEP_UP_TEXT,
+    review_refused_text,
+    reviewable,
+    revoke_refused_text,
+)
 from channels.review import Reviews, WindowReviews
 from channels.slack.blocks import (
     APPROVE_ACTION,
     APPROVE_WINDOW_ACTION,
     DENY_ACTION,
     DENY_CALLBACK,
+    OUTCOME_BLOCK,
+    OUTCOME_INPUT,
     REASON_BLOCK,
     REASON_INPUT,
     REASON_MAX,
+    REVIEW_ACTION,
+    REVIEW_CALLBACK,
     REVOKE_ACTION,
     REVOKE_WINDOW_ACTION,
     SHOW_FULL_ACTION,
@@ -42,6 +53,7 @@ from channels.slack.blocks import (
     parse_button_value,
     parse_modal_metadata,
     parse_window_value,
+    review_modal,
 )
 from channels.slack.client import SlackPermanentError, SlackUnavailable, call_slack
 from channels.slack.payloads import BlockActions, ViewSubmission, form_payload
@@ -56,6 +68,8 @@ from signoff.models import (
     DecisionKind,
     DecisionRequest,
     RefusalCode,
+    ReviewOutcome,
+    ReviewRequest,
     RevokeRequest,
     WindowRevokeRequest,
 )
@@ -184,6 +198,7 @@ class SlackInteractions:
             DENY_ACTION,
             SHOW_FULL_ACTION,
             REVOKE_ACTION,
+            REVIEW_ACTION,
         )
         if action.action_id not in known:
             raise Rejected(400, f"unknown action_id {action.action_id[:40]!r}")
@@ -204,6 +219,16 @@ class SlackInteractions:
             return OK
         if action.action_id == REVOKE_ACTION:
             self._spawn(self._revoke_grant(principal_id, payload.user.id, channel, action_id))
+            return OK
+        if action.action_id == REVIEW_ACTION:
+            if not reviewable(status):
+                text = f"There is no open review on this action ({status.status.value})."
+                self._spawn(self._ephemeral(channel, payload.user.id, text))
+                return OK
+            if not payload.trigger_id:
+                raise Rejected(400, "review click without a trigger_id")
+            view = review_modal(status, modal_metadata(action_id, digest, channel))
+            self._spawn(self._open_modal(payload.trigger_id, view.to_dict(), principal_id))
             return OK
         if action.action_id in (APPROVE_ACTION, APPROVE_WINDOW_ACTION) and not full_reachable(
             status
@@ -254,6 +279,8 @@ class SlackInteractions:
 
     async def _view_submission(self, payload: ViewSubmission) -> Reply:
         view = payload.view
+        if view.callback_id == REVIEW_CALLBACK:
+            return await self._review_submission(payload)
         if view.callback_id != DENY_CALLBACK:
             raise Rejected(400, f"unknown view callback_id {view.callback_id[:40]!r}")
         parsed = parse_modal_metadata(view.private_metadata)
@@ -272,6 +299,65 @@ class SlackInteractions:
             self._decide(linked, payload.user.id, channel, action_id, digest, "deny", reason)
         )
         return OK
+
+    async def _review_submission(self, payload: ViewSubmission) -> Reply:
+        """The review modal: a reason and an outcome, recorded as the clicker's review."""
+        view = payload.view
+        parsed = parse_modal_metadata(view.private_metadata)
+        if parsed is None:
+            raise Rejected(400, "malformed review modal metadata")
+        action_id, digest, channel = parsed
+        values = view.state.values
+        value = values.get(REASON_BLOCK, {}).get(REASON_INPUT, {}).get("value")
+        reason = value.strip() if isinstance(value, str) else ""
+        if not reason or len(reason) > REASON_MAX:
+            # Shown under the input; the modal stays open for a better answer.
+            error = REVIEW_REASON_MISSING if not reason else "At most 2000 characters"
+            return Reply(200, {"response_action": "errors", "errors": {REASON_BLOCK: error}})
+        selected = values.get(OUTCOME_BLOCK, {}).get(OUTCOME_INPUT, {}).get("selected_option")
+        outcome = selected.get("value") if isinstance(selected, dict) else None
+        if outcome not in REVIEW_OUTCOMES:
+            error = "Choose accepted or disputed"
+            return Reply(200, {"response_action": "errors", "errors": {OUTCOME_BLOCK: error}})
+        chosen: ReviewOutcome = "disputed" if outcome == "disputed" else "accepted"
+        linked = await self._principal_for(Clicker.of(payload), channel)
+        await self._checked_status(action_id, digest, linked.principal_id)
+        request = ReviewRequest(
+            reviewer=linked.principal_id,
+            digest=digest,
+            reason=reason,
+            outcome=chosen,
+            channel="slack",
+        )
+        self._spawn(self._review(request, payload.user.id, channel, action_id))
+        return OK
+
+    async def _review(
+        self, request: ReviewRequest, user_id: str, channel: str | None, action_id: str
+    ) -> None:
+        """Record the review; a refusal (recorded by the workflow) is told to the clicker only."""
+        reviewer = request.reviewer
+        try:
+            await self.reviews.review(action_id, request)
+        except DecisionRefusedError as err:
+            log.info("slack review by %s on %s refused: %s", reviewer, action_id, err)
+            await self._ephemeral(channel, user_id, "⛔ " + escape(review_refused_text(str(err))))
+            return
+        except (ActionNotPending, ActionNotFound) as err:
+            await self._ephemeral(
+                channel, user_id, f"Your review was not counted: {escape(str(err))}"
+            )
+            return
+        except Exception:
+            log.exception("slack review by %s on %s failed", reviewer, action_id)
+            await self._ephemeral(
+                channel,
+                user_id,
+                f"Your review could not be recorded; try again, or use `signoff review "
+                f"{code_text(action_id)}`.",
+            )
+            return
+        log.info("slack review by %s on %s accepted", reviewer, action_id)
 
     async def _checked_status(self, action_id: str, digest: str, principal_id: str) -> ActionStatus:
         """The action's status, after checking it exists and the clicked digest is its digest."""

@@ -11,6 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.notifier import (
+    REVIEW_LABEL,
+    REVIEW_OUTCOMES,
+    REVIEW_REASON_LABEL,
+    REVIEW_REASON_MISSING,
     REVOKE_CONFIRM,
     REVOKE_LABEL,
     RISK_EMOJI,
@@ -19,6 +23,7 @@ from channels.notifier import (
     page_link_text,
     progress_text,
     requirement_text,
+    reviewable,
     revocable,
     window_text,
 )
@@ -57,6 +62,9 @@ HEADLINE = {
     Status.REVERTED: "🔒 Reverted",
 }
 REVOKE_VERB = "revoke"
+# Break-glass review: the reason goes in the same input as a deny's (never both on one card).
+REVIEW_VERB = "review"
+OUTCOME_INPUT = "outcome"
 
 
 def card_time(at: datetime) -> str:
@@ -247,6 +255,9 @@ def approval_card(
     actions: list[dict[str, Any]] = []
     if revocable(status):
         actions.append(revoke_button(status))
+    if reviewable(status) and not pending:
+        body += review_inputs()
+        actions.append(review_button(status))
     if cut and reachable:
         actions.append(show_full_action(status))
     if pending:
@@ -374,4 +385,41 @@ def revoke_button(status: ActionStatus) -> dict[str, Any]:
             "data": data,
             "style": "destructive",
         },
+    }
+
+
+def review_inputs() -> list[dict[str, Any]]:
+    """A break-glass review's required reason and its outcome, accepted or disputed."""
+    return [
+        {
+            "type": "Input.Text",
+            "id": REASON_INPUT,
+            "label": REVIEW_REASON_LABEL,
+            "isMultiline": True,
+            "maxLength": 2000,
+            "isRequired": True,
+            "errorMessage": REVIEW_REASON_MISSING,
+        },
+        {
+            "type": "Input.ChoiceSet",
+            "id": OUTCOME_INPUT,
+            "label": "Outcome",
+            "style": "expanded",
+            "value": "accepted",
+            "isRequired": True,
+            "choices": [{"title": text, "value": value} for value, text in REVIEW_OUTCOMES.items()],
+        },
+    ]
+
+
+def review_button(status: ActionStatus) -> dict[str, Any]:
+    """ "Review" while a break-glass review is open: the workflow decides who may."""
+    data = decision_data(status, REVIEW_VERB)
+    return {
+        "type": "Action.Execute",
+        "title": REVIEW_LABEL,
+        "verb": REVIEW_VERB,
+        "data": data,
+        "associatedInputs": "auto",
+        "fallback": {"type": "Action.Submit", "title": REVIEW_LABEL, "data": data},
     }

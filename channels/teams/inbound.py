@@ -15,7 +15,13 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from channels.notifier import STEP_UP_TEXT, revoke_refused_text
+from channels.notifier import (
+    REVIEW_OUTCOMES,
+    REVIEW_REASON_MISSING,
+    STEP_UP_TEXT,
+    review_refused_text,
+    revoke_refused_text,
+)
 from channels.review import Reviews, WindowReviews
 from channels.teams.activity import Activity, CardDecision
 from channels.teams.auth import (
@@ -26,6 +32,8 @@ from channels.teams.auth import (
 )
 from channels.teams.cards import (
     ADAPTIVE_CARD,
+    OUTCOME_INPUT,
+    REVIEW_VERB,
     REVOKE_VERB,
     REVOKE_WINDOW_VERB,
     VERBS,
@@ -47,6 +55,8 @@ from signoff.models import (
     DecisionRequest,
     Principal,
     RefusalCode,
+    ReviewOutcome,
+    ReviewRequest,
     RevokeRequest,
     WindowRevokeRequest,
 )
@@ -334,6 +344,53 @@ class TeamsInbound:
             notice = f"Nothing was revoked: {err.message}"
         return await self.service.status(card.action_id), notice
 
+    async def _review(self, activity: Activity, data: Any) -> tuple[ActionStatus, str]:
+        """ "Review": who pressed it, with the card's reason and outcome; the workflow judges."""
+        if not isinstance(data, dict):
+            raise BadActivity("the action carries no data")
+        try:
+            card = CardDecision.model_validate(data)
+        except ValidationError as err:
+            raise BadActivity(f"malformed action data: {err.error_count()} problem(s)") from None
+        try:
+            current = await self.service.status(card.action_id)
+        except ActionNotFound:
+            raise BadActivity(f"no action {card.action_id}") from None
+        if current.digest != card.digest:
+            raise BadActivity("the card's digest does not match the action")
+        oid = activity.from_.aad_object_id
+        try:
+            # As a decision's presser: the file by object id, or Entra by the email it holds.
+            principal = await self.directory.person_by_aad_object_id(oid) if oid else None
+        except IdentityProviderUnavailable as err:
+            log.warning("Teams review not counted: %s", err)
+            return current, IDP_DOWN
+        if principal is None:
+            raise BadActivity(
+                "your Teams account is not in the signoff directory or the identity provider"
+            )
+        reason = card.reason.strip()
+        outcome = data.get(OUTCOME_INPUT, "accepted")
+        if not reason:
+            return current, REVIEW_REASON_MISSING
+        if outcome not in REVIEW_OUTCOMES:
+            return current, "Choose accepted or disputed"
+        chosen: ReviewOutcome = "disputed" if outcome == "disputed" else "accepted"
+        request = ReviewRequest(
+            reviewer=principal.id,
+            digest=card.digest,
+            reason=reason,
+            outcome=chosen,
+            channel=CHANNEL,
+        )
+        try:
+            return await self.service.review(card.action_id, request), ""
+        except DecisionRefusedError as err:
+            notice = review_refused_text(err.message)
+        except ActionNotPending as err:
+            notice = f"Your review was not counted: {err.message}"
+        return await self.service.status(card.action_id), notice
+
     async def _decide(self, request: DecisionRequest, action_id: str) -> tuple[ActionStatus, str]:
         """Decide through the service; return the status to show and any notice."""
         try:
@@ -360,6 +417,9 @@ class TeamsInbound:
             return _invoke_card(window_note_activity_card(window, text))
         if action.get("verb") == REVOKE_VERB:
             status, notice = await self._revoke(activity, action.get("data"))
+            action_id = status.id
+        elif action.get("verb") == REVIEW_VERB:
+            status, notice = await self._review(activity, action.get("data"))
             action_id = status.id
         else:
             try:
@@ -393,6 +453,8 @@ class TeamsInbound:
             return Response(status_code=200)
         if data.get("verb") == REVOKE_VERB:
             _, notice = await self._revoke(activity, data)
+        elif data.get("verb") == REVIEW_VERB:
+            _, notice = await self._review(activity, data)
         else:
             try:
                 _, request = await self._prepare(activity, data.get("verb"), data)
