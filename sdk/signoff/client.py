@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import JsonValue, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 
 from signoff.catalog import ActionType
 from signoff.models import (
@@ -519,13 +519,7 @@ class SignoffClient:
             body = ReviewBody(digest=digest, reason=reason, outcome=outcome)
         except ValidationError as exc:
             raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
-        data = await self._send(
-            "POST",
-            f"/v1/actions/{quote(action_id, safe='')}/review",
-            idempotent=False,
-            json=body.model_dump(mode="json"),
-        )
-        return ActionStatus.model_validate(data)
+        return await self._act(action_id, "review", body)
 
     async def deny(self, action_id: str, reason: str, *, digest: str | None = None) -> ActionStatus:
         """Deny the action; the reason reaches the agent."""
@@ -547,9 +541,13 @@ class SignoffClient:
             body = AmendBody(params=params, digest=digest, reason=reason)
         except ValidationError as exc:
             raise InvalidRequest(validation_problems(exc), code="invalid_request") from None
+        return await self._act(action_id, "amend", body)
+
+    async def _act(self, action_id: str, verb: str, body: BaseModel) -> ActionStatus:
+        """POST one of an action's verbs (never retried: it changes the action) and parse it."""
         data = await self._send(
             "POST",
-            f"/v1/actions/{quote(action_id, safe='')}/amend",
+            f"/v1/actions/{quote(action_id, safe='')}/{verb}",
             idempotent=False,
             json=body.model_dump(mode="json"),
         )
@@ -557,33 +555,15 @@ class SignoffClient:
 
     async def cancel(self, action_id: str, *, reason: str = "") -> ActionStatus:
         """Cancel your own pending action."""
-        data = await self._send(
-            "POST",
-            f"/v1/actions/{quote(action_id, safe='')}/cancel",
-            idempotent=False,
-            json=CancelBody(reason=reason).model_dump(mode="json"),
-        )
-        return ActionStatus.model_validate(data)
+        return await self._act(action_id, "cancel", CancelBody(reason=reason))
 
     async def revoke(self, action_id: str, *, reason: str = "") -> ActionStatus:
         """End an active grant now (requester, approvers or the policy's revoke groups)."""
-        data = await self._send(
-            "POST",
-            f"/v1/actions/{quote(action_id, safe='')}/revoke",
-            idempotent=False,
-            json=RevokeBody(reason=reason).model_dump(mode="json"),
-        )
-        return ActionStatus.model_validate(data)
+        return await self._act(action_id, "revoke", RevokeBody(reason=reason))
 
     async def undo(self, action_id: str, *, reason: str = "") -> ActionStatus:
         """Ask for the action's revert within its undo window; `undo_action` is the revert."""
-        data = await self._send(
-            "POST",
-            f"/v1/actions/{quote(action_id, safe='')}/undo",
-            idempotent=False,
-            json=UndoBody(reason=reason).model_dump(mode="json"),
-        )
-        return ActionStatus.model_validate(data)
+        return await self._act(action_id, "undo", UndoBody(reason=reason))
 
     async def pending(
         self, *, limit: int = 50, older_than: str | timedelta | None = None

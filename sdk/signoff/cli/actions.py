@@ -175,6 +175,14 @@ def _print(status: ActionStatus, as_json: bool, *, page_url: str | None = None) 
         _show(status, page_url=page_url)
 
 
+def _report(done: ActionStatus | ApprovalWindow, verb: str, as_json: bool) -> None:
+    """What a command did: the model as JSON, or one line naming what it did to which id."""
+    if as_json:
+        typer.echo(done.model_dump_json(indent=2))
+    else:
+        console.print(f"{verb} {neutralise.rich(done.id)}", highlight=False)
+
+
 def submit(
     action: Annotated[str, typer.Argument(help="Action type, e.g. sql.execute")],
     target: Annotated[str, typer.Option(help="Target system, e.g. prod-db")],
@@ -457,10 +465,7 @@ def review(
         reviewed = client.review(
             action_id, reason, outcome="disputed" if dispute else "accepted", digest=shown.digest
         )
-    if as_json:
-        typer.echo(reviewed.model_dump_json(indent=2))
-    else:
-        console.print(f"[green]reviewed[/green] {neutralise.rich(reviewed.id)}", highlight=False)
+    _report(reviewed, "[green]reviewed[/green]", as_json)
 
 
 def cancel(
@@ -473,10 +478,7 @@ def cancel(
     """Cancel your own pending action."""
     with gateway_client(gateway, token) as client:
         cancelled = client.cancel(action_id, reason=reason)
-    if as_json:
-        typer.echo(cancelled.model_dump_json(indent=2))
-    else:
-        console.print(f"cancelled {neutralise.rich(cancelled.id)}", highlight=False)
+    _report(cancelled, "cancelled", as_json)
 
 
 def revoke(
@@ -671,7 +673,4 @@ def revoke_window(
     """End an approval window now (its approvers, or its rule's revoking groups)."""
     with gateway_client(gateway, token) as client:
         window = client.revoke_window(window_id, reason=reason)
-    if as_json:
-        typer.echo(window.model_dump_json(indent=2))
-    else:
-        console.print(f"[green]revoked[/green] {neutralise.rich(window.id)}", highlight=False)
+    _report(window, "[green]revoked[/green]", as_json)

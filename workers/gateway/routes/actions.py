@@ -143,6 +143,14 @@ async def amend(
     )
 
 
+async def _seen(service: ActionService, id: str, principal: Principal) -> ActionStatus:
+    """The action's status; 404 unless the principal may see it, exactly as GET answers."""
+    status = await service.status(id)
+    if not can_view(principal, status):
+        raise ActionNotFound(f"no action {id}")
+    return status
+
+
 def _within_budget(budget: RefusalBudget, principal: Principal) -> None:
     """429 with Retry-After while this principal has used up its refused attempts."""
     wait = budget.retry_after(principal.id)
@@ -208,9 +216,7 @@ async def cancel(
     service: ActionService = Depends(get_service),
 ) -> ActionStatus:
     """Cancel a pending action; only its requester may (403 for anyone else)."""
-    status = await service.status(id)
-    if not can_view(principal, status):
-        raise ActionNotFound(f"no action {id}")
+    await _seen(service, id, principal)
     reason = body.reason if body is not None else ""
     return await service.cancel(id, CancelRequest(by=principal.id, reason=reason))
 
@@ -231,9 +237,7 @@ async def report(
     Answers with the final status. 403: only the requester reports; 409: the action is not
     waiting for a report (not approved yet, worker mode, or already reported).
     """
-    status = await service.status(id)
-    if not can_view(principal, status):
-        raise ActionNotFound(f"no action {id}")
+    await _seen(service, id, principal)
     return await service.report(
         id, ExecutionReport(by=principal.id, result=body.result, error=body.error)
     )
@@ -278,9 +282,7 @@ async def revoke(
     Allowed for the requester, the action's approvers and the policy's `revoke_groups`;
     403 for anyone else (the attempt is recorded); 409 when the action is not active.
     """
-    status = await service.status(id)
-    if not can_view(principal, status):
-        raise ActionNotFound(f"no action {id}")
+    await _seen(service, id, principal)
     reason = body.reason if body is not None else ""
     return await service.revoke(id, RevokeRequest(by=principal.id, reason=reason))
 
@@ -302,8 +304,6 @@ async def undo(
     policy evaluates and may send for approval. 403: you are not its requester, an approver
     or in its revoke groups (recorded); 409: no undo window, or it closed.
     """
-    status = await service.status(id)
-    if not can_view(principal, status):
-        raise ActionNotFound(f"no action {id}")
+    status = await _seen(service, id, principal)
     reason = body.reason if body is not None else ""
     return await service.undo(id, principal, reason, status)
