@@ -32,6 +32,7 @@ from signoff.links import approval_page_url
 from signoff.models import ActionStatus, AmendBody, DecisionRequest, StepUp
 from workers.gateway.dependencies import ACTION_ID, get_service, refusal_budget
 from workers.gateway.errors import error_response, status_for
+from workers.gateway.ratelimit import RefusalBudget
 from workers.gateway.routes.actions import idp_groups
 from workers.gateway.service import ActionService
 from workers.gateway.web import render
@@ -441,14 +442,28 @@ async def step_up_options(request: Request, id: str) -> Response:
     return JSONResponse(options, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/{id}/decide")
-async def decide(request: Request, id: str) -> Response:
-    """Approve or deny as signed in, bound to the digest shown (and a step-up when required)."""
+@dataclass
+class _Posted:
+    """A decide or amend form that passed the checks every such post needs."""
+
+    session: WebSession
+    identity: Authenticated
+    form: dict[str, str]
+    service: ActionService
+    budget: RefusalBudget
+    status: ActionStatus
+
+
+async def _checked_post(request: Request, id: str, nothing: str) -> _Posted | Response:
+    """Check a form post on an action: its id, sign-in, CSRF, refusal budget, and visibility.
+
+    `nothing` says what did not happen when it is refused ("Nothing was decided.").
+    """
     if not ACTION_ID.fullmatch(id):
         return _not_found(id)
     found = _signed_in(request)
     if found is None:
-        return _message("Sign in first", "Nothing was decided.", 401, ("/a/" + id, "Sign in"))
+        return _message("Sign in first", nothing, 401, ("/a/" + id, "Sign in"))
     session, identity = found
     form = await _form(request)
     if not session.csrf_ok(form.get("csrf")):
@@ -466,6 +481,22 @@ async def decide(request: Request, id: str) -> Response:
         return _not_found(id)
     except ActionError as err:
         return _message("Action unavailable", err.message, status_for(err))
+    return _Posted(session, identity, form, service, budget, status)
+
+
+@router.post("/{id}/decide")
+async def decide(request: Request, id: str) -> Response:
+    """Approve or deny as signed in, bound to the digest shown (and a step-up when required)."""
+    checked = await _checked_post(request, id, "Nothing was decided.")
+    if isinstance(checked, Response):
+        return checked
+    session, identity, form, status = (
+        checked.session,
+        checked.identity,
+        checked.form,
+        checked.status,
+    )
+    service, budget, principal = checked.service, checked.budget, identity.principal
     decision = form.get("decision")
     digest = form.get("digest", "")
     reason = form.get("reason", "").strip()
@@ -541,28 +572,16 @@ def _amend_params(text: str) -> dict[str, Any] | str:
 @router.post("/{id}/amend")
 async def amend(request: Request, id: str) -> Response:
     """Approve with changes as signed in: the same service path, checks and refusals as the API."""
-    if not ACTION_ID.fullmatch(id):
-        return _not_found(id)
-    found = _signed_in(request)
-    if found is None:
-        return _message("Sign in first", "Nothing was changed.", 401, ("/a/" + id, "Sign in"))
-    session, identity = found
-    form = await _form(request)
-    if not session.csrf_ok(form.get("csrf")):
-        return _message("Refused", "The form is not from this page (CSRF check).", 403)
-    service = get_service(request)
-    principal = identity.principal
-    budget = refusal_budget(request)
-    wait = budget.retry_after(principal.id)
-    if wait:
-        return _message("Too many refused decisions", f"Try again in {wait} seconds.", 429)
-    try:
-        status = await _visible(service, id, identity)
-    except ActionNotFound:
-        budget.spend(principal.id)
-        return _not_found(id)
-    except ActionError as err:
-        return _message("Action unavailable", err.message, status_for(err))
+    checked = await _checked_post(request, id, "Nothing was changed.")
+    if isinstance(checked, Response):
+        return checked
+    session, identity, form, status = (
+        checked.session,
+        checked.identity,
+        checked.form,
+        checked.status,
+    )
+    service, budget, principal = checked.service, checked.budget, identity.principal
     text = form.get("params", "")
     reason = form.get("reason", "").strip()
     current = status
