@@ -68,7 +68,9 @@ async def test_amended_action_is_superseded_and_the_successor_runs_the_new_param
         successor_id = superseded.superseded_by
         assert successor_id is not None
         assert successor_id != original.id
-        successor = await until(carol, successor_id, Status.PENDING_APPROVAL)
+        # The requester sees it at once; an approver only once the policy has made it theirs
+        # (while it is evaluated, GET answers them 404 like any action they may not see).
+        successor = await until(bot, successor_id, Status.PENDING_APPROVAL)
         assert successor.request.requester == "agent:bot"
         assert successor.request.params == {"rows": 10}
         assert successor.request.amended_from == original.id
@@ -196,7 +198,7 @@ async def test_caller_mode_agent_runs_only_the_amended_params(app: FastAPI) -> N
         approved = asyncio.create_task(bot.wait_for_approval(original.id, timeout=60))
         superseded = await bob.amend(original.id, {"rows": 10})
         assert superseded.superseded_by is not None
-        successor = await until(carol, superseded.superseded_by, Status.PENDING_APPROVAL)
+        successor = await until(bot, superseded.superseded_by, Status.PENDING_APPROVAL)
         await carol.approve(successor.id, digest=successor.digest)
         go = await approved
         assert go.id == successor.id
