@@ -30,6 +30,8 @@ from bench.common import (
 )
 
 GOAL_P50_MS = 50.0
+# How many approved actions' histories the breakdown reads back (one fetch each).
+BREAKDOWN_SAMPLE = 50
 GOAL_P99_MS = 150.0  # issue 16 (was 200 ms in round 1)
 
 
@@ -101,6 +103,119 @@ def read_marks(stack: Stack) -> dict[str, float]:
             if at:
                 marks.setdefault(action_id, float(at))
     return marks
+
+
+STRETCHES = (
+    (
+        "POST sent → decision's workflow task scheduled (gateway, update reaches Temporal)",
+        "sent",
+        "wft_scheduled",
+    ),
+    (
+        "workflow task scheduled → started (dispatched to the worker)",
+        "wft_scheduled",
+        "wft_started",
+    ),
+    (
+        "workflow task started → completed (workflow code and its local activities)",
+        "wft_started",
+        "wft_completed",
+    ),
+    (
+        "task completed → execute_action scheduled (a follow-on task, when there is one)",
+        "wft_completed",
+        "act_scheduled",
+    ),
+    ("execute_action scheduled → started (activity dispatch)", "act_scheduled", "act_started"),
+    (
+        "execute_action started → executor started (the activity's claim, set-up)",
+        "act_started",
+        "mark",
+    ),
+)
+
+
+async def breakdown(
+    stack: Stack, sent: dict[str, float], marks: dict[str, float]
+) -> list[list[str]]:
+    """Where the time goes, from the histories of up to BREAKDOWN_SAMPLE approved actions.
+
+    Event times are the server's and the marks the executor's: the same machine's clock.
+    """
+    stretches: dict[str, list[float]] = {label: [] for label, _, _ in STRETCHES}
+    markers: list[int] = []
+    for action_id in [a for a in sent if a in marks][:BREAKDOWN_SAMPLE]:
+        events = (await stack.client.get_workflow_handle(action_id).fetch_history()).events
+        points: dict[str, float] = {"sent": sent[action_id], "mark": marks[action_id]}
+        accepted = next(
+            (
+                i
+                for i, e in enumerate(events)
+                if e.HasField("workflow_execution_update_accepted_event_attributes")
+            ),
+            None,
+        )
+        if accepted is None:
+            continue
+        # The decision's workflow task: the last one completed before the update was accepted.
+        for e in reversed(events[:accepted]):
+            kind = e.WhichOneof("attributes")
+            key = {
+                "workflow_task_completed_event_attributes": "wft_completed",
+                "workflow_task_started_event_attributes": "wft_started",
+                "workflow_task_scheduled_event_attributes": "wft_scheduled",
+            }.get(kind or "")
+            if key and key not in points:
+                points[key] = e.event_time.ToDatetime().timestamp()
+            if "wft_scheduled" in points:
+                break
+        scheduled_id = None
+        count = 0
+        for e in events[accepted:]:
+            if e.HasField("marker_recorded_event_attributes") and scheduled_id is None:
+                count += 1
+            attrs = e.activity_task_scheduled_event_attributes
+            if (
+                e.HasField("activity_task_scheduled_event_attributes")
+                and attrs.activity_type.name == "execute_action"
+            ):
+                scheduled_id = e.event_id
+                points["act_scheduled"] = e.event_time.ToDatetime().timestamp()
+            started = e.activity_task_started_event_attributes
+            if (
+                e.HasField("activity_task_started_event_attributes")
+                and started.scheduled_event_id == scheduled_id
+            ):
+                points["act_started"] = e.event_time.ToDatetime().timestamp()
+        markers.append(count)
+        for label, start, end in STRETCHES:
+            if start in points and end in points:
+                stretches[label].append(points[end] - points[start])
+    rows = []
+    for label, values in stretches.items():
+        s = summary_ms(values)
+        rows.append(
+            [
+                f"of which: {label}",
+                str(len(values)),
+                fmt(s["p50"]),
+                fmt(s["p90"]),
+                fmt(s["p99"]),
+                fmt(s["max"]),
+            ]
+        )
+    if markers:
+        rows.append(
+            [
+                "local activities recorded after the decision (median count)",
+                str(len(markers)),
+                str(sorted(markers)[len(markers) // 2]),
+                "",
+                "",
+                "",
+            ]
+        )
+    return rows
 
 
 async def run(stack: Stack, args: argparse.Namespace) -> Section:
@@ -195,6 +310,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             fmt(to_read["max"]),
         ]
     )
+    section.rows.extend(await breakdown(stack, sent, marks))
     section.goal("p50 < 50 ms", f"{to_exec['p50']:.1f} ms", to_exec["p50"] < GOAL_P50_MS)
     section.goal("p99 < 150 ms", f"{to_exec['p99']:.1f} ms", to_exec["p99"] < GOAL_P99_MS)
     if failures or missing:

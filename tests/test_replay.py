@@ -87,10 +87,12 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v2_*: before owner-at-decision, signed-messages and run-ledger (with in-flight snapshots);
     # v3_*: before identity, step-up, reminders, amendments, break-glass, approval windows,
     # revertible actions and the inbox memo;
+    # v4_*: every patch with its own marker, before the one-marker shape (shape-v5: issue 16);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v4_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v3_{path}" for path in PATHS | IN_FLIGHT | {"rejected"}} <= names
     assert {f"v1_{path}" for path in PATHS} <= names
     assert {f"v2_{path}" for path in PATHS | IN_FLIGHT} <= names

@@ -23,7 +23,8 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from typer.testing import CliRunner
 
-from activities.ledger.store import Ledger
+from activities.ledger.migrations import MIGRATIONS
+from activities.ledger.store import Ledger, LedgerSchemaBehind
 from signoff.executor import ExecutionContext, ExecutorRegistry
 from signoff.models import ActionRequest, ActionStatus, RefusalCode, Status
 from tests.cli import app
@@ -35,7 +36,7 @@ from workers.audit.verify import cross_check, verify_chain
 from workers.settings import Settings
 from workers.worker import build_worker
 from workflows.action import ActionWorkflow
-from workflows.messages import AuditKind
+from workflows.messages import AuditEvent, AuditKind
 
 RERUN = "a reset or re-run never executes twice"
 
@@ -356,8 +357,81 @@ async def test_execution_claim_is_per_run(own_ledger: Ledger) -> None:
         *(own_ledger.claim_execution("act-claim", f"run-{i}", "d" * 64) for i in range(8))
     )
     assert {c.run_id for c in others} == {"run-a"}
+    assert first.granted
+    assert not any(c.granted for c in others)
     async with own_ledger.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM executions") == 1
+
+
+async def test_runs_racing_for_a_fresh_claim_get_one_holder(own_ledger: Ledger) -> None:
+    # The claim is one statement: racers on a fresh action must still see one holder, the
+    # one whose insert won, never none (a snapshot from before the winner's commit).
+    for round_ in range(5):
+        action = f"act-race-{round_}"
+        claims = await asyncio.gather(
+            *(own_ledger.claim_execution(action, f"run-{i}", "d" * 64) for i in range(8))
+        )
+        holders = {c.run_id for c in claims}
+        assert len(holders) == 1, holders
+        granted = [c for c in claims if c.granted]
+        assert len(granted) == 1
+        assert granted[0].run_id in holders
+        assert all(c.claimed_at is not None for c in claims)
+
+
+async def test_a_run_from_before_claims_holds_the_execution(own_ledger: Ledger) -> None:
+    # A run from before claims existed left only its result row (run_id ''): any new run is
+    # refused with that row's time, and nothing is claimed for it.
+    events = [
+        AuditEvent(
+            action_id="act-legacy",
+            run_id="",
+            seq=seq,
+            kind=kind,
+            digest="d" * 64,
+            at=datetime(2026, 1, 1, tzinfo=UTC),
+            payload={},
+        )
+        for seq, kind in enumerate([AuditKind.REQUESTED, AuditKind.EXECUTION_RESULT])
+    ]
+    await own_ledger.append(events)
+    claim = await own_ledger.claim_execution("act-legacy", "run-new", "d" * 64)
+    assert not claim.granted
+    assert claim.run_id == "(unrecorded)"
+    assert claim.claimed_at == datetime(2026, 1, 1, tzinfo=UTC)
+    async with own_ledger.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM executions") == 0
+
+
+async def test_a_ledger_behind_the_code_is_refused_with_the_command_that_fixes_it(
+    postgres_url: str,
+) -> None:
+    url = await create_database(postgres_url)
+    behind = await Ledger.connect(url)
+    try:
+        async with behind.pool.acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for migration in MIGRATIONS[:-1]:
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+        with pytest.raises(LedgerSchemaBehind) as refused:
+            await behind.require_schema()
+        latest = MIGRATIONS[-1].version
+        assert str(refused.value) == (
+            f"the audit ledger's schema is at version {latest - 1}, this signoff needs "
+            f"{latest}: run `signoff db migrate` first"
+        )
+        assert await behind.migrate() == [latest]
+        await behind.require_schema()
+    finally:
+        await behind.close()
 
 
 async def test_reset_after_execution_keeps_its_result_and_runs_nothing_again(

@@ -407,7 +407,7 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
     allowed = await gate.submit("sandbox-1")
     await allowed.result()
     assert await ledger_writes(allowed) == [
-        "audit requested, verdict, execution_started",
+        "audit requested, verdict, execution_started, claim execution",
         "audit execution_result, outcome",
     ]
     approved = await gate.submit("two-keys")
@@ -418,9 +418,56 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
     writes = await ledger_writes(approved)
     assert writes[-3:] == [
         "audit decision",
-        "audit decision, execution_started",
+        "audit decision, execution_started, claim execution",
         "audit execution_result, outcome",
     ]
+
+
+async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
+    gate: Gate,
+) -> None:
+    # Shape v5: one patch marker (and one TemporalChangeVersion upsert) per run instead of one
+    # per patch, and the decision's signature check beside its principal lookups.
+    approved = await gate.submit("two-keys")
+    await gate.wait_for(approved, "pending_approval")
+    await gate.decide(approved, "bob@example.com")
+    await gate.decide(approved, "carol@example.com")
+    assert (await approved.result()).status is Status.SUCCEEDED
+    events = (await approved.fetch_history()).events
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert len(patches) == 1
+    assert json.loads(patches[0])["id"] == "shape-v5"
+    versions = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
+            "TemporalChangeVersion"
+        ].data
+        for e in events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+        and "TemporalChangeVersion"
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert versions == [b'["shape-v5"]']
+    # The deciding task: its signature check and both lookups are recorded before
+    # the decision's ledger row (with the write-ahead row and the claim).
+    summaries = [
+        json.loads(e.user_metadata.summary.data)
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    deciding = summaries.index("audit decision, execution_started, claim execution")
+    assert sorted(summaries[deciding - 3 : deciding]) == sorted(
+        [
+            "verify decision signature",
+            "resolve approver carol@example.com",
+            "resolve requester " + (await approved.query(ActionWorkflow.status)).request.requester,
+        ]
+    )
 
 
 def test_activity_names_recorded_in_history_never_change() -> None:
@@ -433,6 +480,7 @@ def test_activity_names_recorded_in_history_never_change() -> None:
         AuditActivities.record_audit_events: "record_audit_events",
         AuditActivities.check_run: "check_run",
         AuditActivities.claim_execution_activity: "claim_execution",
+        AuditActivities.record_and_claim: "record_and_claim",
         ExecutionActivities.execute_action: "execute_action",
         Notifications.notify: "notify",
         Notifications.notify_update: "notify_update",

@@ -112,6 +112,7 @@ def build_worker(
             audit.record_audit_events,
             audit.check_run,
             audit.claim_execution_activity,
+            audit.record_and_claim,
             signatures.verify_signature,
         ],
         workflow_runner=SANDBOX,
@@ -144,6 +145,9 @@ async def run_worker(settings: Settings) -> None:
         resolve_database_url(settings=settings, create=True),
         partitions=settings.ledger_partitions,
     )
+    # A worker that finds the ledger's schema behind its code says so instead of failing
+    # every action's audit write (upgrade order: `signoff db migrate`, then the workers).
+    await ledger.require_schema()
     # Telemetry: traces when OTEL_* asks for them, Prometheus when the metrics port is set.
     tracer_provider = telemetry.setup_tracing("signoff-worker")
     client = await connect(

@@ -84,6 +84,7 @@ from workflows.messages import (
     RunCheck,
     VerifyInput,
     WindowStart,
+    WriteAhead,
     window_id_for,
 )
 from workflows.signing import (
@@ -174,6 +175,33 @@ REVERT_BACKOFF_MAX = timedelta(minutes=5)
 # attributes are published, so an inbox renders from one visibility list, not a query per row.
 INBOX_MEMO = "inbox-memo"
 INBOX_MEMO_KEY = "signoff_inbox"
+# Patch: a run that starts with this code has every patch above under this one marker (one
+# marker and one TemporalChangeVersion upsert per run, not fifteen of each), and also fewer
+# round trips in a row on the way to the executor (issue 16): a message's signature is checked
+# while its principals are looked up, and a request's while earlier runs are; the write-ahead
+# row and the execution claim go in one local activity; the executor is scheduled before the
+# channels' message updates. Every check still happens, and before anything counts or runs.
+# Runs started before keep their own markers and replay as they did. A later patch is asked
+# for on its own (`workflow.patched`), never implied by this one.
+SHAPE_V5 = "shape-v5"
+IN_SHAPE_V5 = frozenset(
+    {
+        ORDERED_MESSAGE_UPDATES,
+        WRITE_AHEAD_WITH_DECISION,
+        OWNER_AT_DECISION,
+        SIGNED_MESSAGES,
+        RUN_LEDGER,
+        IDP_APPROVERS,
+        STEP_UP,
+        REMINDERS,
+        AMENDMENTS,
+        BREAK_GLASS,
+        APPROVAL_WINDOWS,
+        REVERTIBLE_ACTIONS,
+        GRANT_ENDS_ON_TIMER,
+        INBOX_MEMO,
+    }
+)
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -206,6 +234,8 @@ class _Patches:
     amendments: bool | None = None
     break_glass: bool = False
     windows: bool = False
+    # Decided first of all, lazily too: whether this run has the one-marker shape (SHAPE_V5).
+    shape_v5: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -235,30 +265,37 @@ class ActionWorkflow:
         # Every patch is decided here, before the first local activity: core may resolve a
         # local activity in an earlier workflow task on replay than it ran in, and a patch
         # asked for after it would then be missed.
-        self._patches.ordered_updates = workflow.patched(ORDERED_MESSAGE_UPDATES)
-        self._patches.write_ahead_with_decision = workflow.patched(WRITE_AHEAD_WITH_DECISION)
-        workflow.patched(OWNER_AT_DECISION)
-        workflow.patched(IDP_APPROVERS)
-        workflow.patched(STEP_UP)
-        self._patches.reminders = workflow.patched(REMINDERS)
+        self._shape_v5()
+        self._patches.ordered_updates = self._patched(ORDERED_MESSAGE_UPDATES)
+        self._patches.write_ahead_with_decision = self._patched(WRITE_AHEAD_WITH_DECISION)
+        self._patched(OWNER_AT_DECISION)
+        self._patched(IDP_APPROVERS)
+        self._patched(STEP_UP)
+        self._patches.reminders = self._patched(REMINDERS)
         self._amendments_allowed()
-        self._patches.break_glass = workflow.patched(BREAK_GLASS)
-        self._patches.windows = workflow.patched(APPROVAL_WINDOWS)
-        self._patches.revertible = workflow.patched(REVERTIBLE_ACTIONS)
-        self._patches.grant_ends_on_timer = workflow.patched(GRANT_ENDS_ON_TIMER)
-        workflow.patched(INBOX_MEMO)
+        self._patches.break_glass = self._patched(BREAK_GLASS)
+        self._patches.windows = self._patched(APPROVAL_WINDOWS)
+        self._patches.revertible = self._patched(REVERTIBLE_ACTIONS)
+        self._patches.grant_ends_on_timer = self._patched(GRANT_ENDS_ON_TIMER)
+        self._patched(INBOX_MEMO)
         self._signatures_required()
         self._runs_recorded()
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
         # is refused here, before the policy or an executor sees it. Its age counts from the
         # start, not from when a worker first ran it (workers may be down for a deploy).
-        refusal = await self._verify(
+        verify = self._verify(
             request.signature,
             request_claims(request, workflow.info().workflow_id),
             now=workflow.info().workflow_start_time,
         )
-        if refusal is None:
-            refusal = await self._earlier_execution()
+        if self._shape_v5():
+            # The run check only reads the ledger: nothing is decided before both are back.
+            signed, earlier = await asyncio.gather(verify, self._earlier_execution())
+            refusal = signed or earlier
+        else:
+            refusal = await verify
+            if refusal is None:
+                refusal = await self._earlier_execution()
         if refusal is not None:
             return await self._reject(request, refusal)
         evaluation = await workflow.execute_local_activity_method(
@@ -385,7 +422,10 @@ class ActionWorkflow:
         request = state.request
         state.phase = Phase.EXECUTING
         self._publish()
-        self._update_notifications()
+        # Shape v5 schedules the executor first, so it starts before the messages' updates.
+        executor_first = self._shape_v5()
+        if not executor_first:
+            self._update_notifications()
         # Write-ahead: the action never runs unless its approval is on record first.
         if not state.start_recorded:
             await self._audit(self._start_event())
@@ -394,12 +434,16 @@ class ActionWorkflow:
         refusal = await self._claim_execution()
         if refusal is not None:
             return await self._finish(Status.FAILED, error=refusal)
-        if request.execution == "caller":
-            return await self._await_caller(executor.timeout)
-        if request.reverts is not None and self._patches.revertible:
+        if request.execution == "caller" or (
+            request.reverts is not None and self._patches.revertible
+        ):
+            if executor_first:
+                self._update_notifications()
+            if request.execution == "caller":
+                return await self._await_caller(executor.timeout)
             return await self._undo(request)
         try:
-            result = await workflow.execute_activity_method(
+            execution = workflow.start_activity_method(
                 ExecutionActivities.execute_action,
                 ExecuteInput(request=request, idempotency_key=workflow.info().workflow_id),
                 start_to_close_timeout=executor.timeout,
@@ -407,6 +451,9 @@ class ActionWorkflow:
                 retry_policy=IDEMPOTENT_RETRY if executor.idempotent else AT_MOST_ONCE,
                 summary=f"execute {request.action} on {request.target}",
             )
+            if executor_first:
+                self._update_notifications()
+            result = await execution
         except ActivityError as err:
             return await self._finish(
                 Status.FAILED, error=_execution_error(err, idempotent=executor.idempotent)
@@ -981,7 +1028,7 @@ class ActionWorkflow:
         """Whether this run records its run id and checks for earlier runs (patched)."""
         # Decided at the top of run() (handlers of the first activation agree: memoised).
         if self._patches.runs is None:
-            self._patches.runs = workflow.patched(RUN_LEDGER)
+            self._patches.runs = self._patched(RUN_LEDGER)
         return self._patches.runs
 
     async def _earlier_execution(self) -> DecisionRefused | None:
@@ -1006,20 +1053,40 @@ class ActionWorkflow:
             ),
         )
 
+    def _shape_v5(self) -> bool:
+        """Whether this run has the one-marker shape, with its fewer round trips (SHAPE_V5)."""
+        # Decided first thing in run(); a handler running in the first activation decides it
+        # at the same point, and patched() is memoised, so both always agree.
+        if self._patches.shape_v5 is None:
+            self._patches.shape_v5 = workflow.patched(SHAPE_V5)
+        return self._patches.shape_v5
+
+    def _patched(self, patch: str) -> bool:
+        """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
+        if patch in IN_SHAPE_V5 and self._shape_v5():
+            return True
+        return workflow.patched(patch)
+
+    def _execution_claim(self) -> ExecutionClaim:
+        """This run's ask for the action's one execution."""
+        info = workflow.info()
+        return ExecutionClaim(
+            action_id=info.workflow_id, run_id=info.run_id, digest=self.state.digest
+        )
+
     async def _claim_execution(self) -> str | None:
         """Claim the action's one execution in the ledger; the refusal when another run has."""
         if not self._runs_recorded():
             return None
-        info = workflow.info()
-        claim = await workflow.execute_local_activity_method(
-            AuditActivities.claim_execution_activity,
-            ExecutionClaim(
-                action_id=info.workflow_id, run_id=info.run_id, digest=self.state.digest
-            ),
-            start_to_close_timeout=timedelta(seconds=15),
-            retry_policy=FOREVER,
-            summary="claim execution",
-        )
+        claim = self.state.claim
+        if claim is None:
+            claim = await workflow.execute_local_activity_method(
+                AuditActivities.claim_execution_activity,
+                self._execution_claim(),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=FOREVER,
+                summary="claim execution",
+            )
         if claim.granted:
             return None
         when = f" at {claim.claimed_at:%Y-%m-%d %H:%M:%S} UTC" if claim.claimed_at else ""
@@ -1032,7 +1099,7 @@ class ActionWorkflow:
         # Decided at the top of run(); a handler running in the first activation decides it
         # at the same point, and patched() is memoised, so both always agree.
         if self._patches.signed is None:
-            self._patches.signed = workflow.patched(SIGNED_MESSAGES)
+            self._patches.signed = self._patched(SIGNED_MESSAGES)
         return self._patches.signed
 
     async def _verify(
@@ -1211,7 +1278,7 @@ class ActionWorkflow:
     def _amendments_allowed(self) -> bool:
         """Whether this run takes amendments (patched); decided at the top of run()."""
         if self._patches.amendments is None:
-            self._patches.amendments = workflow.patched(AMENDMENTS)
+            self._patches.amendments = self._patched(AMENDMENTS)
         return self._patches.amendments
 
     @workflow.update
@@ -1296,21 +1363,40 @@ class ActionWorkflow:
         """The action's current status."""
         return self.state.snapshot(workflow.info().workflow_id)
 
+    def _decision_checks(self, request: DecisionRequest) -> DecisionRefused | None:
+        """What refuses a decision before anyone is looked up: the action's state, its window."""
+        status = self.status()
+        return rules.decision_refusal(status, request) or rules.window_refusal(status, request)
+
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
         found = PrincipalLookupResult()
         # Signed for this action, after this run started: ids are only unique within one run.
-        refusal = await self._verify(
+        verify = self._verify(
             request.signature,
             decision_claims(request, workflow.info().workflow_id),
             not_before=workflow.info().workflow_start_time,
-        ) or rules.decision_refusal(self.status(), request)
-        if refusal is None:
-            refusal = rules.window_refusal(self.status(), request)
+        )
+        # patched() is memoised: this agrees with run(), even in a handler that runs first.
+        owner_at_decision = self._patched(OWNER_AT_DECISION)
+        looked_up: tuple[PrincipalLookupResult, PrincipalLookupResult] | None = None
+        if self._shape_v5() and owner_at_decision and self._decision_checks(request) is None:
+            # Look both up while the signature is checked; nothing counts unless it holds.
+            refusal, *both = await asyncio.gather(
+                verify,
+                self._resolve(request.approver, "approver"),
+                self._resolve(self.state.request.requester, "requester"),
+            )
+            looked_up = (both[0], both[1])
+            refusal = refusal or self._decision_checks(request)
+        else:
+            refusal = await verify or self._decision_checks(request)
         if refusal is None:
             owner_now: str | None = None
-            # patched() is memoised: this agrees with run(), even in a handler that runs first.
-            if workflow.patched(OWNER_AT_DECISION):
+            if looked_up is not None:
+                found, requester_now = looked_up
+                owner_now = requester_now.principal.owner if requester_now.principal else None
+            elif owner_at_decision:
                 found, requester_now = await asyncio.gather(
                     self._resolve(request.approver, "approver"),
                     self._resolve(self.state.request.requester, "requester"),
@@ -1378,7 +1464,7 @@ class ActionWorkflow:
         """Whether step-up rules are enforced: only on signed decisions, in patched runs."""
         # The step-up fact is part of the signed claims; unsigned runs could not trust it.
         # patched() is memoised: this agrees with run(), even in a handler that runs first.
-        return self._signatures_required() and workflow.patched(STEP_UP)
+        return self._signatures_required() and self._patched(STEP_UP)
 
     def _idp_approver(self, request: DecisionRequest) -> Principal | None:
         """A person known only to the identity provider, as the gateway's signature vouches."""
@@ -1387,7 +1473,7 @@ class ActionWorkflow:
         if request.approver_groups is None or not self._signatures_required():
             return None
         # patched() is memoised: this agrees with run(), even in a handler that runs first.
-        if not workflow.patched(IDP_APPROVERS):
+        if not self._patched(IDP_APPROVERS):
             return None
         return Principal(id=request.approver, kind="human", groups=list(request.approver_groups))
 
@@ -1397,7 +1483,7 @@ class ActionWorkflow:
         # signature. No new command: IDP_APPROVERS is memoised from the top of run().
         if request.amender_groups is None or not self._signatures_required():
             return None
-        if not workflow.patched(IDP_APPROVERS):
+        if not self._patched(IDP_APPROVERS):
             return None
         return Principal(id=request.by, kind="human", groups=list(request.amender_groups))
 
@@ -1439,7 +1525,7 @@ class ActionWorkflow:
         )
         workflow.set_current_details(state.details())
         # patched() is memoised: this agrees with run(), even in a handler that runs first.
-        if workflow.patched(INBOX_MEMO):
+        if self._patched(INBOX_MEMO):
             self._publish_inbox_memo()
 
     def _publish_inbox_memo(self) -> None:
@@ -1605,14 +1691,27 @@ class ActionWorkflow:
 
     async def _audit(self, *events: AuditEvent) -> None:
         """Append events to the ledger; retried until Postgres accepts them, never skipped."""
-        await workflow.execute_local_activity_method(
-            AuditActivities.record_audit_events,
-            AuditBatch(events=list(events)),
-            start_to_close_timeout=timedelta(seconds=15),
-            retry_policy=FOREVER,
-            summary="audit " + ", ".join(e.kind.value for e in events),
-        )
-        if any(e.kind is AuditKind.EXECUTION_STARTED for e in events):
+        summary = "audit " + ", ".join(e.kind.value for e in events)
+        starts = any(e.kind is AuditKind.EXECUTION_STARTED for e in events)
+        if starts and self._runs_recorded() and self._shape_v5():
+            # The write-ahead row, then the claim, in one trip: the claim is asked for only
+            # once the row is durable, as before, and _claim_execution reads its answer.
+            self.state.claim = await workflow.execute_local_activity_method(
+                AuditActivities.record_and_claim,
+                WriteAhead(events=list(events), claim=self._execution_claim()),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=FOREVER,
+                summary=summary + ", claim execution",
+            )
+        else:
+            await workflow.execute_local_activity_method(
+                AuditActivities.record_audit_events,
+                AuditBatch(events=list(events)),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=FOREVER,
+                summary=summary,
+            )
+        if starts:
             self.state.start_durable = True
 
 

@@ -193,6 +193,13 @@ class ExecutionClaim(Contract):
     granted: bool = False
 
 
+class WriteAhead(Contract):
+    """The write-ahead batch and, once it is durable, the claim of the action's one execution."""
+
+    events: list[AuditEvent]
+    claim: ExecutionClaim
+
+
 class RunCheckResult(Contract):
     """The earlier run that started executing the action, if any, and when."""
 

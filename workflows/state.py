@@ -28,7 +28,7 @@ from signoff.models import (
     Status,
     Verdict,
 )
-from workflows.messages import Evaluation
+from workflows.messages import Evaluation, ExecutionClaim
 from workflows.quorum import assign_approvers
 
 
@@ -100,6 +100,8 @@ class ActionState:
     seq: int = 0
     start_recorded: bool = False
     start_durable: bool = False
+    # The ledger's answer to this run's execution claim, when it came with the write-ahead row.
+    claim: ExecutionClaim | None = None
     # Approve with changes (issue 17): the successor that replaced this action.
     superseded_by: str | None = None
     # Set when a person broke glass: the action ran without approval and awaits its review.

@@ -288,6 +288,35 @@ REVOKE ALL ON ledger_checkpoints FROM PUBLIC;
 GRANT SELECT, INSERT ON ledger_checkpoints TO signoff_worker;
 """,
     ),
+    Migration(
+        5,
+        "one_statement_claim",
+        """
+-- The execution claim in one statement (one round trip) instead of a five-step transaction.
+-- Each statement of a volatile PL/pgSQL function sees what committed before it started, so
+-- after ON CONFLICT DO NOTHING waited for a concurrent claimer, the SELECT sees its row.
+CREATE FUNCTION execution_claim(p_action text, p_run text, p_digest text)
+RETURNS TABLE (holder text, held_digest text, held_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    -- Runs from before claims existed left only their result row (run_id '').
+    RETURN QUERY
+        SELECT e.run_id, p_digest, e.at FROM audit_events e
+        WHERE e.action_id = p_action AND e.run_id <> p_run AND e.kind = 'execution_result'
+        ORDER BY e.id LIMIT 1;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO executions AS x (action_id, run_id, digest)
+        VALUES (p_action, p_run, p_digest) ON CONFLICT (action_id) DO NOTHING;
+    RETURN QUERY
+        SELECT x.run_id, x.digest, x.claimed_at FROM executions x WHERE x.action_id = p_action;
+END
+$$;
+REVOKE ALL ON FUNCTION execution_claim FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION execution_claim TO signoff_worker;
+""",
+    ),
 )
 
 

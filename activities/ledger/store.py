@@ -35,7 +35,7 @@ from activities.ledger.chain import (
     iso_utc,
     partition_of,
 )
-from activities.ledger.migrations import Conn, migrate
+from activities.ledger.migrations import MIGRATIONS, Conn, current_version, migrate
 from signoff.models import canonical_json
 from workflows.messages import AuditEvent, ExecutionClaim
 from workflows.signing import Signer
@@ -166,6 +166,10 @@ class Checkpoint(BaseModel):
         return places
 
 
+class LedgerSchemaBehind(Exception):
+    """The ledger's schema is older than this code needs: `signoff db migrate` first."""
+
+
 class LedgerConflict(Exception):
     """The ledger already holds a different event at the same (action, run, seq)."""
 
@@ -257,6 +261,17 @@ class Ledger:
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
             return await migrate(conn)
 
+    async def require_schema(self) -> None:
+        """Refuse a ledger whose schema is behind this code, naming the command that fixes it."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            version = await current_version(conn)
+        latest = MIGRATIONS[-1].version
+        if version < latest:
+            raise LedgerSchemaBehind(
+                f"the audit ledger's schema is at version {version}, this signoff needs "
+                f"{latest}: run `signoff db migrate` first"
+            )
+
     async def executed_by(self, action_id: str, *, other_than: str) -> tuple[str, datetime] | None:
         """The first other run that claimed, started or finished executing the action."""
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
@@ -281,38 +296,23 @@ class Ledger:
 
         The claim is per run, so the same run retrying an idempotent executor finds its own
         claim; any other run (a reset, a re-run of the workflow id) finds the first one's.
+        One statement (`execution_claim`, migration 5): one round trip to Postgres.
         """
-        async with (
-            self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn,
-            conn.transaction(),
-        ):
-            # Runs from before claims existed left only their result row (run_id '').
-            legacy = await conn.fetchrow(
-                "SELECT run_id, at FROM audit_events WHERE action_id = $1 AND run_id <> $2"
-                " AND kind = 'execution_result' ORDER BY id LIMIT 1",
-                action_id,
-                run_id,
-            )
-            if legacy is not None:
-                return ExecutionClaim(
-                    action_id=action_id,
-                    run_id=legacy["run_id"] or "(unrecorded)",
-                    digest=digest,
-                    claimed_at=legacy["at"],
-                )
-            await conn.execute(
-                "INSERT INTO executions (action_id, run_id, digest) VALUES ($1, $2, $3)"
-                " ON CONFLICT (action_id) DO NOTHING",
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            row = await conn.fetchrow(
+                "SELECT holder, held_digest, held_at FROM execution_claim($1, $2, $3)",
                 action_id,
                 run_id,
                 digest,
             )
-            row = await conn.fetchrow(
-                "SELECT action_id, run_id, digest, claimed_at FROM executions WHERE action_id = $1",
-                action_id,
-            )
-        assert row is not None, "the claim was inserted or already there, in this transaction"
-        return ExecutionClaim(**dict(row), granted=row["run_id"] == run_id)
+        assert row is not None, "the claim was inserted or already there"
+        return ExecutionClaim(
+            action_id=action_id,
+            run_id=row["holder"] or "(unrecorded)",
+            digest=row["held_digest"],
+            claimed_at=row["held_at"],
+            granted=row["holder"] == run_id,
+        )
 
     async def runs(self, action_id: str) -> list[RunSummary]:
         """Each run of an action the ledger holds, in the order they began."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from activities.ledger.store import LedgerSchemaBehind
 from policies.loader import PolicyError
 from signoff.cli.common import fail
 from workers.settings import Settings
@@ -28,5 +29,5 @@ def worker(
         settings = settings.model_copy(update={"task_queue": task_queue})
     try:
         asyncio.run(run_worker(settings))
-    except (PolicyError, SigningError) as err:
+    except (PolicyError, SigningError, LedgerSchemaBehind) as err:
         raise fail(str(err), 2) from None
