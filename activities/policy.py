@@ -43,6 +43,7 @@ class PolicyActivities:
         *,
         channels: list[str],
         ui_base_url: str | None = None,
+        page_base: str | None = None,
         heartbeat_timeout: timedelta = timedelta(seconds=30),
         caller_timeout: timedelta = timedelta(hours=1),
         windows: LiveWindows | None = None,
@@ -52,6 +53,7 @@ class PolicyActivities:
         self.executors = executors
         self.channels = channels
         self.ui_base_url = ui_base_url
+        self.page_base = page_base
         self.heartbeat_timeout = heartbeat_timeout
         self.caller_timeout = caller_timeout
         # Live approval windows (None: this worker lets no window allow anything).
@@ -113,6 +115,7 @@ class PolicyActivities:
             executor=spec,
             channels=self.channels,
             ui_base_url=self.ui_base_url,
+            page_base=self.page_base,
         )
 
     @activity.defn(name="resolve_principal")

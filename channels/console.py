@@ -18,9 +18,17 @@ class ConsoleNotifier:
 
     channel = "console"
 
-    def __init__(self, *, page_base: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        page_base: str | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    ) -> None:
         # The gateway's public URL: each request line then ends with the approval page's link.
         self.page_base = page_base
+        # The action workflow writes its console lines itself, through Temporal's replay-aware
+        # adapter (workflows.action), so a replay never logs a request twice.
+        self.log = log
 
     async def post(self, request: NotifyInput) -> list[NotificationRef]:
         """Log the request once per group."""
@@ -31,7 +39,7 @@ class ConsoleNotifier:
         if glass is not None:
             # A break-glass action is not asking for approval: it ran, and asks for a review.
             for group in request.groups:
-                log.warning(
+                self.log.warning(
                     "%s; action %s, %s on %s, digest %s; review %s",
                     neutralise.one_line(glass),
                     neutralise.one_line(status.id),
@@ -46,7 +54,7 @@ class ConsoleNotifier:
             return refs
         for group in request.groups:
             # Everything, uncut, on one line: nothing the agent wrote can hide or forge a line.
-            log.info(
+            self.log.info(
                 "%s approval %s: %s on %s by %s on behalf of %s (agent owner %s; %s risk) "
                 "needs %s; digest %s; justification %s; params %s; "
                 "approve with: signoff approve %s%s%s",
@@ -73,7 +81,7 @@ class ConsoleNotifier:
             offer = status.verdict.window if status.verdict else None
             if offer is not None:
                 # What an approver may also grant (the rule's scope and maximum).
-                log.info(
+                self.log.info(
                     "window offer for %s: up to %s for requests matching %s; grant with: "
                     "signoff approve %s --window %s",
                     neutralise.one_line(status.id),
@@ -90,7 +98,7 @@ class ConsoleNotifier:
     async def update(self, request: NotifyUpdateInput) -> None:
         """Log the new state."""
         status = request.status
-        log.info(
+        self.log.info(
             "action %s is %s %s",
             neutralise.one_line(status.id),
             status.status.value,
@@ -101,4 +109,4 @@ class ConsoleNotifier:
 
     async def window_note(self, request: WindowNoteInput) -> None:
         """Log what the approval window did."""
-        log.info("window %s: %s", request.window.id, neutralise.one_line(request.text))
+        self.log.info("window %s: %s", request.window.id, neutralise.one_line(request.text))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
@@ -13,9 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client
 
 from activities.ledger.store import Ledger
+from channels.console import ConsoleNotifier
+from channels.notifier import Notifier
+from channels.slack import SlackNotifier, web_client
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from tests.conftest import worker_parts
+from tests.fake_slack import FakeSlack
 from workers import telemetry
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
@@ -68,8 +72,17 @@ def parent_of(span: ReadableSpan, spans: Sequence[ReadableSpan]) -> ReadableSpan
     return parents[0]
 
 
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    """The Slack fake on a free port."""
+    fake = FakeSlack()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
 async def test_an_approved_action_is_one_connected_trace(
-    client: Client, settings: Settings, ledger: Ledger
+    client: Client, settings: Settings, ledger: Ledger, fake: FakeSlack
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -82,9 +95,12 @@ async def test_an_approved_action_is_one_connected_trace(
     app = create_app(service, directory, settings)
     telemetry.instrument_app(app, provider, lambda: traced)
 
+    # The console channel is written by the workflow itself; Slack is an activity, traced.
+    slack = SlackNotifier(web_client(fake.bot_token, fake.url), directory)
+    channels: list[Notifier] = [ConsoleNotifier(), slack]
     transport = httpx.ASGITransport(app=app)
     async with (
-        build_worker(traced, settings, worker_parts(settings, ledger)),
+        build_worker(traced, settings, worker_parts(settings, ledger, notifiers=channels)),
         httpx.AsyncClient(transport=transport, base_url="http://gateway") as http,
     ):
         submitted = await http.post(
@@ -163,7 +179,7 @@ async def test_an_approved_action_is_one_connected_trace(
     assert evaluated["signoff.risk"] == "medium"
     notified = dict(by_name(ours, "RunActivity:notify").attributes or {})
     assert notified["signoff.status"] == "pending_approval"
-    assert notified["signoff.channel"] == "console"
+    assert notified["signoff.channel"] == "slack"
     assert dict(update.attributes or {})["signoff.decision"] == "approve"
     executed = dict(by_name(ours, "RunActivity:execute_action").attributes or {})
     assert executed["signoff.status"] == "succeeded"

@@ -84,6 +84,9 @@ def build_worker(
         parts.executors,
         channels=notifications.channels,
         ui_base_url=settings.ui_url,
+        page_base=next(
+            (n.page_base for n in parts.notifiers if isinstance(n, ConsoleNotifier)), None
+        ),
         heartbeat_timeout=settings.heartbeat_timeout,
         caller_timeout=settings.caller_report_timeout,
         windows=LiveWindows(client, settings.task_queue),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,8 +108,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify import Notifications
     from activities.policy import PolicyActivities
     from activities.verify import SignatureActivities
+    from channels.console import ConsoleNotifier
 
 WORKFLOW_NAME = "SignoffAction"
+
+# Shape v5 writes the console channel's lines from the workflow: Temporal's adapter leaves
+# them out while replaying, so each is logged once, and no activity or task is spent on them.
+_CONSOLE_LOG = workflow.LoggerAdapter(logging.getLogger("signoff.notify"), None)
+_CONSOLE_LOG.workflow_info_on_message = False
 
 # Audit and identity lookups must never be skipped: retry until Postgres or the directory is back.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -180,7 +187,8 @@ INBOX_MEMO_KEY = "signoff_inbox"
 # round trips in a row on the way to the executor (issue 16): a message's signature is checked
 # while its principals are looked up, and a request's while earlier runs are; the write-ahead
 # row and the execution claim go in one local activity; the executor is scheduled before the
-# channels' message updates. Every check still happens, and before anything counts or runs.
+# channels' message updates; the console channel is written by the workflow, not an activity.
+# Every check still happens, and before anything counts or runs.
 # Runs started before keep their own markers and replay as they did. A later patch is asked
 # for on its own (`workflow.patched`), never implied by this one.
 SHAPE_V5 = "shape-v5"
@@ -1558,24 +1566,29 @@ class ActionWorkflow:
     async def _notify_one(
         self, channel: str, groups: list[str], stage: int, reminder: int = 0
     ) -> None:
+        notify = NotifyInput(
+            channel=channel,
+            status=self.status(),
+            groups=groups,
+            stage=stage,
+            ui_url=self._ui_url(),
+            reminder=reminder,
+        )
+        console = self._console(channel)
         try:
-            result = await workflow.execute_activity_method(
-                Notifications.notify,
-                NotifyInput(
-                    channel=channel,
-                    status=self.status(),
-                    groups=groups,
-                    stage=stage,
-                    ui_url=self._ui_url(),
-                    reminder=reminder,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
-                summary=f"notify {channel} {', '.join(groups)}"
-                + (f" (escalation {stage})" if stage else "")
-                + (f" (reminder {reminder})" if reminder else ""),
-            )
-            refs = result.refs
+            if console is not None:
+                refs = await console.post(notify)
+            else:
+                result = await workflow.execute_activity_method(
+                    Notifications.notify,
+                    notify,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=NOTIFY_RETRY,
+                    summary=f"notify {channel} {', '.join(groups)}"
+                    + (f" (escalation {stage})" if stage else "")
+                    + (f" (reminder {reminder})" if reminder else ""),
+                )
+                refs = result.refs
             if reminder:
                 refs = [r.model_copy(update={"reminder": reminder}) for r in refs]
         except ActivityError as err:
@@ -1628,13 +1641,26 @@ class ActionWorkflow:
     def _delivered(self, channel: str) -> list[NotificationRef]:
         return [r for r in self.state.notifications if r.channel == channel and not r.error]
 
+    def _console(self, channel: str) -> ConsoleNotifier | None:
+        """The console channel when this run writes it itself (shape v5); else None."""
+        if channel != ConsoleNotifier.channel or not self._shape_v5():
+            return None
+        evaluation = self.state.evaluation
+        page_base = evaluation.page_base if evaluation else None
+        return ConsoleNotifier(page_base=page_base, log=_CONSOLE_LOG)
+
     async def _update_one(self, channel: str, refs: list[NotificationRef]) -> None:
+        update = NotifyUpdateInput(
+            channel=channel, status=self.status(), refs=refs, ui_url=self._ui_url()
+        )
+        console = self._console(channel)
+        if console is not None:
+            await console.update(update)
+            return
         try:
             await workflow.execute_activity_method(
                 Notifications.notify_update,
-                NotifyUpdateInput(
-                    channel=channel, status=self.status(), refs=refs, ui_url=self._ui_url()
-                ),
+                update,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"update {channel} messages",

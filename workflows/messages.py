@@ -46,6 +46,8 @@ class Evaluation(Contract):
     executor: ExecutorSpec | None = None
     channels: list[str] = Field(default_factory=list)
     ui_base_url: str | None = None
+    # The gateway's public URL, for the approval page's link in console lines.
+    page_base: str | None = None
 
 
 class VerifyInput(Contract):
