@@ -15,7 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditActivities
 from activities.execution import ExecutionActivities
 from activities.executors import register_builtins
-from activities.ledger.store import Ledger
+from activities.ledger.store import CONNECTION_ERRORS, Ledger
 from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.targets import Targets, load_targets
@@ -149,8 +149,12 @@ async def run_worker(settings: Settings) -> None:
         partitions=settings.ledger_partitions,
     )
     # A worker that finds the ledger's schema behind its code says so instead of failing
-    # every action's audit write (upgrade order: `signoff db migrate`, then the workers).
-    await ledger.require_schema()
+    # every action's audit write (upgrade order: `signoff db migrate`, then the workers). A
+    # ledger that cannot be reached now does not stop the start: audit writes wait for it.
+    try:
+        await ledger.require_schema()
+    except CONNECTION_ERRORS as err:
+        log.warning("audit ledger unreachable at start (%s); its schema is not checked", err)
     # Telemetry: traces when OTEL_* asks for them, Prometheus when the metrics port is set.
     tracer_provider = telemetry.setup_tracing("signoff-worker")
     client = await connect(
