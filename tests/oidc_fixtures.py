@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import select
 import shutil
 import subprocess
 import time
@@ -159,7 +160,9 @@ def start_provider(*, issuer: str | None = None, web_redirect: str | None = None
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=HARNESS
     )
     assert process.stdout is not None
-    line = process.stdout.readline()
+    # Bounded: a node that never starts must fail this test, not hang the suite.
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
     if not line.startswith("listening "):
         process.kill()
         raise AssertionError(f"the OpenID Provider did not start: {line!r}")
