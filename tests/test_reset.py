@@ -216,8 +216,9 @@ async def test_reset_after_approval_is_refused_by_the_execution_claim(
         if status.status is Status.PENDING_APPROVAL:
             # The reset may have dropped the approval: approve the new run again. Temporal may
             # also re-apply the first approval meanwhile, and then this one is refused as no
-            # longer pending; either way the claim must stop a second execution.
-            with contextlib.suppress(WorkflowUpdateFailedError):
+            # longer pending, or the run has already ended (refused by the claim) when it
+            # arrives; either way the claim must stop a second execution.
+            with contextlib.suppress(WorkflowUpdateFailedError, RPCError):
                 await gate.decide(new, "alice@example.com", reason="again")
         second = await new.result()
 

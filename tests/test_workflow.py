@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.audit import AuditActivities
+from activities.decision_checks import DecisionChecks
 from activities.execution import ExecutionActivities
 from activities.ledger.store import Ledger
 from activities.notify import Notifications
@@ -452,22 +453,24 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
     assert versions == [b'["shape-v5"]']
-    # The deciding task: its signature check and both lookups are recorded before
-    # the decision's ledger row (with the write-ahead row and the claim).
+    # Each decision's task: one local activity checks its signature and looks up approver
+    # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [
         json.loads(e.user_metadata.summary.data)
         for e in events
         if e.HasField("marker_recorded_event_attributes")
         and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
     ]
+    requester = (await approved.query(ActionWorkflow.status)).request.requester
     deciding = summaries.index("audit decision, execution_started, claim execution")
-    assert sorted(summaries[deciding - 3 : deciding]) == sorted(
-        [
-            "verify decision signature",
-            "resolve approver carol@example.com",
-            "resolve requester " + (await approved.query(ActionWorkflow.status)).request.requester,
-        ]
+    assert summaries[deciding - 1] == (
+        f"check decision signature, resolve approver carol@example.com and requester {requester}"
     )
+    assert summaries[deciding - 3 : deciding - 1] == [
+        f"check decision signature, resolve approver bob@example.com and requester {requester}",
+        "audit decision",
+    ]
+    assert not [s for s in summaries if s.startswith(("verify decision", "resolve "))]
 
 
 def test_activity_names_recorded_in_history_never_change() -> None:
@@ -481,6 +484,7 @@ def test_activity_names_recorded_in_history_never_change() -> None:
         AuditActivities.check_run: "check_run",
         AuditActivities.claim_execution_activity: "claim_execution",
         AuditActivities.record_and_claim: "record_and_claim",
+        DecisionChecks.check_decision: "check_decision",
         ExecutionActivities.execute_action: "execute_action",
         Notifications.notify: "notify",
         Notifications.notify_update: "notify_update",

@@ -13,6 +13,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditActivities
+from activities.decision_checks import DecisionChecks
 from activities.execution import ExecutionActivities
 from activities.executors import register_builtins
 from activities.ledger.store import CONNECTION_ERRORS, Ledger
@@ -95,6 +96,7 @@ def build_worker(
     audit = AuditActivities(parts.ledger)
     keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
     signatures = SignatureActivities(keys, settings.signature_max_age)
+    checks = DecisionChecks(signatures, policy)
     if client.data_converter is not data_converter:
         # Whoever built the client, the worker decodes with the contract's converter.
         config = client.config()
@@ -117,6 +119,7 @@ def build_worker(
             audit.claim_execution_activity,
             audit.record_and_claim,
             signatures.verify_signature,
+            checks.check_decision,
         ],
         workflow_runner=SANDBOX,
         max_cached_workflows=settings.max_cached_workflows,

@@ -74,6 +74,7 @@ from workflows.messages import (
     AuditBatch,
     AuditEvent,
     AuditKind,
+    DecisionCheck,
     Evaluation,
     ExecuteInput,
     ExecutionClaim,
@@ -84,6 +85,7 @@ from workflows.messages import (
     RevertInput,
     RunCheck,
     VerifyInput,
+    VerifyResult,
     WindowStart,
     WriteAhead,
     window_id_for,
@@ -104,6 +106,7 @@ from workflows.window import WindowWorkflow
 # Activities are called by reference, so their names are written once, beside each activity.
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
+    from activities.decision_checks import DecisionChecks
     from activities.execution import ExecutionActivities
     from activities.notify import Notifications
     from activities.policy import PolicyActivities
@@ -1139,6 +1142,10 @@ class ActionWorkflow:
             retry_policy=FOREVER,
             summary=f"verify {expected['kind']} signature",
         )
+        return self._verified(result)
+
+    def _verified(self, result: VerifyResult) -> DecisionRefused | None:
+        """A signature check's answer as a refusal, counting each signed message once."""
         if result.code is not None:
             return DecisionRefused(code=result.code, message=result.message)
         assert result.id is not None, "a signature that holds has an id"
@@ -1379,26 +1386,43 @@ class ActionWorkflow:
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
         found = PrincipalLookupResult()
+        info = workflow.info()
         # Signed for this action, after this run started: ids are only unique within one run.
-        verify = self._verify(
-            request.signature,
-            decision_claims(request, workflow.info().workflow_id),
-            not_before=workflow.info().workflow_start_time,
-        )
+        expected = decision_claims(request, info.workflow_id)
         # patched() is memoised: this agrees with run(), even in a handler that runs first.
         owner_at_decision = self._patched(OWNER_AT_DECISION)
         looked_up: tuple[PrincipalLookupResult, PrincipalLookupResult] | None = None
-        if self._shape_v5() and owner_at_decision and self._decision_checks(request) is None:
-            # Look both up while the signature is checked; nothing counts unless it holds.
-            refusal, *both = await asyncio.gather(
-                verify,
-                self._resolve(request.approver, "approver"),
-                self._resolve(self.state.request.requester, "requester"),
+        if (
+            self._shape_v5()
+            and request.signature is not None
+            and self._decision_checks(request) is None
+        ):
+            # Shape v5: one local activity checks the signature and looks both up; nothing
+            # counts unless the signature holds.
+            requester = self.state.request.requester
+            checked = await workflow.execute_local_activity_method(
+                DecisionChecks.check_decision,
+                DecisionCheck(
+                    verify=VerifyInput(
+                        signature=request.signature,
+                        expected=expected,
+                        now=workflow.now(),
+                        not_before=info.workflow_start_time,
+                    ),
+                    approver=request.approver,
+                    requester=requester,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=FOREVER,
+                summary=f"check decision signature, resolve approver {request.approver} "
+                f"and requester {requester}",
             )
-            looked_up = (both[0], both[1])
-            refusal = refusal or self._decision_checks(request)
+            looked_up = (checked.approver, checked.requester)
+            refusal = self._verified(checked.verified) or self._decision_checks(request)
         else:
-            refusal = await verify or self._decision_checks(request)
+            refusal = await self._verify(
+                request.signature, expected, not_before=info.workflow_start_time
+            ) or self._decision_checks(request)
         if refusal is None:
             owner_now: str | None = None
             if looked_up is not None:
@@ -1440,7 +1464,11 @@ class ActionWorkflow:
         state.accept(accepted, found.principal.groups)
         if state.decided_at is not None:
             metrics.decided(state.decided_at - state.created_at)
-        self._publish()
+        # Shape v5: a decision that ends the waiting (and opens no window) leaves publishing
+        # to the run, which goes on in this same activation to execute or to finish: one
+        # search-attribute and memo upsert instead of two.
+        if not (self._shape_v5() and self._resolved() and request.window is None):
+            self._publish()
         events = [
             self._event(
                 AuditKind.DECISION,

@@ -202,6 +202,22 @@ class WriteAhead(Contract):
     claim: ExecutionClaim
 
 
+class DecisionCheck(Contract):
+    """A decision's checks in one local activity: its signature, the approver, the requester."""
+
+    verify: VerifyInput
+    approver: str
+    requester: str
+
+
+class DecisionCheckResult(Contract):
+    """The answers: the signature check, and who the approver and the requester are now."""
+
+    verified: VerifyResult
+    approver: PrincipalLookupResult
+    requester: PrincipalLookupResult
+
+
 class RunCheckResult(Contract):
     """The earlier run that started executing the action, if any, and when."""
 
