@@ -9,14 +9,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import msal
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
 LOGIN_AUTHORITY = "https://login.microsoftonline.com"
 # msal error codes that mean the app registration or its secret is wrong: retrying won't help.
 PERMANENT_TOKEN_ERRORS = frozenset(
     {"invalid_client", "unauthorized_client", "invalid_scope", "invalid_request"}
 )
+
+
+def known_to_msal(authority: str) -> bool:
+    """Whether msal knows the authority's host as a Microsoft cloud (public or sovereign)."""
+    return (urlsplit(authority).hostname or "").lower() in WELL_KNOWN_AUTHORITY_HOSTS
 
 
 class TokenError(Exception):
@@ -53,6 +60,11 @@ class AppTokens:
             extra: dict[str, Any] = {}
             if self._http_client is not None:
                 extra["http_client"] = self._http_client
+            if not known_to_msal(self.authority):
+                # msal would ask the public cloud's login.microsoftonline.com whether it knows
+                # this host, which a private or air-gapped cloud's is not; the operator named
+                # it, so it is trusted as configured (msal's "known authorities" pattern).
+                extra["instance_discovery"] = False
             # Created lazily: construction already fetches the authority's OpenID configuration.
             self._app = msal.ConfidentialClientApplication(
                 self.client_id,

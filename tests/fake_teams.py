@@ -3,24 +3,34 @@
 One aiohttp server plays every Microsoft service the Teams channel and EntraDirectory talk to.
 msal reaches it through `MsalRoute`, an `http_client` that sends requests for the real
 authority host (https://login.microsoftonline.com) here and refuses every other host, so the
-real msal runs its real discovery and token flow without touching the network.
+real msal runs its real discovery and token flow without touching the network. Started with
+TLS (`start(tls=...)`, a certificate from `self_signed_certificate`), it also answers as an
+authority of its own at `authority_url`, for a process msal cannot be rerouted in (the bench's
+worker, pointed there by SIGNOFF_TEAMS_AUTHORITY_HOST and trusting the certificate).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import itertools
 import re
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 AUTHORITY_HOST = "login.microsoftonline.com"
 BOT_SCOPE = "https://api.botframework.com/.default"
@@ -71,12 +81,55 @@ class SigningKey:
 
 @dataclass
 class Recorded:
-    """One request the connector or Graph received."""
+    """One request the connector or Graph received, and when (time.monotonic)."""
 
     method: str
     path: str
     body: Any
     authorization: str | None
+    at: float = field(default_factory=time.monotonic)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, its own CA, and its key: (cert, key) PEMs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake microsoft")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "fake-microsoft.pem", directory / "fake-microsoft.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context for the fake's authority."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class FakeMicrosoft:
@@ -102,14 +155,19 @@ class FakeMicrosoft:
         self.page_size = 2
         self.connector_failures: list[int] = []  # statuses to answer the next requests with
         self.graph_failures: list[int] = []
+        # The host the discovery documents name, and the scope the connector accepts: a
+        # sovereign cloud's differ from the public one's.
+        self.authority_host = AUTHORITY_HOST
+        self.bot_scope = BOT_SCOPE
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.authority_url = ""
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> FakeMicrosoft:
-        """Listen on a free port of 127.0.0.1."""
+    async def start(self, *, tls: ssl.SSLContext | None = None) -> FakeMicrosoft:
+        """Listen on a free port of 127.0.0.1; with TLS also on another, as the authority."""
         app = web.Application()
         app.router.add_get("/v1/.well-known/openidconfiguration", self._bf_metadata)
         app.router.add_get("/v1/.well-known/keys", self._bf_keys)
@@ -136,6 +194,13 @@ class FakeMicrosoft:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
+        if tls is not None:
+            # msal takes only https authorities; the connector may stay cleartext on loopback.
+            secure = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
+            await secure.start()
+            tls_port = secure._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.authority_host = f"127.0.0.1:{tls_port}"
+            self.authority_url = f"https://{self.authority_host}"
         return self
 
     async def stop(self) -> None:
@@ -150,14 +215,14 @@ class FakeMicrosoft:
 
     def bot_token_requests(self) -> list[dict[str, str]]:
         """Token requests for the Bot Framework scope."""
-        return [r for r in self.token_requests if r.get("scope") == BOT_SCOPE]
+        return [r for r in self.token_requests if r.get("scope") == self.bot_scope]
 
     def graph_token_requests(self) -> list[dict[str, str]]:
         """Token requests for Graph."""
         return [
             r
             for r in self.token_requests
-            if r.get("scope", "").endswith(GRAPH_SCOPE_SUFFIX) and r.get("scope") != BOT_SCOPE
+            if r.get("scope", "").endswith(GRAPH_SCOPE_SUFFIX) and r.get("scope") != self.bot_scope
         ]
 
     # --- inbound tokens (what the Bot Framework would send us) -----------------------------
@@ -205,7 +270,7 @@ class FakeMicrosoft:
 
     async def _instance_metadata(self, request: web.Request) -> web.Response:
         # msal asks for the cloud's host aliases (e.g. when a token request fails).
-        host = AUTHORITY_HOST
+        host = self.authority_host
         return web.json_response(
             {
                 "tenant_discovery_endpoint": (
@@ -225,13 +290,13 @@ class FakeMicrosoft:
     async def _discovery(self, request: web.Request) -> web.Response:
         self.discovery_requests += 1
         tenant = request.match_info["tenant"]
-        base = f"https://{AUTHORITY_HOST}/{tenant}"
+        base = f"https://{self.authority_host}/{tenant}"
         return web.json_response(
             {
                 "issuer": f"{base}/v2.0",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
-                "jwks_uri": f"https://{AUTHORITY_HOST}/{tenant}/discovery/v2.0/keys",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
             }
         )
 
@@ -269,7 +334,7 @@ class FakeMicrosoft:
         self.connector.append(
             Recorded(request.method, request.path, body, request.headers.get("Authorization"))
         )
-        if self._scope_of(request) != BOT_SCOPE:
+        if self._scope_of(request) != self.bot_scope:
             return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
         if self.connector_failures:
             return web.json_response({}, status=self.connector_failures.pop(0))
@@ -282,7 +347,7 @@ class FakeMicrosoft:
             Recorded("GET", request.path_qs, None, request.headers.get("Authorization"))
         )
         scope = self._scope_of(request)
-        if scope is None or scope == BOT_SCOPE:
+        if scope is None or scope == self.bot_scope:
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
         if self.graph_failures:
             return web.json_response({}, status=self.graph_failures.pop(0))
@@ -303,7 +368,7 @@ class FakeMicrosoft:
             Recorded("GET", request.path_qs, None, request.headers.get("Authorization"))
         )
         scope = self._scope_of(request)
-        if scope is None or scope == BOT_SCOPE:
+        if scope is None or scope == self.bot_scope:
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
         if self.graph_failures:
             return web.json_response({}, status=self.graph_failures.pop(0))
@@ -377,14 +442,15 @@ class FakeMicrosoft:
 class MsalRoute:
     """msal's `http_client`: the real authority host is answered by the fake, nothing else is."""
 
-    def __init__(self, fake_url: str) -> None:
+    def __init__(self, fake_url: str, *, host: str = AUTHORITY_HOST) -> None:
         self.fake_url = fake_url
+        self.host = host
         self.http = httpx.Client(timeout=10)
         self.requests: list[str] = []
 
     def _route(self, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme != "https" or parts.netloc != AUTHORITY_HOST:
+        if parts.scheme != "https" or parts.netloc != self.host:
             raise httpx.ConnectError(f"no network in tests: {url}")
         self.requests.append(url)
         query = f"?{parts.query}" if parts.query else ""

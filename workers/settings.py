@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import EXAMPLES_DIR
 from signoff.models import Duration
+
+# Microsoft's public cloud; sovereign clouds have their own (Azure Government:
+# https://login.microsoftonline.us and https://api.botframework.us/.default).
+PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
+PUBLIC_BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 
 
 class Settings(BaseSettings):
@@ -142,6 +148,16 @@ class Settings(BaseSettings):
         default="https://smba.trafficmanager.net/teams/",
         description="where to post to a conversation the bot has no stored reference for",
     )
+    # Sovereign clouds (Azure Government, Azure China) sign in elsewhere and scope the bot's
+    # token to their own Bot Framework.
+    teams_authority_host: str = Field(
+        default=PUBLIC_AUTHORITY_HOST,
+        description="the Entra host the bot's token comes from (https URL, no path)",
+    )
+    teams_token_scope: str = Field(
+        default=PUBLIC_BOT_FRAMEWORK_SCOPE,
+        description="the scope of the bot's token: its cloud's Bot Framework /.default",
+    )
 
     # Email (SMTP with STARTTLS, always): sent to each policy group's `email` addresses.
     smtp_host: str | None = None
@@ -152,3 +168,63 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = Field(
         default=None, description="CA bundle that signed the SMTP server's certificate"
     )
+
+    @field_validator("teams_authority_host")
+    @classmethod
+    def _authority_host(cls, value: str) -> str:
+        return authority_host(value)
+
+    @field_validator("teams_token_scope")
+    @classmethod
+    def _token_scope(cls, value: str) -> str:
+        return token_scope(value)
+
+
+class SettingsError(ValueError):
+    """The environment's SIGNOFF_* settings are not valid; the message names each one."""
+
+
+def authority_host(value: str) -> str:
+    """An Entra authority host as msal takes it: `https://host[:port]`, no path or query."""
+    text = value.strip().rstrip("/")
+    example = "e.g. https://login.microsoftonline.us for Azure Government"
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme != "https" or not parts.hostname or not port_ok:
+        # msal itself refuses anything but https; saying so here beats its error at first post.
+        raise ValueError(f"must be an https URL of the sign-in host ({example}), not {value!r}")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(
+            f"must be the host alone, without a tenant, path or credentials ({example}), "
+            f"not {value!r}"
+        )
+    return text
+
+
+def token_scope(value: str) -> str:
+    """A client-credentials scope: an https resource followed by `/.default`."""
+    text = value.strip()
+    resource = text.removesuffix("/.default")
+    example = "e.g. https://api.botframework.us/.default for Azure Government"
+    parts = urlsplit(resource)
+    if resource == text or parts.scheme != "https" or not parts.netloc:
+        raise ValueError(
+            f"must be an https resource ending in /.default ({example}), not {value!r}"
+        )
+    return text
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; SettingsError says which variables are wrong."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = [
+            f"SIGNOFF_{'.'.join(str(p) for p in e['loc']).upper()}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
+        raise SettingsError("; ".join(problems)) from None

@@ -68,14 +68,16 @@ def bot_framework_tokens(
     credential: str | dict[str, Any],
     *,
     tenant_id: str | None = None,
+    authority_host: str = LOGIN_AUTHORITY,
+    scope: str = BOT_FRAMEWORK_SCOPE,
     http_client: Any = None,
 ) -> AppTokens:
-    """Tokens for calling the Bot Framework connector as our bot."""
+    """Tokens for calling the Bot Framework connector as our bot, from its cloud's authority."""
     return AppTokens(
         app_id,
         credential,
-        authority=f"{LOGIN_AUTHORITY}/{tenant_id or BOT_FRAMEWORK_TENANT}",
-        scopes=[BOT_FRAMEWORK_SCOPE],
+        authority=f"{authority_host.rstrip('/')}/{tenant_id or BOT_FRAMEWORK_TENANT}",
+        scopes=[scope],
         http_client=http_client,
     )
 

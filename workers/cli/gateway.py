@@ -11,7 +11,7 @@ import typer
 from policies.loader import PolicyError
 from signoff.cli.common import fail
 from workers.gateway.server import run_gateway
-from workers.settings import Settings
+from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
 
@@ -34,7 +34,10 @@ def gateway(
 ) -> None:
     """Run the gateway: the API agents, people and chat channels use; stops on SIGTERM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        raise fail(str(err), 2) from None
     # Socket Mode runs whenever the app token is set; the flag makes a missing one an error.
     if slack_socket_mode and not settings.slack_app_token:
         raise fail(

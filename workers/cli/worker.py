@@ -11,7 +11,7 @@ import typer
 from activities.ledger.store import LedgerSchemaBehind
 from policies.loader import PolicyError
 from signoff.cli.common import fail
-from workers.settings import Settings
+from workers.settings import SettingsError, load_settings
 from workers.worker import run_worker
 from workflows.signing import SigningError
 
@@ -24,7 +24,10 @@ def worker(
 ) -> None:
     """Run a worker: the action workflow, policy, notifications, executors and audit."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        raise fail(str(err), 2) from None
     if task_queue:
         settings = settings.model_copy(update={"task_queue": task_queue})
     try:

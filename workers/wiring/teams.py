@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -21,11 +22,12 @@ from channels.teams import (
     messages_router,
 )
 from policies.directory import Directory
-from policies.microsoft import AppTokens
+from policies.microsoft import AppTokens, known_to_msal
 from workers.database import resolve_database_url
 from workers.settings import Settings
 
 STORE_POOL_SIZE = 4
+log = logging.getLogger("signoff.teams")
 
 
 def teams_config(settings: Settings) -> TeamsConfig:
@@ -64,10 +66,19 @@ def bot_tokens(settings: Settings, *, http_client: Any = None) -> AppTokens:
     """Tokens for calling the Bot Framework connector as our bot."""
     if not settings.teams_app_id:
         raise ValueError("SIGNOFF_TEAMS_APP_ID is not set")
+    if not known_to_msal(settings.teams_authority_host):
+        # A misspelt cloud is otherwise only noticed at the first card (a DNS or TLS error).
+        log.warning(
+            "SIGNOFF_TEAMS_AUTHORITY_HOST %s is not a Microsoft cloud msal knows; the bot's "
+            "tokens are requested there as configured",
+            settings.teams_authority_host,
+        )
     return bot_framework_tokens(
         settings.teams_app_id,
         bot_credential(settings),
         tenant_id=settings.teams_tenant_id,
+        authority_host=settings.teams_authority_host,
+        scope=settings.teams_token_scope,
         http_client=http_client,
     )
 
