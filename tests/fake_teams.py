@@ -12,8 +12,6 @@ worker, pointed there by SIGNOFF_TEAMS_AUTHORITY_HOST and trusting the certifica
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import itertools
 import re
 import ssl
@@ -27,10 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests import certs
 
 AUTHORITY_HOST = "login.microsoftonline.com"
 BOT_SCOPE = "https://api.botframework.com/.default"
@@ -92,37 +89,7 @@ class Recorded:
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost, its own CA, and its key: (cert, key) PEMs."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake microsoft")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "fake-microsoft.pem", directory / "fake-microsoft.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return certs.self_signed_certificate(directory, name="fake microsoft", stem="fake-microsoft")
 
 
 def server_tls(cert: Path, key: Path) -> ssl.SSLContext:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from policies.loader import load_policy_and_directory
 from signoff.executor import registry
 from tests.conftest import worker_parts
 from tests.fake_slack import FakeSlack
+from tests.test_slack import fake  # noqa: F401 - fixture
 from workers import telemetry
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
@@ -72,17 +73,11 @@ def parent_of(span: ReadableSpan, spans: Sequence[ReadableSpan]) -> ReadableSpan
     return parents[0]
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    """The Slack fake on a free port."""
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 async def test_an_approved_action_is_one_connected_trace(
-    client: Client, settings: Settings, ledger: Ledger, fake: FakeSlack
+    client: Client,
+    settings: Settings,
+    ledger: Ledger,
+    fake: FakeSlack,  # noqa: F811
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
