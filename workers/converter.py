@@ -11,9 +11,10 @@ retried): during a rolling deploy an older worker may not read a newer one's res
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
@@ -46,12 +47,24 @@ def _reason(type_hint: type | None, exc: ValidationError) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
+# One cache of type adapters for the process: the SDK builds a payload converter for every
+# workflow run it holds, and each built its own adapters again (memory and CPU per run).
+_ADAPTERS = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
 class _ContractJSON(PydanticJSONPlainPayloadConverter, WithSerializationContext):
     """pydantic JSON that raises UndecodablePayload when decoding in a workflow's context."""
 
     def __init__(self, workflow_context: bool = False) -> None:
         super().__init__()
+        self._type_adapter = _ADAPTERS
         self._workflow_context = workflow_context
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a copy (the SDK copies the converter for each workflow run) on the shared
+        adapters; pydantic's own restore would start an empty cache for every run."""
+        super().__setstate__(state)
+        self._type_adapter = _ADAPTERS
 
     def with_context(self, context: SerializationContext) -> _ContractJSON:
         """A converter aware of whether it decodes for a workflow (not an activity)."""
