@@ -126,6 +126,7 @@ class FakeMicrosoft:
         # sovereign cloud's differ from the public one's.
         self.authority_host = AUTHORITY_HOST
         self.bot_scope = BOT_SCOPE
+        self.bot_issuer = "https://api.botframework.com"
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -199,7 +200,7 @@ class FakeMicrosoft:
         *,
         service_url: str,
         audience: str | None = None,
-        issuer: str = "https://api.botframework.com",
+        issuer: str | None = None,
         key: SigningKey | None = None,
         expires_in: float = 3600,
         algorithm: str = "RS256",
@@ -209,7 +210,7 @@ class FakeMicrosoft:
         key = key or self.teams_key
         now = int(time.time())
         claims = {
-            "iss": issuer,
+            "iss": issuer or self.bot_issuer,
             "aud": audience or self.client_id,
             "iat": now - 10,
             "nbf": now - 10,
@@ -224,7 +225,7 @@ class FakeMicrosoft:
     async def _bf_metadata(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "issuer": "https://api.botframework.com",
+                "issuer": self.bot_issuer,
                 "authorization_endpoint": "https://invalid.botframework.com",
                 "jwks_uri": f"{self.url}/v1/.well-known/keys",
                 "id_token_signing_alg_values_supported": ["RS256"],

@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
-from channels.teams import BotConnector
+from channels.teams import BotConnector, BotFrameworkValidator
+from channels.teams.auth import TeamsAuthError
 from tests.cli import app
 from tests.fake_teams import FakeMicrosoft, MsalRoute, self_signed_certificate, server_tls
 from workers.settings import Settings
@@ -144,3 +145,18 @@ def test_sovereign_values_are_accepted() -> None:
         teams_token_scope="https://api.botframework.us/.default",
     )
     assert settings.teams_authority_host == "https://login.microsoftonline.us"
+
+
+async def test_button_presses_are_checked_against_the_issuer_the_clouds_metadata_names(
+    fake: FakeMicrosoft,
+) -> None:
+    # Azure Government's Bot Framework signs as https://api.botframework.us: inbound tokens
+    # are checked against the issuer of the metadata SIGNOFF_TEAMS_OPENID_METADATA_URL names.
+    fake.bot_issuer = "https://api.botframework.us"
+    validator = BotFrameworkValidator(APP_ID, fake.metadata_url)
+    service_url = f"{fake.url}/gov/"
+    claims = await validator.validate(f"Bearer {fake.bot_jwt(service_url=service_url)}")
+    assert claims["iss"] == "https://api.botframework.us"
+    public = fake.bot_jwt(service_url=service_url, issuer="https://api.botframework.com")
+    with pytest.raises(TeamsAuthError, match="invalid token"):
+        await validator.validate(f"Bearer {public}")

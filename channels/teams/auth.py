@@ -119,6 +119,8 @@ class BotFrameworkValidator:
         self.timeout = timeout
         self._jwks: EndorsedJWKClient | None = None
         self._jwks_uri: str | None = None
+        # The issuer the metadata names: a sovereign cloud's Bot Framework signs as its own.
+        self._issuer = BOT_FRAMEWORK_ISSUER
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -133,6 +135,10 @@ class BotFrameworkValidator:
                 jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
                 if not isinstance(jwks_uri, str):
                     raise TeamsAuthError("the OpenID metadata names no jwks_uri")
+                issuer = metadata.get("issuer", BOT_FRAMEWORK_ISSUER)
+                if not isinstance(issuer, str) or not issuer.startswith("https://"):
+                    raise TeamsAuthError("the OpenID metadata names no https issuer")
+                self._issuer = issuer
                 if self._jwks is None or jwks_uri != self._jwks_uri:
                     # Refetch on unknown kid only once a minute, so junk tokens cannot make us
                     # hammer the key endpoint.
@@ -176,7 +182,7 @@ class BotFrameworkValidator:
                 key.key,
                 algorithms=["RS256"],
                 audience=self.app_id,
-                issuer=BOT_FRAMEWORK_ISSUER,
+                issuer=self._issuer,
                 leeway=LEEWAY,
                 options={"require": ["exp", "iss", "aud"]},
             )
