@@ -1465,8 +1465,8 @@ class ActionWorkflow:
         if state.decided_at is not None:
             metrics.decided(state.decided_at - state.created_at)
         # Shape v5: a decision that ends the waiting (and opens no window) leaves publishing
-        # to the run, which goes on in this same activation to execute or to finish: one
-        # search-attribute and memo upsert instead of two.
+        # to the run, which goes on to execute or to finish and publishes then (in this same
+        # activation, unless it was writing an escalation): one upsert instead of two.
         if not (self._shape_v5() and self._resolved() and request.window is None):
             self._publish()
         events = [
