@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from policies.directory import DirectoryFile, StaticDirectory
 from policies.engine import Policy
-from policies.entra import EntraDirectory, EntraGroups
 from policies.groups import GroupSource, SourcedDirectory
 from policies.model import FieldError, Match, Outcome, PolicyFile, Rule, Window
 from policies.okta import OktaGroups
@@ -200,6 +199,9 @@ def group_sources(parsed: DirectoryFile, source: str) -> list[GroupSource]:
     """The identity providers the file hands group membership to (`entra:`, `okta:`)."""
     sources: list[GroupSource] = []
     if parsed.entra is not None:
+        # msal and requests load only where a directory asks Entra.
+        from policies.entra import EntraGroups
+
         sources.append(EntraGroups(parsed.entra, source))
     if parsed.okta is not None:
         sources.append(OktaGroups(parsed.okta, source))
@@ -223,6 +225,8 @@ def load_directory(path: Path) -> StaticDirectory:
     if parsed.okta is not None:
         return SourcedDirectory(parsed, str(path), sources=group_sources(parsed, str(path)))
     if parsed.entra is not None:
+        from policies.entra import EntraDirectory
+
         return EntraDirectory(parsed, source=str(path))
     return StaticDirectory(parsed, source=str(path))
 

@@ -24,6 +24,7 @@ from tests.test_slack import fake  # noqa: F401 - fixture
 from workers import telemetry
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
+from workers.gateway.tracing import instrument_app
 from workers.settings import Settings
 from workers.worker import build_worker
 
@@ -88,7 +89,7 @@ async def test_an_approved_action_is_one_connected_trace(
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     service = ActionService(traced, settings, policy, directory, registry)
     app = create_app(service, directory, settings)
-    telemetry.instrument_app(app, provider, lambda: traced)
+    instrument_app(app, provider, lambda: traced)
 
     # The console channel is written by the workflow itself; Slack is an activity, traced.
     slack = SlackNotifier(web_client(fake.bot_token, fake.url), directory)

@@ -2,31 +2,27 @@
 
 Tracing is off unless the standard `OTEL_*` variables ask for it (an OTLP endpoint or
 `OTEL_TRACES_EXPORTER`). When on, the Temporal client carries the trace through workflows and
-activities, the gateway's FastAPI app is instrumented, and our spans get `signoff.action`,
-`signoff.target`, `signoff.risk` and `signoff.status` attributes, never params or tokens.
+activities, the gateway's FastAPI app is instrumented (`workers.gateway.tracing`), and our
+spans get `signoff.action`, `signoff.target`, `signoff.risk` and `signoff.status` attributes,
+never params or tokens.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio import activity, client, worker
 from temporalio.common import TypedSearchAttributes
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError
 
 from signoff.models import ActionRequest, ActionStatus, DecisionRequest
 from workers.settings import Settings
@@ -53,8 +49,6 @@ TIME_TO_DECISION = "signoff_time_to_decision_seconds"
 # would put every decision in +Inf.
 DECISION_BUCKETS = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0]
 DECISION_BUCKETS += [14400.0, 28800.0, 86400.0, 259200.0]
-# Health probes and scrapes would drown the interesting spans.
-UNTRACED_URLS = "/healthz,/readyz,/metrics"
 
 
 # --- OpenTelemetry setup ----------------------------------------------------------------------
@@ -118,25 +112,6 @@ def client_interceptors(provider: TracerProvider | None) -> list[client.Intercep
         return []
     # Temporal's span first, so ours sets attributes on the span it has just opened.
     return [TracingInterceptor(provider.get_tracer("signoff")), ActionSpans()]
-
-
-def instrument_app(
-    app: Any, provider: TracerProvider, client_of: Callable[[], client.Client]
-) -> None:
-    """Trace the gateway's FastAPI app; decision requests continue their action's trace."""
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=provider,
-        excluded_urls=UNTRACED_URLS,
-        exclude_spans=["receive", "send"],
-    )
-    # Outside the OpenTelemetry middleware: it reads the parent context from the headers.
-    instrumented = app.build_middleware_stack
-
-    def build_middleware_stack() -> ASGIApp:
-        return JoinActionTrace(instrumented(), client_of)
-
-    app.build_middleware_stack = build_middleware_stack
 
 
 def shutdown_tracing(provider: TracerProvider | None) -> None:
@@ -241,45 +216,6 @@ class _ActionSpansActivity(worker.ActivityInboundInterceptor):
         elif isinstance(result, ExecuteResult):
             _set({ATTR + "status": "succeeded"})
         return result
-
-
-class JoinActionTrace:
-    """ASGI middleware: an API decision or cancel continues the trace its action started in.
-
-    A human decides hours after the agent asked, in another request with no trace headers;
-    the action's workflow memo holds the context, which becomes the request's parent.
-    """
-
-    PATH = re.compile(r"^/v1/actions/(act-[A-Za-z0-9-]{1,80})/(decisions|cancel)$")
-
-    def __init__(self, app: ASGIApp, client_of: Callable[[], client.Client]) -> None:
-        self.app = app
-        self.client_of = client_of
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Add the action's `traceparent` to a decision request that carries none."""
-        match = self.PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
-        headers = scope.get("headers", [])
-        if match and not any(k.lower() == b"traceparent" for k, _ in headers):
-            carrier = await self._carrier(match.group(1))
-            if carrier:
-                extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
-                scope = {**scope, "headers": [*headers, *extra]}
-        await self.app(scope, receive, send)
-
-    async def _carrier(self, action_id: str) -> dict[str, str] | None:
-        try:
-            description = (
-                await self.client_of()
-                .get_workflow_handle(action_id)
-                .describe(rpc_timeout=timedelta(seconds=2))
-            )
-            carrier = await description.memo_value(TRACE_MEMO, None)
-        except (RPCError, TypeError, ValueError):
-            return None  # no such action, or no context: the request starts its own trace
-        if not isinstance(carrier, dict):
-            return None
-        return {str(k): str(v) for k, v in carrier.items() if k in ("traceparent", "tracestate")}
 
 
 # --- metrics --------------------------------------------------------------------------------

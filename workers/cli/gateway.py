@@ -10,7 +10,6 @@ import typer
 
 from policies.loader import PolicyError
 from signoff.cli.common import fail
-from workers.gateway.server import run_gateway
 from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
@@ -45,6 +44,9 @@ def gateway(
             "with connections:write)",
             2,
         )
+    # Imported here: every `signoff` command loads this module; only `gateway` needs FastAPI.
+    from workers.gateway.server import run_gateway
+
     try:
         asyncio.run(run_gateway(settings, host=host, port=port))
     except (PolicyError, SigningError) as err:

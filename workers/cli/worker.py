@@ -12,7 +12,6 @@ from activities.ledger.store import LedgerSchemaBehind
 from policies.loader import PolicyError
 from signoff.cli.common import fail
 from workers.settings import SettingsError, load_settings
-from workers.worker import run_worker
 from workflows.signing import SigningError
 
 
@@ -30,6 +29,9 @@ def worker(
         raise fail(str(err), 2) from None
     if task_queue:
         settings = settings.model_copy(update={"task_queue": task_queue})
+    # Imported here: every `signoff` command loads this module; only `worker` needs Temporal's.
+    from workers.worker import run_worker
+
     try:
         asyncio.run(run_worker(settings))
     except (PolicyError, SigningError, LedgerSchemaBehind) as err:

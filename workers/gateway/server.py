@@ -21,6 +21,7 @@ from workers import telemetry
 from workers.database import DatabaseNotConfigured, resolve_database_url
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService, load_signer
+from workers.gateway.tracing import instrument_app
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.wiring.channels import channel_routers
@@ -123,7 +124,7 @@ async def run_gateway(
         service, directory, settings, routers=channel_routers(settings, service, directory)
     )
     if tracer_provider is not None:
-        telemetry.instrument_app(app, tracer_provider, lambda: service.client)
+        instrument_app(app, tracer_provider, lambda: service.client)
     host = host or settings.gateway_host
     port = settings.gateway_port if port is None else port
     log.info(

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import TYPE_CHECKING
 
 from channels.console import ConsoleNotifier
 from channels.notifier import Notifier
-from channels.review import Reviews
 from policies.directory import Directory
 from workers.settings import Settings
-from workers.wiring.email import email_notifier
-from workers.wiring.slack import slack_notifier, slack_router
-from workers.wiring.teams import teams_notifier, teams_router
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from channels.review import Reviews
+
+# A channel's SDK (slack_sdk and aiohttp, msal, FastAPI for the routers) is imported only by a
+# process that runs the channel: a console-only worker stays tens of megabytes smaller.
 
 
 def notifiers_for(settings: Settings, directory: Directory) -> list[Notifier]:
     """The channels this deployment is configured for; the console one is always on."""
     notifiers: list[Notifier] = [ConsoleNotifier(page_base=settings.public_url)]
     if settings.slack_bot_token:
+        from workers.wiring.slack import slack_notifier
+
         notifiers.append(slack_notifier(settings, directory))
     if settings.teams_app_id:
+        from workers.wiring.teams import teams_notifier
+
         notifiers.append(teams_notifier(settings, directory))
     if settings.smtp_host:
+        from workers.wiring.email import email_notifier
+
         notifiers.append(email_notifier(settings, directory))
     return notifiers
 
 
 def channel_routers(settings: Settings, reviews: Reviews, directory: Directory) -> list[APIRouter]:
     """Routers of the chat channels this deployment is configured for (Slack, Teams)."""
+    from workers.wiring.slack import slack_router
+    from workers.wiring.teams import teams_router
+
     routers: list[APIRouter] = []
     # Always mounted: without SIGNOFF_TEAMS_APP_ID it answers 401, never a tempting 404.
     routers.append(teams_router(settings, reviews, directory))

@@ -10,7 +10,6 @@ import anyio
 import typer
 
 from signoff.cli.common import fail
-from signoff.mcp_server import build_server, client_factory
 from signoff.settings import ClientSettings
 
 
@@ -44,6 +43,9 @@ def mcp(
     settings = ClientSettings.from_env()
     if settings.token is None:
         raise fail("set SIGNOFF_TOKEN to the agent's gateway token (and SIGNOFF_GATEWAY)", code=2)
+    # Imported here: every `signoff` command loads this module, and only `mcp` needs the MCP server.
+    from signoff.mcp_server import build_server, client_factory
+
     server = build_server(
         client_factory(settings.gateway, settings.token.get_secret_value()), max_wait=max_wait
     )
