@@ -254,7 +254,7 @@ def stack_options(parser: argparse.ArgumentParser) -> None:
         "--max-cached-workflows",
         type=int,
         default=1000,
-        help="SIGNOFF_MAX_CACHED_WORKFLOWS of the worker (bounds its memory; default 1000)",
+        help="the worker's SIGNOFF_MAX_CACHED_WORKFLOWS (bounds its memory; the product's 1000)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary data dir (logs) after the run"

@@ -88,6 +88,9 @@ def settings(temporal_env: WorkflowEnvironment) -> Settings:
         targets=DATA / "targets.yaml",
         heartbeat_timeout=timedelta(seconds=3),
         ui_url="http://ui.test",
+        # In-process workers run workflows in Temporal's sandbox, so a workflow that calls the
+        # clock, randomness or I/O fails here, whatever a deployment's setting.
+        workflow_sandbox=True,
     )
 
 

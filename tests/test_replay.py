@@ -8,7 +8,7 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 
 from activities.ledger.store import Ledger
 from tests.histories.record import record_all, record_issue17
@@ -22,12 +22,19 @@ from workflows.window import WindowWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-def replayer() -> Replayer:
-    """A replayer configured exactly like the worker."""
+# A worker runs workflows in Temporal's sandbox unless SIGNOFF_WORKFLOW_SANDBOX=false.
+RUNNERS: dict[str, WorkflowRunner] = {
+    "sandboxed": SANDBOX,
+    "unsandboxed": UnsandboxedWorkflowRunner(),
+}
+
+
+def replayer(runner: WorkflowRunner = SANDBOX) -> Replayer:
+    """A replayer configured exactly like the worker (sandboxed unless told otherwise)."""
     return Replayer(
         workflows=[ActionWorkflow, WindowWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=SANDBOX,
+        workflow_runner=runner,
     )
 
 
@@ -88,20 +95,23 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v3_*: before identity, step-up, reminders, amendments, break-glass, approval windows,
     # revertible actions and the inbox memo;
     # v4_*: every patch with its own marker, before the one-marker shape (shape-v5: issue 16);
+    # v5_*: the one-marker shape, before the one-step admission (shape-v6: issue 16);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v5_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v4_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v3_{path}" for path in PATHS | IN_FLIGHT | {"rejected"}} <= names
     assert {f"v1_{path}" for path in PATHS} <= names
     assert {f"v2_{path}" for path in PATHS | IN_FLIGHT} <= names
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_recorded_history_replays(path: Path) -> None:
+async def test_recorded_history_replays(path: Path, runner: str) -> None:
     history = _history(path.stem, path.read_text())
-    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    result = await replayer(RUNNERS[runner]).replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
 
 
@@ -109,6 +119,21 @@ async def test_fresh_histories_replay(client: Client, settings: Settings, ledger
     recorded = await record_all(client, settings, ledger)
     for name, text in recorded.items():
         result = await replayer().replay_workflow(
+            _history(name, text), raise_on_replay_failure=False
+        )
+        assert result.replay_failure is None, f"{name}: {result.replay_failure}"
+
+
+async def test_an_unsandboxed_worker_records_what_the_sandbox_replays(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    # Every lifecycle path run without the sandbox replays inside it: the same commands, and
+    # no call the sandbox forbids (clock, randomness, I/O) made by the workflow on the way.
+    unsandboxed = settings.model_copy(update={"workflow_sandbox": False})
+    recorded = await record_all(client, unsandboxed, ledger)
+    assert set(recorded) >= PATHS
+    for name, text in recorded.items():
+        result = await replayer(SANDBOX).replay_workflow(
             _history(name, text), raise_on_replay_failure=False
         )
         assert result.replay_failure is None, f"{name}: {result.replay_failure}"

@@ -147,7 +147,7 @@ async def test_an_approved_action_is_one_connected_trace(
     start = by_name(ours, "StartWorkflow:SignoffAction")
     assert parent_of(start, ours) is submit
     assert parent_of(by_name(ours, "RunWorkflow:SignoffAction"), ours) is start
-    for activity_type in ("evaluate_policy", "notify", "execute_action"):
+    for activity_type in ("admit_request", "notify", "execute_action"):
         scheduled = by_name(ours, f"StartActivity:{activity_type}")
         assert parent_of(scheduled, ours) is start
         assert parent_of(by_name(ours, f"RunActivity:{activity_type}"), ours) is scheduled
@@ -170,7 +170,7 @@ async def test_an_approved_action_is_one_connected_trace(
         "signoff.risk": "medium",
         "signoff.status": "evaluating",
     }.items() <= dict(start.attributes or {}).items()
-    evaluated = dict(by_name(ours, "RunActivity:evaluate_policy").attributes or {})
+    evaluated = dict(by_name(ours, "RunActivity:admit_request").attributes or {})
     assert evaluated["signoff.effect"] == "require_approval"
     assert evaluated["signoff.risk"] == "medium"
     notified = dict(by_name(ours, "RunActivity:notify").attributes or {})

@@ -130,7 +130,7 @@ def test_sre_finds_and_understands_a_pending_action_in_the_ui(tmp_path: Path) ->
             # (the console channel is written by the workflow itself: no activity of its own).
             row.get_by_role("link", name=pending["id"]).click()
             expect(page.get_by_text("approval stage 1 (30m)").first).to_be_visible()
-            expect(page.get_by_text("evaluate_policy").first).to_be_visible()
+            expect(page.get_by_text("admit_request").first).to_be_visible()
             page.screenshot(path=str(DOCS / "ui-timeline.png"))
 
             # Static summary and current details: what the action waits for, and until when.

@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.admission import Admission
 from activities.audit import AuditActivities
 from activities.decision_checks import DecisionChecks
 from activities.execution import ExecutionActivities
@@ -427,8 +428,9 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v5: one patch marker (and one TemporalChangeVersion upsert) per run instead of one
-    # per patch, and the decision's signature check beside its principal lookups.
+    # Shape v6 (implying v5): one patch marker (and one TemporalChangeVersion upsert) per run
+    # instead of one per patch; the request admitted in one local activity; the decision's
+    # signature check beside its principal lookups.
     approved = await gate.submit("two-keys")
     await gate.wait_for(approved, "pending_approval")
     await gate.decide(approved, "bob@example.com")
@@ -442,7 +444,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v5"
+    assert json.loads(patches[0])["id"] == "shape-v6"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -452,7 +454,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v5"]']
+    assert versions == [b'["shape-v6"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [
@@ -462,6 +464,9 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
     ]
     requester = (await approved.query(ActionWorkflow.status)).request.requester
+    # The first task: the request's signature, earlier runs and the policy in one step.
+    assert summaries[0] == "admit request: signature, earlier runs, policy"
+    assert not [s for s in summaries if s.startswith(("verify request", "check earlier", "eval"))]
     deciding = summaries.index("audit decision, execution_started, claim execution")
     assert summaries[deciding - 1] == (
         f"check decision signature, resolve approver carol@example.com and requester {requester}"
@@ -485,6 +490,7 @@ def test_activity_names_recorded_in_history_never_change() -> None:
         AuditActivities.claim_execution_activity: "claim_execution",
         AuditActivities.record_and_claim: "record_and_claim",
         DecisionChecks.check_decision: "check_decision",
+        Admission.admit_request: "admit_request",
         ExecutionActivities.execute_action: "execute_action",
         Notifications.notify: "notify",
         Notifications.notify_update: "notify_update",

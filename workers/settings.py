@@ -48,7 +48,15 @@ class Settings(BaseSettings):
     caller_report_timeout: Duration = timedelta(hours=1)
     # Long enough for running executors to finish before a deploy replaces the worker.
     worker_shutdown_timeout: Duration = timedelta(seconds=30)
-    max_cached_workflows: int = 2000
+    # Temporal's default too. Each cached run costs ~150 KB (B3 in bench/RESULTS.md); an evicted
+    # one costs nothing until its next event, then a replay.
+    max_cached_workflows: int = 1000
+    # Temporal's sandbox stops workflow code calling the clock, randomness or I/O, at a CPU and
+    # memory cost on every workflow task (bench/RESULTS.md, B1). The only workflow code is
+    # signoff's own (executors and policies run in activities), and CI runs it in the sandbox:
+    # the tests' workers, every recorded history replayed, every path run without it replayed
+    # in it. So production workers skip it unless asked.
+    workflow_sandbox: bool = False
     max_concurrent_activities: int = 200
     worker_metrics_port: int | None = None
     # All interfaces: Prometheus and the Kubernetes probes reach the worker on its pod IP.

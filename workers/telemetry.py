@@ -28,6 +28,8 @@ from signoff.models import ActionRequest, ActionStatus, DecisionRequest
 from workers.settings import Settings
 from workflows import search_attributes as sa
 from workflows.messages import (
+    AdmissionCheck,
+    AdmissionResult,
     Evaluation,
     ExecuteInput,
     ExecuteResult,
@@ -201,7 +203,7 @@ class _ActionSpansActivity(worker.ActivityInboundInterceptor):
         arg = input.args[0] if input.args else None
         if isinstance(arg, ActionRequest):
             _set(action_attributes(arg))
-        elif isinstance(arg, ExecuteInput):
+        elif isinstance(arg, ExecuteInput | AdmissionCheck):
             _set(action_attributes(arg.request))
         elif isinstance(arg, NotifyInput | NotifyUpdateInput):
             _set({**_status_attributes(arg.status), ATTR + "channel": arg.channel})
@@ -211,8 +213,10 @@ class _ActionSpansActivity(worker.ActivityInboundInterceptor):
             if isinstance(arg, ExecuteInput):
                 _set({ATTR + "status": "failed"})
             raise
-        if isinstance(result, Evaluation):
-            _set({ATTR + "risk": result.verdict.risk, ATTR + "effect": result.verdict.effect})
+        evaluated = result.evaluation if isinstance(result, AdmissionResult) else result
+        if isinstance(evaluated, Evaluation):
+            verdict = evaluated.verdict
+            _set({ATTR + "risk": verdict.risk, ATTR + "effect": verdict.effect})
         elif isinstance(result, ExecuteResult):
             _set({ATTR + "status": "succeeded"})
         return result

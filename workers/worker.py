@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.admission import Admission
 from activities.audit import AuditActivities
 from activities.decision_checks import DecisionChecks
 from activities.execution import ExecutionActivities
@@ -100,6 +101,7 @@ def build_worker(
     keys = KeySet.load(settings.verify_keys) if settings.verify_keys else None
     signatures = SignatureActivities(keys, settings.signature_max_age)
     checks = DecisionChecks(signatures, policy)
+    admission = Admission(signatures, audit, policy)
     if client.data_converter is not data_converter:
         # Whoever built the client, the worker decodes with the contract's converter.
         config = client.config()
@@ -123,8 +125,9 @@ def build_worker(
             audit.record_and_claim,
             signatures.verify_signature,
             checks.check_decision,
+            admission.admit_request,
         ],
-        workflow_runner=SANDBOX,
+        workflow_runner=SANDBOX if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=settings.worker_shutdown_timeout,

@@ -71,6 +71,7 @@ from workflows.errors import (
     NOTIFIER_ERROR,
 )
 from workflows.messages import (
+    AdmissionCheck,
     AuditBatch,
     AuditEvent,
     AuditKind,
@@ -84,6 +85,7 @@ from workflows.messages import (
     PrincipalLookupResult,
     RevertInput,
     RunCheck,
+    RunCheckResult,
     VerifyInput,
     VerifyResult,
     WindowStart,
@@ -105,6 +107,7 @@ from workflows.window import WindowWorkflow
 
 # Activities are called by reference, so their names are written once, beside each activity.
 with workflow.unsafe.imports_passed_through():
+    from activities.admission import Admission
     from activities.audit import AuditActivities
     from activities.decision_checks import DecisionChecks
     from activities.execution import ExecutionActivities
@@ -213,6 +216,11 @@ IN_SHAPE_V5 = frozenset(
         INBOX_MEMO,
     }
 )
+# Patch: a run that starts with this code has shape v5 (implied, no marker of its own) and
+# admits its request in one local activity: the gateway's signature, then earlier runs, then
+# the policy, each only if the one before let it through (issue 16). Runs started before keep
+# their markers and replay as they did.
+SHAPE_V6 = "shape-v6"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -245,8 +253,10 @@ class _Patches:
     amendments: bool | None = None
     break_glass: bool = False
     windows: bool = False
-    # Decided first of all, lazily too: whether this run has the one-marker shape (SHAPE_V5).
+    # Decided first of all, lazily too: whether this run has the one-marker shape (SHAPE_V5),
+    # and the one-step admission (SHAPE_V6, which implies it).
     shape_v5: bool | None = None
+    shape_v6: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -294,28 +304,10 @@ class ActionWorkflow:
         # Only the gateway's key makes a request: a start by anyone else with Temporal access
         # is refused here, before the policy or an executor sees it. Its age counts from the
         # start, not from when a worker first ran it (workers may be down for a deploy).
-        verify = self._verify(
-            request.signature,
-            request_claims(request, workflow.info().workflow_id),
-            now=workflow.info().workflow_start_time,
-        )
-        if self._shape_v5():
-            # The run check only reads the ledger: nothing is decided before both are back.
-            signed, earlier = await asyncio.gather(verify, self._earlier_execution())
-            refusal = signed or earlier
-        else:
-            refusal = await verify
-            if refusal is None:
-                refusal = await self._earlier_execution()
-        if refusal is not None:
-            return await self._reject(request, refusal)
-        evaluation = await workflow.execute_local_activity_method(
-            PolicyActivities.evaluate_policy,
-            request,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=FOREVER,
-            summary="evaluate policy",
-        )
+        admitted = await (self._admit(request) if self._shape_v6() else self._admit_v5(request))
+        if isinstance(admitted, DecisionRefused):
+            return await self._reject(request, admitted)
+        evaluation = admitted
         self.state.evaluation = evaluation
         verdict = evaluation.verdict
         if request.break_glass is not None and self._patches.break_glass:
@@ -1042,6 +1034,58 @@ class ActionWorkflow:
             self._patches.runs = self._patched(RUN_LEDGER)
         return self._patches.runs
 
+    async def _admit(self, request: ActionRequest) -> Evaluation | DecisionRefused:
+        """Shape v6: the request's signature, earlier runs and policy in one local activity."""
+        info = workflow.info()
+        claims = request_claims(request, info.workflow_id)
+        if request.signature is None:
+            return self._unsigned(claims)
+        checked = await workflow.execute_local_activity_method(
+            Admission.admit_request,
+            AdmissionCheck(
+                verify=VerifyInput(
+                    signature=request.signature, expected=claims, now=info.workflow_start_time
+                ),
+                run=RunCheck(action_id=info.workflow_id, run_id=info.run_id),
+                request=request,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FOREVER,
+            summary="admit request: signature, earlier runs, policy",
+        )
+        refusal = self._verified(checked.verified)
+        if refusal is None and checked.earlier is not None:
+            refusal = self._already_executed(checked.earlier)
+        if refusal is not None:
+            return refusal
+        assert checked.evaluation is not None, "an admitted request has the policy's evaluation"
+        return checked.evaluation
+
+    async def _admit_v5(self, request: ActionRequest) -> Evaluation | DecisionRefused:
+        """Runs started before shape v6: a local activity for each check, then the policy's."""
+        verify = self._verify(
+            request.signature,
+            request_claims(request, workflow.info().workflow_id),
+            now=workflow.info().workflow_start_time,
+        )
+        if self._shape_v5():
+            # The run check only reads the ledger: nothing is decided before both are back.
+            signed, earlier = await asyncio.gather(verify, self._earlier_execution())
+            refusal = signed or earlier
+        else:
+            refusal = await verify
+            if refusal is None:
+                refusal = await self._earlier_execution()
+        if refusal is not None:
+            return refusal
+        return await workflow.execute_local_activity_method(
+            PolicyActivities.evaluate_policy,
+            request,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FOREVER,
+            summary="evaluate policy",
+        )
+
     async def _earlier_execution(self) -> DecisionRefused | None:
         """Refuse a run of a workflow id another run already started executing."""
         if not self._runs_recorded():
@@ -1053,6 +1097,10 @@ class ActionWorkflow:
             retry_policy=FOREVER,
             summary="check earlier runs",
         )
+        return self._already_executed(found)
+
+    def _already_executed(self, found: RunCheckResult) -> DecisionRefused | None:
+        """The refusal when another run of this workflow id already started executing it."""
         if found.executed_by is None:
             return None
         when = f" at {found.at:%Y-%m-%d %H:%M:%S} UTC" if found.at else ""
@@ -1067,10 +1115,17 @@ class ActionWorkflow:
     def _shape_v5(self) -> bool:
         """Whether this run has the one-marker shape, with its fewer round trips (SHAPE_V5)."""
         # Decided first thing in run(); a handler running in the first activation decides it
-        # at the same point, and patched() is memoised, so both always agree.
+        # at the same point, and patched() is memoised, so both always agree. A run with shape
+        # v6 has v5 without asking for its marker: one marker per run.
         if self._patches.shape_v5 is None:
-            self._patches.shape_v5 = workflow.patched(SHAPE_V5)
+            self._patches.shape_v5 = self._shape_v6() or workflow.patched(SHAPE_V5)
         return self._patches.shape_v5
+
+    def _shape_v6(self) -> bool:
+        """Whether this run admits its request in one local activity (SHAPE_V6)."""
+        if self._patches.shape_v6 is None:
+            self._patches.shape_v6 = workflow.patched(SHAPE_V6)
+        return self._patches.shape_v6
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
@@ -1125,11 +1180,7 @@ class ActionWorkflow:
         if not self._signatures_required():
             return None
         if signature is None:
-            return DecisionRefused(
-                code=RefusalCode.UNSIGNED,
-                message=f"the {expected['kind']} carries no gateway signature; only the "
-                "signoff gateway can send it",
-            )
+            return self._unsigned(expected)
         result = await workflow.execute_local_activity_method(
             SignatureActivities.verify_signature,
             VerifyInput(
@@ -1143,6 +1194,14 @@ class ActionWorkflow:
             summary=f"verify {expected['kind']} signature",
         )
         return self._verified(result)
+
+    def _unsigned(self, expected: dict[str, JsonValue]) -> DecisionRefused:
+        """The refusal of a message that carries no signature."""
+        return DecisionRefused(
+            code=RefusalCode.UNSIGNED,
+            message=f"the {expected['kind']} carries no gateway signature; only the "
+            "signoff gateway can send it",
+        )
 
     def _verified(self, result: VerifyResult) -> DecisionRefused | None:
         """A signature check's answer as a refusal, counting each signed message once."""

@@ -225,6 +225,26 @@ class RunCheckResult(Contract):
     at: datetime | None = None
 
 
+class AdmissionCheck(Contract):
+    """A new request's checks in one local activity: its signature, earlier runs, the policy."""
+
+    verify: VerifyInput
+    run: RunCheck
+    request: ActionRequest
+
+
+class AdmissionResult(Contract):
+    """How far the request got, in order; a later answer is there only if the earlier let it by.
+
+    The policy never sees a request whose signature fails or whose action another run of the
+    same workflow id already started executing.
+    """
+
+    verified: VerifyResult
+    earlier: RunCheckResult | None = None
+    evaluation: Evaluation | None = None
+
+
 # --- approval windows ---------------------------------------------------------------------------
 
 # The window workflow's names, written once: activities address it by name (they sit below it).
