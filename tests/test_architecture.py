@@ -55,6 +55,12 @@ def test_the_import_contracts_hold() -> None:
         ("sdk/signoff/models.py", "import workflows.messages", "The agent SDK imports nothing"),
         # The policy engine reaching up into an activity.
         ("policies/engine.py", "import activities.policy", "policies is not allowed to import"),
+        # The same from inside a function: the contracts see imports wherever they are.
+        (
+            "policies/engine.py",
+            "def _later() -> None: import activities.policy",
+            "policies is not allowed to import",
+        ),
     ],
 )
 def test_an_upward_import_breaks_the_build(
@@ -73,11 +79,26 @@ def test_an_upward_import_breaks_the_build(
     assert upward.split()[-1] in result.stdout
 
 
+# The modules that import inside a function, each to keep a process from loading what it never
+# runs (bench/RESULTS.md, B3: a worker was 50 MB larger): the `signoff` command loads every
+# command's module, and each command loads its own process; a worker loads a channel's SDK, or
+# Entra's, only when configured for it. The import contracts see these imports all the same.
+LAZY = {
+    "sdk/signoff/cli/mcp.py",
+    "workers/cli/gateway.py",
+    "workers/cli/worker.py",
+    "workers/wiring/channels.py",
+    "policies/loader.py",
+}
+
+
 def _imports_inside_functions(root: Path) -> list[str]:
-    """Every `import` statement in a function body, as path:line."""
+    """Every `import` statement in a function body outside LAZY, as path:line."""
     found = []
     for name in (*SERVER, "sdk/signoff"):
         for path in sorted((root / name).rglob("*.py")):
+            if str(path.relative_to(root)) in LAZY:
+                continue
             tree = ast.parse(path.read_text(), filename=str(path))
             for node in ast.walk(tree):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -88,5 +109,6 @@ def _imports_inside_functions(root: Path) -> list[str]:
 
 
 def test_no_import_hides_inside_a_function() -> None:
-    """Imports sit at module top, where the import contracts can see them."""
+    """Imports sit at module top, where a reader sees them, but in the few LAZY modules."""
     assert _imports_inside_functions(ROOT) == []
+    assert all((ROOT / module).is_file() for module in LAZY)
