@@ -12,9 +12,7 @@ certificate is made here for 127.0.0.1; `client_tls` trusts it.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import itertools
 import shutil
 import ssl
@@ -28,41 +26,12 @@ from typing import Any
 
 import jwt
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.certs import self_signed_certificate
 
 RATE_LIMIT = 600  # requests per minute the fake advertises
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-def _self_signed() -> tuple[bytes, bytes]:
-    """A certificate and key for 127.0.0.1, PEM."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-okta.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 @dataclass
@@ -109,7 +78,13 @@ class FakeOkta:
         self.next_host: str | None = None  # page to another origin (an attack)
         self.throttled: list[float] = []  # next API answers: 429, resetting in these seconds
         self.failures: list[int] = []  # next API answers: these statuses
-        self._cert, self._key = _self_signed()
+        # ssl loads certificates from files only: the fake's throwaway pair, read back as PEM.
+        folder = Path(tempfile.mkdtemp(prefix="fake-okta-"))
+        try:
+            cert, key = self_signed_certificate(folder, name="fake-okta.test", stem="okta")
+            self._cert, self._key = cert.read_bytes(), key.read_bytes()
+        finally:
+            shutil.rmtree(folder)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
