@@ -96,10 +96,12 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # revertible actions and the inbox memo;
     # v4_*: every patch with its own marker, before the one-marker shape (shape-v5: issue 16);
     # v5_*: the one-marker shape, before the one-step admission (shape-v6: issue 16);
+    # v6_*: the one-step admission, before decisions timed on arrival (shape-v7);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v6_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v5_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v4_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v3_{path}" for path in PATHS | IN_FLIGHT | {"rejected"}} <= names

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -94,6 +95,45 @@ async def test_single_approval_executes(gate: Gate) -> None:
     ]
     assert outcome.progress[0].approved_by == ["alice@example.com"]
     assert outcome.decided_at is not None
+
+
+async def test_a_decision_is_timed_when_it_arrives_and_replays_at_that_time(
+    gate: Gate,
+) -> None:
+    # Core may resolve a decision's local activity in an earlier task on replay than it ran
+    # in, so a time read after it could replay earlier than it ran: an approval window, opened
+    # from the time that ran, then no longer matched its action replayed for a query (the
+    # flake of test_windows_slack). A decision's time is its arriving task's start, as is a
+    # refused attempt's, and the run replayed (a completed run is not cached) agrees.
+    handle = await gate.submit("one-db", {"n": 2})
+    await gate.wait_for(handle, "pending_approval")
+    await refused(gate, handle, "mallory@example.com")
+    await gate.decide(handle, "alice@example.com", reason="fine")
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    events = (await handle.fetch_history()).events
+    arrivals = []
+    for i, event in enumerate(events):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            task = next(
+                e
+                for e in reversed(events[:i])
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+            )
+            arrivals.append(task.event_time.ToDatetime(tzinfo=UTC))
+    assert len(arrivals) == 2
+    [attempt] = outcome.refused
+    [decision] = outcome.decisions
+    # Event times are in nanoseconds; the workflow's clock rounds them to microseconds.
+    assert [
+        abs(t - a) <= timedelta(microseconds=1)
+        for t, a in zip([attempt.at, decision.at], arrivals, strict=True)
+    ] == [True, True]
+    assert outcome.decided_at == decision.at
+    replayed = await handle.query(ActionWorkflow.status)
+    assert replayed.decided_at == outcome.decided_at
+    assert [d.at for d in replayed.decisions] == [decision.at]
+    assert [r.at for r in replayed.refused] == [attempt.at]
 
 
 async def test_two_of_n_quorum_needs_two_distinct_approvers(gate: Gate) -> None:
@@ -428,7 +468,7 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v6 (implying v5): one patch marker (and one TemporalChangeVersion upsert) per run
+    # Shape v7 (implying v6 and v5): one patch marker (and one TemporalChangeVersion upsert) per run
     # instead of one per patch; the request admitted in one local activity; the decision's
     # signature check beside its principal lookups.
     approved = await gate.submit("two-keys")
@@ -444,7 +484,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v6"
+    assert json.loads(patches[0])["id"] == "shape-v7"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -454,7 +494,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v6"]']
+    assert versions == [b'["shape-v7"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [

@@ -221,6 +221,13 @@ IN_SHAPE_V5 = frozenset(
 # the policy, each only if the one before let it through (issue 16). Runs started before keep
 # their markers and replay as they did.
 SHAPE_V6 = "shape-v6"
+# Patch: a run that starts with this code has shape v6 (implied, no marker of its own) and times
+# a decision when it arrives, before the local activity that checks it. Core may resolve a local
+# activity in an earlier workflow task on replay than it ran in, so a clock read after one can
+# replay earlier than it ran: the approval's time, and the window it opened, would then disagree
+# with the same run replayed for a query. Runs started before keep their markers and replay as
+# they did.
+SHAPE_V7 = "shape-v7"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -254,9 +261,11 @@ class _Patches:
     break_glass: bool = False
     windows: bool = False
     # Decided first of all, lazily too: whether this run has the one-marker shape (SHAPE_V5),
-    # and the one-step admission (SHAPE_V6, which implies it).
+    # the one-step admission (SHAPE_V6, which implies it) and decisions timed on arrival
+    # (SHAPE_V7, which implies both).
     shape_v5: bool | None = None
     shape_v6: bool | None = None
+    shape_v7: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -959,12 +968,19 @@ class ActionWorkflow:
     @workflow.update
     async def undo(self, request: UndoRequest) -> ActionStatus:
         """Ask for the revert within the undo window; it runs as its own action, under policy."""
+        # Shape v7: the undo window is judged at the time the ask arrived (see SHAPE_V7).
+        arrived = workflow.now()
         info = workflow.info()
         await self._require_signed(
             request.signature, undo_claims(request, info.workflow_id), request.by, "undo"
         )
         found = await self._resolve(request.by, "undo asker")
-        refusal = grants.undo_refusal(self.status(), request.by, found.principal, workflow.now())
+        refusal = grants.undo_refusal(
+            self.status(),
+            request.by,
+            found.principal,
+            arrived if self._shape_v7() else workflow.now(),
+        )
         reverts = request.revert.reverts
         if refusal is None and (
             reverts is None
@@ -1124,8 +1140,14 @@ class ActionWorkflow:
     def _shape_v6(self) -> bool:
         """Whether this run admits its request in one local activity (SHAPE_V6)."""
         if self._patches.shape_v6 is None:
-            self._patches.shape_v6 = workflow.patched(SHAPE_V6)
+            self._patches.shape_v6 = self._shape_v7() or workflow.patched(SHAPE_V6)
         return self._patches.shape_v6
+
+    def _shape_v7(self) -> bool:
+        """Whether this run times a decision when it arrives (SHAPE_V7)."""
+        if self._patches.shape_v7 is None:
+            self._patches.shape_v7 = workflow.patched(SHAPE_V7)
+        return self._patches.shape_v7
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
@@ -1444,6 +1466,9 @@ class ActionWorkflow:
 
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
+        # Shape v7: read before any await, this is the time of the task the decision arrived
+        # in, on replay as when it ran (see SHAPE_V7).
+        arrived = workflow.now()
         found = PrincipalLookupResult()
         info = workflow.info()
         # Signed for this action, after this run started: ids are only unique within one run.
@@ -1512,14 +1537,16 @@ class ActionWorkflow:
                 digest=request.digest,
                 code=refusal.code,
                 message=refusal.message,
-                at=workflow.now(),
+                at=arrived if self._shape_v7() else workflow.now(),
             )
             await self._record_refusal(attempt, actor=request.approver, channel=request.channel)
             return attempt
 
         assert found.principal is not None, "approver_refusal refuses principals nobody knows"
         state = self.state
-        accepted = Decision(**request.model_dump(), at=workflow.now())
+        accepted = Decision(
+            **request.model_dump(), at=arrived if self._shape_v7() else workflow.now()
+        )
         state.accept(accepted, found.principal.groups)
         if state.decided_at is not None:
             metrics.decided(state.decided_at - state.created_at)
