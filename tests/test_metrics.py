@@ -27,7 +27,7 @@ from tests.signing import SIGNER
 from workers import telemetry
 from workers.gateway.app import create_app
 from workers.gateway.service import ActionService
-from workers.metrics import pending_query
+from workers.metrics import memo_expiry, pending_query
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
@@ -239,6 +239,37 @@ async def test_gateway_metrics_count_pending_approvals(
         assert value(text, "signoff_pending_approvals") == 2
         for handle in pending[1:]:
             await handle.terminate("test over")
+
+
+async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    # A query per waiting action made a worker load (often replay) each one: at 2,000 pending
+    # the first scrape took seconds, at 50,000 nearly a minute. The inbox memo has the expiry,
+    # listed with the id, so a scrape counts them with no worker running at all.
+    gate = Gate(client, settings)
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    async with build_worker(client, settings, worker_parts(settings, ledger)):
+        pending = [await gate.submit(f"one-{i}") for i in range(3)]
+        for handle in pending:
+            await gate.wait_for(handle, "pending_approval")
+        # Visibility is eventually consistent: wait until it lists the three with their memo.
+        for _ in range(100):
+            listed = [w async for w in client.list_workflows(pending_query(settings.task_queue))]
+            if len(listed) == 3 and all([(await memo_expiry(w))[0] for w in listed]):
+                break
+            await asyncio.sleep(0.1)
+    # The worker is gone: a status query could only time out now.
+    soon = settings.model_copy(update={"metrics_expiry_warning": timedelta(hours=2)})
+    app = create_app(ActionService(client, settings, policy, directory, registry), directory, soon)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as http:
+        text = (await http.get("/metrics")).text
+    assert value(text, "signoff_pending_approvals") == 3
+    assert value(text, "signoff_pending_approvals_expiring_soon") == 3
+    for handle in pending:
+        await handle.terminate("test over")
 
 
 async def test_unreachable_visibility_reports_down(settings: Settings) -> None:

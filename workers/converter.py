@@ -12,7 +12,7 @@ retried): during a rolling deploy an older worker may not read a newer one's res
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar, Self, cast
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio.api.common.v1 import Payload
@@ -27,6 +27,7 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 
+_JSON_ENCODING = b"json/plain"
 # A reason has to fit a failure message and a log line; a deep error location does not.
 MAX_REASON_CHARS = 500
 
@@ -90,6 +91,11 @@ class _ContractJSON(PydanticJSONPlainPayloadConverter, WithSerializationContext)
 class ContractPayloadConverter(CompositePayloadConverter):
     """Temporal's default converters, with JSON through pydantic and the contract."""
 
+    # The one built for a workflow's context and the one for any other, shared by the process:
+    # the SDK asks for a converter in context for every activation, activity and query, and
+    # building a composite each time was ~4% of a busy worker's CPU (bench/RESULTS.md).
+    _shared: ClassVar[dict[bool, ContractPayloadConverter]] = {}
+
     def __init__(self) -> None:
         super().__init__(
             *(
@@ -97,6 +103,18 @@ class ContractPayloadConverter(CompositePayloadConverter):
                 for c in DefaultPayloadConverter.default_encoding_payload_converters
             )
         )
+
+    def with_context(self, context: SerializationContext) -> Self:
+        """This converter for `context`; only whether it is a workflow's changes anything."""
+        workflow_context = isinstance(context, WorkflowSerializationContext)
+        json = self.converters[_JSON_ENCODING]
+        if isinstance(json, _ContractJSON) and json._workflow_context == workflow_context:
+            return self
+        shared = self._shared.get(workflow_context)
+        if type(shared) is not type(self):
+            shared = super().with_context(context)
+            self._shared[workflow_context] = shared
+        return cast(Self, shared)
 
 
 data_converter = DataConverter(payload_converter_class=ContractPayloadConverter)

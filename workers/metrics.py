@@ -3,6 +3,8 @@
 The workflow's own counters and histograms are on the worker's endpoint (Temporal runtime);
 what no single worker knows, how many actions wait for humans right now, is counted here
 with one visibility query per scrape, reused for a few seconds across gateway replicas' scrapes.
+How soon each one expires is read from its inbox memo, listed with it; only a run without one
+(started before the memo, or too large for it) is asked, once.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError
 
 from signoff.models import Status
 from workers.settings import Settings
-from workflows.action import ActionWorkflow
+from workflows.action import INBOX_MEMO_KEY, ActionWorkflow
 
 log = logging.getLogger("signoff.metrics")
 
@@ -97,13 +99,14 @@ class PendingApprovals:
     async def _scan(self) -> Snapshot:
         try:
             pending = (await self.client.count_workflows(self.query)).count
-            ids = [
-                w.id async for w in self.client.list_workflows(self.query, limit=self.scan_limit)
+            listed = [
+                w async for w in self.client.list_workflows(self.query, limit=self.scan_limit)
             ]
         except (RPCError, RuntimeError) as err:  # RuntimeError: a lazy client cannot connect
             log.warning("visibility query failed: %s", err)
             return Snapshot(up=False)
-        await self._learn_expiry(ids)
+        ids = [w.id for w in listed]
+        await self._learn_expiry(listed)
         soon = datetime.now(UTC) + self.window
         expiring = sum(1 for i in ids if (at := self._expiry.get(i)) is not None and at <= soon)
         return Snapshot(
@@ -118,11 +121,21 @@ class PendingApprovals:
             log.warning("break-glass visibility query failed: %s", err)
             return None
 
-    async def _learn_expiry(self, ids: list[str]) -> None:
-        current = set(ids)
+    async def _learn_expiry(self, listed: list[WorkflowExecution]) -> None:
+        current = {w.id for w in listed}
         for gone in set(self._expiry) - current:
             del self._expiry[gone]
-        unknown = [i for i in ids if i not in self._expiry]
+        unknown: list[str] = []
+        for execution in listed:
+            if execution.id in self._expiry:
+                continue
+            # The inbox memo has it, listed with the id: a query would make a worker load
+            # (often replay) every waiting run, which took most of a scrape at 2,000 pending.
+            found, expiry = await memo_expiry(execution)
+            if found:
+                self._expiry[execution.id] = expiry
+            else:
+                unknown.append(execution.id)
         gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
         async def learn(action_id: str) -> None:
@@ -135,6 +148,26 @@ class PendingApprovals:
                 self._expiry[action_id] = status.expires_at
 
         await asyncio.gather(*(learn(i) for i in unknown))
+
+
+async def memo_expiry(listed: WorkflowExecution) -> tuple[bool, datetime | None]:
+    """The expiry an action's inbox memo records, and whether the memo had one to read."""
+    try:
+        row = await listed.memo_value(INBOX_MEMO_KEY, None)
+    except (ValueError, TypeError, RuntimeError):  # unreadable: the caller asks the workflow
+        return False, None
+    if not isinstance(row, dict) or "expires_at" not in row:
+        return False, None
+    value = row["expires_at"]
+    if value is None:
+        return True, None
+    try:
+        expiry = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        expiry = None
+    if expiry is None or expiry.tzinfo is None:
+        return False, None
+    return True, expiry
 
 
 class _PendingCollector(Collector):
