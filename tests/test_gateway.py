@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -611,3 +613,30 @@ async def test_no_worker_is_a_503_not_a_hang(client: Client, settings: Settings)
     assert error["code"] == "worker_unavailable"
     assert lonely.task_queue in error["message"]
     assert time.monotonic() - started < 20
+
+
+async def test_requests_never_wait_for_a_worker_thread(app: FastAPI) -> None:
+    # FastAPI runs a plain `def` dependency in a worker thread: a hop per request for
+    # dependencies that do no I/O, and the refusal budget's lazy creation then raced across
+    # threads. With every worker thread taken, the API must still answer all of its routes.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
+    limiter.total_tokens = 1
+    await limiter.acquire()
+    try:
+        with anyio.fail_after(20):
+            action = await submit(app, "bot")
+            await wait_status(app, action["id"], "pending_approval")
+            status, _ = await decide(
+                app, "alice", action["id"], decision="approve", digest=action["digest"]
+            )
+            assert status == 200
+            async with api(app, "alice") as http:
+                stale = await http.get("/v1/approvals", params={"older_than": "1d"})
+                assert stale.status_code == 200
+                assert stale.json() == []
+                windows = await http.get("/v1/windows")
+                assert windows.status_code == 200
+    finally:
+        limiter.release()
+        limiter.total_tokens = tokens

@@ -22,20 +22,20 @@ Wait = Query(
 )
 
 
-def get_service(request: Request) -> ActionService:
+async def get_service(request: Request) -> ActionService:
     """FastAPI dependency: the app's action service."""
     service: ActionService = request.app.state.service
     return service
 
 
-def action_id(id: str) -> str:
+async def action_id(id: str) -> str:
     """FastAPI dependency: the `{id}` path parameter, or 404 if it cannot be an action id."""
     if not ACTION_ID.fullmatch(id):
         raise ActionNotFound(f"no action {id[:100]}")
     return id
 
 
-def refusal_budget(request: Request) -> RefusalBudget:
+async def refusal_budget(request: Request) -> RefusalBudget:
     """FastAPI dependency: the app's budget of refused decisions per principal."""
     state = request.app.state
     budget: RefusalBudget | None = getattr(state, "refusal_budget", None)

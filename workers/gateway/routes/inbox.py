@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["actions"])
 MAX_AGE = timedelta(days=3650)
 
 
-def stale_after(
+async def stale_after(
     older_than: str | None = Query(
         default=None,
         max_length=20,

@@ -407,7 +407,7 @@ async def show(request: Request, id: str) -> Response:
         return _sign_in(f"/a/{id}")
     session, identity = found
     try:
-        status = await _visible(get_service(request), id, identity)
+        status = await _visible(await get_service(request), id, identity)
     except ActionNotFound:
         return _not_found(id)
     except ActionError as err:
@@ -422,7 +422,7 @@ async def step_up_options(request: Request, id: str) -> Response:
         return _json_error(404, "not_found", f"no action {id[:100]}")
     try:
         session, identity, form = await _checked_json(request)
-        status = await _visible(get_service(request), id, identity)
+        status = await _visible(await get_service(request), id, identity)
         digest = form.get("digest", "")
         if digest != status.digest:
             return _json_error(
@@ -468,9 +468,9 @@ async def _checked_post(request: Request, id: str, nothing: str) -> _Posted | Re
     form = await _form(request)
     if not session.csrf_ok(form.get("csrf")):
         return _message("Refused", "The form is not from this page (CSRF check).", 403)
-    service = get_service(request)
+    service = await get_service(request)
     principal = identity.principal
-    budget = refusal_budget(request)
+    budget = await refusal_budget(request)
     wait = budget.retry_after(principal.id)
     if wait:
         return _message("Too many refused decisions", f"Try again in {wait} seconds.", 429)

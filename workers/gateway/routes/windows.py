@@ -14,7 +14,7 @@ from workflows.rules import can_view_window
 router = APIRouter(prefix="/v1", tags=["windows"])
 
 
-def get_windows(request: Request) -> WindowService:
+async def get_windows(request: Request) -> WindowService:
     """FastAPI dependency: approval windows through the app's action service."""
     return WindowService(request.app.state.service)
 
