@@ -8,12 +8,13 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.ledger.store import Ledger
 from channels.console import ConsoleNotifier
@@ -185,6 +186,14 @@ def _all(text: str) -> list[tuple[str, float]]:
     return [(s.name, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
 
 
+async def three_pending(gate: Gate) -> list[WorkflowHandle[Any, Any]]:
+    """Three actions that each wait for one DBA's approval, once they are waiting."""
+    pending = [await gate.submit(f"one-{i}") for i in range(3)]
+    for handle in pending:
+        await gate.wait_for(handle, "pending_approval")
+    return pending
+
+
 async def test_gateway_metrics_count_pending_approvals(
     client: Client, settings: Settings, ledger: Ledger
 ) -> None:
@@ -192,11 +201,8 @@ async def test_gateway_metrics_count_pending_approvals(
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
 
     async with build_worker(client, settings, worker_parts(settings, ledger)):
-        pending = [await gate.submit(f"one-{i}") for i in range(3)]
-        done = await gate.submit("sandbox-2")
-        for handle in pending:
-            await gate.wait_for(handle, "pending_approval")
-        await done.result()
+        pending = await three_pending(gate)
+        await (await gate.submit("sandbox-2")).result()
         # Visibility is eventually consistent: wait until it sees the three.
         for _ in range(100):
             if (await client.count_workflows(pending_query(settings.task_queue))).count == 3:
@@ -250,9 +256,7 @@ async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
     gate = Gate(client, settings)
     policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     async with build_worker(client, settings, worker_parts(settings, ledger)):
-        pending = [await gate.submit(f"one-{i}") for i in range(3)]
-        for handle in pending:
-            await gate.wait_for(handle, "pending_approval")
+        pending = await three_pending(gate)
         # Visibility is eventually consistent: wait until it lists the three with their memo.
         for _ in range(100):
             listed = [w async for w in client.list_workflows(pending_query(settings.task_queue))]
