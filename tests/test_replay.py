@@ -13,8 +13,8 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunne
 from activities.ledger.store import Ledger
 from tests.histories.record import record_all, record_issue17
 from tests.test_timers import skipping_env  # noqa: F401 - fixture
+from workers.sandbox import SANDBOX
 from workers.settings import Settings
-from workers.worker import SANDBOX
 from workflows.action import ActionWorkflow
 from workflows.messages import WINDOW_ID_PREFIX
 from workflows.window import WindowWorkflow

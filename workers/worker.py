@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.admission import Admission
 from activities.audit import AuditActivities
@@ -32,6 +31,7 @@ from signoff.executor import ExecutorRegistry, registry
 from workers import telemetry
 from workers.converter import UndecodablePayload, data_converter
 from workers.database import resolve_database_url
+from workers.sandbox import SANDBOX
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.wiring.channels import notifiers_for
@@ -40,23 +40,6 @@ from workflows.signing import KeySet, SigningError
 from workflows.window import WindowWorkflow
 
 log = logging.getLogger("signoff.worker")
-
-# Our contract and pydantic are deterministic and side-effect free; re-importing them for every
-# workflow run would only cost time and memory.
-SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic",
-        "pydantic_core",
-        "annotated_types",
-        "signoff",
-        "workflows",
-        # The data converter: otherwise the sandbox loads it afresh for every workflow run
-        # (new classes and type adapters each time: ~80 KB and CPU per run, measured).
-        "workers.converter",
-        # Tracing: the workflow's spans must use the host's OpenTelemetry context and tracer.
-        "opentelemetry",
-    )
-)
 
 
 @dataclass
