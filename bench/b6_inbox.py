@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from bench.b2_approval import submit_pending, wait_count
 from bench.b3_pending import approve_all
-from bench.common import APPROVER_TOKEN, Section, Stack, console, fmt, summary_ms
+from bench.common import APPROVER_TOKEN, Section, Stack, console, fmt, rss_mb, summary_ms
 from signoff.models import ActionStatus
 
 BARE_UPDATE_QUEUE = "bench-bare-update"
@@ -125,6 +125,17 @@ async def old_inbox(stack: Stack, query: str, samples: int) -> list[float]:
     return took
 
 
+def footprint(stack: Stack) -> str:
+    """What the pending actions cost where they are held: each process's RSS, Temporal's file."""
+    worker, temporal = rss_mb(stack.pid("worker")), rss_mb(stack.pid("temporal"))
+    # The dev server's SQLite file with its write-ahead log.
+    size = sum(f.stat().st_size for f in stack.data_dir.glob("temporal.db*")) / 2**20
+    return (
+        f"worker RSS {worker:,.0f} MiB, Temporal RSS {temporal:,.0f} MiB, "
+        f"Temporal's SQLite files {size:,.0f} MiB"
+    )
+
+
 async def run(stack: Stack, args: argparse.Namespace) -> Section:
     """Fill up to each size, time inbox and /metrics, then compare decision throughput."""
     sizes = [300] if args.quick else sorted(args.b6_pending)
@@ -170,6 +181,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
                 f"{fmt(metrics_ms['p50'])} / {fmt(metrics_ms['p99'])} ms",
             ]
         )
+        section.rows.append([f"{seen:,} pending: held by each part", footprint(stack)])
         section.goal(
             f"inbox p50 < 100 ms with {seen:,} pending",
             f"{inbox_ms['p50']:.0f} ms",
