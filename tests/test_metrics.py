@@ -186,6 +186,17 @@ def _all(text: str) -> list[tuple[str, float]]:
     return [(s.name, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
 
 
+async def scrape(client: Client, settings: Settings) -> httpx.Response:
+    """GET /metrics from a gateway built on `settings` (its policy and directory)."""
+    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
+    service = ActionService(client, settings, policy, directory, registry)
+    app = create_app(service, directory, settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as http:
+        return await http.get("/metrics")
+
+
 async def three_pending(gate: Gate) -> list[WorkflowHandle[Any, Any]]:
     """Three actions that each wait for one DBA's approval, once they are waiting."""
     pending = [await gate.submit(f"one-{i}") for i in range(3)]
@@ -198,7 +209,6 @@ async def test_gateway_metrics_count_pending_approvals(
     client: Client, settings: Settings, ledger: Ledger
 ) -> None:
     gate = Gate(client, settings)
-    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
 
     async with build_worker(client, settings, worker_parts(settings, ledger)):
         pending = await three_pending(gate)
@@ -210,14 +220,8 @@ async def test_gateway_metrics_count_pending_approvals(
             await asyncio.sleep(0.1)
 
         for window, expiring in [(timedelta(minutes=15), 0), (timedelta(hours=2), 3)]:
-            app = create_app(
-                ActionService(client, settings, policy, directory, registry),
-                directory,
-                settings.model_copy(update={"metrics_expiry_warning": window}),
-            )
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                response = await http.get("/metrics")
+            warn = settings.model_copy(update={"metrics_expiry_warning": window})
+            response = await scrape(client, warn)
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/plain")
             text = response.text
@@ -231,17 +235,11 @@ async def test_gateway_metrics_count_pending_approvals(
         await gate.decide(pending[0], "alice@example.com")
         await pending[0].result()
         fast = settings.model_copy(update={"metrics_cache_seconds": 0.0})
-        app = create_app(
-            ActionService(client, settings, policy, directory, registry), directory, fast
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw"
-        ) as http:
-            for _ in range(100):
-                text = (await http.get("/metrics")).text
-                if value(text, "signoff_pending_approvals") == 2:
-                    break
-                await asyncio.sleep(0.1)
+        for _ in range(100):
+            text = (await scrape(client, fast)).text
+            if value(text, "signoff_pending_approvals") == 2:
+                break
+            await asyncio.sleep(0.1)
         assert value(text, "signoff_pending_approvals") == 2
         for handle in pending[1:]:
             await handle.terminate("test over")
@@ -254,7 +252,6 @@ async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
     # the first scrape took seconds, at 50,000 nearly a minute. The inbox memo has the expiry,
     # listed with the id, so a scrape counts them with no worker running at all.
     gate = Gate(client, settings)
-    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
     async with build_worker(client, settings, worker_parts(settings, ledger)):
         pending = await three_pending(gate)
         # Visibility is eventually consistent: wait until it lists the three with their memo.
@@ -265,11 +262,7 @@ async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
             await asyncio.sleep(0.1)
     # The worker is gone: a status query could only time out now.
     soon = settings.model_copy(update={"metrics_expiry_warning": timedelta(hours=2)})
-    app = create_app(ActionService(client, settings, policy, directory, registry), directory, soon)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
-        text = (await http.get("/metrics")).text
+    text = (await scrape(client, soon)).text
     assert value(text, "signoff_pending_approvals") == 3
     assert value(text, "signoff_pending_approvals_expiring_soon") == 3
     for handle in pending:
@@ -279,14 +272,7 @@ async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
 async def test_unreachable_visibility_reports_down(settings: Settings) -> None:
     """With Temporal gone, /metrics still answers, and says so."""
     closed = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
-    policy, directory = load_policy_and_directory(settings.policy, settings.directory)
-    app = create_app(
-        ActionService(closed, settings, policy, directory, registry), directory, settings
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as http:
-        text = (await http.get("/metrics")).text
+    text = (await scrape(closed, settings)).text
     assert value(text, "signoff_visibility_up") == 0
     assert value(text, "signoff_pending_approvals") is None
 
