@@ -11,6 +11,7 @@ retried): during a rolling deploy an older worker may not read a newer one's res
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, ClassVar, Self, cast
 
@@ -21,6 +22,7 @@ from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
+    EncodingPayloadConverter,
     JSONPlainPayloadConverter,
     SerializationContext,
     WithSerializationContext,
@@ -96,13 +98,17 @@ class ContractPayloadConverter(CompositePayloadConverter):
     # building a composite each time was ~4% of a busy worker's CPU (bench/RESULTS.md).
     _shared: ClassVar[dict[bool, ContractPayloadConverter]] = {}
 
+    # Their parts, shared too: the SDK builds a whole data converter (and so one of these) up
+    # to four times per activation, and a pydantic part costs a serializer and a cache each.
+    _parts: ClassVar[tuple[EncodingPayloadConverter, ...]] = ()
+
     def __init__(self) -> None:
-        super().__init__(
-            *(
+        if not ContractPayloadConverter._parts:
+            ContractPayloadConverter._parts = tuple(
                 _ContractJSON() if isinstance(c, JSONPlainPayloadConverter) else c
                 for c in DefaultPayloadConverter.default_encoding_payload_converters
             )
-        )
+        super().__init__(*self._parts)
 
     def with_context(self, context: SerializationContext) -> Self:
         """This converter for `context`; only whether it is a workflow's changes anything."""
@@ -117,5 +123,36 @@ class ContractPayloadConverter(CompositePayloadConverter):
         return cast(Self, shared)
 
 
-data_converter = DataConverter(payload_converter_class=ContractPayloadConverter)
+@dataclasses.dataclass(frozen=True)
+class ContractDataConverter(DataConverter):
+    """The data converter, keeping the one it made for each kind of context.
+
+    The SDK asks for this converter in a workflow's context twice per activation, and cloning
+    it runs its whole set-up. What ours makes depends only on whether the context is a
+    workflow's, so each answer is kept; not if another part (a codec, a failure converter,
+    external storage) reads the context, since its answer could then differ per workflow.
+    """
+
+    _in_context: dict[bool, DataConverter] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Not an init field, so a clone (`dataclasses.replace`) starts with none of this one's.
+        object.__setattr__(self, "_in_context", {})
+
+    def with_context(self, context: SerializationContext) -> Self:
+        """This converter in `context`: made once per kind of context, then the same one."""
+        parts = (self.payload_codec, self.failure_converter, self.external_storage)
+        if any(isinstance(part, WithSerializationContext) for part in parts):
+            return super().with_context(context)
+        workflow_context = isinstance(context, WorkflowSerializationContext)
+        made = self._in_context.get(workflow_context)
+        if made is None:
+            made = self._in_context[workflow_context] = super().with_context(context)
+        return cast(Self, made)
+
+
+data_converter = ContractDataConverter(payload_converter_class=ContractPayloadConverter)
 """The data converter of every signoff client and worker."""
