@@ -16,14 +16,25 @@ import asyncio
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehavior, PollerBehaviorAutoscaling, Worker
 
-from bench.b2_approval import submit_pending, wait_count
+from bench.b2_approval import count_visible, submit_pending, wait_count
 from bench.b3_pending import approve_all
-from bench.common import APPROVER_TOKEN, Section, Stack, console, fmt, rss_mb, summary_ms
+from bench.common import (
+    APPROVER_TOKEN,
+    Section,
+    Stack,
+    console,
+    cpu_seconds,
+    fmt,
+    process_groups,
+    rss_mb,
+    summary_ms,
+)
 from signoff.models import ActionStatus
 
 BARE_UPDATE_QUEUE = "bench-bare-update"
@@ -60,10 +71,20 @@ class BareApproval:
         return reason
 
 
-async def bare_decisions(client: Client, count: int, parallel: int) -> tuple[float, list[float]]:
-    """Start `count` bare workflows, then complete them with `parallel` update callers."""
+async def bare_decisions(
+    client: Client, count: int, parallel: int, *, pollers: PollerBehavior | None = None
+) -> tuple[float, list[float]]:
+    """Start `count` bare workflows, then complete them with `parallel` update callers.
+
+    `pollers`: the worker's poller behaviour for both kinds of task; the SDK's default if None.
+    """
     ids = [f"bare-approval-{uuid.uuid4().hex}" for _ in range(count)]
-    async with Worker(client, task_queue=BARE_UPDATE_QUEUE, workflows=[BareApproval]):
+    tuning: dict[str, Any] = (
+        {"workflow_task_poller_behavior": pollers, "activity_task_poller_behavior": pollers}
+        if pollers is not None
+        else {}
+    )
+    async with Worker(client, task_queue=BARE_UPDATE_QUEUE, workflows=[BareApproval], **tuning):
         starts = iter(ids)
 
         async def start() -> None:
@@ -123,6 +144,13 @@ async def old_inbox(stack: Stack, query: str, samples: int) -> list[float]:
         )
         took.append(time.perf_counter() - began)
     return took
+
+
+def per_decision(before: dict[str, float], after: dict[str, float], count: int) -> str:
+    """CPU ms per decision of each process between two readings, and their total."""
+    used = {name: 1000 * (after[name] - before[name]) / count for name in after}
+    parts = [f"{name} {ms:.1f}" for name, ms in used.items() if ms >= 0.05]
+    return ", ".join(parts) + f"; total {sum(used.values()):.1f}"
 
 
 def footprint(stack: Stack) -> str:
@@ -188,11 +216,25 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             inbox_ms["p50"] < GOAL_INBOX_MS,
         )
     console.print(f"[bold]B6[/bold] approving {decide:,} with {args.b6_approvers} approvers ...")
+    groups = process_groups(stack)
+    succeeded = 'SignoffStatus = "succeeded"'
+    done_before = await count_visible(stack, succeeded)
+    before = cpu_seconds(groups)
     gate_s, failures, first, gate_lat = await approve_all(
         stack, actions[:decide], args.b6_approvers
     )
+    # What the decisions set off (the execution, the outcome in the ledger) is theirs too.
+    await wait_count(stack, succeeded, done_before + decide - failures, within=300)
+    gate_cpu = per_decision(before, cpu_seconds(groups), decide)
     console.print(f"[bold]B6[/bold] bare: {decide:,} workflows completed by an update ...")
+    before = cpu_seconds(groups)
     bare_s, bare_lat = await bare_decisions(stack.client, decide, args.b6_approvers)
+    bare_cpu = per_decision(before, cpu_seconds(groups), decide)
+    # What bare Temporal does tuned: pollers scaled by the server's backlog hints, not 5.
+    console.print("[bold]B6[/bold] bare again, its worker's pollers autoscaling ...")
+    scaled_s, scaled_lat = await bare_decisions(
+        stack.client, decide, args.b6_approvers, pollers=PollerBehaviorAutoscaling()
+    )
     gate_rate, bare_rate = decide / gate_s, decide / bare_s
     section.rows.append(
         [
@@ -205,6 +247,18 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             f"bare workflow completed by an update, {args.b6_approvers} parallel",
             f"{bare_rate:.1f}/s, p50 {fmt(summary_ms(bare_lat)['p50'])} ms",
         ]
+    )
+    scaled_rate = decide / scaled_s
+    section.rows.append(
+        [
+            f"bare, its worker's pollers autoscaling, {args.b6_approvers} parallel",
+            f"{scaled_rate:.1f}/s, p50 {fmt(summary_ms(scaled_lat)['p50'])} ms; "
+            f"gate {gate_rate / scaled_rate:.2f}x of it",
+        ]
+    )
+    section.rows.append(["CPU ms per decision, gate (by process)", gate_cpu])
+    section.rows.append(
+        ["CPU ms per decision, bare (starts included; its worker is the bench)", bare_cpu]
     )
     section.goal(
         "decision throughput >= 0.5x bare",
