@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
@@ -122,3 +124,74 @@ async def test_a_memo_planted_at_start_is_cleared_by_the_workflow(
     final = await handle.result()
     assert final.status.value != "pending_approval"
     assert await memo_row(client, action_id) is None
+
+
+async def test_a_planted_memo_nothing_can_decode_neither_stalls_the_run_nor_stays(
+    client: Client, settings: Settings
+) -> None:
+    # Shape v8 looks at the start memo's keys to know whether there is a row to clear. Reading
+    # the values would decode them, and a value no converter knows would fail every workflow
+    # task of the run, for good.
+    action_id = f"forged-{uuid.uuid4().hex[:8]}"
+    junk = Payload(metadata={"encoding": b"binary/forged"}, data=b"\x00\xff")
+    request = ActionRequest(
+        action="noop", target="one-db", justification="forged", requester="agent:bot"
+    )
+    handle = await client.start_workflow(
+        ActionWorkflow.run,
+        request,
+        id=action_id,
+        task_queue=settings.task_queue,
+        memo={INBOX_MEMO_KEY: junk, "other": junk},
+    )
+    final = await asyncio.wait_for(handle.result(), timeout=30)
+    assert final.status.value == "rejected"  # unsigned: refused, recorded, never run
+    assert await memo_row(client, action_id) is None
+
+
+def published(events: Sequence[Any]) -> tuple[list[str], int]:
+    """The SignoffStatus of each search-attribute upsert in a history, and its memo writes."""
+    statuses = []
+    for e in events:
+        if e.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = e.upsert_workflow_search_attributes_event_attributes.search_attributes
+            if "SignoffStatus" in fields.indexed_fields:
+                statuses.append(fields.indexed_fields["SignoffStatus"].data.decode().strip('"'))
+    memos = sum(1 for e in events if e.HasField("workflow_properties_modified_event_attributes"))
+    return statuses, memos
+
+
+async def test_one_publish_carries_the_console_post_and_none_clears_a_memo_never_written(
+    app: FastAPI, client: Client
+) -> None:
+    # Shape v8: each upsert is a history event and a visibility write. A pending action used to
+    # publish twice in its first task (waiting, then the console's post); an allowed one
+    # cleared an inbox memo nobody wrote.
+    async with api(app, "bot") as http:
+        pending = await http.post(
+            "/v1/actions",
+            json={"action": "noop", "target": "one-db", "params": {}, "justification": "v8"},
+        )
+        allowed = await http.post(
+            "/v1/actions",
+            json={"action": "noop", "target": "sandbox-1", "params": {}, "justification": "v8"},
+        )
+    assert pending.status_code == allowed.status_code == 202, (pending.text, allowed.text)
+    pending_id, allowed_id = pending.json()["id"], allowed.json()["id"]
+
+    async def notified() -> Any:
+        row = await memo_row(client, pending_id)
+        return row if row and row["notifications"] else None
+
+    row = await eventually(notified)
+    assert row is not None
+    assert [n["channel"] for n in row["notifications"]] == ["console"]
+    events = (await client.get_workflow_handle(pending_id).fetch_history()).events
+    assert published(events) == (["pending_approval"], 1)
+
+    done = await client.get_workflow_handle(allowed_id).result()
+    assert done["status"] == "succeeded"
+    events = (await client.get_workflow_handle(allowed_id).fetch_history()).events
+    statuses, memos = published(events)
+    assert statuses[-1] == "succeeded"
+    assert memos == 0

@@ -468,9 +468,9 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v7 (implying v6 and v5): one patch marker (and one TemporalChangeVersion upsert) per run
-    # instead of one per patch; the request admitted in one local activity; the decision's
-    # signature check beside its principal lookups.
+    # Shape v8 (implying v7, v6 and v5): one patch marker (and one TemporalChangeVersion
+    # upsert) per run instead of one per patch; the request admitted in one local activity;
+    # the decision's signature check beside its principal lookups.
     approved = await gate.submit("two-keys")
     await gate.wait_for(approved, "pending_approval")
     await gate.decide(approved, "bob@example.com")
@@ -484,7 +484,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v7"
+    assert json.loads(patches[0])["id"] == "shape-v8"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -494,7 +494,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v7"]']
+    assert versions == [b'["shape-v8"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [

@@ -228,6 +228,13 @@ SHAPE_V6 = "shape-v6"
 # with the same run replayed for a query. Runs started before keep their markers and replay as
 # they did.
 SHAPE_V7 = "shape-v7"
+# Patch: a run that starts with this code has shape v7 (implied, no marker of its own) and
+# publishes less (issue 16): a pending action's first task writes the console's lines before it
+# publishes, so one upsert of its search attributes and memo carries them (two before), and a
+# run clears the inbox memo only if it wrote one or was started with one. Each upsert is a
+# history event and a visibility write. Runs started before keep their markers and replay as
+# they did.
+SHAPE_V8 = "shape-v8"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -266,6 +273,7 @@ class _Patches:
     shape_v5: bool | None = None
     shape_v6: bool | None = None
     shape_v7: bool | None = None
+    shape_v8: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -295,6 +303,10 @@ class ActionWorkflow:
         # Every patch is decided here, before the first local activity: core may resolve a
         # local activity in an earlier workflow task on replay than it ran in, and a patch
         # asked for after it would then be missed.
+        if self._shape_v8():
+            # Whoever started the run could have put an inbox row in its memo: cleared then.
+            # The key only, undecoded: a planted value that decodes to nothing must not fail us.
+            self._inbox_memo = INBOX_MEMO_KEY in workflow.info().raw_memo
         self._shape_v5()
         self._patches.ordered_updates = self._patched(ORDERED_MESSAGE_UPDATES)
         self._patches.write_ahead_with_decision = self._patched(WRITE_AHEAD_WITH_DECISION)
@@ -348,8 +360,7 @@ class ActionWorkflow:
         state.phase = Phase.PENDING
         state.eligible = sorted({r.group for r in verdict.approvals})
         state.expires_at = state.created_at + verdict.expires_after
-        self._publish()
-        self._notify(state.eligible, stage=0)
+        await self._publish_and_notify(state.eligible, stage=0)
         if self._patches.reminders and verdict.remind is not None:
             self._background.append(asyncio.create_task(self._remind(verdict.remind)))
 
@@ -382,8 +393,7 @@ class ActionWorkflow:
                     },
                 )
             )
-            self._publish()
-            self._notify(list(stage.notify), stage=state.level)
+            await self._publish_and_notify(list(stage.notify), stage=state.level)
 
         if state.phase is Phase.APPROVED:
             return None  # approved: quorum met
@@ -1146,8 +1156,14 @@ class ActionWorkflow:
     def _shape_v7(self) -> bool:
         """Whether this run times a decision when it arrives (SHAPE_V7)."""
         if self._patches.shape_v7 is None:
-            self._patches.shape_v7 = workflow.patched(SHAPE_V7)
+            self._patches.shape_v7 = self._shape_v8() or workflow.patched(SHAPE_V7)
         return self._patches.shape_v7
+
+    def _shape_v8(self) -> bool:
+        """Whether this run publishes once where it can (SHAPE_V8)."""
+        if self._patches.shape_v8 is None:
+            self._patches.shape_v8 = workflow.patched(SHAPE_V8)
+        return self._patches.shape_v8
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
@@ -1669,6 +1685,32 @@ class ActionWorkflow:
             return []
         return [sa.ACTIVE_UNTIL.value_set(window.end)]
 
+    async def _publish_and_notify(self, groups: list[str], *, stage: int) -> None:
+        """Publish who the action waits on, and post it to every channel.
+
+        Shape v8 writes the console's lines first (the workflow writes them, in this task), so
+        that one publish carries their refs; every other channel posts in the background and
+        publishes when it has.
+        """
+        if not self._shape_v8():
+            self._publish()
+            self._notify(groups, stage=stage)
+            return
+        assert self.state.evaluation is not None
+        posted: list[tuple[str, list[NotificationRef]]] = []
+        for channel in self.state.evaluation.channels:
+            if self._console(channel) is not None:
+                refs = await self._post(channel, groups, stage)
+                self.state.notifications.extend(refs)
+                posted.append((channel, refs))
+            else:
+                self._background.append(
+                    asyncio.create_task(self._notify_one(channel, groups, stage))
+                )
+        self._publish()
+        for channel, refs in posted:
+            self._background.append(asyncio.create_task(self._audit_posted(channel, refs)))
+
     def _notify(self, groups: list[str], *, stage: int, reminder: int = 0) -> None:
         """Post the request to every configured channel, without holding up the decision."""
         assert self.state.evaluation is not None
@@ -1680,6 +1722,15 @@ class ActionWorkflow:
     async def _notify_one(
         self, channel: str, groups: list[str], stage: int, reminder: int = 0
     ) -> None:
+        refs = await self._post(channel, groups, stage, reminder)
+        self.state.notifications.extend(refs)
+        self._publish()
+        await self._audit_posted(channel, refs)
+
+    async def _post(
+        self, channel: str, groups: list[str], stage: int, reminder: int = 0
+    ) -> list[NotificationRef]:
+        """Post the request to one channel: the refs of what was posted, or of what failed."""
         notify = NotifyInput(
             channel=channel,
             status=self.status(),
@@ -1717,8 +1768,10 @@ class ActionWorkflow:
                     **({"reminder": reminder} if reminder else {}),
                 )
             ]
-        self.state.notifications.extend(refs)
-        self._publish()
+        return refs
+
+    async def _audit_posted(self, channel: str, refs: list[NotificationRef]) -> None:
+        """Record in the ledger where the request was delivered."""
         delivered = [r for r in refs if not r.error]
         if delivered:
             await self._audit(
