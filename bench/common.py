@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import psutil
+import yaml
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
@@ -48,6 +49,7 @@ PROFILES = BENCH_DIR / "profiles"
 AGENT_TOKEN = "dev-etl-bot"  # noqa: S105 - agent:etl-bot, owned by bob
 APPROVER_TOKEN = "dev-dave"  # noqa: S105 - dave: sre, not party to the agent's requests
 BARE_QUEUE = "bench-bare"
+BENCH_EXPIRY = "12h"  # of the `noop` approvals every benchmark submits (bench_policy)
 
 # Wide enough for the tables when the output goes to a file (make bench > log).
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -275,6 +277,7 @@ async def running_stack(args: argparse.Namespace, *, bare: bool = False) -> Asyn
     )
     config = DevConfig(
         data_dir=data_dir,
+        policy=bench_policy(data_dir),
         temporal_port=free_port(),
         ui_port=free_port(),
         gateway_port=free_port(),
@@ -304,6 +307,21 @@ async def running_stack(args: argparse.Namespace, *, bare: bool = False) -> Asyn
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
             console.print(f"[dim]stack: kept {data_dir}[/dim]")
+
+
+def bench_policy(data_dir: Path) -> Path:
+    """The example policy with `noop` approvals lasting 12 h, written into `data_dir`.
+
+    Filling B6 to 100,000 pending takes over an hour on a small box; with the example's 1 h
+    expiry the first actions would expire before the last were submitted.
+    """
+    example = DevConfig().policy
+    policy = yaml.safe_load(example.read_text())
+    (rule,) = (rule for rule in policy["rules"] if rule["id"] == "noop")
+    rule["expires_after"] = BENCH_EXPIRY
+    path = data_dir / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
 
 
 def start_bare_worker(address: str, data_dir: Path) -> subprocess.Popen[bytes]:
