@@ -403,6 +403,31 @@ async def test_inbox_holds_what_each_person_may_decide_now(app: FastAPI) -> None
     assert await inbox("dave") == [security["id"]]
 
 
+async def test_inbox_looks_past_newer_actions_someone_else_decides(app: FastAPI) -> None:
+    # The inbox first reads the newest pending actions unfiltered; with limit=1 that is two.
+    # Both are the DBAs', so Bob's security one, older, must come from the filtered list.
+    security = await submit(app, "alice", target="two-db")
+    await wait_status(app, security["id"], "pending_approval")
+    newer = [await submit(app, "bot", params={"rows": rows}) for rows in (1, 2)]
+    for action in newer:
+        await wait_status(app, action["id"], "pending_approval")
+
+    async def inbox(who: str, limit: int) -> list[str]:
+        async with api(app, who) as http:
+            for _ in range(50):  # visibility is eventually consistent
+                response = await http.get("/v1/approvals", params={"limit": limit})
+                assert response.status_code == 200
+                ids = [item["id"] for item in response.json()]
+                if len(ids) == limit:
+                    return ids
+                await asyncio.sleep(0.1)
+        return ids
+
+    assert await inbox("bob", 1) == [security["id"]]
+    assert await inbox("alice", 1) == [newer[1]["id"]]  # the newest of the DBAs' two
+    assert await inbox("alice", 2) == [newer[1]["id"], newer[0]["id"]]
+
+
 # --- deciding -------------------------------------------------------------------------------
 
 
