@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.bare import BareWorkflow
+from bench.bare import BareWorkflow, GateShape, Shape
 from bench.common import (
     AGENT_TOKEN,
     BARE_QUEUE,
@@ -42,6 +42,14 @@ from bench.common import (
 from bench.load import LoadResult, closed_loop
 
 GOAL_RATIO = 0.8
+# The floor's variants (`--b1-shape parts`): the gate's history shape less one part each.
+SHAPES = {
+    "floor: the gate's 17 events, no gate work": Shape(),
+    "floor plus a local activity (18: before shape v9)": Shape(first_locals=2),
+    "floor less the patch (15 events)": Shape(patch=False),
+    "floor less the two status upserts (15 events)": Shape(upserts=False),
+    "floor less both local activities (15 events)": Shape(first_locals=0, last_locals=0),
+}
 NOOP = {"action": "noop", "target": "sandbox", "params": {}, "justification": "bench B1"}
 
 
@@ -64,6 +72,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also measure eager workflow start (client and worker in one process)",
+    )
+    group.add_argument(
+        "--b1-shape",
+        choices=["none", "full", "parts"],
+        default="full",
+        help="also measure the floor: the gate's history shape on the bare worker, no gate "
+        "work ('full'), and that shape less each part in turn ('parts')",
     )
     group.add_argument(
         "--profile",
@@ -96,14 +111,23 @@ async def gate_load(url: str, *, concurrency: int, duration: float, warmup: floa
 
 
 async def bare_load(
-    stack: Stack, *, concurrency: int, duration: float, warmup: float
+    stack: Stack, *, concurrency: int, duration: float, warmup: float, shape: Shape | None = None
 ) -> LoadResult:
-    """Closed-loop start-and-wait of the bare workflow on the bare worker process."""
+    """Closed-loop start-and-wait of the bare workflow on the bare worker process.
+
+    `shape`: that much of the gate's history shape with no gate work (`GateShape`) instead.
+    """
 
     async def one(_: int) -> None:
-        handle = await stack.client.start_workflow(
-            BareWorkflow.run, id=f"bare-{uuid.uuid4().hex}", task_queue=BARE_QUEUE
-        )
+        workflow_id = f"bare-{uuid.uuid4().hex}"
+        if shape is None:
+            handle = await stack.client.start_workflow(
+                BareWorkflow.run, id=workflow_id, task_queue=BARE_QUEUE
+            )
+        else:
+            handle = await stack.client.start_workflow(
+                GateShape.run, shape, id=workflow_id, task_queue=BARE_QUEUE
+            )
         await handle.result()
 
     return await closed_loop(one, concurrency=concurrency, duration=duration, warmup=warmup)
@@ -265,6 +289,8 @@ async def run(stack: Stack, args: argparse.Namespace) -> list[Section]:
     for concurrency in args.b1_concurrency:
         bare_parts: list[LoadResult] = []
         gate_parts: list[LoadResult] = []
+        shapes = dict(list(SHAPES.items())[: {"none": 0, "full": 1}.get(args.b1_shape, 99)])
+        shape_parts: dict[str, list[LoadResult]] = {name: [] for name in shapes}
         for r in range(rounds):
             console.print(f"[bold]B1[/bold] concurrency {concurrency}, round {r + 1}: bare ...")
             bare_parts.append(
@@ -304,9 +330,27 @@ async def run(stack: Stack, args: argparse.Namespace) -> list[Section]:
                 section.notes.append(
                     f"profile of the {name} at concurrency 10: {top.relative_to(ROOT)}"
                 )
+            for index, (name, shape) in enumerate(shapes.items()):
+                console.print(f"[bold]B1[/bold] concurrency {concurrency}, round {r + 1}: {name}")
+                shape_parts[name].append(
+                    await measured(
+                        groups,
+                        cpu,
+                        f"shape{index or ''} c={concurrency}",
+                        bare_load(
+                            stack,
+                            concurrency=concurrency,
+                            duration=slice_s,
+                            warmup=warmup,
+                            shape=shape,
+                        ),
+                    )
+                )
         bare, gate = merged(bare_parts), merged(gate_parts)
         section.rows.append(_row("bare (client → workflow → activity)", bare, None))
         section.rows.append(_row("gate (HTTP → policy → execute → audit)", gate, bare))
+        for name, parts in shape_parts.items():
+            section.rows.append(_row(name, merged(parts), bare))
         if bare.throughput:
             ratios[concurrency] = gate.throughput / bare.throughput
         for result in (bare, gate):
@@ -325,6 +369,21 @@ async def run(stack: Stack, args: argparse.Namespace) -> list[Section]:
             "CPU-bound equivalent at concurrency 10: bare CPU/action ÷ gate CPU/action ≥ 0.8",
             f"{bare_cpu:.0f} / {gate_cpu:.0f} ms = {bare_cpu / gate_cpu:.2f}",
             bare_cpu / gate_cpu >= GOAL_RATIO,
+        )
+    if "bare c=10" in cpu and "shape c=10" in cpu:
+        bare_cpu = _cpu_per_action(cpu["bare c=10"])
+        section.notes.append(
+            "floor: `GateShape` (bench/bare.py) on the bare worker, unsandboxed like the gate's "
+            "worker: an allowed action's history event for event (patch marker, a local "
+            "activity, status upsert, activity, final upsert, a local activity), nothing "
+            "behind any of them. Its CPU per action over bare's is the least the gate's shape "
+            f"costs: {_cpu_per_action(cpu['shape c=10']) / bare_cpu:.2f}x at concurrency 10"
+            + "".join(
+                f"; {name}: {_cpu_per_action(cpu[f'shape{i} c=10']) / bare_cpu:.2f}x"
+                for i, name in enumerate(SHAPES)
+                if i and f"shape{i} c=10" in cpu
+            )
+            + ". The CPU table's rows shape1… are the variants in the order above."
         )
     if args.b1_eager:
         await eager_experiment(stack, args, section, duration, warmup)

@@ -3,6 +3,10 @@
 `python -m bench.bare --address A --task-queue Q` runs a plain worker (default sandbox, default
 converter) until SIGTERM. With `--drive`, the same process also generates the load, so the
 client and worker share one process: the only set-up where eager workflow start can work.
+
+The same worker also runs `GateShape`: the history an allowed action makes in the gate, event
+for event, with none of the gate's work behind the events. It is B1's floor: what Temporal and
+its SDK charge for that shape alone, whatever the gate's own code costs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import signal
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -19,6 +24,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.load import closed_loop
+from workflows import search_attributes as sa
+
+SHAPE_PATCH = "bench-gate-shape"
 
 
 @activity.defn(name="bare_noop")
@@ -37,9 +45,76 @@ class BareWorkflow:
         return "ok"
 
 
+@activity.defn(name="bare_noop_local")
+async def bare_noop_local() -> None:
+    """Do nothing, as a local activity."""
+
+
+@dataclass
+class Shape:
+    """Which of an allowed action's events `GateShape` makes; the default is all 17."""
+
+    patch: bool = True  # the patch marker and the SDK's TemporalChangeVersion upsert
+    first_locals: int = 1  # admission and its rows: write-ahead and claim (two before shape v9)
+    upserts: bool = True  # the status before the executor, the final status after
+    last_locals: int = 1  # the outcome
+
+
+# Unsandboxed, as the gate's worker runs by default: the floor counts no sandbox either.
+@workflow.defn(name="BareGateShape", sandboxed=False)
+class GateShape:
+    """An allowed action's history with no work behind it: B1's floor.
+
+    Event for event what `workflows.action` writes for an allowed action: one patch marker (and
+    the SDK's TemporalChangeVersion upsert), one local activity (admission, then the rows up to
+    the write-ahead row and the claim), the status upsert, the executor's activity, the final
+    upsert, one local activity (the outcome). Every local activity and the activity do
+    nothing; payloads are tiny. A `Shape` adds or leaves out parts, to price each.
+    """
+
+    @workflow.run
+    async def run(self, shape: Shape) -> str:
+        """Make the allowed action's events, doing nothing for any of them."""
+        if shape.patch:
+            workflow.patched(SHAPE_PATCH)
+        for _ in range(shape.first_locals):
+            await workflow.execute_local_activity(
+                bare_noop_local, start_to_close_timeout=timedelta(seconds=30)
+            )
+        if shape.upserts:
+            self._publish("executing")
+        await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
+        if shape.upserts:
+            self._publish("succeeded")
+        for _ in range(shape.last_locals):
+            await workflow.execute_local_activity(
+                bare_noop_local, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return "ok"
+
+    @staticmethod
+    def _publish(status: str) -> None:
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set(status),
+                sa.ACTION.value_set("noop"),
+                sa.TARGET.value_set("sandbox"),
+                sa.REQUESTER.value_set("agent:bench"),
+                sa.RISK.value_set("low"),
+                sa.ESCALATION.value_set(0),
+                sa.GROUPS.value_set([]),
+            ]
+        )
+
+
 def worker(client: Client, task_queue: str) -> Worker:
-    """A plain worker for the bare workflow."""
-    return Worker(client, task_queue=task_queue, workflows=[BareWorkflow], activities=[bare_noop])
+    """A plain worker for the bare workflow and the gate's shape."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BareWorkflow, GateShape],
+        activities=[bare_noop, bare_noop_local],
+    )
 
 
 async def drive(

@@ -98,10 +98,12 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v5_*: the one-marker shape, before the one-step admission (shape-v6: issue 16);
     # v6_*: the one-step admission, before decisions timed on arrival (shape-v7);
     # v7_*: decisions timed on arrival, before one publish where one does (shape-v8);
+    # v8_*: one publish where one does, before the admission writes the first rows (shape-v9);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v8_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v7_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v6_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v5_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names

@@ -445,13 +445,27 @@ async def ledger_writes(handle: WorkflowHandle[ActionWorkflow, ActionStatus]) ->
     ]
 
 
-async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: Gate) -> None:
+async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(
+    gate: Gate, ledger: Ledger
+) -> None:
+    # Shape v9: an allowed action's admission writes the request, the verdict and the
+    # write-ahead row, then claims the execution, in its one local activity.
     allowed = await gate.submit("sandbox-1")
     await allowed.result()
-    assert await ledger_writes(allowed) == [
-        "audit requested, verdict, execution_started, claim execution",
-        "audit execution_result, outcome",
+    assert await ledger_writes(allowed) == ["audit execution_result, outcome"]
+    rows = await ledger.events(allowed.id)
+    assert [r.kind for r in rows] == [
+        "requested",
+        "verdict",
+        "execution_started",
+        "execution_result",
+        "outcome",
     ]
+    assert [r.seq for r in rows] == [0, 1, 2, 3, 4]
+    # The run claimed the action's one execution: another run asking finds that run's claim.
+    held = await ledger.claim_execution(allowed.id, "another-run", rows[0].digest)
+    assert not held.granted
+    assert held.run_id == rows[0].run_id
     approved = await gate.submit("two-keys")
     await gate.wait_for(approved, "pending_approval")
     await gate.decide(approved, "bob@example.com")
@@ -468,9 +482,10 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(gate: G
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v8 (implying v7, v6 and v5): one patch marker (and one TemporalChangeVersion
-    # upsert) per run instead of one per patch; the request admitted in one local activity;
-    # the decision's signature check beside its principal lookups.
+    # Shape v9 (implying v8, v7, v6 and v5): one patch marker (and one TemporalChangeVersion
+    # upsert) per run instead of one per patch; the request admitted, and its first rows
+    # written, in one local activity; the decision's signature check beside its principal
+    # lookups.
     approved = await gate.submit("two-keys")
     await gate.wait_for(approved, "pending_approval")
     await gate.decide(approved, "bob@example.com")
@@ -484,7 +499,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v8"
+    assert json.loads(patches[0])["id"] == "shape-v9"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -494,7 +509,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v8"]']
+    assert versions == [b'["shape-v9"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [
@@ -505,7 +520,8 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
     ]
     requester = (await approved.query(ActionWorkflow.status)).request.requester
     # The first task: the request's signature, earlier runs and the policy in one step.
-    assert summaries[0] == "admit request: signature, earlier runs, policy"
+    assert summaries[0] == "admit request: signature, earlier runs, policy, then its ledger rows"
+    assert not [s for s in summaries if s.startswith("audit requested")]
     assert not [s for s in summaries if s.startswith(("verify request", "check earlier", "eval"))]
     deciding = summaries.index("audit decision, execution_started, claim execution")
     assert summaries[deciding - 1] == (

@@ -72,6 +72,7 @@ from workflows.errors import (
 )
 from workflows.messages import (
     AdmissionCheck,
+    AdmissionRecord,
     AuditBatch,
     AuditEvent,
     AuditKind,
@@ -90,6 +91,7 @@ from workflows.messages import (
     VerifyResult,
     WindowStart,
     WriteAhead,
+    execution_started_payload,
     window_id_for,
 )
 from workflows.signing import (
@@ -235,6 +237,13 @@ SHAPE_V7 = "shape-v7"
 # history event and a visibility write. Runs started before keep their markers and replay as
 # they did.
 SHAPE_V8 = "shape-v8"
+# Patch: a run that starts with this code has shape v8 (implied, no marker of its own) and
+# writes an admitted request's first ledger rows in its admission's local activity (issue 16):
+# the request and the verdict and, when the policy allows the action, the write-ahead row and
+# the execution claim. One local activity fewer for every action; every check still comes
+# first, so a refused request writes nothing there. Runs started before keep their markers and
+# replay as they did.
+SHAPE_V9 = "shape-v9"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -274,6 +283,7 @@ class _Patches:
     shape_v6: bool | None = None
     shape_v7: bool | None = None
     shape_v8: bool | None = None
+    shape_v9: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -294,6 +304,8 @@ class ActionWorkflow:
         # Whether the memo may hold an inbox row (patch inbox-memo). At first it may: whoever
         # started the run could have put one there, so the first publish always writes it.
         self._inbox_memo = True
+        # Whether the admission wrote the request's first ledger rows (shape v9).
+        self._recorded_on_admission = False
 
     # --- the process ----------------------------------------------------------------------
 
@@ -333,13 +345,14 @@ class ActionWorkflow:
         verdict = evaluation.verdict
         if request.break_glass is not None and self._patches.break_glass:
             return await self._break_glass(evaluation)
-        events = [
-            self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
-            self._event(AuditKind.VERDICT, payload=verdict),
-        ]
-        if verdict.effect == "allow" and self._patches.write_ahead_with_decision:
-            events.append(self._start_event())
-        await self._audit(*events)
+        if not self._recorded_on_admission:
+            events = [
+                self._event(AuditKind.REQUESTED, actor=request.requester, payload=request),
+                self._event(AuditKind.VERDICT, payload=verdict),
+            ]
+            if verdict.effect == "allow" and self._patches.write_ahead_with_decision:
+                events.append(self._start_event())
+            await self._audit(*events)
 
         if verdict.effect == "deny":
             return await self._finish(Status.DENIED_BY_POLICY, error=verdict.reason)
@@ -1066,6 +1079,16 @@ class ActionWorkflow:
         claims = request_claims(request, info.workflow_id)
         if request.signature is None:
             return self._unsigned(claims)
+        # Shape v9: the admission writes the admitted request's rows, except a break-glass
+        # request's, whose rows say who broke glass (written by _break_glass).
+        record = None
+        if self._shape_v9() and not (request.break_glass is not None and self._patches.break_glass):
+            record = AdmissionRecord(
+                requested=self._event(
+                    AuditKind.REQUESTED, actor=request.requester, payload=request, advance=False
+                ),
+                claim=self._execution_claim(),
+            )
         checked = await workflow.execute_local_activity_method(
             Admission.admit_request,
             AdmissionCheck(
@@ -1074,10 +1097,12 @@ class ActionWorkflow:
                 ),
                 run=RunCheck(action_id=info.workflow_id, run_id=info.run_id),
                 request=request,
+                record=record,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FOREVER,
-            summary="admit request: signature, earlier runs, policy",
+            summary="admit request: signature, earlier runs, policy"
+            + (", then its ledger rows" if record is not None else ""),
         )
         refusal = self._verified(checked.verified)
         if refusal is None and checked.earlier is not None:
@@ -1085,6 +1110,13 @@ class ActionWorkflow:
         if refusal is not None:
             return refusal
         assert checked.evaluation is not None, "an admitted request has the policy's evaluation"
+        if record is not None:
+            rows = record.events(checked.evaluation, request.execution)
+            self.state.seq = rows[-1].seq + 1
+            if rows[-1].kind is AuditKind.EXECUTION_STARTED:
+                self.state.start_recorded = self.state.start_durable = True
+                self.state.claim = checked.claim
+            self._recorded_on_admission = True
         return checked.evaluation
 
     async def _admit_v5(self, request: ActionRequest) -> Evaluation | DecisionRefused:
@@ -1162,8 +1194,14 @@ class ActionWorkflow:
     def _shape_v8(self) -> bool:
         """Whether this run publishes once where it can (SHAPE_V8)."""
         if self._patches.shape_v8 is None:
-            self._patches.shape_v8 = workflow.patched(SHAPE_V8)
+            self._patches.shape_v8 = self._shape_v9() or workflow.patched(SHAPE_V8)
         return self._patches.shape_v8
+
+    def _shape_v9(self) -> bool:
+        """Whether this run's admission writes its first ledger rows (SHAPE_V9)."""
+        if self._patches.shape_v9 is None:
+            self._patches.shape_v9 = workflow.patched(SHAPE_V9)
+        return self._patches.shape_v9
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
@@ -1850,8 +1888,12 @@ class ActionWorkflow:
         actor: str | None = None,
         channel: str | None = None,
         payload: object = None,
+        advance: bool = True,
     ) -> AuditEvent:
-        """A ledger event with the next per-action sequence number and workflow time."""
+        """A ledger event with the next per-action sequence number and workflow time.
+
+        `advance=False`: the number stays free until the caller knows the event is written.
+        """
         if hasattr(payload, "model_dump"):
             payload = payload.model_dump(mode="json")
         event = AuditEvent(
@@ -1865,7 +1907,8 @@ class ActionWorkflow:
             at=workflow.now(),
             payload=payload or {},
         )
-        self.state.seq += 1
+        if advance:
+            self.state.seq += 1
         return event
 
     def _start_event(self) -> AuditEvent:
@@ -1876,10 +1919,7 @@ class ActionWorkflow:
         self.state.start_recorded = True
         return self._event(
             AuditKind.EXECUTION_STARTED,
-            payload={
-                "executor": executor.model_dump(mode="json"),
-                "runs_in": self.state.request.execution,
-            },
+            payload=execution_started_payload(executor, self.state.request.execution),
         )
 
     async def _audit(self, *events: AuditEvent) -> None:

@@ -225,24 +225,76 @@ class RunCheckResult(Contract):
     at: datetime | None = None
 
 
+def execution_started_payload(executor: ExecutorSpec, runs_in: str) -> dict[str, JsonValue]:
+    """The write-ahead row's payload: which executor runs the action, and where."""
+    return {"executor": executor.model_dump(mode="json"), "runs_in": runs_in}
+
+
+class AdmissionRecord(Contract):
+    """Shape v9: the request's first ledger rows, written by its admission once it is admitted.
+
+    `requested` is the request's row as the workflow made it (its place, run, time, digest).
+    The verdict's row follows it and, when the policy allows the action, the write-ahead row,
+    then the claim of the action's one execution: the rows the workflow wrote itself before.
+    """
+
+    requested: AuditEvent
+    claim: ExecutionClaim
+
+    def events(self, evaluation: Evaluation, runs_in: str) -> list[AuditEvent]:
+        """The rows an admitted request writes, given the policy's evaluation.
+
+        `runs_in`: the request's `execution`, which the write-ahead row names.
+        """
+        verdict = evaluation.verdict
+        rows = [self.requested, self._next(AuditKind.VERDICT, verdict.model_dump(mode="json"))]
+        if verdict.effect == "allow":
+            if evaluation.executor is None:
+                raise ValueError("an allowed action has an executor (the policy denies others)")
+            rows.append(
+                self._next(
+                    AuditKind.EXECUTION_STARTED,
+                    execution_started_payload(evaluation.executor, runs_in),
+                    after=1,
+                )
+            )
+        return rows
+
+    def _next(self, kind: AuditKind, payload: dict[str, JsonValue], after: int = 0) -> AuditEvent:
+        return self.requested.model_copy(
+            update={
+                "seq": self.requested.seq + 1 + after,
+                "kind": kind,
+                "actor": None,
+                "payload": payload,
+            }
+        )
+
+
 class AdmissionCheck(Contract):
-    """A new request's checks in one local activity: its signature, earlier runs, the policy."""
+    """A new request's checks in one local activity: its signature, earlier runs, the policy.
+
+    `record` (shape v9): write the request's first rows once all three let it through.
+    """
 
     verify: VerifyInput
     run: RunCheck
     request: ActionRequest
+    record: AdmissionRecord | None = None
 
 
 class AdmissionResult(Contract):
     """How far the request got, in order; a later answer is there only if the earlier let it by.
 
     The policy never sees a request whose signature fails or whose action another run of the
-    same workflow id already started executing.
+    same workflow id already started executing. `claim`: the ledger's answer to the execution
+    claim, when the admission wrote the write-ahead row (shape v9, an allowed action).
     """
 
     verified: VerifyResult
     earlier: RunCheckResult | None = None
     evaluation: Evaluation | None = None
+    claim: ExecutionClaim | None = None
 
 
 # --- approval windows ---------------------------------------------------------------------------
