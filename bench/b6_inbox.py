@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -24,8 +26,10 @@ from temporalio.worker import PollerBehavior, PollerBehaviorAutoscaling, Worker
 
 from bench.b2_approval import count_visible, submit_pending, wait_count
 from bench.b3_pending import approve_all
+from bench.bare import DecisionShape
 from bench.common import (
     APPROVER_TOKEN,
+    ROOT,
     Section,
     Stack,
     console,
@@ -33,7 +37,9 @@ from bench.common import (
     fmt,
     process_groups,
     rss_mb,
+    stop_process,
     summary_ms,
+    wait_polling,
 )
 from signoff.models import ActionStatus
 
@@ -78,39 +84,81 @@ async def bare_decisions(
 
     `pollers`: the worker's poller behaviour for both kinds of task; the SDK's default if None.
     """
-    ids = [f"bare-approval-{uuid.uuid4().hex}" for _ in range(count)]
     tuning: dict[str, Any] = (
         {"workflow_task_poller_behavior": pollers, "activity_task_poller_behavior": pollers}
         if pollers is not None
         else {}
     )
     async with Worker(client, task_queue=BARE_UPDATE_QUEUE, workflows=[BareApproval], **tuning):
-        starts = iter(ids)
+        ids = await start_runs(client, BareApproval, BARE_UPDATE_QUEUE, count, parallel)
+        return await approve_runs(client, BareApproval, ids, parallel)
 
-        async def start() -> None:
-            for workflow_id in starts:
-                await client.start_workflow(
-                    BareApproval.run,
-                    id=workflow_id,
-                    task_queue=BARE_UPDATE_QUEUE,
-                    execution_timeout=timedelta(hours=1),
-                )
 
-        await asyncio.gather(*(start() for _ in range(parallel)))
-        todo = iter(ids)
-        latencies: list[float] = []
-        began = time.perf_counter()
+async def start_runs(
+    client: Client, shape: Any, queue: str, count: int, parallel: int
+) -> list[str]:
+    """Start `count` runs of `shape` on `queue`, `parallel` at a time; their ids."""
+    ids = [f"bare-approval-{uuid.uuid4().hex}" for _ in range(count)]
+    starts = iter(ids)
 
-        async def decide() -> None:
-            for workflow_id in todo:
-                t0 = time.perf_counter()
-                await client.get_workflow_handle(workflow_id).execute_update(
-                    BareApproval.approve, "bench"
-                )
-                latencies.append(time.perf_counter() - t0)
+    async def start() -> None:
+        for workflow_id in starts:
+            await client.start_workflow(
+                shape.run, id=workflow_id, task_queue=queue, execution_timeout=timedelta(hours=1)
+            )
 
-        await asyncio.gather(*(decide() for _ in range(parallel)))
-        return time.perf_counter() - began, latencies
+    await asyncio.gather(*(start() for _ in range(parallel)))
+    return ids
+
+
+async def approve_runs(
+    client: Client, shape: Any, ids: list[str], parallel: int
+) -> tuple[float, list[float]]:
+    """Approve each run through `shape.approve`, `parallel` at a time; time and latencies."""
+    todo = iter(ids)
+    latencies: list[float] = []
+    began = time.perf_counter()
+
+    async def decide() -> None:
+        for workflow_id in todo:
+            t0 = time.perf_counter()
+            await client.get_workflow_handle(workflow_id).execute_update(shape.approve, "bench")
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(decide() for _ in range(parallel)))
+    return time.perf_counter() - began, latencies
+
+
+async def floor_decisions(
+    stack: Stack, groups: dict[str, list[int]], count: int, parallel: int
+) -> tuple[float, list[float], str]:
+    """B6's floor: `DecisionShape` runs approved as the gate's are; time, latencies, CPU.
+
+    A pending action's history and its approval with no work behind them, on a worker process
+    of their own (as the gate's is) that caches no more runs than are being approved, so each
+    approval replays its run, as the gate's do with more pending than its cache holds.
+    """
+    queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    log = (stack.data_dir / "logs" / "floor-worker.log").open("ab")
+    command = [sys.executable, "-m", "bench.bare", "--address", stack.config.temporal_address]
+    process = subprocess.Popen(  # noqa: ASYNC220 - a quick fork; stop_process is sync too
+        [*command, "--task-queue", queue, "--max-cached-workflows", str(parallel)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        await wait_polling(stack.client, queue)
+        ids = await start_runs(stack.client, DecisionShape, queue, count, parallel)
+        # Approvals only, as the gate's figure counts: the starts are its submissions.
+        measured = {**groups, "floor worker": [process.pid]}
+        before = cpu_seconds(measured)
+        took, latencies = await approve_runs(stack.client, DecisionShape, ids, parallel)
+        return took, latencies, per_decision(before, cpu_seconds(measured), count)
+    finally:
+        stop_process(process)
+        log.close()
 
 
 async def timed_gets(
@@ -235,6 +283,8 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
     scaled_s, scaled_lat = await bare_decisions(
         stack.client, decide, args.b6_approvers, pollers=PollerBehaviorAutoscaling()
     )
+    console.print("[bold]B6[/bold] floor: the gate's decision shape, each run replayed ...")
+    floor_s, floor_lat, floor_cpu = await floor_decisions(stack, groups, decide, args.b6_approvers)
     gate_rate, bare_rate = decide / gate_s, decide / bare_s
     section.rows.append(
         [
@@ -256,10 +306,21 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             f"gate {gate_rate / scaled_rate:.2f}x of it",
         ]
     )
+    floor_rate = decide / floor_s
+    section.rows.append(
+        [
+            "floor: the gate's decision history, no gate work, each run replayed "
+            f"(bench/bare.py DecisionShape, its own worker process), "
+            f"{args.b6_approvers} parallel",
+            f"{floor_rate:.1f}/s, p50 {fmt(summary_ms(floor_lat)['p50'])} ms; "
+            f"{floor_rate / bare_rate:.2f}x of bare, gate {gate_rate / floor_rate:.2f}x of it",
+        ]
+    )
     section.rows.append(["CPU ms per decision, gate (by process)", gate_cpu])
     section.rows.append(
         ["CPU ms per decision, bare (starts included; its worker is the bench)", bare_cpu]
     )
+    section.rows.append(["CPU ms per decision, floor (approvals only, as the gate's)", floor_cpu])
     section.goal(
         "decision throughput >= 0.5x bare",
         f"{gate_rate / bare_rate:.2f}x",

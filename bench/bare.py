@@ -6,7 +6,8 @@ client and worker share one process: the only set-up where eager workflow start 
 
 The same worker also runs `GateShape`: the history an allowed action makes in the gate, event
 for event, with none of the gate's work behind the events. It is B1's floor: what Temporal and
-its SDK charge for that shape alone, whatever the gate's own code costs.
+its SDK charge for that shape alone, whatever the gate's own code costs. `DecisionShape` is
+B6's: a pending action's history and the update that approves it, run by B6 in its process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import signal
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -107,13 +109,76 @@ class GateShape:
         )
 
 
-def worker(client: Client, task_queue: str) -> Worker:
-    """A plain worker for the bare workflow and the gate's shape."""
+# About the size of a pending action's inbox memo (its status as JSON): a visibility write.
+INBOX_ROW = {"status": "pending_approval", "padding": "x" * 1500}
+
+
+# Unsandboxed, as the gate's worker runs by default.
+@workflow.defn(name="BareGateDecisionShape", sandboxed=False)
+class DecisionShape:
+    """A pending action's history and the update that approves it, no work behind it: B6's floor.
+
+    Event for event what `workflows.action` writes for a `noop` needing one approver (shape
+    v9): the patch marker, the admission's local activity, the status and inbox memo, the
+    expiry timer, the console's post recorded by a local activity; then the update: its
+    checks' local activity, the timer cancelled, the status and the memo cleared, the
+    decision's row with the write-ahead row and claim (a local activity), the executor's
+    activity, the final status, the outcome's local activity.
+    """
+
+    def __init__(self) -> None:
+        self.approved = False
+        self.recorded = False
+
+    @workflow.run
+    async def run(self) -> str:
+        """Wait for the approval, then run the no-op activity, as an approved action does."""
+        workflow.patched(SHAPE_PATCH)
+        await _local()  # admission and its rows
+        _publish_status("pending_approval", memo=INBOX_ROW)
+        notified = asyncio.create_task(_local())  # the console's post, recorded
+        await workflow.wait_condition(lambda: self.approved, timeout=timedelta(hours=12))
+        _publish_status("executing", memo=None)
+        await notified
+        await workflow.wait_condition(lambda: self.recorded)
+        await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
+        _publish_status("succeeded")
+        await _local()  # the outcome
+        return "ok"
+
+    @workflow.update
+    async def approve(self, reason: str) -> str:
+        """Approve: checked, counted, recorded with the write-ahead row."""
+        await _local()  # signature, approver, requester
+        self.approved = True
+        await _local()  # decision, write-ahead row, claim
+        self.recorded = True
+        return reason
+
+
+async def _local() -> None:
+    await workflow.execute_local_activity(
+        bare_noop_local, start_to_close_timeout=timedelta(seconds=30)
+    )
+
+
+_UNCHANGED: Any = object()
+
+
+def _publish_status(status: str, memo: Any = _UNCHANGED) -> None:
+    GateShape._publish(status)
+    if memo is not _UNCHANGED:
+        workflow.upsert_memo({"signoff_inbox": memo})
+
+
+def worker(client: Client, task_queue: str, max_cached_workflows: int = 1000) -> Worker:
+    """A plain worker for the bare workflow and the gate's shapes."""
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[BareWorkflow, GateShape],
+        workflows=[BareWorkflow, GateShape, DecisionShape],
         activities=[bare_noop, bare_noop_local],
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -155,9 +220,10 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--max-cached-workflows", type=int, default=1000, help="the SDK's default")
     args = parser.parse_args()
     client = await Client.connect(args.address)
-    async with worker(client, args.task_queue):
+    async with worker(client, args.task_queue, args.max_cached_workflows):
         if args.drive:
             out = await drive(
                 client,
