@@ -94,6 +94,29 @@ async def bare_decisions(
         return await approve_runs(client, BareApproval, ids, parallel)
 
 
+def decision_orders(
+    actions: list[tuple[str, str]], decide: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Up to `decide` of the newest actions, newest first, and as many of the oldest: apart."""
+    split = max(len(actions) - decide, len(actions) // 2)
+    return actions[split:][::-1], actions[: min(decide, split)]
+
+
+async def gated_decisions(
+    stack: Stack, groups: dict[str, list[int]], chosen: list[tuple[str, str]], approvers: int
+) -> tuple[float, int, str, list[float], str]:
+    """Approve `chosen` through the API; seconds, failures, the first, latencies, CPU each.
+
+    The executions the decisions set off (and their outcome rows) are counted with them.
+    """
+    succeeded = 'SignoffStatus = "succeeded"'
+    done_before = await count_visible(stack, succeeded)
+    before = cpu_seconds(groups)
+    took, failures, first, latencies = await approve_all(stack, chosen, approvers)
+    await wait_count(stack, succeeded, done_before + len(chosen) - failures, within=300)
+    return took, failures, first, latencies, per_decision(before, cpu_seconds(groups), len(chosen))
+
+
 async def start_runs(
     client: Client, shape: Any, queue: str, count: int, parallel: int
 ) -> list[str]:
@@ -263,17 +286,22 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             f"{inbox_ms['p50']:.0f} ms",
             inbox_ms["p50"] < GOAL_INBOX_MS,
         )
-    console.print(f"[bold]B6[/bold] approving {decide:,} with {args.b6_approvers} approvers ...")
     groups = process_groups(stack)
-    succeeded = 'SignoffStatus = "succeeded"'
-    done_before = await count_visible(stack, succeeded)
-    before = cpu_seconds(groups)
-    gate_s, failures, first, gate_lat = await approve_all(
-        stack, actions[:decide], args.b6_approvers
-    )
-    # What the decisions set off (the execution, the outcome in the ledger) is theirs too.
-    await wait_count(stack, succeeded, done_before + decide - failures, within=300)
-    gate_cpu = per_decision(before, cpu_seconds(groups), decide)
+    # Approvers work their inbox, newest first: those runs are still in the worker's cache.
+    # The oldest are not (more pending than it holds): each of their decisions replays a run.
+    newest, oldest = decision_orders(actions, decide)
+    decided: dict[str, tuple[float, list[float], str]] = {}
+    for order, chosen in (("newest first", newest), ("oldest first", oldest)):
+        console.print(
+            f"[bold]B6[/bold] approving {len(chosen):,} ({order}) with "
+            f"{args.b6_approvers} approvers ..."
+        )
+        took, failures, first, latencies, cpu = await gated_decisions(
+            stack, groups, chosen, args.b6_approvers
+        )
+        decided[order] = (took, latencies, cpu)
+        if failures:
+            section.notes.append(f"{order}: {failures} failed, the first: {first}")
     console.print(f"[bold]B6[/bold] bare: {decide:,} workflows completed by an update ...")
     before = cpu_seconds(groups)
     bare_s, bare_lat = await bare_decisions(stack.client, decide, args.b6_approvers)
@@ -285,13 +313,18 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
     )
     console.print("[bold]B6[/bold] floor: the gate's decision shape, each run replayed ...")
     floor_s, floor_lat, floor_cpu = await floor_decisions(stack, groups, decide, args.b6_approvers)
-    gate_rate, bare_rate = decide / gate_s, decide / bare_s
-    section.rows.append(
-        [
-            f"decisions through the API, {args.b6_approvers} parallel approvers",
-            f"{gate_rate:.1f}/s ({failures} failed), p50 {fmt(summary_ms(gate_lat)['p50'])} ms",
-        ]
-    )
+    bare_rate = decide / bare_s
+    rates: dict[str, float] = {}
+    for order, (took, latencies, _) in decided.items():
+        rates[order] = len(newest if order == "newest first" else oldest) / took
+        section.rows.append(
+            [
+                f"decisions through the API, {args.b6_approvers} parallel approvers, {order}",
+                f"{rates[order]:.1f}/s, p50 {fmt(summary_ms(latencies)['p50'])} ms; "
+                f"{rates[order] / bare_rate:.2f}x of bare",
+            ]
+        )
+    gate_rate = rates["oldest first"]
     section.rows.append(
         [
             f"bare workflow completed by an update, {args.b6_approvers} parallel",
@@ -316,21 +349,21 @@ async def run(stack: Stack, args: argparse.Namespace) -> Section:
             f"{floor_rate / bare_rate:.2f}x of bare, gate {gate_rate / floor_rate:.2f}x of it",
         ]
     )
-    section.rows.append(["CPU ms per decision, gate (by process)", gate_cpu])
+    for order, (_, _, cpu) in decided.items():
+        section.rows.append([f"CPU ms per decision, gate, {order} (by process)", cpu])
     section.rows.append(
         ["CPU ms per decision, bare (starts included; its worker is the bench)", bare_cpu]
     )
     section.rows.append(["CPU ms per decision, floor (approvals only, as the gate's)", floor_cpu])
-    section.goal(
-        "decision throughput >= 0.5x bare",
-        f"{gate_rate / bare_rate:.2f}x",
-        gate_rate >= bare_rate / 2,
-    )
-    if failures:
-        section.notes.append(f"first failed decision: {first}")
+    for order, rate in rates.items():
+        section.goal(
+            f"decision throughput >= 0.5x bare, {order}",
+            f"{rate / bare_rate:.2f}x",
+            rate >= bare_rate / 2,
+        )
     section.notes.append(
         "the bare workflows' worker runs in the bench process; the gate's decisions go through "
-        "the gateway (auth, describe, signed update) to the signoff worker, which audits each."
+        "the gateway (auth, then a signed update) to the signoff worker, which audits each."
     )
     return section
 
