@@ -60,9 +60,12 @@ class ExecutionActivities:
         timeout = activity.info().heartbeat_timeout
         if timeout:
             interval = min(interval, timeout / 3)
+        # The first beat waits one interval. The SDK sends a first beat to Temporal at once, a
+        # write to the run's state; the heartbeat timeout counts from the start anyway, so an
+        # action done sooner (most are) is as safe without it.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval.total_seconds())
+            activity.heartbeat()
 
     async def _claim(self, digest: str) -> None:
         """Claim this run's execution in the ledger; another run's claim refuses it for good."""

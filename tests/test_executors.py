@@ -291,6 +291,21 @@ async def test_heartbeats_during_long_runs(targets_file: Path) -> None:
     assert any(b and "sleeping" in b[0] for b in beats)  # the executor's progress beats
 
 
+async def test_an_action_done_within_one_interval_sends_no_heartbeat(targets_file: Path) -> None:
+    # Each beat the SDK sends is a write to the run's state in Temporal; the heartbeat
+    # timeout counts from the start, so a quick action is as safe without any.
+    executors = ExecutionActivities(
+        registry, load_targets(targets_file), heartbeat_every=timedelta(seconds=0.5)
+    )
+    beats: list[tuple[Any, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    assert await run(executors, request("noop", sleep_seconds=0.1), env=env) == {
+        "echo": {"sleep_seconds": 0.1}
+    }
+    assert [b for b in beats if b == ()] == []
+
+
 # --- targets file ---------------------------------------------------------------------------
 
 
