@@ -277,16 +277,22 @@ def test_load_modules(tmp_path: Path, monkeypatch: Any) -> None:
         fresh.load_modules(["no_such_plugin"])
 
 
-async def test_heartbeats_during_long_runs(targets_file: Path) -> None:
+async def beats_of_noop(targets_file: Path, *, every: float, sleep: float) -> list[tuple[Any, ...]]:
+    """The heartbeats (their details) of a `noop` sleeping `sleep` s, beating every `every` s."""
     executors = ExecutionActivities(
-        registry, load_targets(targets_file), heartbeat_every=timedelta(seconds=0.2)
+        registry, load_targets(targets_file), heartbeat_every=timedelta(seconds=every)
     )
     beats: list[tuple[Any, ...]] = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)
-    assert await run(executors, request("noop", sleep_seconds=1.5), env=env) == {
-        "echo": {"sleep_seconds": 1.5}
+    assert await run(executors, request("noop", sleep_seconds=sleep), env=env) == {
+        "echo": {"sleep_seconds": sleep}
     }
+    return beats
+
+
+async def test_heartbeats_during_long_runs(targets_file: Path) -> None:
+    beats = await beats_of_noop(targets_file, every=0.2, sleep=1.5)
     assert len([b for b in beats if b == ()]) >= 5  # the activity's own background beat
     assert any(b and "sleeping" in b[0] for b in beats)  # the executor's progress beats
 
@@ -294,15 +300,7 @@ async def test_heartbeats_during_long_runs(targets_file: Path) -> None:
 async def test_an_action_done_within_one_interval_sends_no_heartbeat(targets_file: Path) -> None:
     # Each beat the SDK sends is a write to the run's state in Temporal; the heartbeat
     # timeout counts from the start, so a quick action is as safe without any.
-    executors = ExecutionActivities(
-        registry, load_targets(targets_file), heartbeat_every=timedelta(seconds=0.5)
-    )
-    beats: list[tuple[Any, ...]] = []
-    env = ActivityEnvironment()
-    env.on_heartbeat = lambda *details: beats.append(details)
-    assert await run(executors, request("noop", sleep_seconds=0.1), env=env) == {
-        "echo": {"sleep_seconds": 0.1}
-    }
+    beats = await beats_of_noop(targets_file, every=0.5, sleep=0.1)
     assert [b for b in beats if b == ()] == []
 
 
