@@ -19,6 +19,8 @@ from workflows.messages import ExecuteInput, ExecuteResult, RevertInput
 
 # The ApplicationError type of a run refused because another run of the action executed it.
 ALREADY_EXECUTED = "AlreadyExecuted"
+# The ApplicationError type of a run refused because its approval is not on record.
+NO_WRITE_AHEAD = "NoWriteAhead"
 
 
 def redact(message: str, secrets: list[str]) -> str:
@@ -68,7 +70,11 @@ class ExecutionActivities:
             activity.heartbeat()
 
     async def _claim(self, digest: str) -> None:
-        """Claim this run's execution in the ledger; another run's claim refuses it for good."""
+        """Find this run's write-ahead row, then claim its execution in the ledger.
+
+        No row: refused (only signoff's workflow on this worker writes one, after the
+        approval). Another run's claim refuses it for good.
+        """
         if self.ledger is None:
             return
         info = activity.info()
@@ -79,6 +85,10 @@ class ExecutionActivities:
             # The workflow claimed moments ago; a ledger blip now must not fail an action
             # that never ran, so wait for it (the heartbeat keeps the activity alive).
             try:
+                self._require_write_ahead(
+                    await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id),
+                    digest,
+                )
                 claim = await self.ledger.claim_execution(
                     info.workflow_id, info.workflow_run_id, digest
                 )
@@ -95,6 +105,39 @@ class ExecutionActivities:
                 non_retryable=True,
                 type=ALREADY_EXECUTED,
             )
+
+    @staticmethod
+    def _require_write_ahead(digests: list[str], digest: str | None) -> None:
+        """Refuse unless the run's write-ahead row is on record (for `digest`, when given)."""
+        if digests and (digest is None or digest in digests):
+            return
+        info = activity.info()
+        found = f" for digest {digest}" if digests else ""
+        raise ApplicationError(
+            f"refused: the ledger holds no write-ahead row{found} for run "
+            f"{info.workflow_run_id} of {info.workflow_id}; an action runs only once its "
+            "approval is on record",
+            non_retryable=True,
+            type=NO_WRITE_AHEAD,
+        )
+
+    async def _require_run(self) -> None:
+        """Refuse a revert unless this run wrote its write-ahead row (it executed here)."""
+        if self.ledger is None:
+            return
+        info = activity.info()
+        assert info.workflow_id, "reverted only by the action workflow"
+        assert info.workflow_run_id, "reverted only by the action workflow"
+        delay = 0.5
+        while True:
+            try:
+                digests = await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id)
+                break
+            except CONNECTION_ERRORS as err:
+                activity.logger.warning("ledger unavailable for the revert's check: %s", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._require_write_ahead(digests, None)
 
     @activity.defn(name="revert_action")
     async def revert_action(self, input: RevertInput) -> ExecuteResult:
@@ -114,6 +157,7 @@ class ExecutionActivities:
         )
         beating = asyncio.create_task(self._heartbeat())
         try:
+            await self._require_run()
             result = await executor.run_revert(
                 request,
                 target,

@@ -29,6 +29,7 @@ from policies.engine import Policy
 from policies.loader import load_policy_and_directory
 from signoff.executor import ExecutorRegistry, registry
 from workers import telemetry
+from workers.activity_guard import ActivityGuard
 from workers.converter import UndecodablePayload, data_converter
 from workers.database import resolve_database_url
 from workers.sandbox import SANDBOX
@@ -118,8 +119,9 @@ def build_worker(
         # failing its first workflow task forever (see signoff.converter). Other task
         # failures stay retried (a deploy fixes them) and alert (deploy/prometheus).
         workflow_failure_exception_types=[UndecodablePayload],
+        # First, so nothing else sees an activity it refuses (workers/activity_guard.py).
         # Notification failures are counted per channel for alerting (telemetry).
-        interceptors=[telemetry.NotificationMetrics(), *interceptors],
+        interceptors=[ActivityGuard(parts.ledger), telemetry.NotificationMetrics(), *interceptors],
     )
 
 

@@ -291,6 +291,31 @@ class Ledger:
             )
         return None if row is None else (row["run_id"], row["at"])
 
+    async def run_recorded(self, action_id: str, run_id: str) -> bool:
+        """Whether this run of the action (its own run id, not '') wrote any ledger row."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            found = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE action_id = $1 AND run_id = $2)",
+                action_id,
+                run_id,
+            )
+        return bool(found)
+
+    async def write_ahead(self, action_id: str, run_id: str) -> list[str]:
+        """The digests on a run's write-ahead rows (`execution_started`), none if it wrote none.
+
+        Rows of runs from before runs were recorded (run id '') count for any run: the
+        execution claim still lets only one run of the action execute.
+        """
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            rows = await conn.fetch(
+                "SELECT digest FROM audit_events WHERE action_id = $1 "
+                "AND run_id IN ($2, '') AND kind = 'execution_started'",
+                action_id,
+                run_id,
+            )
+        return [r["digest"] for r in rows]
+
     async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
         """Claim the one execution of an action for `run_id`; return whoever holds it.
 
