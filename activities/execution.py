@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -16,6 +18,8 @@ from signoff.executor import ExecutorError, ExecutorRegistry
 from signoff.models import ExecutorSpec
 from workflows.errors import EXECUTOR_ERROR
 from workflows.messages import ExecuteInput, ExecuteResult, RevertInput
+
+T = TypeVar("T")
 
 # The ApplicationError type of a run refused because another run of the action executed it.
 ALREADY_EXECUTED = "AlreadyExecuted"
@@ -77,34 +81,50 @@ class ExecutionActivities:
         """
         if self.ledger is None:
             return
-        info = activity.info()
-        assert info.workflow_id, "executed only by the action workflow"
-        assert info.workflow_run_id, "executed only by the action workflow"
-        delay = 0.5
-        while True:
-            # The workflow claimed moments ago; a ledger blip now must not fail an action
-            # that never ran, so wait for it (the heartbeat keeps the activity alive).
-            try:
-                self._require_write_ahead(
-                    await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id),
-                    digest,
-                )
-                claim = await self.ledger.claim_execution(
-                    info.workflow_id, info.workflow_run_id, digest
-                )
-                break
-            except CONNECTION_ERRORS as err:
-                activity.logger.warning("ledger unavailable for the execution claim: %s", err)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        digests = await self._ask_ledger("the write-ahead check", Ledger.write_ahead)
+        self._require_write_ahead(digests, digest)
+        claim = await self._ask_ledger(
+            "the execution claim", lambda ledger, a, r: ledger.claim_execution(a, r, digest)
+        )
         assert claim.claimed_at is not None, "a stored claim has its time"
-        if claim.run_id != info.workflow_run_id:
+        if claim.run_id != activity.info().workflow_run_id:
             raise ApplicationError(
                 f"already executed by run {claim.run_id} at {iso_utc(claim.claimed_at)}; "
                 "a reset or re-run never executes twice",
                 non_retryable=True,
                 type=ALREADY_EXECUTED,
             )
+
+    async def _require_run(self) -> None:
+        """Refuse a revert unless this run wrote its write-ahead row (it executed here).
+
+        Asked once: a ledger that cannot answer fails this attempt like a failing revert,
+        which the workflow records and retries.
+        """
+        if self.ledger is None:
+            return
+        info = activity.info()
+        assert info.workflow_id, "run only by signoff's workflows (workers/activity_guard.py)"
+        assert info.workflow_run_id, "run only by signoff's workflows"
+        digests = await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id)
+        self._require_write_ahead(digests, None)
+
+    async def _ask_ledger(self, what: str, call: Callable[[Ledger, str, str], Awaitable[T]]) -> T:
+        """`call(ledger, action id, run id)` for this activity's run, until the ledger answers."""
+        assert self.ledger is not None, "asked only with a ledger"
+        info = activity.info()
+        assert info.workflow_id, "run only by signoff's workflows (workers/activity_guard.py)"
+        assert info.workflow_run_id, "run only by signoff's workflows"
+        delay = 0.5
+        while True:
+            # The workflow wrote moments ago; a ledger blip now must not fail an action that
+            # never ran, so wait for it (the heartbeat keeps the activity alive).
+            try:
+                return await call(self.ledger, info.workflow_id, info.workflow_run_id)
+            except CONNECTION_ERRORS as err:
+                activity.logger.warning("ledger unavailable for %s: %s", what, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     @staticmethod
     def _require_write_ahead(digests: list[str], digest: str | None) -> None:
@@ -120,24 +140,6 @@ class ExecutionActivities:
             non_retryable=True,
             type=NO_WRITE_AHEAD,
         )
-
-    async def _require_run(self) -> None:
-        """Refuse a revert unless this run wrote its write-ahead row (it executed here)."""
-        if self.ledger is None:
-            return
-        info = activity.info()
-        assert info.workflow_id, "reverted only by the action workflow"
-        assert info.workflow_run_id, "reverted only by the action workflow"
-        delay = 0.5
-        while True:
-            try:
-                digests = await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id)
-                break
-            except CONNECTION_ERRORS as err:
-                activity.logger.warning("ledger unavailable for the revert's check: %s", err)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self._require_write_ahead(digests, None)
 
     @activity.defn(name="revert_action")
     async def revert_action(self, input: RevertInput) -> ExecuteResult:
