@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger.store import Ledger
@@ -20,7 +21,7 @@ from channels.notifier import Notifier
 from channels.slack import SlackNotifier, web_client
 from channels.teams.store import ConversationStore
 from policies.loader import load_directory, load_policy
-from signoff.models import Reminders, Status
+from signoff.models import ActionStatus, Reminders, Status
 from tests.conftest import DATA, Gate, running_worker
 from tests.fake_slack import Call, FakeSlack
 from tests.fake_teams import FakeMicrosoft, MsalRoute
@@ -63,6 +64,17 @@ def notifiers(settings: Settings, fake: FakeSlack) -> list[Notifier]:
     return [ConsoleNotifier(), slack]
 
 
+async def posted_ts(handle: WorkflowHandle[ActionWorkflow, ActionStatus]) -> str:
+    """The ts of the Slack request once the workflow has recorded it (bounded poll)."""
+    for _ in range(200):
+        thread = (await handle.query(ActionWorkflow.status)).notifications
+        found = [r.ref["ts"] for r in thread if r.channel == "slack" and r.ref.get("ts")]
+        if found:
+            return str(found[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the Slack request never reached the workflow: {thread}")
+
+
 async def test_reminders_reply_in_the_thread_until_someone_decides(
     skipping_env: WorkflowEnvironment,  # noqa: F811
     skipping_settings: Settings,  # noqa: F811
@@ -80,8 +92,8 @@ async def test_reminders_reply_in_the_thread_until_someone_decides(
         with skipping_env.auto_time_skipping_disabled():
             await gate.wait_for(handle, "pending_approval")
         [posted] = await fake.wait_for("chat.postMessage", channel="C0DBA")
-        thread = (await handle.query(ActionWorkflow.status)).notifications
-        ts = next(r.ref["ts"] for r in thread if r.channel == "slack")
+        # The post reaches the fake before its activity's result reaches the workflow.
+        ts = await posted_ts(handle)
 
         await skipping_env.sleep(timedelta(minutes=29))
         assert reminders(fake) == []
