@@ -35,6 +35,14 @@ def redact(message: str, secrets: list[str]) -> str:
     return message
 
 
+def _run() -> tuple[str, str]:
+    """This activity's action id and run id: signoff's workflows always have both."""
+    info = activity.info()
+    assert info.workflow_id, "run only by signoff's workflows (workers/activity_guard.py)"
+    assert info.workflow_run_id, "run only by signoff's workflows"
+    return info.workflow_id, info.workflow_run_id
+
+
 class ExecutionActivities:
     """The execute activity with what it needs: the executor registry and the targets."""
 
@@ -103,24 +111,18 @@ class ExecutionActivities:
         """
         if self.ledger is None:
             return
-        info = activity.info()
-        assert info.workflow_id, "run only by signoff's workflows (workers/activity_guard.py)"
-        assert info.workflow_run_id, "run only by signoff's workflows"
-        digests = await self.ledger.write_ahead(info.workflow_id, info.workflow_run_id)
-        self._require_write_ahead(digests, None)
+        self._require_write_ahead(await self.ledger.write_ahead(*_run()), None)
 
     async def _ask_ledger(self, what: str, call: Callable[[Ledger, str, str], Awaitable[T]]) -> T:
         """`call(ledger, action id, run id)` for this activity's run, until the ledger answers."""
         assert self.ledger is not None, "asked only with a ledger"
-        info = activity.info()
-        assert info.workflow_id, "run only by signoff's workflows (workers/activity_guard.py)"
-        assert info.workflow_run_id, "run only by signoff's workflows"
+        action_id, run_id = _run()
         delay = 0.5
         while True:
             # The workflow wrote moments ago; a ledger blip now must not fail an action that
             # never ran, so wait for it (the heartbeat keeps the activity alive).
             try:
-                return await call(self.ledger, info.workflow_id, info.workflow_run_id)
+                return await call(self.ledger, action_id, run_id)
             except CONNECTION_ERRORS as err:
                 activity.logger.warning("ledger unavailable for %s: %s", what, err)
                 await asyncio.sleep(delay)
