@@ -11,7 +11,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.ledger.store import CONNECTION_ERRORS, Ledger, LedgerConflict
-from workflows.messages import AuditBatch, ExecutionClaim, RunCheck, RunCheckResult, WriteAhead
+from workflows.messages import (
+    AuditBatch,
+    ExecutionClaim,
+    RecordedOutcome,
+    RunCheck,
+    RunCheckResult,
+    WriteAhead,
+)
 
 LEDGER_UNAVAILABLE = "LedgerUnavailable"
 LEDGER_CONFLICT = "LedgerConflict"
@@ -35,6 +42,16 @@ class AuditActivities:
         """Append a batch of events to the chain, idempotently; retried until Postgres is back."""
         try:
             await self.ledger.append(batch.events)
+        except LedgerConflict as err:
+            raise ApplicationError(str(err), type=LEDGER_CONFLICT, non_retryable=True) from None
+        except CONNECTION_ERRORS as err:
+            raise unavailable(err) from err
+
+    @activity.defn(name="record_outcome")
+    async def record_outcome(self, batch: AuditBatch) -> RecordedOutcome | None:
+        """Append an outcome's rows; the outcome already there if the executor wrote it first."""
+        try:
+            return await self.ledger.append_outcome(batch.events)
         except LedgerConflict as err:
             raise ApplicationError(str(err), type=LEDGER_CONFLICT, non_retryable=True) from None
         except CONNECTION_ERRORS as err:

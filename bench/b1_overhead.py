@@ -44,11 +44,11 @@ from bench.load import LoadResult, closed_loop
 GOAL_RATIO = 0.8
 # The floor's variants (`--b1-shape parts`): the gate's history shape less one part each.
 SHAPES = {
-    "floor: the gate's 17 events, no gate work": Shape(),
-    "floor plus a local activity (18: before shape v9)": Shape(first_locals=2),
-    "floor less the patch (15 events)": Shape(patch=False),
-    "floor less the two status upserts (15 events)": Shape(upserts=False),
-    "floor less both local activities (15 events)": Shape(first_locals=0, last_locals=0),
+    "floor: the gate's 16 events, no gate work": Shape(),
+    "floor plus the outcome's local activity (17: before shape v10)": Shape(last_locals=1),
+    "floor less the patch (14 events)": Shape(patch=False),
+    "floor less the two status upserts (14 events)": Shape(upserts=False),
+    "floor less its local activity (15 events)": Shape(first_locals=0),
 }
 NOOP = {"action": "noop", "target": "sandbox", "params": {}, "justification": "bench B1"}
 

@@ -54,12 +54,12 @@ async def bare_noop_local() -> None:
 
 @dataclass
 class Shape:
-    """Which of an allowed action's events `GateShape` makes; the default is all 17."""
+    """Which of an allowed action's events `GateShape` makes; the default is all 16."""
 
     patch: bool = True  # the patch marker and the SDK's TemporalChangeVersion upsert
     first_locals: int = 1  # admission and its rows: write-ahead and claim (two before shape v9)
     upserts: bool = True  # the status before the executor, the final status after
-    last_locals: int = 1  # the outcome
+    last_locals: int = 0  # the outcome's (one before shape v10; now the executor writes it)
 
 
 # Unsandboxed, as the gate's worker runs by default: the floor counts no sandbox either.
@@ -70,8 +70,9 @@ class GateShape:
     Event for event what `workflows.action` writes for an allowed action: one patch marker (and
     the SDK's TemporalChangeVersion upsert), one local activity (admission, then the rows up to
     the write-ahead row and the claim), the status upsert, the executor's activity, the final
-    upsert, one local activity (the outcome). Every local activity and the activity do
-    nothing; payloads are tiny. A `Shape` adds or leaves out parts, to price each.
+    upsert (since shape v10 the executor's activity writes the outcome). Every local activity
+    and the activity do nothing; payloads are tiny. A `Shape` adds or leaves out parts, to
+    price each.
     """
 
     @workflow.run
@@ -123,7 +124,7 @@ class DecisionShape:
     expiry timer, the console's post recorded by a local activity; then the update: its
     checks' local activity, the timer cancelled, the status and the memo cleared, the
     decision's row with the write-ahead row and claim (a local activity), the executor's
-    activity, the final status, the outcome's local activity.
+    activity (which writes the outcome since shape v10), the final status.
     """
 
     def __init__(self) -> None:
@@ -143,7 +144,6 @@ class DecisionShape:
         await workflow.wait_condition(lambda: self.recorded)
         await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
         _publish_status("succeeded")
-        await _local()  # the outcome
         return "ok"
 
     @workflow.update

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from activities.ledger.store import Ledger
-from signoff.models import Status
+from signoff.models import ActionStatus, Status
 from tests.conftest import DATA, Gate, running_worker, spawn_worker
+from tests.held_replies import held_replies
+from tests.test_workflow import ALLOWED_ROWS, ledger_writes
 from workers.settings import Settings
 from workflows.action import OUTCOME_UNKNOWN, ActionWorkflow
+from workflows.messages import AuditKind
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +51,17 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
+async def submit_recorded_run(
+    gate: Gate, runs: Path, *, seconds: float
+) -> WorkflowHandle[ActionWorkflow, ActionStatus]:
+    """A non-idempotent shell action that notes its run in `runs`, then takes `seconds`."""
+    return await gate.submit(
+        "ops-shell",
+        {"argv": [sys.executable, str(DATA / "record_run.py"), str(runs), str(seconds)]},
+        action="shell.run",
+    )
+
+
 async def test_non_idempotent_action_whose_worker_dies_fails_and_never_reruns(
     client: Client, shell_settings: Settings, ledger: Ledger, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -55,11 +69,7 @@ async def test_non_idempotent_action_whose_worker_dies_fails_and_never_reruns(
     gate = Gate(client, shell_settings)
     worker = spawn_worker(client, shell_settings, postgres_url)
     try:
-        handle = await gate.submit(
-            "ops-shell",
-            {"argv": [sys.executable, str(DATA / "record_run.py"), str(runs), "30"]},
-            action="shell.run",
-        )
+        handle = await submit_recorded_run(gate, runs, seconds=30)
         await wait_for_lines(runs, 1)
         assert (await handle.query(ActionWorkflow.status)).status is Status.EXECUTING
     finally:
@@ -87,3 +97,43 @@ async def test_idempotent_action_whose_worker_dies_is_retried_on_another(
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
     assert outcome.status is Status.SUCCEEDED
     assert outcome.result == {"echo": {"sleep_seconds": 20}}
+
+
+async def test_a_success_written_before_its_completion_was_lost_is_the_outcome(
+    client: Client, shell_settings: Settings, ledger: Ledger, postgres_url: str, tmp_path: Path
+) -> None:
+    # Shape v10: the executor's activity writes a success's rows, then reports. Here its row
+    # lands in Postgres but the answer is held back, and the worker dies before reporting.
+    # The run sees a lost, non-idempotent execution ("outcome unknown"); it must find the
+    # success in the ledger and end succeeded, with the ledger's result, never run twice.
+    runs = tmp_path / "runs.txt"
+    gate = Gate(client, shell_settings)
+    async with held_replies(postgres_url) as (url, replies):
+        worker = spawn_worker(client, shell_settings, url)
+        try:
+            handle = await submit_recorded_run(gate, runs, seconds=1)
+            await wait_for_lines(runs, 1)
+            replies.clear()  # the worker's writes still land; their answers never come
+            for _ in range(300):
+                rows = await ledger.events(handle.id)
+                if rows and rows[-1].kind == AuditKind.OUTCOME:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the executor's activity never wrote the outcome")
+        finally:
+            kill_group(worker)
+    async with running_worker(client, shell_settings, ledger):
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status is Status.SUCCEEDED, outcome.error
+    assert outcome.error is None
+    assert len(runs.read_text().splitlines()) == 1, "a non-idempotent action ran twice"
+    rows = await ledger.events(handle.id)
+    assert [(r.seq, r.kind) for r in rows] == ALLOWED_ROWS
+    assert rows[4].payload == {"status": "succeeded", "error": None}
+    assert outcome.result == rows[3].payload["result"]
+    assert outcome.result is not None
+    # The run did give the execution up, and asked the ledger, which answered with the success.
+    history = await handle.fetch_history()
+    assert any(e.HasField("activity_task_timed_out_event_attributes") for e in history.events)
+    assert await ledger_writes(handle) == ["audit execution_result, outcome"]

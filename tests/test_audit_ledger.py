@@ -21,7 +21,7 @@ from activities.ledger.migrations import MIGRATIONS, WORKER_ROLE
 from activities.ledger.store import Ledger
 from tests.pg import T0, action_batches, create_database, start, stop, with_database
 from workers.audit.verify import verify_chain
-from workflows.messages import AuditBatch, AuditKind
+from workflows.messages import AuditBatch, AuditKind, RecordedOutcome, outcome_events
 
 
 async def record(ledger: Ledger, batch: AuditBatch) -> None:
@@ -357,3 +357,69 @@ async def test_rows_from_before_runs_were_recorded_keep_verifying(postgres_url: 
         assert report.broken.reason == "edited"
     finally:
         await ledger.close()
+
+
+def outcome_rows(
+    status: str, *, result: object = None, error: str | None = None, action: str = "act-outcome"
+) -> AuditBatch:
+    """An outcome's two rows, at the places its run kept for them (3 and 4)."""
+    return AuditBatch(
+        events=outcome_events(
+            action_id=action,
+            run_id="run-1",
+            digest="d" * 64,
+            seq=3,
+            at=T0,
+            status=status,
+            error=error,
+            result=result,  # type: ignore[arg-type]
+        )
+    )
+
+
+async def test_an_outcome_already_written_is_the_answer_not_a_conflict(ledger: Ledger) -> None:
+    # Shape v10: the executor's activity writes a success's rows; if its completion is lost,
+    # the run writes a failure at the same places, and the ledger's success must win.
+    audit = AuditActivities(ledger)
+    success = outcome_rows("succeeded", result={"rows": 3})
+    assert await audit.record_outcome(success) is None
+    unknown = outcome_rows("failed", error="outcome unknown, verify manually")
+    stored = await audit.record_outcome(unknown)
+    assert stored == RecordedOutcome(status="succeeded", result={"rows": 3})
+    # An idempotent action retried after a lost completion may return something else: the
+    # first success written stays the outcome.
+    again = outcome_rows("succeeded", result={"rows": 4})
+    assert await ledger.append_outcome(again.events) == stored
+    # The same rows again (a retried write) are written once, as ever.
+    assert await ledger.append_outcome(success.events) is None
+    rows = await ledger.events("act-outcome")
+    assert [(r.seq, r.kind) for r in rows] == [(3, "execution_result"), (4, "outcome")]
+    assert rows[0].payload["result"] == {"rows": 3}
+    assert rows[1].payload["status"] == "succeeded"
+    # The other way round: the run gave up first, so a late success finds its failure.
+    await audit.record_outcome(outcome_rows("failed", error="timed out", action="act-late"))
+    late = outcome_rows("succeeded", result={"rows": 3}, action="act-late")
+    assert await ledger.append_outcome(late.events) == RecordedOutcome(
+        status="failed", error="timed out"
+    )
+    assert (await verify_chain(ledger)).ok
+
+
+async def test_an_outcome_never_overwrites_rows_of_another_kind(ledger: Ledger) -> None:
+    # Only an outcome answers an outcome: any other row at its places stays a conflict.
+    batch = action_batches("act-outcome")[0]
+    await record(ledger, batch)
+    taken = outcome_events(
+        action_id="act-outcome",
+        run_id=batch.events[0].run_id,
+        digest=batch.events[0].digest,
+        seq=batch.events[0].seq,
+        at=T0,
+        status="succeeded",
+        error=None,
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await AuditActivities(ledger).record_outcome(AuditBatch(events=taken))
+    assert caught.value.type == LEDGER_CONFLICT
+    assert caught.value.non_retryable
+    assert [r.kind for r in await ledger.events("act-outcome")] == [e.kind for e in batch.events]

@@ -99,10 +99,13 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v6_*: the one-step admission, before decisions timed on arrival (shape-v7);
     # v7_*: decisions timed on arrival, before one publish where one does (shape-v8);
     # v8_*: one publish where one does, before the admission writes the first rows (shape-v9);
+    # v9_*: the admission writes the first rows, before the executor writes its success's
+    # (shape-v10);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v9_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v8_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v7_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v6_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names

@@ -433,6 +433,16 @@ async def test_caller_mode_error_report_fails_the_action(gate: Gate) -> None:
     assert outcome.error == "ValueError: bad month"
 
 
+# An allowed action's ledger rows, (seq, kind), in order.
+ALLOWED_ROWS = [
+    (0, "requested"),
+    (1, "verdict"),
+    (2, "execution_started"),
+    (3, "execution_result"),
+    (4, "outcome"),
+]
+
+
 async def ledger_writes(handle: WorkflowHandle[ActionWorkflow, ActionStatus]) -> list[str]:
     """The summaries of the ledger writes in the action's history, in order."""
     history = await handle.fetch_history()
@@ -449,10 +459,11 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(
     gate: Gate, ledger: Ledger
 ) -> None:
     # Shape v9: an allowed action's admission writes the request, the verdict and the
-    # write-ahead row, then claims the execution, in its one local activity.
+    # write-ahead row, then claims the execution, in its one local activity. Shape v10: the
+    # executor's activity writes the success's rows, so the run writes no row itself.
     allowed = await gate.submit("sandbox-1")
     await allowed.result()
-    assert await ledger_writes(allowed) == ["audit execution_result, outcome"]
+    assert await ledger_writes(allowed) == []
     rows = await ledger.events(allowed.id)
     assert [r.kind for r in rows] == [
         "requested",
@@ -472,17 +483,36 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(
     await gate.decide(approved, "carol@example.com")
     assert (await approved.result()).status is Status.SUCCEEDED
     writes = await ledger_writes(approved)
-    assert writes[-3:] == [
+    assert writes[-2:] == [
         "audit decision",
         "audit decision, execution_started, claim execution",
-        "audit execution_result, outcome",
     ]
+
+
+async def test_rows_written_while_the_executor_runs_come_after_its_outcome(
+    gate: Gate, ledger: Ledger
+) -> None:
+    # Shape v10: the run keeps the outcome's two places when it schedules the executor, so a
+    # refusal it records meanwhile takes the place after them, and no row meets another.
+    handle = await gate.submit("sandbox-1", {"sleep_seconds": 1})
+    await gate.wait_for(handle, "executing")
+    with pytest.raises(WorkflowUpdateFailedError):
+        await gate.decide(handle, "bob@example.com")
+    outcome = await handle.result()
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.result == {"echo": {"sleep_seconds": 1}}
+    rows = await ledger.events(handle.id)
+    assert [(r.seq, r.kind) for r in rows] == [*ALLOWED_ROWS, (5, "refused")]
+    assert rows[3].payload == {"result": outcome.result, "error": None}
+    # The refusal was written first, the executor's rows when it was done.
+    assert rows[5].id < rows[3].id
+    assert rows[5].at < rows[3].at
 
 
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v9 (implying v8, v7, v6 and v5): one patch marker (and one TemporalChangeVersion
+    # Shape v10 (implying v9 to v5): one patch marker (and one TemporalChangeVersion
     # upsert) per run instead of one per patch; the request admitted, and its first rows
     # written, in one local activity; the decision's signature check beside its principal
     # lookups.
@@ -499,7 +529,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v9"
+    assert json.loads(patches[0])["id"] == "shape-v10"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -509,7 +539,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v9"]']
+    assert versions == [b'["shape-v10"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [
@@ -545,6 +575,7 @@ def test_activity_names_recorded_in_history_never_change() -> None:
         AuditActivities.check_run: "check_run",
         AuditActivities.claim_execution_activity: "claim_execution",
         AuditActivities.record_and_claim: "record_and_claim",
+        AuditActivities.record_outcome: "record_outcome",
         DecisionChecks.check_decision: "check_decision",
         Admission.admit_request: "admit_request",
         ExecutionActivities.execute_action: "execute_action",

@@ -47,6 +47,7 @@ LOCAL_ONLY = frozenset(
         "evaluate_policy",
         "record_and_claim",
         "record_audit_events",
+        "record_outcome",
         "resolve_principal",
         "verify_signature",
     }

@@ -107,6 +107,7 @@ def build_worker(
             audit.check_run,
             audit.claim_execution_activity,
             audit.record_and_claim,
+            audit.record_outcome,
             signatures.verify_signature,
             checks.check_decision,
             admission.admit_request,

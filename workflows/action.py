@@ -92,6 +92,7 @@ from workflows.messages import (
     WindowStart,
     WriteAhead,
     execution_started_payload,
+    outcome_events,
     window_id_for,
 )
 from workflows.signing import (
@@ -244,6 +245,14 @@ SHAPE_V8 = "shape-v8"
 # first, so a refused request writes nothing there. Runs started before keep their markers and
 # replay as they did.
 SHAPE_V9 = "shape-v9"
+# Patch: a run that starts with this code has shape v9 (implied, no marker of its own) and
+# leaves a success's ledger rows to the executor's activity (issue 16): the run keeps their two
+# places when it schedules the activity, and the activity writes them once the action
+# succeeded, before it reports back. One local activity fewer for every executed action. A
+# failure's rows are the run's, as before; when the run cannot tell whether the activity wrote
+# its rows (its completion was lost), it asks the ledger, whose rows win. Runs started before
+# keep their markers and replay as they did.
+SHAPE_V10 = "shape-v10"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -284,6 +293,7 @@ class _Patches:
     shape_v7: bool | None = None
     shape_v8: bool | None = None
     shape_v9: bool | None = None
+    shape_v10: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -477,10 +487,21 @@ class ActionWorkflow:
             if request.execution == "caller":
                 return await self._await_caller(executor.timeout)
             return await self._undo(request)
+        reversible = self._patches.revertible and executor.revertible
+        outcome_at = None
+        if self._shape_v10() and not reversible:
+            # Shape v10: the activity writes a success's two rows; rows this run writes while
+            # it runs (a refused decision, a message's post) take the places after them.
+            outcome_at = state.seq
+            state.seq += 2
         try:
             execution = workflow.start_activity_method(
                 ExecutionActivities.execute_action,
-                ExecuteInput(request=request, idempotency_key=workflow.info().workflow_id),
+                ExecuteInput(
+                    request=request,
+                    idempotency_key=workflow.info().workflow_id,
+                    outcome_seq=outcome_at,
+                ),
                 start_to_close_timeout=executor.timeout,
                 heartbeat_timeout=executor.heartbeat_timeout,
                 retry_policy=IDEMPOTENT_RETRY if executor.idempotent else AT_MOST_ONCE,
@@ -490,13 +511,39 @@ class ActionWorkflow:
                 self._update_notifications()
             result = await execution
         except ActivityError as err:
-            return await self._finish(
-                Status.FAILED, error=_execution_error(err, idempotent=executor.idempotent)
-            )
+            error = _execution_error(err, idempotent=executor.idempotent)
+            if outcome_at is not None:
+                return await self._finish_at(outcome_at, Status.FAILED, error=error)
+            return await self._finish(Status.FAILED, error=error)
         state.result = result.result
-        if self._patches.revertible and executor.revertible:
+        if reversible:
             return await self._in_force()
+        if outcome_at is not None:
+            return await self._finish_at(outcome_at, Status.SUCCEEDED, written=result.recorded)
         return await self._finish(Status.SUCCEEDED, result_recorded=True)
+
+    async def _finish_at(
+        self, at: int, status: Status, *, error: str | None = None, written: bool = False
+    ) -> ActionStatus:
+        """Shape v10: end an execution whose outcome's rows have their places at `at`.
+
+        `written`: the executor's activity wrote them. Otherwise the run writes them; if the
+        activity wrote a success there first (its completion was lost), that success is the
+        outcome: the action ran.
+        """
+        if not written:
+            events = self._outcome_events(status, error, status is Status.SUCCEEDED, False, at=at)
+            stored = await workflow.execute_local_activity_method(
+                AuditActivities.record_outcome,
+                AuditBatch(events=events),
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=FOREVER,
+                summary="audit " + ", ".join(e.kind.value for e in events),
+            )
+            if stored is not None:
+                status, error = Status(stored.status), stored.error
+                self.state.result = stored.result
+        return await self._finish(status, error=error, recorded=True)
 
     async def _await_caller(self, allowed: timedelta) -> ActionStatus:
         """Caller mode: the requester runs the approved action and reports how it went."""
@@ -529,33 +576,50 @@ class ActionWorkflow:
         error: str | None = None,
         result_recorded: bool = False,
         result_logged: bool = False,
+        recorded: bool = False,
     ) -> ActionStatus:
         """Record the outcome, bring messages up to date, and return the final status.
 
         `result_logged`: the execution's result is in the ledger already (a reversible action).
+        `recorded`: the outcome's rows are in the ledger already (shape v10, `_finish_at`).
         """
         self.state.finish(status, error)
         self._publish()
         metrics.action_finished(self.state.request.action, status.value)
-        await self._audit(*self._outcome_events(status, error, result_recorded, result_logged))
+        if not recorded:
+            await self._audit(*self._outcome_events(status, error, result_recorded, result_logged))
         if self.state.break_glass is not None:
             # The action ran without approval: it is not over until someone else reviews it.
             await self._await_review()
         return await self._settle()
 
     def _outcome_events(
-        self, status: Status, error: str | None, result_recorded: bool, result_logged: bool
+        self,
+        status: Status,
+        error: str | None,
+        result_recorded: bool,
+        result_logged: bool,
+        *,
+        at: int | None = None,
     ) -> list[AuditEvent]:
-        """The ledger rows of an outcome: the execution's result when it ran, then the outcome."""
-        events = []
-        if status in (Status.SUCCEEDED, Status.FAILED) and not result_logged:
-            result = self.state.result if result_recorded else None
-            events.append(
-                self._event(AuditKind.EXECUTION_RESULT, payload={"result": result, "error": error})
-            )
-        events.append(
-            self._event(AuditKind.OUTCOME, payload={"status": status.value, "error": error})
+        """The ledger rows of an outcome: the execution's result when it ran, then the outcome.
+
+        `at`: the places kept for them (shape v10); else the next ones.
+        """
+        info = workflow.info()
+        events = outcome_events(
+            action_id=info.workflow_id,
+            run_id=info.run_id if self._runs_recorded() else "",
+            digest=self.state.digest,
+            seq=self.state.seq if at is None else at,
+            at=workflow.now(),
+            status=status.value,
+            error=error,
+            result=self.state.result if result_recorded else None,
+            with_result=status in (Status.SUCCEEDED, Status.FAILED) and not result_logged,
         )
+        if at is None:
+            self.state.seq += len(events)
         return events
 
     async def _settle(self) -> ActionStatus:
@@ -1200,8 +1264,14 @@ class ActionWorkflow:
     def _shape_v9(self) -> bool:
         """Whether this run's admission writes its first ledger rows (SHAPE_V9)."""
         if self._patches.shape_v9 is None:
-            self._patches.shape_v9 = workflow.patched(SHAPE_V9)
+            self._patches.shape_v9 = self._shape_v10() or workflow.patched(SHAPE_V9)
         return self._patches.shape_v9
+
+    def _shape_v10(self) -> bool:
+        """Whether the executor's activity writes a success's ledger rows (SHAPE_V10)."""
+        if self._patches.shape_v10 is None:
+            self._patches.shape_v10 = workflow.patched(SHAPE_V10)
+        return self._patches.shape_v10
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""

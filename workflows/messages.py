@@ -96,10 +96,15 @@ class NotifyUpdateInput(Contract):
 
 
 class ExecuteInput(Contract):
-    """Run an approved action; the idempotency key is the workflow id."""
+    """Run an approved action; the idempotency key is the workflow id.
+
+    `outcome_seq` (shape v10): the first of the two places the run kept for the outcome's rows;
+    the activity writes them when the action succeeds. None: the run writes them itself.
+    """
 
     request: ActionRequest
     idempotency_key: str
+    outcome_seq: int | None = Field(default=None, ge=0)
 
 
 class RevertInput(Contract):
@@ -111,9 +116,18 @@ class RevertInput(Contract):
 
 
 class ExecuteResult(Contract):
-    """What an executor returned."""
+    """What an executor returned; `recorded`: the activity wrote the outcome's rows too."""
 
     result: JsonValue = None
+    recorded: bool = False
+
+
+class RecordedOutcome(Contract):
+    """An execution's outcome as the ledger already holds it, written before the asker came."""
+
+    status: str
+    result: JsonValue = None
+    error: str | None = None
 
 
 class AuditKind(StrEnum):
@@ -228,6 +242,41 @@ class RunCheckResult(Contract):
 def execution_started_payload(executor: ExecutorSpec, runs_in: str) -> dict[str, JsonValue]:
     """The write-ahead row's payload: which executor runs the action, and where."""
     return {"executor": executor.model_dump(mode="json"), "runs_in": runs_in}
+
+
+def outcome_events(
+    *,
+    action_id: str,
+    run_id: str,
+    digest: str,
+    seq: int,
+    at: datetime,
+    status: str,
+    error: str | None,
+    result: JsonValue = None,
+    with_result: bool = True,
+) -> list[AuditEvent]:
+    """An outcome's ledger rows from `seq` on: the execution's result when it ran, the outcome.
+
+    One definition for the run and for the executor's activity, which writes a success's rows
+    itself (shape v10): both must write the same rows at the same places.
+    """
+    rows: list[tuple[AuditKind, dict[str, JsonValue]]] = []
+    if with_result:
+        rows.append((AuditKind.EXECUTION_RESULT, {"result": result, "error": error}))
+    rows.append((AuditKind.OUTCOME, {"status": status, "error": error}))
+    return [
+        AuditEvent(
+            action_id=action_id,
+            run_id=run_id,
+            seq=seq + offset,
+            kind=kind,
+            digest=digest,
+            at=at,
+            payload=payload,
+        )
+        for offset, (kind, payload) in enumerate(rows)
+    ]
 
 
 class AdmissionRecord(Contract):

@@ -37,7 +37,7 @@ from activities.ledger.chain import (
 )
 from activities.ledger.migrations import MIGRATIONS, Conn, current_version, migrate
 from signoff.models import canonical_json
-from workflows.messages import AuditEvent, ExecutionClaim
+from workflows.messages import AuditEvent, AuditKind, ExecutionClaim, RecordedOutcome
 from workflows.signing import Signer
 
 # Any fixed number: all appenders must agree on it, and nothing else may use it. The
@@ -168,6 +168,20 @@ class Checkpoint(BaseModel):
 
 class LedgerSchemaBehind(Exception):
     """The ledger's schema is older than this code needs: `signoff db migrate` first."""
+
+
+def recorded_outcome(rows: Sequence[LedgerRow]) -> RecordedOutcome | None:
+    """The outcome these stored rows record, or None when none of them is an outcome."""
+    outcome = next((r for r in rows if r.kind == AuditKind.OUTCOME), None)
+    if outcome is None:
+        return None
+    ran = next((r for r in rows if r.kind == AuditKind.EXECUTION_RESULT), None)
+    error = outcome.payload.get("error")
+    return RecordedOutcome(
+        status=str(outcome.payload.get("status")),
+        result=ran.payload.get("result") if ran is not None else None,
+        error=None if error is None else str(error),
+    )
 
 
 class LedgerConflict(Exception):
@@ -393,6 +407,37 @@ class Ledger:
             self._tasks.add(task := asyncio.create_task(self._flush()))
             task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(item.done)
+
+    async def append_outcome(self, events: Sequence[AuditEvent]) -> RecordedOutcome | None:
+        """Append an outcome's rows: None once they are in, else the outcome already there.
+
+        Two writers may race for one outcome's places (shape v10): the executor's activity
+        writes a success's rows, and the run writes them when it cannot tell whether the
+        activity did (its completion was lost). Whoever comes second takes the first's outcome
+        as the truth; rows of any other kind at those places are a conflict, as ever.
+        """
+        try:
+            await self.append(events)
+        except LedgerConflict:
+            stored = await self._rows_at(events)
+            outcome = recorded_outcome(stored)
+            if outcome is None:
+                raise
+            return outcome
+        return None
+
+    async def _rows_at(self, events: Sequence[AuditEvent]) -> list[LedgerRow]:
+        """The stored rows at these events' places, in event order."""
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            found = await conn.fetch(
+                f"SELECT {COLUMNS} FROM audit_events "  # noqa: S608 - constant column list
+                "WHERE (action_id, run_id, seq) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[], $3::int[])) ORDER BY seq",
+                [e.action_id for e in events],
+                [e.run_id for e in events],
+                [e.seq for e in events],
+            )
+        return [read_row(r) for r in found]
 
     async def _flush(self) -> None:
         """Write what is pending, in statements of up to MAX_ITEMS callers, until none is."""
