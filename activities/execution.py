@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -84,16 +84,17 @@ class ExecutionActivities:
             await asyncio.sleep(interval.total_seconds())
             activity.heartbeat()
 
-    async def _claim(self, digest: str) -> None:
+    async def _claim(self, digest: str) -> int | None:
         """Find this run's write-ahead row, then claim its execution in the ledger.
 
         No row: refused (only signoff's workflow on this worker writes one, after the
-        approval). Another run's claim refuses it for good.
+        approval). Another run's claim refuses it for good. Answers where the row says its run
+        kept the places for the outcome's rows (shape v10), if it kept any.
         """
         if self.ledger is None:
-            return
-        digests = await self._ask_ledger("the write-ahead check", Ledger.write_ahead)
-        self._require_write_ahead(digests, digest)
+            return None
+        rows = await self._ask_ledger("the write-ahead check", Ledger.write_ahead)
+        self._require_write_ahead(rows, digest)
         claim = await self._ask_ledger(
             "the execution claim", lambda ledger, a, r: ledger.claim_execution(a, r, digest)
         )
@@ -105,6 +106,7 @@ class ExecutionActivities:
                 non_retryable=True,
                 type=ALREADY_EXECUTED,
             )
+        return rows[digest]
 
     async def _require_run(self) -> None:
         """Refuse a revert unless this run wrote its write-ahead row (it executed here).
@@ -132,7 +134,7 @@ class ExecutionActivities:
                 delay = min(delay * 2, 5.0)
 
     @staticmethod
-    def _require_write_ahead(digests: list[str], digest: str | None) -> None:
+    def _require_write_ahead(digests: Mapping[str, int | None], digest: str | None) -> None:
         """Refuse unless the run's write-ahead row is on record (for `digest`, when given)."""
         if digests and (digest is None or digest in digests):
             return
@@ -146,20 +148,19 @@ class ExecutionActivities:
             type=NO_WRITE_AHEAD,
         )
 
-    async def _record_success(self, input: ExecuteInput, result: JsonValue) -> ExecuteResult:
+    async def _record_success(self, digest: str, kept: int, result: JsonValue) -> ExecuteResult:
         """Write the success's rows at the places the run kept for them (shape v10).
 
         One local activity fewer for the run. Rows already there win: an earlier attempt's
         (an idempotent action retried after its completion was lost) give the result the ledger
         holds, and the run's own (it gave up on this attempt) refuse this late success.
         """
-        assert input.outcome_seq is not None, "only runs that kept the places ask"
         action_id, run_id = _run()
         events = outcome_events(
             action_id=action_id,
             run_id=run_id,
-            digest=input.request.digest,
-            seq=input.outcome_seq,
+            digest=digest,
+            seq=kept,
             at=datetime.now(UTC),
             status=Status.SUCCEEDED.value,
             error=None,
@@ -240,12 +241,12 @@ class ExecutionActivities:
         )
         beating = asyncio.create_task(self._heartbeat())
         try:
-            await self._claim(request.digest)
+            kept = await self._claim(request.digest)
             result = await executor.run(
                 request, target, input.idempotency_key, on_heartbeat=activity.heartbeat
             )
-            if input.outcome_seq is not None and self.ledger is not None:
-                return await self._record_success(input, json_safe(result))
+            if kept is not None:
+                return await self._record_success(request.digest, kept, json_safe(result))
         except (ExecutorError, TargetError) as exc:
             raise ApplicationError(
                 redact(str(exc), secrets), non_retryable=True, type=EXECUTOR_ERROR

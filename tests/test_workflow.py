@@ -309,11 +309,18 @@ async def test_cancel_only_by_requester(gate: Gate) -> None:
     assert outcome.error == "cancelled by agent:bot: plan changed"
 
 
-async def test_executor_failure_fails_the_action(gate: Gate) -> None:
+async def test_executor_failure_fails_the_action(gate: Gate, ledger: Ledger) -> None:
     handle = await gate.submit("sandbox-1", {"fail": "disk full"})
     outcome = await handle.result()
     assert outcome.status is Status.FAILED
     assert "disk full" in (outcome.error or "")
+    # Shape v10: a failure's rows are the run's, at the places its write-ahead row kept.
+    rows = await ledger.events(handle.id)
+    assert [(r.seq, r.kind) for r in rows] == ALLOWED_ROWS
+    assert rows[2].payload["outcome_seq"] == 3
+    assert rows[3].payload == {"result": None, "error": outcome.error}
+    assert rows[4].payload == {"status": "failed", "error": outcome.error}
+    assert await ledger_writes(handle) == ["audit execution_result, outcome"]
 
 
 async def test_signal_decision_is_accepted_and_refusals_recorded(gate: Gate) -> None:
@@ -487,6 +494,12 @@ async def test_write_ahead_row_shares_the_verdicts_or_the_deciding_write(
         "audit decision",
         "audit decision, execution_started, claim execution",
     ]
+    # The deciding write kept the two places after its write-ahead row for the executor's rows.
+    rows = await ledger.events(approved.id)
+    assert [r.seq for r in rows] == list(range(len(rows)))
+    start = next(r for r in rows if r.kind == "execution_started")
+    assert start.payload["outcome_seq"] == start.seq + 1
+    assert [r.kind for r in rows[start.seq + 1 :]] == ["execution_result", "outcome"]
 
 
 async def test_rows_written_while_the_executor_runs_come_after_its_outcome(
@@ -503,6 +516,7 @@ async def test_rows_written_while_the_executor_runs_come_after_its_outcome(
     assert outcome.result == {"echo": {"sleep_seconds": 1}}
     rows = await ledger.events(handle.id)
     assert [(r.seq, r.kind) for r in rows] == [*ALLOWED_ROWS, (5, "refused")]
+    assert rows[2].payload["outcome_seq"] == 3
     assert rows[3].payload == {"result": outcome.result, "error": None}
     # The refusal was written first, the executor's rows when it was done.
     assert rows[5].id < rows[3].id

@@ -92,6 +92,8 @@ from workflows.messages import (
     WindowStart,
     WriteAhead,
     execution_started_payload,
+    executor_records_outcome,
+    kept_outcome_seq,
     outcome_events,
     window_id_for,
 )
@@ -246,12 +248,14 @@ SHAPE_V8 = "shape-v8"
 # replay as they did.
 SHAPE_V9 = "shape-v9"
 # Patch: a run that starts with this code has shape v9 (implied, no marker of its own) and
-# leaves a success's ledger rows to the executor's activity (issue 16): the run keeps their two
-# places when it schedules the activity, and the activity writes them once the action
-# succeeded, before it reports back. One local activity fewer for every executed action. A
-# failure's rows are the run's, as before; when the run cannot tell whether the activity wrote
-# its rows (its completion was lost), it asks the ledger, whose rows win. Runs started before
-# keep their markers and replay as they did.
+# leaves a success's ledger rows to the executor's activity (issue 16). Its write-ahead row
+# names the two places after it, kept for the outcome's rows (`outcome_seq`); the activity reads
+# them from the ledger, with the row it checks anyway, and writes them once the action has
+# succeeded, before it reports back. One local activity fewer for every executed action. Other
+# outcomes are the run's, written at those places; when the run cannot tell whether the activity
+# wrote its success (its completion was lost), the ledger's rows win. An activity of an older
+# release writes nothing, and the run writes them all. Runs started before keep their markers
+# and replay as they did.
 SHAPE_V10 = "shape-v10"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
@@ -487,21 +491,10 @@ class ActionWorkflow:
             if request.execution == "caller":
                 return await self._await_caller(executor.timeout)
             return await self._undo(request)
-        reversible = self._patches.revertible and executor.revertible
-        outcome_at = None
-        if self._shape_v10() and not reversible:
-            # Shape v10: the activity writes a success's two rows; rows this run writes while
-            # it runs (a refused decision, a message's post) take the places after them.
-            outcome_at = state.seq
-            state.seq += 2
         try:
             execution = workflow.start_activity_method(
                 ExecutionActivities.execute_action,
-                ExecuteInput(
-                    request=request,
-                    idempotency_key=workflow.info().workflow_id,
-                    outcome_seq=outcome_at,
-                ),
+                ExecuteInput(request=request, idempotency_key=workflow.info().workflow_id),
                 start_to_close_timeout=executor.timeout,
                 heartbeat_timeout=executor.heartbeat_timeout,
                 retry_policy=IDEMPOTENT_RETRY if executor.idempotent else AT_MOST_ONCE,
@@ -511,39 +504,35 @@ class ActionWorkflow:
                 self._update_notifications()
             result = await execution
         except ActivityError as err:
-            error = _execution_error(err, idempotent=executor.idempotent)
-            if outcome_at is not None:
-                return await self._finish_at(outcome_at, Status.FAILED, error=error)
-            return await self._finish(Status.FAILED, error=error)
-        state.result = result.result
-        if reversible:
-            return await self._in_force()
-        if outcome_at is not None:
-            return await self._finish_at(outcome_at, Status.SUCCEEDED, written=result.recorded)
-        return await self._finish(Status.SUCCEEDED, result_recorded=True)
-
-    async def _finish_at(
-        self, at: int, status: Status, *, error: str | None = None, written: bool = False
-    ) -> ActionStatus:
-        """Shape v10: end an execution whose outcome's rows have their places at `at`.
-
-        `written`: the executor's activity wrote them. Otherwise the run writes them; if the
-        activity wrote a success there first (its completion was lost), that success is the
-        outcome: the action ran.
-        """
-        if not written:
-            events = self._outcome_events(status, error, status is Status.SUCCEEDED, False, at=at)
-            stored = await workflow.execute_local_activity_method(
-                AuditActivities.record_outcome,
-                AuditBatch(events=events),
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=FOREVER,
-                summary="audit " + ", ".join(e.kind.value for e in events),
+            return await self._finish(
+                Status.FAILED, error=_execution_error(err, idempotent=executor.idempotent)
             )
-            if stored is not None:
-                status, error = Status(stored.status), stored.error
-                self.state.result = stored.result
-        return await self._finish(status, error=error, recorded=True)
+        state.result = result.result
+        if self._patches.revertible and executor.revertible:
+            return await self._in_force()
+        return await self._finish(Status.SUCCEEDED, result_recorded=True, recorded=result.recorded)
+
+    async def _record_kept_outcome(
+        self, at: int, status: Status, error: str | None, result_recorded: bool
+    ) -> tuple[Status, str | None]:
+        """Shape v10: write the outcome at the places kept for it; the ledger's, if it has one.
+
+        The executor's activity writes a success there itself. If its completion was lost, the
+        run cannot tell whether it did: the success the ledger holds is then the outcome (the
+        action ran), and the run's own rows are not written.
+        """
+        events = self._outcome_events(status, error, result_recorded, False, at=at)
+        stored = await workflow.execute_local_activity_method(
+            AuditActivities.record_outcome,
+            AuditBatch(events=events),
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=FOREVER,
+            summary="audit " + ", ".join(e.kind.value for e in events),
+        )
+        if stored is None:
+            return status, error
+        self.state.result = stored.result
+        return Status(stored.status), stored.error
 
     async def _await_caller(self, allowed: timedelta) -> ActionStatus:
         """Caller mode: the requester runs the approved action and reports how it went."""
@@ -581,8 +570,12 @@ class ActionWorkflow:
         """Record the outcome, bring messages up to date, and return the final status.
 
         `result_logged`: the execution's result is in the ledger already (a reversible action).
-        `recorded`: the outcome's rows are in the ledger already (shape v10, `_finish_at`).
+        `recorded`: the executor's activity wrote the outcome's rows (shape v10).
         """
+        kept = self.state.outcome_seq
+        if kept is not None and not recorded:
+            status, error = await self._record_kept_outcome(kept, status, error, result_recorded)
+            recorded = True
         self.state.finish(status, error)
         self._publish()
         metrics.action_finished(self.state.request.action, status.value)
@@ -604,7 +597,8 @@ class ActionWorkflow:
     ) -> list[AuditEvent]:
         """The ledger rows of an outcome: the execution's result when it ran, then the outcome.
 
-        `at`: the places kept for them (shape v10); else the next ones.
+        `at`: the two places kept for them (shape v10): both rows, whatever the status; else
+        the next places.
         """
         info = workflow.info()
         events = outcome_events(
@@ -616,7 +610,8 @@ class ActionWorkflow:
             status=status.value,
             error=error,
             result=self.state.result if result_recorded else None,
-            with_result=status in (Status.SUCCEEDED, Status.FAILED) and not result_logged,
+            with_result=at is not None
+            or (status in (Status.SUCCEEDED, Status.FAILED) and not result_logged),
         )
         if at is None:
             self.state.seq += len(events)
@@ -1152,6 +1147,7 @@ class ActionWorkflow:
                     AuditKind.REQUESTED, actor=request.requester, payload=request, advance=False
                 ),
                 claim=self._execution_claim(),
+                outcome_by_executor=self._shape_v10() and request.reverts is None,
             )
         checked = await workflow.execute_local_activity_method(
             Admission.admit_request,
@@ -1180,6 +1176,7 @@ class ActionWorkflow:
             if rows[-1].kind is AuditKind.EXECUTION_STARTED:
                 self.state.start_recorded = self.state.start_durable = True
                 self.state.claim = checked.claim
+                self._keep_outcome_places(rows[-1])
             self._recorded_on_admission = True
         return checked.evaluation
 
@@ -1987,10 +1984,25 @@ class ActionWorkflow:
         executor = evaluation.executor if evaluation else None
         assert executor is not None, "evaluate_policy denies action types without an executor"
         self.state.start_recorded = True
-        return self._event(
-            AuditKind.EXECUTION_STARTED,
-            payload=execution_started_payload(executor, self.state.request.execution),
+        request = self.state.request
+        leaves_outcome = self._shape_v10() and executor_records_outcome(
+            executor, request.execution, reverts=request.reverts is not None
         )
+        # Shape v10: the two places after this row are kept for the outcome's rows.
+        kept = self.state.seq + 1 if leaves_outcome else None
+        event = self._event(
+            AuditKind.EXECUTION_STARTED,
+            payload=execution_started_payload(executor, request.execution, kept),
+        )
+        self._keep_outcome_places(event)
+        return event
+
+    def _keep_outcome_places(self, write_ahead: AuditEvent) -> None:
+        """Shape v10: keep the places the write-ahead row names for the outcome's rows."""
+        kept = kept_outcome_seq(write_ahead)
+        if kept is not None:
+            self.state.outcome_seq = kept
+            self.state.seq = kept + 2
 
     async def _audit(self, *events: AuditEvent) -> None:
         """Append events to the ledger; retried until Postgres accepts them, never skipped."""

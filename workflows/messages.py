@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, SerializerFunctionWrapHandler, model_serializer
 
 from signoff.models import (
     ActionRequest,
@@ -96,15 +97,10 @@ class NotifyUpdateInput(Contract):
 
 
 class ExecuteInput(Contract):
-    """Run an approved action; the idempotency key is the workflow id.
-
-    `outcome_seq` (shape v10): the first of the two places the run kept for the outcome's rows;
-    the activity writes them when the action succeeds. None: the run writes them itself.
-    """
+    """Run an approved action; the idempotency key is the workflow id."""
 
     request: ActionRequest
     idempotency_key: str
-    outcome_seq: int | None = Field(default=None, ge=0)
 
 
 class RevertInput(Contract):
@@ -120,6 +116,14 @@ class ExecuteResult(Contract):
 
     result: JsonValue = None
     recorded: bool = False
+
+    @model_serializer(mode="wrap")
+    def _as_before_unless_recorded(self, serialize: SerializerFunctionWrapHandler) -> Any:
+        """Without `recorded` unless set: what a worker of the previous release can read."""
+        data = serialize(self)
+        if not self.recorded:
+            data.pop("recorded", None)
+        return data
 
 
 class RecordedOutcome(Contract):
@@ -239,9 +243,34 @@ class RunCheckResult(Contract):
     at: datetime | None = None
 
 
-def execution_started_payload(executor: ExecutorSpec, runs_in: str) -> dict[str, JsonValue]:
-    """The write-ahead row's payload: which executor runs the action, and where."""
-    return {"executor": executor.model_dump(mode="json"), "runs_in": runs_in}
+def execution_started_payload(
+    executor: ExecutorSpec, runs_in: str, outcome_seq: int | None = None
+) -> dict[str, JsonValue]:
+    """The write-ahead row's payload: which executor runs the action, and where.
+
+    `outcome_seq` (shape v10): where the run kept the two places for the outcome's rows, which
+    the executor's activity writes when the action succeeds.
+    """
+    payload: dict[str, JsonValue] = {"executor": executor.model_dump(mode="json")}
+    payload["runs_in"] = runs_in
+    if outcome_seq is not None:
+        payload["outcome_seq"] = outcome_seq
+    return payload
+
+
+def executor_records_outcome(executor: ExecutorSpec, runs_in: str, *, reverts: bool) -> bool:
+    """Shape v10: whether the executor's activity writes a success's rows.
+
+    Only where the activity runs the action once, to its end: not in the caller, not for a
+    reversible action (its run goes on to the grant's end) nor for an undo.
+    """
+    return runs_in == "worker" and not reverts and not executor.revertible
+
+
+def kept_outcome_seq(write_ahead: AuditEvent) -> int | None:
+    """The first place the write-ahead row says its run kept for the outcome, if it kept any."""
+    kept = write_ahead.payload.get("outcome_seq")
+    return kept if isinstance(kept, int) and not isinstance(kept, bool) else None
 
 
 def outcome_events(
@@ -289,6 +318,9 @@ class AdmissionRecord(Contract):
 
     requested: AuditEvent
     claim: ExecutionClaim
+    # Shape v10, for a request that reverts nothing: the run leaves a success's rows to the
+    # executor's activity where it can (`executor_records_outcome`).
+    outcome_by_executor: bool = False
 
     def events(self, evaluation: Evaluation, runs_in: str) -> list[AuditEvent]:
         """The rows an admitted request writes, given the policy's evaluation.
@@ -298,12 +330,18 @@ class AdmissionRecord(Contract):
         verdict = evaluation.verdict
         rows = [self.requested, self._next(AuditKind.VERDICT, verdict.model_dump(mode="json"))]
         if verdict.effect == "allow":
-            if evaluation.executor is None:
+            executor = evaluation.executor
+            if executor is None:
                 raise ValueError("an allowed action has an executor (the policy denies others)")
+            kept = None
+            if self.outcome_by_executor and executor_records_outcome(
+                executor, runs_in, reverts=False
+            ):
+                kept = self.requested.seq + 3
             rows.append(
                 self._next(
                     AuditKind.EXECUTION_STARTED,
-                    execution_started_payload(evaluation.executor, runs_in),
+                    execution_started_payload(executor, runs_in, kept),
                     after=1,
                 )
             )

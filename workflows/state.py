@@ -102,6 +102,8 @@ class ActionState:
     start_durable: bool = False
     # The ledger's answer to this run's execution claim, when it came with the write-ahead row.
     claim: ExecutionClaim | None = None
+    # Shape v10: the first of the two places the write-ahead row kept for the outcome's rows.
+    outcome_seq: int | None = None
     # Approve with changes (issue 17): the successor that replaced this action.
     superseded_by: str | None = None
     # Set when a person broke glass: the action ran without approval and awaits its review.

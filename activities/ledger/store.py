@@ -184,6 +184,12 @@ def recorded_outcome(rows: Sequence[LedgerRow]) -> RecordedOutcome | None:
     )
 
 
+def _kept(stored: str | None) -> int | None:
+    """A write-ahead row's kept place, as jsonb gives it back (text), when it is a number."""
+    kept = None if stored is None else json.loads(stored)
+    return kept if isinstance(kept, int) and not isinstance(kept, bool) else None
+
+
 class LedgerConflict(Exception):
     """The ledger already holds a different event at the same (action, run, seq)."""
 
@@ -315,20 +321,21 @@ class Ledger:
             )
         return bool(found)
 
-    async def write_ahead(self, action_id: str, run_id: str) -> list[str]:
-        """The digests on a run's write-ahead rows (`execution_started`), none if it wrote none.
+    async def write_ahead(self, action_id: str, run_id: str) -> dict[str, int | None]:
+        """A run's write-ahead rows (`execution_started`), none if it wrote none.
 
-        Rows of runs from before runs were recorded (run id '') count for any run: the
-        execution claim still lets only one run of the action execute.
+        Each row's digest, with the first of the places it kept for the outcome's rows (shape
+        v10), or None. Rows of runs from before runs were recorded (run id '') count for any
+        run: the execution claim still lets only one run of the action execute.
         """
         async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
             rows = await conn.fetch(
-                "SELECT digest FROM audit_events WHERE action_id = $1 "
-                "AND run_id IN ($2, '') AND kind = 'execution_started'",
+                "SELECT digest, payload -> 'outcome_seq' AS kept FROM audit_events "
+                "WHERE action_id = $1 AND run_id IN ($2, '') AND kind = 'execution_started'",
                 action_id,
                 run_id,
             )
-        return [r["digest"] for r in rows]
+        return {r["digest"]: _kept(r["kept"]) for r in rows}
 
     async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
         """Claim the one execution of an action for `run_id`; return whoever holds it.
