@@ -170,7 +170,7 @@ class ExecutionActivities:
             "the outcome", lambda ledger, _action, _run: ledger.append_outcome(events)
         )
         if stored is None:
-            return ExecuteResult(result=result, recorded=True)
+            return ExecuteResult(result=result, recorded_for=run_id)
         if stored.status != Status.SUCCEEDED.value:
             raise ApplicationError(
                 f"the run already recorded this execution as {stored.status}: "
@@ -178,7 +178,7 @@ class ExecutionActivities:
                 non_retryable=True,
                 type=OUTCOME_RECORDED,
             )
-        return ExecuteResult(result=stored.result, recorded=True)
+        return ExecuteResult(result=stored.result, recorded_for=run_id)
 
     @activity.defn(name="revert_action")
     async def revert_action(self, input: RevertInput) -> ExecuteResult:

@@ -510,7 +510,9 @@ class ActionWorkflow:
         state.result = result.result
         if self._patches.revertible and executor.revertible:
             return await self._in_force()
-        return await self._finish(Status.SUCCEEDED, result_recorded=True, recorded=result.recorded)
+        # Only this run's rows count: a reset's new run replays the result of the run before it.
+        recorded = result.recorded_for == workflow.info().run_id
+        return await self._finish(Status.SUCCEEDED, result_recorded=True, recorded=recorded)
 
     async def _record_kept_outcome(
         self, at: int, status: Status, error: str | None, result_recorded: bool

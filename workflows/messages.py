@@ -112,17 +112,21 @@ class RevertInput(Contract):
 
 
 class ExecuteResult(Contract):
-    """What an executor returned; `recorded`: the activity wrote the outcome's rows too."""
+    """What an executor returned.
+
+    `recorded_for` (shape v10): the run whose outcome rows the activity wrote too. Only that run
+    may count them as its own: a reset's new run replays this result, and writes its own.
+    """
 
     result: JsonValue = None
-    recorded: bool = False
+    recorded_for: str | None = None
 
     @model_serializer(mode="wrap")
     def _as_before_unless_recorded(self, serialize: SerializerFunctionWrapHandler) -> Any:
-        """Without `recorded` unless set: what a worker of the previous release can read."""
+        """Without `recorded_for` unless set: what a worker of the previous release can read."""
         data = serialize(self)
-        if not self.recorded:
-            data.pop("recorded", None)
+        if self.recorded_for is None:
+            data.pop("recorded_for", None)
         return data
 
 
