@@ -189,6 +189,11 @@ async def test_an_expired_token_is_refused(
     document["principals"][-1]["workload"]["subject"] = "short-lived-bot"
     path.write_text(yaml.safe_dump(document))
     directory = load_directory(path)
+    # The issuer's keys first, so the fresh token is checked well within its one second (the
+    # first check fetches discovery and JWKS, which a busy machine can stretch past it).
+    unmapped = idp.client_credentials("unmapped-bot", resource=AGENTS_AUDIENCE)
+    no_token_in_logs.append(unmapped)
+    assert "not mapped to an agent" in await rejected(directory, unmapped)
     token = idp.client_credentials("short-lived-bot", resource=AGENTS_AUDIENCE)
     no_token_in_logs.append(token)
     found = await directory.authenticate(token)
