@@ -273,8 +273,12 @@ def executor_records_outcome(executor: ExecutorSpec, runs_in: str, *, reverts: b
 
 def kept_outcome_seq(write_ahead: AuditEvent) -> int | None:
     """The first place the write-ahead row says its run kept for the outcome, if it kept any."""
-    kept = write_ahead.payload.get("outcome_seq")
-    return kept if isinstance(kept, int) and not isinstance(kept, bool) else None
+    return kept_place(write_ahead.payload.get("outcome_seq"))
+
+
+def kept_place(value: JsonValue) -> int | None:
+    """A write-ahead row's `outcome_seq`, when it is one: a place number, never anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def outcome_events(

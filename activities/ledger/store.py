@@ -37,7 +37,13 @@ from activities.ledger.chain import (
 )
 from activities.ledger.migrations import MIGRATIONS, Conn, current_version, migrate
 from signoff.models import canonical_json
-from workflows.messages import AuditEvent, AuditKind, ExecutionClaim, RecordedOutcome
+from workflows.messages import (
+    AuditEvent,
+    AuditKind,
+    ExecutionClaim,
+    RecordedOutcome,
+    kept_place,
+)
 from workflows.signing import Signer
 
 # Any fixed number: all appenders must agree on it, and nothing else may use it. The
@@ -182,12 +188,6 @@ def recorded_outcome(rows: Sequence[LedgerRow]) -> RecordedOutcome | None:
         result=ran.payload.get("result") if ran is not None else None,
         error=None if error is None else str(error),
     )
-
-
-def _kept(stored: str | None) -> int | None:
-    """A write-ahead row's kept place, as jsonb gives it back (text), when it is a number."""
-    kept = None if stored is None else json.loads(stored)
-    return kept if isinstance(kept, int) and not isinstance(kept, bool) else None
 
 
 class LedgerConflict(Exception):
@@ -335,7 +335,11 @@ class Ledger:
                 action_id,
                 run_id,
             )
-        return {r["digest"]: _kept(r["kept"]) for r in rows}
+        # jsonb comes back as text.
+        return {
+            r["digest"]: None if r["kept"] is None else kept_place(json.loads(r["kept"]))
+            for r in rows
+        }
 
     async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
         """Claim the one execution of an action for `run_id`; return whoever holds it.
