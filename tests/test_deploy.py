@@ -42,6 +42,7 @@ SEARCH_ATTRIBUTES = {
     "SignoffEscalation": "Int",
     "SignoffGroups": "KeywordList",
     "SignoffBreakGlass": "Keyword",
+    "SignoffExpires": "Datetime",
     "SignoffWindowStatus": "Keyword",
     "SignoffWindowHolder": "Keyword",
     "SignoffWindowExpires": "Datetime",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from activities.ledger.store import Ledger
 from channels.console import ConsoleNotifier
 from channels.notifier import NotifierError
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
-from signoff.models import NotificationRef, RevokeRequest
+from signoff.models import ActionRequest, NotificationRef, RevokeRequest, Status
 from tests.conftest import DATA, Gate, worker_parts
 from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
 from tests.signing import SIGNER
@@ -32,7 +34,8 @@ from workers.metrics import memo_expiry, pending_query
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
-from workflows.action import ActionWorkflow
+from workflows import search_attributes as sa
+from workflows.action import INBOX_MEMO_KEY, ActionWorkflow
 from workflows.messages import NotifyInput, NotifyUpdateInput
 
 Labels = dict[str, str]
@@ -219,8 +222,16 @@ async def test_gateway_metrics_count_pending_approvals(
                 break
             await asyncio.sleep(0.1)
 
+        # Each run publishes when it expires: the policy's hour after it was created.
+        status = await pending[0].query(ActionWorkflow.status)
+        described = await pending[0].describe()
+        assert described.typed_search_attributes.get(sa.EXPIRES) == status.expires_at
         for window, expiring in [(timedelta(minutes=15), 0), (timedelta(hours=2), 3)]:
-            warn = settings.model_copy(update={"metrics_expiry_warning": window})
+            # Exact beyond the scan limit: it is one count over SignoffExpires, not a list.
+            # (A list of the newest 1,000 missed the oldest, which expire first.)
+            warn = settings.model_copy(
+                update={"metrics_expiry_warning": window, "metrics_expiry_scan_limit": 1}
+            )
             response = await scrape(client, warn)
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/plain")
@@ -245,27 +256,43 @@ async def test_gateway_metrics_count_pending_approvals(
             await handle.terminate("test over")
 
 
-async def test_gateway_metrics_read_expiry_from_the_memo_not_the_workers(
-    client: Client, settings: Settings, ledger: Ledger
+async def test_runs_of_an_earlier_release_are_read_from_their_memo_not_the_workers(
+    client: Client, settings: Settings
 ) -> None:
-    # A query per waiting action made a worker load (often replay) each one: at 2,000 pending
-    # the first scrape took seconds, at 50,000 nearly a minute. The inbox memo has the expiry,
-    # listed with the id, so a scrape counts them with no worker running at all.
-    gate = Gate(client, settings)
-    async with build_worker(client, settings, worker_parts(settings, ledger)):
-        pending = await three_pending(gate)
-        # Visibility is eventually consistent: wait until it lists the three with their memo.
-        for _ in range(100):
-            listed = [w async for w in client.list_workflows(pending_query(settings.task_queue))]
-            if len(listed) == 3 and all([(await memo_expiry(w))[0] for w in listed]):
-                break
-            await asyncio.sleep(0.1)
-    # The worker is gone: a status query could only time out now.
-    soon = settings.model_copy(update={"metrics_expiry_warning": timedelta(hours=2)})
-    text = (await scrape(client, soon)).text
-    assert value(text, "signoff_pending_approvals") == 3
-    assert value(text, "signoff_pending_approvals_expiring_soon") == 3
-    for handle in pending:
+    # Runs started before SignoffExpires existed have only their inbox memo until they publish
+    # again. A query per waiting action would make a worker load (often replay) each one: at
+    # 2,000 pending the first scrape took seconds. So they are listed with their memo, and
+    # counted with no worker running at all. Such a run's visibility record is its start's:
+    # the pending status and the memo, without the attribute.
+    now = datetime.now(UTC)
+    earlier = []
+    for expires_in in (timedelta(minutes=5), timedelta(hours=1)):
+        action_id = f"act-{uuid.uuid4()}"
+        request = ActionRequest(
+            action="noop", target="one", params={}, justification="testing", requester="agent:bot"
+        )
+        earlier.append(
+            await client.start_workflow(
+                ActionWorkflow.run,
+                SIGNER.request(request, action_id),
+                id=action_id,
+                task_queue=settings.task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(sa.STATUS, Status.PENDING_APPROVAL.value)]
+                ),
+                memo={INBOX_MEMO_KEY: {"expires_at": (now + expires_in).isoformat()}},
+            )
+        )
+    # Visibility is eventually consistent: wait until it lists the two with their memo.
+    for _ in range(100):
+        listed = [w async for w in client.list_workflows(pending_query(settings.task_queue))]
+        if len(listed) == 2 and all([(await memo_expiry(w))[0] for w in listed]):
+            break
+        await asyncio.sleep(0.1)
+    text = (await scrape(client, settings)).text  # expiring soon: within 15 minutes
+    assert value(text, "signoff_pending_approvals") == 2
+    assert value(text, "signoff_pending_approvals_expiring_soon") == 1
+    for handle in earlier:
         await handle.terminate("test over")
 
 

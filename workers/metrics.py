@@ -2,9 +2,10 @@
 
 The workflow's own counters and histograms are on the worker's endpoint (Temporal runtime);
 what no single worker knows, how many actions wait for humans right now, is counted here
-with one visibility query per scrape, reused for a few seconds across gateway replicas' scrapes.
-How soon each one expires is read from its inbox memo, listed with it; only a run without one
-(started before the memo, or too large for it) is asked, once.
+with visibility counts per scrape, reused for a few seconds across gateway replicas' scrapes.
+How many expire soon is one more count, over the `SignoffExpires` search attribute. Only runs
+that have not published it yet (started by an earlier release) are listed, and their expiry
+is read from the inbox memo listed with them; a run without one is asked, once.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def pending_query(task_queue: str) -> str:
     )
 
 
+def expiring_query(task_queue: str, before: datetime) -> str:
+    """The visibility query for pending actions of this deployment that expire by `before`."""
+    return f'{pending_query(task_queue)} AND SignoffExpires <= "{before.isoformat()}"'
+
+
+def unpublished_expiry_query(task_queue: str) -> str:
+    """Pending actions whose runs have not published `SignoffExpires` (an earlier release's)."""
+    return f"{pending_query(task_queue)} AND SignoffExpires IS NULL"
+
+
 def overdue_review_query(task_queue: str) -> str:
     """The visibility query for break-glass actions of this deployment past their review."""
     return (
@@ -76,6 +87,7 @@ class PendingApprovals:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.task_queue = settings.task_queue
         self.query = pending_query(settings.task_queue)
         self.overdue_query = overdue_review_query(settings.task_queue)
         self.ttl = settings.metrics_cache_seconds
@@ -97,18 +109,25 @@ class PendingApprovals:
             return self._snapshot
 
     async def _scan(self) -> Snapshot:
+        soon = datetime.now(UTC) + self.window
         try:
             pending = (await self.client.count_workflows(self.query)).count
-            listed = [
-                w async for w in self.client.list_workflows(self.query, limit=self.scan_limit)
+            expiring = (
+                await self.client.count_workflows(expiring_query(self.task_queue, soon))
+            ).count
+            unpublished = [
+                w
+                async for w in self.client.list_workflows(
+                    unpublished_expiry_query(self.task_queue), limit=self.scan_limit
+                )
             ]
         except (RPCError, RuntimeError) as err:  # RuntimeError: a lazy client cannot connect
             log.warning("visibility query failed: %s", err)
             return Snapshot(up=False)
-        ids = [w.id for w in listed]
-        await self._learn_expiry(listed)
-        soon = datetime.now(UTC) + self.window
-        expiring = sum(1 for i in ids if (at := self._expiry.get(i)) is not None and at <= soon)
+        await self._learn_expiry(unpublished)
+        expiring += sum(
+            1 for w in unpublished if (at := self._expiry.get(w.id)) is not None and at <= soon
+        )
         return Snapshot(
             up=True, pending=pending, expiring=expiring, overdue_reviews=await self._overdue()
         )

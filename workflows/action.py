@@ -1759,6 +1759,9 @@ class ActionWorkflow:
                 sa.RISK.value_set(verdict.risk if verdict else state.request.risk or "unknown"),
                 sa.ESCALATION.value_set(state.level),
                 sa.GROUPS.value_set(eligible),
+                # Core checks an upsert's command type on replay, not its keys: runs recorded
+                # without this one replay as they ran.
+                *([sa.EXPIRES.value_set(state.expires_at)] if state.expires_at else []),
                 # Only runs that broke glass set it, so every other run's upsert is unchanged.
                 *(
                     [sa.BREAK_GLASS.value_set(state.break_glass.review)]

@@ -19,6 +19,9 @@ ESCALATION = SearchAttributeKey.for_int("SignoffEscalation")
 GROUPS = SearchAttributeKey.for_keyword_list("SignoffGroups")
 # Break-glass actions only: pending, overdue or reviewed (set by runs that broke glass).
 BREAK_GLASS = SearchAttributeKey.for_keyword("SignoffBreakGlass")
+# When a pending action expires unless decided: /metrics counts those expiring soon with one
+# visibility count, however many wait.
+EXPIRES = SearchAttributeKey.for_datetime("SignoffExpires")
 
 # Approval windows: their own keys, so no window ever shows up in an action query.
 WINDOW_STATUS = SearchAttributeKey.for_keyword("SignoffWindowStatus")
@@ -36,6 +39,7 @@ ALL: list[SearchAttributeKey] = [
     ESCALATION,
     GROUPS,
     BREAK_GLASS,
+    EXPIRES,
     ACTIVE_UNTIL,
 ]
 ALL += [WINDOW_STATUS, WINDOW_HOLDER, WINDOW_EXPIRES]

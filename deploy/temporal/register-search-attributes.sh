@@ -29,6 +29,7 @@ for spec in \
   SignoffEscalation=Int \
   SignoffGroups=KeywordList \
   SignoffBreakGlass=Keyword \
+  SignoffExpires=Datetime \
   SignoffWindowStatus=Keyword \
   SignoffWindowHolder=Keyword \
   SignoffWindowExpires=Datetime \
