@@ -42,8 +42,10 @@ $(OIDC): tests/oidc/package.json tests/oidc/package-lock.json
 
 oidc-harness: $(OIDC)
 
+# Two processes, each with its own dev server and Postgres, a test file to each at a time:
+# most of the suite waits on timers, outages and restarts, so two halve it even on two cores.
 pytest: install chromium oidc-harness
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

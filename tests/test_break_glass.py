@@ -792,8 +792,11 @@ def test_policy_explain_says_who_may_break_glass_on_the_example_policy() -> None
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    assert "winner: prod-migrations" in result.output
+    # Rich fixes a console's width when its module is first imported, by whichever test came
+    # first in this process: compare the words, not where the lines wrap.
+    words = " ".join(result.output.split())
+    assert "winner: prod-migrations" in words
     assert (
         "break-glass: oncall may force it (reason of 20+ characters); reviewed by security "
-        "within 1d" in result.output
+        "within 1d" in words
     )
