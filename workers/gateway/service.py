@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
-    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -61,9 +60,10 @@ from signoff.models import (
     validation_problems,
 )
 from workers.converter import UndecodablePayload
+from workers.gateway.listing import Listed, list_actions
 from workers.settings import Settings
 from workflows import search_attributes as sa
-from workflows.action import INBOX_MEMO_KEY, ActionWorkflow, workflow_id_for
+from workflows.action import ActionWorkflow, workflow_id_for
 from workflows.errors import (
     DECISION_REFUSED,
     MESSAGE_REFUSED,
@@ -661,23 +661,27 @@ class ActionService:
         # are the principal's groups', they are what the filtered list would give; when they
         # hold a page the principal may decide, so is that page, since both lists are newest
         # first. Only otherwise is the filtered list asked.
-        listed = [w async for w in self.client.list_workflows(pending, limit=window)]
-        ours = [
-            w for w in listed if set(groups) & set(w.typed_search_attributes.get(sa.GROUPS) or [])
-        ]
+        listed = await list_actions(self.client, pending, window)
+        ours = [w for w in listed if w.groups & set(groups)]
         mine = await self._decidable(principal, ours, cutoff)
         if len(mine) < limit and len(ours) < len(listed) == window:
             quoted = ", ".join(f'"{g}"' for g in groups)
             query = f"{pending} AND SignoffGroups IN ({quoted})"
-            ours = [w async for w in self.client.list_workflows(query, limit=window)]
+            ours = await list_actions(self.client, query, window)
             mine = await self._decidable(principal, ours, cutoff)
         return sorted(mine, key=lambda s: s.created_at, reverse=True)[:limit]
 
     async def _decidable(
-        self, principal: Principal, listed: list[WorkflowExecution], cutoff: datetime | None
+        self, principal: Principal, listed: list[Listed], cutoff: datetime | None
     ) -> list[ActionStatus]:
         """The statuses of the listed actions the principal may decide now."""
-        statuses = await asyncio.gather(*(self._inbox_row(w) for w in listed))
+        rows = [await self._memo_row(w) for w in listed]
+        # Only a run without a readable memo row (an older run) is asked, all at once.
+        asked = await asyncio.gather(
+            *(self._quiet_status(w.id) for w, row in zip(listed, rows, strict=True) if row is None)
+        )
+        answers = iter(asked)
+        statuses = [row if row is not None else next(answers) for row in rows]
         return [
             s
             for s in statuses
@@ -686,18 +690,16 @@ class ActionService:
             and (cutoff is None or s.created_at <= cutoff)
         ]
 
-    async def _inbox_row(self, listed: WorkflowExecution) -> ActionStatus | None:
-        """A row from the status its workflow keeps in its memo; older runs answer a query."""
+    async def _memo_row(self, listed: Listed) -> ActionStatus | None:
+        """The row from the status the workflow keeps in its memo; None if there is none."""
+        if listed.memo is None:
+            return None
         try:
-            row = await listed.memo_value(INBOX_MEMO_KEY, None)
+            # Validated straight from its JSON: no dict in between.
+            [row] = await self.client.data_converter.decode([listed.memo], [ActionStatus])
         except (ValueError, TypeError, RuntimeError):  # unreadable: ask the workflow instead
-            row = None
-        if row is not None:
-            try:
-                return ActionStatus.model_validate(row)
-            except ValidationError:
-                pass
-        return await self._quiet_status(listed.id)
+            return None
+        return row if isinstance(row, ActionStatus) else None
 
     async def reviews(self, principal: Principal, *, limit: int = 50) -> list[ActionStatus]:
         """Break-glass actions the principal may review now: overdue first, then oldest."""
