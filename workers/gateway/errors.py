@@ -182,7 +182,14 @@ async def _may_see_unreadable(request: Request, exc: ActionUnreadable) -> bool:
 
 def _unreachable(exc: Exception) -> bool:
     if isinstance(exc, RPCError):
-        return exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+        # CANCELLED: the call's connection went away under it (a fresh-clone suite run saw one
+        # on an inbox list). As with UNAVAILABLE, the caller asks again: submissions carry
+        # idempotency keys, and a decision that did land is refused the second time.
+        return exc.status in (
+            RPCStatusCode.UNAVAILABLE,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.CANCELLED,
+        )
     # A lazily connected client reports its first failed connection as a RuntimeError.
     return isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect")
 

@@ -41,7 +41,8 @@ async def list_actions(client: Client, query: str, limit: int) -> list[Listed]:
                 query=query,
                 page_size=limit - len(listed),
                 next_page_token=token,
-            )
+            ),
+            retry=True,  # as the SDK's own list does: a read, safe to ask again
         )
         listed += [listed_from(info) for info in page.executions]
         token = page.next_page_token
