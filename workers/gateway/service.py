@@ -675,7 +675,8 @@ class ActionService:
         self, principal: Principal, listed: list[Listed], cutoff: datetime | None
     ) -> list[ActionStatus]:
         """The statuses of the listed actions the principal may decide now."""
-        rows = [await self._memo_row(w) for w in listed]
+        # Together: a codec (an encryption service, say) may do I/O for each row.
+        rows = await asyncio.gather(*(self._memo_row(w) for w in listed))
         # Only a run without a readable memo row (an older run) is asked, all at once.
         asked = await asyncio.gather(
             *(self._quiet_status(w.id) for w, row in zip(listed, rows, strict=True) if row is None)
