@@ -23,6 +23,7 @@ from signoff.models import Status
 from tests.conftest import Gate, running_worker
 from tests.gateway_fixtures import count_workflows, free_port
 from workers.dev.binaries import temporal_cli
+from workers.dev.temporal import SQLITE_FLAGS
 from workers.settings import Settings
 from workflows.action import ActionWorkflow
 from workflows.messages import AuditKind
@@ -44,6 +45,7 @@ def dev_server(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
                 "start-dev",
                 "--db-filename",
                 str(db),
+                *SQLITE_FLAGS,
                 "--ip",
                 "127.0.0.1",
                 "--port",
