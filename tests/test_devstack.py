@@ -24,6 +24,7 @@ import pytest
 
 from policies.directory import DEV_TOKENS
 from workers.dev.binaries import temporal_cli
+from workflows import search_attributes as sa
 from workflows.search_attributes import CACHE_BYPASS
 
 SIGNOFF = Path(sys.executable).parent / "signoff"
@@ -164,6 +165,31 @@ def running_stack(data_dir: Path, cwd: Path, ports: list[int]) -> Iterator[Stack
         stack.kill_everything()
 
 
+def earlier_release_database(db: Path, port: int, log: Path) -> None:
+    """Temporal's database as a release before `SignoffExpires` (round 12) left it."""
+    flags = sa.dev_server_flags()
+    at = flags.index(f"{sa.EXPIRES.name}=Datetime")
+    del flags[at - 1 : at + 1]
+    cli = str(temporal_cli())
+    address = ["--ip", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [cli, "server", "start-dev", "--db-filename", str(db), "--headless", *address, *flags],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = [cli, "operator", "cluster", "health", "--address", f"127.0.0.1:{port}"]
+        for _ in range(300):
+            if subprocess.run(health, capture_output=True, timeout=30).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the earlier release's Temporal never answered; see {log}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def auth(principal: str) -> dict[str, str]:
     """The Authorization header of an example dev token."""
     return {"Authorization": f"Bearer {DEV_TOKENS[principal]}"}
@@ -252,11 +278,18 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dev_stack_round_trip(tmp_path: Path) -> None:
-    """Start, submit and approve over HTTP, demo, SIGTERM, no orphans; restart keeps pending."""
+    """Start, submit and approve over HTTP, demo, SIGTERM, no orphans; restart keeps pending.
+
+    The data dir is an earlier release's: its Temporal database lacks a search attribute this
+    release sets, which the stack registers before its worker starts.
+    """
     data_dir = tmp_path / "data"
+    data_dir.mkdir()
     ports = free_ports(3)
+    earlier_release_database(data_dir / "temporal.db", ports[0], tmp_path / "earlier.log")
     with running_stack(data_dir, tmp_path, ports) as stack:
         assert stack.gateway in stack.text()
+        assert f"new to this data dir: {sa.EXPIRES.name}" in stack.text()
         assert "dev-etl-bot" in stack.text()  # the example directory's tokens are shown
         # The key pair: private key owner-only and given to the gateway alone.
         keys = data_dir / "keys"

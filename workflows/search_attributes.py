@@ -68,8 +68,8 @@ def dev_server_flags() -> list[str]:
     return [*flags, "--dynamic-config-value", f"{CACHE_BYPASS}=false"]
 
 
-async def register(client: Client, namespace: str) -> None:
-    """Register every signoff search attribute on a namespace; existing ones are kept."""
+async def register(client: Client, namespace: str) -> list[str]:
+    """Register every signoff search attribute on a namespace; the names it had to add."""
     try:
         existing = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=namespace)
@@ -89,3 +89,4 @@ async def register(client: Client, namespace: str) -> None:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+    return sorted(missing)

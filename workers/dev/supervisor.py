@@ -40,8 +40,14 @@ from workers.dev.config import (
 from workers.dev.keys import ensure_keys
 from workers.dev.postgres import AnalyticsUrls, migrate_ledger, sample_analytics
 from workers.dev.process import Child, Echo, signoff_command
-from workers.dev.temporal import dev_server_argv, queue_polled, temporal_healthy
+from workers.dev.temporal import (
+    attributes_usable,
+    dev_server_argv,
+    queue_polled,
+    temporal_healthy,
+)
 from workers.settings import Settings
+from workflows import search_attributes
 
 # Lines of the worker's log the terminal shows: approval requests and outcomes.
 ECHO_LOGGERS = (" signoff.notify ",)
@@ -131,6 +137,7 @@ class DevStack:
             lambda: temporal_healthy(config.temporal_address),
         )
         self.say(f"Temporal is up on {config.temporal_address} (Web UI {config.ui_url})")
+        await self._register_attributes(temporal, deadline)
         try:
             self.database_url = await asyncio.wait_for(
                 asyncio.shield(self._pg_start), max(deadline - time.monotonic(), 0.1)
@@ -256,6 +263,21 @@ class DevStack:
             if time.monotonic() > deadline:
                 raise self._timed_out(child, what)
             await asyncio.sleep(POLL_INTERVAL)
+
+    async def _register_attributes(self, child: Child, deadline: float) -> None:
+        """Register the search attributes a data dir from an earlier release lacks."""
+        # The server's flags register them only when it creates its database. On a file an
+        # earlier release made, an attribute added since would fail every run that sets it.
+        client = await Client.connect(self.config.temporal_address)
+        added = await search_attributes.register(client, "default")
+        if added:
+            self.say(f"Registered search attributes new to this data dir: {', '.join(added)}")
+            await self._until(
+                child,
+                deadline,
+                "the new search attributes",
+                lambda: attributes_usable(client, added),
+            )
 
     async def _wait_worker(self, child: Child, deadline: float) -> None:
         client = await Client.connect(self.config.temporal_address)

@@ -58,3 +58,11 @@ async def queue_polled(client: Client, queue: str) -> bool:
         )
     )
     return len(response.pollers) > 0
+
+
+async def attributes_usable(client: Client, names: list[str]) -> bool:
+    """Whether Temporal accepts a visibility query naming each of these search attributes."""
+    # An attribute Temporal does not know yet is an INVALID_ARGUMENT here, which the caller's
+    # probe loop takes as "not yet".
+    await client.count_workflows(" AND ".join(f"{name} IS NULL" for name in names))
+    return True
