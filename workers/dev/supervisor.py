@@ -137,7 +137,9 @@ class DevStack:
             lambda: temporal_healthy(config.temporal_address),
         )
         self.say(f"Temporal is up on {config.temporal_address} (Web UI {config.ui_url})")
-        await self._register_attributes(temporal, deadline)
+        # One client for the rest of the start: the attributes now, the worker's poll later.
+        client = await Client.connect(config.temporal_address)
+        await self._register_attributes(client, temporal, deadline)
         try:
             self.database_url = await asyncio.wait_for(
                 asyncio.shield(self._pg_start), max(deadline - time.monotonic(), 0.1)
@@ -177,7 +179,7 @@ class DevStack:
             )
         )
         await asyncio.gather(
-            self._wait_worker(worker, deadline), self._wait_gateway(gateway, deadline)
+            self._wait_worker(client, worker, deadline), self._wait_gateway(gateway, deadline)
         )
         self.say(f"Worker polling, gateway ready on {config.gateway_url}")
         self._write_pids()
@@ -264,11 +266,10 @@ class DevStack:
                 raise self._timed_out(child, what)
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def _register_attributes(self, child: Child, deadline: float) -> None:
+    async def _register_attributes(self, client: Client, child: Child, deadline: float) -> None:
         """Register the search attributes a data dir from an earlier release lacks."""
         # The server's flags register them only when it creates its database. On a file an
         # earlier release made, an attribute added since would fail every run that sets it.
-        client = await Client.connect(self.config.temporal_address)
         added = await search_attributes.register(client, "default")
         if added:
             self.say(f"Registered search attributes new to this data dir: {', '.join(added)}")
@@ -279,8 +280,7 @@ class DevStack:
                 lambda: attributes_usable(client, added),
             )
 
-    async def _wait_worker(self, child: Child, deadline: float) -> None:
-        client = await Client.connect(self.config.temporal_address)
+    async def _wait_worker(self, client: Client, child: Child, deadline: float) -> None:
         queue = Settings().task_queue
         await self._until(
             child, deadline, f"polling task queue {queue!r}", lambda: queue_polled(client, queue)
