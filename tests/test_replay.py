@@ -101,10 +101,13 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # v8_*: one publish where one does, before the admission writes the first rows (shape-v9);
     # v9_*: the admission writes the first rows, before the executor writes its success's
     # (shape-v10);
+    # v10_*: the executor writes its success's rows, before a refusal waits for a running
+    # admission (shape-v11);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert {f"v10_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v9_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v8_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v7_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names

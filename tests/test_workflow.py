@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
@@ -12,7 +13,13 @@ import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -25,6 +32,7 @@ from activities.notify import Notifications
 from activities.policy import PolicyActivities
 from activities.verify import SignatureActivities
 from signoff.models import (
+    ActionRequest,
     ActionStatus,
     CancelRequest,
     DecisionRequest,
@@ -37,6 +45,7 @@ from tests.conftest import Gate, running_worker
 from tests.signing import SIGNER
 from workers.settings import Settings
 from workflows.action import ActionWorkflow
+from workflows.messages import AuditKind
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -249,6 +258,50 @@ async def test_deny_without_reason_is_refused(gate: Gate) -> None:
     await gate.wait_for(handle, "pending_approval")
     await refused(gate, handle, "alice@example.com", decision="deny")
     assert (await handle.query(ActionWorkflow.status)).status is Status.PENDING_APPROVAL
+    await handle.terminate("test done")
+
+
+async def test_a_decision_sent_while_the_action_is_admitted_is_recorded_after_its_rows(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    # Update-with-start: the decision reaches the run in its first task, while the admission
+    # (which numbers its own rows) runs. Its refusal used to take the admission's first place:
+    # the ledger refused one of the two and the action never left `evaluating`.
+    action_id = f"act-{uuid.uuid4()}"
+    request = ActionRequest(
+        action="noop", target="one-db", params={}, justification="t", requester="agent:bot"
+    )
+    early = DecisionRequest(
+        approver="alice@example.com",
+        decision="approve",
+        digest=action_digest("noop", "one-db", {}),
+        reason="too early",
+    )
+    start = WithStartWorkflowOperation(
+        ActionWorkflow.run,
+        SIGNER.request(request, action_id),
+        id=action_id,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await client.execute_update_with_start_workflow(
+            ActionWorkflow.decide,
+            SIGNER.decision(early, action_id),
+            start_workflow_operation=start,
+        )
+    assert isinstance(info.value.cause, ApplicationError)
+    assert "evaluating, not pending" in info.value.cause.message
+    handle = await start.workflow_handle()
+    status = await Gate(client, settings).wait_for(handle, "pending_approval")
+    assert [(r.approver, r.code) for r in status.refused] == [
+        ("alice@example.com", RefusalCode.NOT_PENDING)
+    ]
+    rows = await ledger.events(action_id)
+    assert [r.seq for r in rows] == list(range(len(rows)))
+    kinds = [r.kind for r in rows]
+    assert kinds[0] == AuditKind.REQUESTED, kinds
+    assert kinds[-1] == AuditKind.REFUSED, kinds
     await handle.terminate("test done")
 
 
@@ -526,7 +579,7 @@ async def test_rows_written_while_the_executor_runs_come_after_its_outcome(
 async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_row(
     gate: Gate,
 ) -> None:
-    # Shape v10 (implying v9 to v5): one patch marker (and one TemporalChangeVersion
+    # Shape v11 (implying v10 to v5): one patch marker (and one TemporalChangeVersion
     # upsert) per run instead of one per patch; the request admitted, and its first rows
     # written, in one local activity; the decision's signature check beside its principal
     # lookups.
@@ -543,7 +596,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
     assert len(patches) == 1
-    assert json.loads(patches[0])["id"] == "shape-v10"
+    assert json.loads(patches[0])["id"] == "shape-v11"
     versions = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
             "TemporalChangeVersion"
@@ -553,7 +606,7 @@ async def test_a_new_run_records_one_patch_marker_and_checks_before_its_ledger_r
         and "TemporalChangeVersion"
         in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
-    assert versions == [b'["shape-v10"]']
+    assert versions == [b'["shape-v11"]']
     # Each decision's task: one local activity checks its signature and looks up approver
     # and requester, before the decision's ledger row (with the write-ahead row and claim).
     summaries = [

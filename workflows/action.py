@@ -257,6 +257,13 @@ SHAPE_V9 = "shape-v9"
 # release writes nothing, and the run writes them all. Runs started before keep their markers
 # and replay as they did.
 SHAPE_V10 = "shape-v10"
+# Patch: a run that starts with this code has shape v10 (implied, no marker of its own) and
+# writes a refusal that arrives while its admission runs only after the admission returns.
+# Admission numbers its rows from the first free place and holds that place until it returns; a
+# refusal written meanwhile (a decision sent while the action was evaluating, or one a reset
+# reapplied) took the same place, the ledger refused one of the two, and the run stayed in
+# evaluating. Runs started before keep their markers and replay as they did.
+SHAPE_V11 = "shape-v11"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -298,6 +305,7 @@ class _Patches:
     shape_v8: bool | None = None
     shape_v9: bool | None = None
     shape_v10: bool | None = None
+    shape_v11: bool | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -320,6 +328,9 @@ class ActionWorkflow:
         self._inbox_memo = True
         # Whether the admission wrote the request's first ledger rows (shape v9).
         self._recorded_on_admission = False
+        # Whether an admission that numbers its own rows is running (shape v9): nothing else
+        # may take a place in the ledger until it returns (shape v11).
+        self._admitting = False
 
     # --- the process ----------------------------------------------------------------------
 
@@ -1151,6 +1162,19 @@ class ActionWorkflow:
                 claim=self._execution_claim(),
                 outcome_by_executor=self._shape_v10() and request.reverts is None,
             )
+        # Until it returns, the admission holds the places its rows take (shape v11).
+        self._admitting = record is not None
+        try:
+            return await self._admitted(request, claims, record)
+        finally:
+            self._admitting = False
+
+    async def _admitted(
+        self, request: ActionRequest, claims: dict[str, JsonValue], record: AdmissionRecord | None
+    ) -> Evaluation | DecisionRefused:
+        """The admission's local activity, and the ledger places its rows took."""
+        info = workflow.info()
+        assert request.signature is not None, "_admit refuses an unsigned request first"
         checked = await workflow.execute_local_activity_method(
             Admission.admit_request,
             AdmissionCheck(
@@ -1269,8 +1293,14 @@ class ActionWorkflow:
     def _shape_v10(self) -> bool:
         """Whether the executor's activity writes a success's ledger rows (SHAPE_V10)."""
         if self._patches.shape_v10 is None:
-            self._patches.shape_v10 = workflow.patched(SHAPE_V10)
+            self._patches.shape_v10 = self._shape_v11() or workflow.patched(SHAPE_V10)
         return self._patches.shape_v10
+
+    def _shape_v11(self) -> bool:
+        """Whether a refusal waits for a running admission's rows (SHAPE_V11)."""
+        if self._patches.shape_v11 is None:
+            self._patches.shape_v11 = workflow.patched(SHAPE_V11)
+        return self._patches.shape_v11
 
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
@@ -1403,6 +1433,8 @@ class ActionWorkflow:
         self.state.refused.append(attempt)
         metrics.refused(attempt.code.value)
         self._publish()
+        if self._shape_v11():
+            await workflow.wait_condition(lambda: not self._admitting)
         await self._audit(
             self._event(AuditKind.REFUSED, actor=actor, channel=channel, payload=attempt)
         )

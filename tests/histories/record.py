@@ -293,7 +293,7 @@ async def main() -> None:
         ledger = await Ledger.connect(server.get_uri(), migrate=True)
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_cli()),
-            search_attributes=sa.ALL,
+            dev_server_extra_args=sa.dev_server_flags(),
             data_converter=pydantic_data_converter,
         )
         settings = Settings(
