@@ -676,13 +676,7 @@ class ActionService:
     ) -> list[ActionStatus]:
         """The statuses of the listed actions the principal may decide now."""
         # Together: a codec (an encryption service, say) may do I/O for each row.
-        rows = await asyncio.gather(*(self._memo_row(w) for w in listed))
-        # Only a run without a readable memo row (an older run) is asked, all at once.
-        asked = await asyncio.gather(
-            *(self._quiet_status(w.id) for w, row in zip(listed, rows, strict=True) if row is None)
-        )
-        answers = iter(asked)
-        statuses = [row if row is not None else next(answers) for row in rows]
+        statuses = await asyncio.gather(*(self._inbox_row(w) for w in listed))
         return [
             s
             for s in statuses
@@ -690,6 +684,10 @@ class ActionService:
             and can_decide_now(principal, s)
             and (cutoff is None or s.created_at <= cutoff)
         ]
+
+    async def _inbox_row(self, listed: Listed) -> ActionStatus | None:
+        """A row from the status its workflow keeps in its memo; older runs answer a query."""
+        return await self._memo_row(listed) or await self._quiet_status(listed.id)
 
     async def _memo_row(self, listed: Listed) -> ActionStatus | None:
         """The row from the status the workflow keeps in its memo; None if there is none."""
