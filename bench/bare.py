@@ -243,4 +243,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # Imported here, not above: the sandbox re-imports this module for its workflows.
+    from workers import event_loop
+    from workers.settings import Settings
+
+    # The same loop as the gate's worker (SIGNOFF_EVENT_LOOP, inherited from the bench), so
+    # the comparison is of the gate's work, not of two event loops.
+    event_loop.run(main(), Settings().event_loop)

@@ -10,7 +10,6 @@ deployment. Settings come from the environment, as for `signoff gateway` and `si
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from activities.ledger.store import Ledger
 from activities.targets import load_targets
 from policies.loader import load_policy_and_directory
 from signoff.executor import registry
+from workers import event_loop
 from workers.database import resolve_database_url
 from workers.gateway.app import create_app
 from workers.gateway.server import serve
@@ -74,4 +74,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main(), Settings().event_loop)

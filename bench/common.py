@@ -86,8 +86,16 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
 # --- machine and results ----------------------------------------------------------------------
 
 
+def _running_loop() -> str:
+    """The kind of event loop running here (the stack's processes run the same kind)."""
+    try:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+    except RuntimeError:
+        return "none"
+
+
 def machine_info() -> dict[str, str]:
-    """CPU, cores, RAM, Python, Temporal CLI and SDK versions, and the load right now."""
+    """CPU, cores, RAM, Python, Temporal CLI and SDK versions, event loop, load right now."""
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -101,6 +109,7 @@ def machine_info() -> dict[str, str]:
     except (OSError, FileNotFoundError):
         temporal = "unknown"
     from importlib.metadata import version
+    from importlib.util import find_spec
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return {
@@ -110,6 +119,8 @@ def machine_info() -> dict[str, str]:
         "Python": platform.python_version(),
         "temporal CLI": temporal,
         "temporalio": version("temporalio"),
+        "event loop (every process)": _running_loop(),
+        "gateway's HTTP parser": "httptools" if find_spec("httptools") else "h11",
         "load average at start (1/5/15 min)": load,
     }
 

@@ -9,7 +9,6 @@ alone with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from types import ModuleType
 
@@ -30,6 +29,8 @@ from bench.common import (
     running_stack,
     stack_options,
 )
+from workers import event_loop
+from workers.settings import Settings
 
 BENCHMARKS: dict[str, ModuleType] = {
     "b1": b1_overhead,
@@ -85,7 +86,7 @@ async def run(names: list[str], args: argparse.Namespace, label: str) -> list[Se
 def standalone(name: str) -> None:
     """Entry point of one benchmark module run on its own."""
     args = parser_for([BENCHMARKS[name]]).parse_args()
-    asyncio.run(run([name], args, label=name.upper()))
+    event_loop.run(run([name], args, label=name.upper()), Settings().event_loop)
 
 
 def main() -> None:
@@ -93,7 +94,9 @@ def main() -> None:
     parser = parser_for(list(BENCHMARKS.values()))
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS))
     args = parser.parse_args()
-    asyncio.run(run(args.only, args, label="benchmarks: " + ", ".join(args.only).upper()))
+    label = "benchmarks: " + ", ".join(args.only).upper()
+    # The product's loop (SIGNOFF_EVENT_LOOP) in every process of the bench, bare ones too.
+    event_loop.run(run(args.only, args, label=label), Settings().event_loop)
 
 
 if __name__ == "__main__":

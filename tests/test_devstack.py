@@ -305,6 +305,11 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
         # the actions below publish theirs at once, so registering first was enough.
         temporal_argv = Path(f"/proc/{children['temporal']}/cmdline").read_bytes().split(b"\0")
         assert f"{CACHE_BYPASS}=false".encode() in temporal_argv
+        # The worker and gateway run on uvloop, and the gateway parses HTTP with httptools
+        # (issue 16): each has the library's compiled module mapped.
+        for name, libraries in (("worker", ["uvloop"]), ("gateway", ["uvloop", "httptools"])):
+            maps = Path(f"/proc/{children[name]}/maps").read_text()
+            assert [lib for lib in libraries if f"/{lib}/" not in maps] == [], name
         ui = httpx.get(f"http://127.0.0.1:{stack.ui_port}/", timeout=30)
         assert ui.status_code == 200  # the Temporal Web UI is on
 

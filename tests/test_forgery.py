@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from signoff.models import (
     Signature,
     Status,
 )
+from tests.cli import run_signoff
 from tests.conftest import Gate
 from tests.signing import KEYS, SIGNER
 from tests.test_replay import replayer
@@ -443,14 +442,7 @@ def test_gateway_without_a_signing_key_says_which_setting_is_missing() -> None:
 
 def test_worker_without_public_keys_refuses_to_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SIGNOFF_VERIFY_KEYS"}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "signoff"), "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = run_signoff("worker", env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "SIGNOFF_VERIFY_KEYS is not set" in result.stderr
     assert "Traceback" not in result.stderr

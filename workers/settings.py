@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import EXAMPLES_DIR
 from signoff.models import Duration
+from workers.event_loop import EventLoopChoice, loop_factory
 
 # Microsoft's public cloud; sovereign clouds have their own (Azure Government:
 # https://login.microsoftonline.us and https://api.botframework.us/.default).
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
     # in it. So production workers skip it unless asked.
     workflow_sandbox: bool = False
     max_concurrent_activities: int = 200
+    # The worker's and gateway's event loop: uvloop where installed, else asyncio's own.
+    event_loop: EventLoopChoice = "auto"
     worker_metrics_port: int | None = None
     # All interfaces: Prometheus and the Kubernetes probes reach the worker on its pod IP.
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104
@@ -176,6 +179,12 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = Field(
         default=None, description="CA bundle that signed the SMTP server's certificate"
     )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _event_loop(cls, value: EventLoopChoice) -> EventLoopChoice:
+        loop_factory(value)  # refuses uvloop where it is not installed
+        return value
 
     @field_validator("teams_authority_host")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from policies.loader import PolicyError
 from signoff.cli.common import fail
+from workers import event_loop
 from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
@@ -48,7 +48,7 @@ def gateway(
     from workers.gateway.server import run_gateway
 
     try:
-        asyncio.run(run_gateway(settings, host=host, port=port))
+        event_loop.run(run_gateway(settings, host=host, port=port), settings.event_loop)
     except (PolicyError, SigningError) as err:
         raise fail(str(err), 2) from None
     except RuntimeError as err:

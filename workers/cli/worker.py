@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from activities.ledger.store import LedgerSchemaBehind
 from policies.loader import PolicyError
 from signoff.cli.common import fail
+from workers import event_loop
 from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
@@ -33,6 +33,6 @@ def worker(
     from workers.worker import run_worker
 
     try:
-        asyncio.run(run_worker(settings))
+        event_loop.run(run_worker(settings), settings.event_loop)
     except (PolicyError, SigningError, LedgerSchemaBehind) as err:
         raise fail(str(err), 2) from None
