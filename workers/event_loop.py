@@ -9,7 +9,6 @@ for every reply from Temporal's core and every socket write (issue 16, round 14)
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
@@ -27,7 +26,7 @@ def loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.AbstractEventL
     if choice == "asyncio":
         return None
     try:
-        uvloop = importlib.import_module("uvloop")
+        import uvloop  # imported only when chosen: `asyncio` never loads it
     except ImportError:
         if choice == "uvloop":
             raise EventLoopUnavailable(
@@ -35,8 +34,7 @@ def loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.AbstractEventL
                 "install uvloop; it does not support Windows); use auto or asyncio"
             ) from None
         return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    return uvloop.new_event_loop
 
 
 def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice = "auto") -> T:

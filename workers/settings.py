@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     @field_validator("event_loop")
     @classmethod
     def _event_loop(cls, value: EventLoopChoice) -> EventLoopChoice:
-        loop_factory(value)  # refuses uvloop where it is not installed
+        if value == "uvloop":
+            loop_factory(value)  # refused where it is not installed; auto falls back instead
         return value
 
     @field_validator("teams_authority_host")
