@@ -310,6 +310,16 @@ def test_dev_stack_round_trip(tmp_path: Path) -> None:
         for name, libraries in (("worker", ["uvloop"]), ("gateway", ["uvloop", "httptools"])):
             maps = Path(f"/proc/{children[name]}/maps").read_text()
             assert [lib for lib in libraries if f"/{lib}/" not in maps] == [], name
+        # A request smuggled past the parser (a length and chunked at once) is a 400 from it,
+        # never a request, and the gateway goes on serving.
+        gateway = httpx.URL(stack.gateway)
+        with socket.create_connection((gateway.host, gateway.port or 80), timeout=30) as raw:
+            raw.sendall(
+                b"POST /v1/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /readyz HTTP/1.1\r\n\r\n"
+            )
+            assert raw.recv(64).startswith(b"HTTP/1.1 400 ")
+        assert httpx.get(f"{stack.gateway}/readyz", timeout=30).status_code == 200
         ui = httpx.get(f"http://127.0.0.1:{stack.ui_port}/", timeout=30)
         assert ui.status_code == 200  # the Temporal Web UI is on
 
