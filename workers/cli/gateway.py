@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from policies.loader import PolicyError
 from signoff.cli.common import fail
 from workers import event_loop
+from workers.cli import logs
 from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
@@ -32,7 +32,7 @@ def gateway(
     ] = False,
 ) -> None:
     """Run the gateway: the API agents, people and chat channels use; stops on SIGTERM."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(log_level)
     try:
         settings = load_settings()
     except SettingsError as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from activities.ledger.store import LedgerSchemaBehind
 from policies.loader import PolicyError
 from signoff.cli.common import fail
 from workers import event_loop
+from workers.cli import logs
 from workers.settings import SettingsError, load_settings
 from workflows.signing import SigningError
 
@@ -22,7 +22,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
     """Run a worker: the action workflow, policy, notifications, executors and audit."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(log_level)
     try:
         settings = load_settings()
     except SettingsError as err:
