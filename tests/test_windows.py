@@ -503,6 +503,33 @@ async def test_api_grants_lists_shows_and_revokes_windows(
         assert (await bob.get('/v1/windows/win-act-x" OR 1')).status_code == 404
 
 
+async def test_six_revokes_at_once_end_the_window_once_and_the_rest_get_409(
+    client: Client, settings: Settings, gate: Gate, worker: None, ledger: Ledger
+) -> None:
+    # One revoke ends the window; each other one is answered "already revoked" (409), never a
+    # 500 and never a second revocation on the record. (The window now also waits for a
+    # revoke that arrives while its last notes go out: patch `window-late-revokes`.)
+    app = build_app(client, settings, ledger)
+    _, handle = await opened(client, gate)
+    async with api(app, "bob") as bob:
+        answers = await asyncio.gather(
+            *(
+                bob.post(f"/v1/windows/{handle.id}/revoke", json={"reason": f"r{i}"})
+                for i in range(6)
+            )
+        )
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200, 409, 409, 409, 409, 409], [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["error"]["code"] == "not_pending", answer.text
+    window = await handle.result()
+    assert window.status == "revoked"
+    assert window.revoked_by == "bob@example.com"
+    kinds = [row.kind for row in await ledger.events(handle.id)]
+    assert kinds == ["window_created", "window_revoked"]
+
+
 async def test_an_agent_cannot_ride_a_persons_window(
     client: Client, gate: Gate, worker: None
 ) -> None:

@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
 # The ledger and the directory must answer: retry until they do, never skip a row.
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 NOTE_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+# A revoke accepted while the window's last notes go out is answered before the window ends.
+LATE_REVOKES = "window-late-revokes"
 
 
 @workflow.defn(name=WINDOW_WORKFLOW)
@@ -141,6 +143,10 @@ class WindowWorkflow:
         while self._background:
             pending, self._background = self._background, []
             await asyncio.gather(*pending)
+            if workflow.patched(LATE_REVOKES):
+                # Waiting on the notes let another revoke in; ending under it would answer its
+                # caller with Temporal's "workflow completed before the update" (a 500 then).
+                await workflow.wait_condition(workflow.all_handlers_finished)
         return self.window
 
     # --- uses -----------------------------------------------------------------------------

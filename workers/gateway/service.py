@@ -138,6 +138,11 @@ _REFUSED_AS: dict[str, type[ActionError]] = {
 }
 
 
+# Temporal's failure type for an update its workflow completed under (windows ended by a
+# build before the `window-late-revokes` patch can still answer a revoke with it).
+UPDATE_OUTLIVED = "AcceptedUpdateCompletedWorkflow"
+
+
 def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) -> Exception:
     """The typed error for an update the workflow failed."""
     cause = err.cause
@@ -628,6 +633,10 @@ class ActionService:
                     raise MessageRefusedError(attempt) from None
                 if cause.type == NOT_PENDING:
                     raise ActionNotPending(cause.message) from None
+                if cause.type == UPDATE_OUTLIVED:
+                    raise ActionNotPending(
+                        f"window {window_id} ended before the revoke was answered"
+                    ) from None
             raise
         except RPCError as err:
             if closed_under(err):
