@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -23,11 +24,12 @@ from temporalio.client import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.ledger.store import Ledger
 from activities.windows import LiveWindows
 from policies.lint import condition_warnings
-from policies.loader import PolicyError, load_policy
+from policies.loader import PolicyError, load_directory, load_policy
 from signoff.executor import registry
 from signoff.models import (
     ActionStatus,
@@ -46,11 +48,13 @@ from workers import telemetry
 from workers.audit.report import records, render
 from workers.audit.verify import compare, ledger_view, temporal_view
 from workers.dev.binaries import temporal_test_server
+from workers.gateway.service import ActionService
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import build_worker
 from workflows import search_attributes
 from workflows.action import ActionWorkflow
+from workflows.errors import ActionNotPending
 from workflows.messages import WindowStart, WindowUseRequest, window_id_for
 from workflows.window import WindowWorkflow
 
@@ -528,6 +532,48 @@ async def test_six_revokes_at_once_end_the_window_once_and_the_rest_get_409(
     assert window.revoked_by == "bob@example.com"
     kinds = [row.kind for row in await ledger.events(handle.id)]
     assert kinds == ["window_created", "window_revoked"]
+
+
+@workflow.defn(name="SignoffWindowBeforeLateRevokes", sandboxed=False)
+class EndsUnderARevoke:
+    """A window as builds before `window-late-revokes` could end: under a revoke it accepted."""
+
+    def __init__(self) -> None:
+        self.revoking = False
+
+    @workflow.run
+    async def run(self) -> None:
+        """End as soon as a revoke is under way, without waiting for it."""
+        await workflow.wait_condition(lambda: self.revoking)
+
+    # Abandoning it is the point (and says so, instead of the SDK's warning).
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def revoke(self, request: WindowRevokeRequest) -> None:
+        """Accept the revoke, then take longer than the window lives."""
+        self.revoking = True
+        await workflow.wait_condition(lambda: False)
+
+
+async def test_a_window_that_ended_under_the_revoke_is_not_pending_not_a_crash(
+    client: Client, settings: Settings
+) -> None:
+    # Temporal fails such a revoke with its own type (AcceptedUpdateCompletedWorkflow); the
+    # gateway must say the window ended (409), as for a window that had already closed.
+    window_id = window_id_for(f"act-{uuid.uuid4().hex}")
+    queue = f"ends-under-a-revoke-{uuid.uuid4().hex}"
+    service = ActionService(
+        client, settings, load_policy(settings.policy), load_directory(settings.directory), registry
+    )
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[EndsUnderARevoke],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        await client.start_workflow(EndsUnderARevoke.run, id=window_id, task_queue=queue)
+        with pytest.raises(ActionNotPending) as caught:
+            await service.revoke_window(window_id, WindowRevokeRequest(by="bob@example.com"))
+    assert str(caught.value) == f"window {window_id} ended before the revoke was answered"
 
 
 async def test_an_agent_cannot_ride_a_persons_window(
