@@ -138,13 +138,12 @@ _REFUSED_AS: dict[str, type[ActionError]] = {
 }
 
 
-# Temporal's failure type for an update its workflow completed under (windows ended by a
-# build before the `window-late-revokes` patch can still answer a revoke with it).
-UPDATE_OUTLIVED = "AcceptedUpdateCompletedWorkflow"
+def _refused(err: WorkflowUpdateFailedError, ended: str | None) -> Exception:
+    """The typed error for an update the workflow failed.
 
-
-def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) -> Exception:
-    """The typed error for an update the workflow failed."""
+    `ended`: what to answer when it failed untyped, as when its workflow completed under it
+    (Temporal's AcceptedUpdateCompletedWorkflow); None re-raises such a failure.
+    """
     cause = err.cause
     if isinstance(cause, ApplicationError):
         if cause.type in (DECISION_REFUSED, MESSAGE_REFUSED):
@@ -162,7 +161,7 @@ def _refused(err: WorkflowUpdateFailedError, action_id: str, ended: str | None) 
             return refused_as(cause.message)
     if ended is None:
         return err
-    return ActionNotPending(f"action {action_id} finished before the {ended}")
+    return ActionNotPending(ended)
 
 
 def closed_under(err: RPCError) -> bool:
@@ -607,7 +606,8 @@ class ActionService:
         try:
             return await self._handle(action_id).execute_update(update, message)
         except WorkflowUpdateFailedError as err:
-            raise _refused(err, action_id, ended) from None
+            finished = f"action {action_id} finished before the {ended}" if ended else None
+            raise _refused(err, finished) from None
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"action {action_id} has already finished") from None
@@ -626,18 +626,10 @@ class ActionService:
         try:
             return await handle.execute_update(WindowWorkflow.revoke, message)
         except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                if cause.type == MESSAGE_REFUSED:
-                    attempt = RefusedAttempt.model_validate(cause.details[0])
-                    raise MessageRefusedError(attempt) from None
-                if cause.type == NOT_PENDING:
-                    raise ActionNotPending(cause.message) from None
-                if cause.type == UPDATE_OUTLIVED:
-                    raise ActionNotPending(
-                        f"window {window_id} ended before the revoke was answered"
-                    ) from None
-            raise
+            # Windows ended by builds before patch `window-late-revokes` can still end under a
+            # revoke they accepted: "not pending" then, as for an action's updates.
+            ended = f"window {window_id} ended before the revoke was answered"
+            raise _refused(err, ended) from None
         except RPCError as err:
             if closed_under(err):
                 raise ActionNotPending(f"window {window_id} has already ended") from None
