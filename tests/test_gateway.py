@@ -546,15 +546,22 @@ async def test_health_and_readiness(app: FastAPI) -> None:
     assert ready.json() == {"status": "ready"}
 
 
-async def test_not_ready_and_503_when_temporal_is_unreachable(settings: Settings) -> None:
+async def test_not_ready_and_503_when_temporal_is_unreachable(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     unreachable = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
     app = build_app(unreachable, settings)
     async with api(app, "erin") as http:
         assert (await http.get("/healthz")).status_code == 200
-        ready = await http.get("/readyz")
+        with caplog.at_level(logging.WARNING, logger="signoff.gateway"):
+            ready = await http.get("/readyz")
         status = await http.get("/v1/actions/act-" + "1" * 32)
     assert ready.status_code == 503
     assert error_of(ready)["code"] == "temporal_unavailable"
+    # The probe sees only 503; the log says why, for whoever runs the gateway.
+    [reason] = [m for r in caplog.records if (m := r.getMessage()).startswith("not ready")]
+    assert reason.startswith("not ready: Temporal's health check failed: "), reason
+    assert "Connection refused" in reason, reason
     assert status.status_code == 503, status.text
     assert error_of(status)["code"] == "temporal_unavailable"
 

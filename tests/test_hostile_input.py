@@ -51,12 +51,16 @@ PER_CALL_SECONDS = 75.0  # a generated `wait` may long-poll up to the gateway's 
 # Real tokens of the test directory: an agent, an approver, an auditor, and one nobody has.
 TOKENS = [token("bot"), token("alice"), token("erin"), "t-nobody"]
 CHECKS = [
-    not_a_server_error,
+    not_a_server_error,  # first: a 503 of STATE_NOT_INPUT is held to the rest only
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
 ]
+# `/readyz` answers Temporal's state, not the request's: its documented 503 says Temporal did
+# not answer a health check within 2 s, as happened once in CI. Its schema is still
+# checked; tests/test_gateway.py holds it to 200 and 503 as Temporal is up or down.
+STATE_NOT_INPUT = "GET /readyz"
 # Not `negative_data_rejection`: it wants unknown query parameters refused, and the gateway,
 # like most HTTP APIs, ignores them. Invalid bodies, paths and values must still be 4xx, which
 # `status_code_conformance` holds the negative cases to.
@@ -118,8 +122,11 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(
             transport = case.as_transport_kwargs(base_url=BASE_URL, headers=headers)
             future = asyncio.run_coroutine_threadsafe(send(request_kwargs(transport)), loop)
             response = future.result(timeout=PER_CALL_SECONDS + 5)
-            sent.append((f"{operation.method.upper()} {operation.path}", response.status_code))
-            case.validate_response(response, checks=CHECKS, headers=headers)
+            name = f"{operation.method.upper()} {operation.path}"
+            sent.append((name, response.status_code))
+            state_503 = name == STATE_NOT_INPUT and response.status_code == 503
+            checks = CHECKS[1:] if state_503 else CHECKS
+            case.validate_response(response, checks=checks, headers=headers)
 
         try:
             check()
@@ -134,7 +141,7 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(
                 await asyncio.to_thread(run, operation, mode)
 
     assert len(sent) >= AT_LEAST, f"only {len(sent)} cases ran"
-    assert not [s for s in sent if s[1] >= 500]
+    assert not [s for s in sent if s[1] >= 500 and s[0] != STATE_NOT_INPUT]
     # Both sides of the API were reached: accepted requests and refused ones.
     codes = {code for _, code in sent}
     assert {202, 401, 404, 422} <= codes, sorted(codes)

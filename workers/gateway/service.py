@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,8 @@ from workflows.grants import direct_revert_problem, duration_problem, revert_req
 from workflows.rules import can_decide_now, review_refusal
 from workflows.signing import Signer, SigningError
 from workflows.window import WindowWorkflow
+
+log = logging.getLogger("signoff.gateway")
 
 MAX_WAIT = 60.0
 # How often a long poll on a reversible action reads its status (its workflow stays open).
@@ -729,9 +732,16 @@ class ActionService:
             return None
 
     async def ready(self, within: timedelta = timedelta(seconds=2)) -> bool:
-        """Whether Temporal answers."""
+        """Whether Temporal answers, and answers that its workflow service is serving."""
         try:
-            await self.client.service_client.check_health(timeout=within)
-        except Exception:
+            serving = await self.client.service_client.check_health(timeout=within)
+        except Exception as err:
+            # A probe only sees 503; the operator needs the reason (an RPC error carries no
+            # credentials, only its status and message).
+            log.warning(
+                "not ready: Temporal's health check failed: %s: %s", type(err).__name__, err
+            )
             return False
-        return True
+        if not serving:
+            log.warning("not ready: Temporal answers but its workflow service is not serving")
+        return serving
