@@ -12,6 +12,7 @@ import re
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,16 +157,25 @@ def start_provider(*, issuer: str | None = None, web_redirect: str | None = None
         command += ["--issuer", issuer]
     if web_redirect is not None:
         command += ["--web-redirect", web_redirect]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=HARNESS
-    )
-    assert process.stdout is not None
-    # Bounded: a node that never starts must fail this test, not hang the suite.
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    if not line.startswith("listening "):
-        process.kill()
-        raise AssertionError(f"the OpenID Provider did not start: {line!r}")
+    # Node's own words go to a file, not a pipe nobody drains, so a failed start can say why.
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=HARNESS
+        )
+        assert process.stdout is not None
+        # Bounded: a node that never starts must fail this test, not hang the suite.
+        started = time.monotonic()
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        if not line.startswith("listening "):
+            process.kill()
+            code = process.wait()
+            stderr.seek(0)
+            said = stderr.read()[-2000:]
+            raise AssertionError(
+                f"the OpenID Provider did not start: stdout {line!r} after "
+                f"{time.monotonic() - started:.1f} s, exit code {code}, stderr {said!r}"
+            )
     port = int(line.split()[1])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
