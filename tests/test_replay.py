@@ -103,10 +103,13 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # (shape-v10);
     # v10_*: the executor writes its success's rows, before a refusal waits for a running
     # admission (shape-v11);
+    # v11_window_revoked: a window before it answers a revoke that came in during its last
+    # notes (patch window-late-revokes);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
+    assert "v11_window_revoked" in names
     assert {f"v10_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v9_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v8_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
