@@ -183,6 +183,59 @@ def test_nobody_decides_their_own_action(who: str, how: str) -> None:
     assert not rules.can_decide_now(person, action())
 
 
+# --- a decision re-checked after its decider was looked up ---------------------------------
+
+
+def test_who_refuses_a_late_decision_outranks_that_it_is_late() -> None:
+    # It arrived while pending; another decision ended that during the lookup.
+    approved = action(status=Status.EXECUTING)
+    agent = Principal(id="agent:other", kind="agent", groups=["dba"])
+    late = rules.decision_refusal(approved, decision(approved, agent.id))
+    assert late is not None
+    assert late.code is RefusalCode.NOT_PENDING
+    who = rules.identity_refusal(approved, agent.id, agent)
+    assert rules.after_lookup(late, who) == refusal(
+        RefusalCode.AGENT_APPROVER, "agent:other is an agent; agents never decide actions"
+    )
+    for refused_as, principal in [
+        (RefusalCode.SELF_APPROVAL, human(REQUESTER, "dba")),
+        (RefusalCode.UNKNOWN_PRINCIPAL, None),
+    ]:
+        who = rules.identity_refusal(approved, REQUESTER, principal)
+        assert rules.after_lookup(late, who).code is refused_as  # type: ignore[union-attr]
+
+
+def test_a_late_decision_by_someone_who_could_decide_is_late() -> None:
+    approved = action(status=Status.EXECUTING)
+    # Eligibility depends on the stage, so it does not outrank the action's state.
+    for person in [human("frank@example.com", "dba"), human("frank@example.com", "nobody")]:
+        late = rules.decision_refusal(approved, decision(approved, person.id))
+        assert rules.identity_refusal(approved, person.id, person) is None
+        assert rules.after_lookup(late, None) is late
+
+
+def test_only_lateness_gives_way_to_who() -> None:
+    pending = action()
+    agent = Principal(id="agent:other", kind="agent", groups=["dba"])
+    who = rules.identity_refusal(pending, agent.id, agent)
+    wrong = rules.decision_refusal(pending, decision(pending, agent.id, digest="f" * 64))
+    assert wrong is not None
+    assert wrong.code is RefusalCode.DIGEST_MISMATCH
+    assert rules.after_lookup(wrong, who) is wrong
+    assert rules.after_lookup(None, who) is None  # the re-check's own answer, unchanged
+
+
+def test_identity_is_the_part_of_who_may_decide_that_no_stage_changes() -> None:
+    frank = human("frank@example.com", "security")
+    assert rules.identity_refusal(action(), frank.id, frank) is None
+    assert rules.approver_refusal(action(), frank.id, frank) == refusal(
+        RefusalCode.NOT_ELIGIBLE,
+        "frank@example.com is not in a group that may decide at this stage (dba)",
+    )
+    amended = action(request=action().request.model_copy(update={"amended_by": frank.id}))
+    assert rules.identity_refusal(amended, frank.id, frank).code is RefusalCode.AMENDER  # type: ignore[union-attr]
+
+
 def test_the_agents_owner_now_may_not_decide_either() -> None:
     frank = human("frank@example.com", "dba")
     assert rules.approver_refusal(action(), frank.id, frank) is None

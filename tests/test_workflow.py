@@ -22,6 +22,11 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
 
 from activities.admission import Admission
 from activities.audit import AuditActivities
@@ -41,9 +46,11 @@ from signoff.models import (
     Status,
     action_digest,
 )
-from tests.conftest import Gate, running_worker
+from tests.conftest import Gate, running_worker, worker_parts
 from tests.signing import SIGNER
+from tests.test_replay import replayer
 from workers.settings import Settings
+from workers.worker import build_worker
 from workflows.action import ActionWorkflow
 from workflows.messages import AuditKind
 
@@ -396,6 +403,77 @@ async def test_signal_decision_is_accepted_and_refusals_recorded(gate: Gate) -> 
     outcome = await handle.result()
     assert outcome.status is Status.SUCCEEDED
     assert [r.code for r in outcome.refused] == [RefusalCode.AGENT_APPROVER]
+
+
+class HoldChecks(Interceptor):
+    """Holds one approver's decision check until the worker starts the next activity after it.
+
+    Temporal's own extension point, on a real worker: nothing of ours is replaced; one local
+    activity starts later, as it may when a directory is slow for one person.
+    """
+
+    def __init__(self, approver: str) -> None:
+        self.approver = approver
+        self.others_checked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Wrap each activity call; only the held approver's decision check waits."""
+        hold = self
+
+        class Held(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                kind = activity.info().activity_type
+                if kind != "check_decision":
+                    if hold.others_checked.is_set():
+                        hold.release.set()
+                    return await self.next.execute_activity(input)
+                if input.args[0].approver == hold.approver:
+                    await asyncio.wait_for(hold.release.wait(), 5)
+                    return await self.next.execute_activity(input)
+                try:
+                    return await self.next.execute_activity(input)
+                finally:
+                    hold.others_checked.set()
+
+        return Held(next)
+
+
+async def test_an_agents_approval_is_refused_as_an_agents_when_a_person_approves_first(
+    client: Client, settings: Settings, ledger: Ledger
+) -> None:
+    # Both arrive while the action is pending, in one workflow task; the person's check
+    # finishes first and approves. The agent's attempt is still on record as an agent's, not
+    # as "not pending".
+    racing = settings.model_copy(update={"task_queue": settings.task_queue + "-race"})
+    gate = Gate(client, racing)
+    async with running_worker(client, racing, ledger):
+        handle = await gate.submit("one-db")
+        status = await gate.wait_for(handle, "pending_approval")
+    for approver in ("agent:bot", "alice@example.com"):
+        request = DecisionRequest(approver=approver, decision="approve", digest=status.digest)
+        await handle.signal(ActionWorkflow.decision, SIGNER.decision(request, handle.id))
+    hold = HoldChecks("agent:bot")
+    async with build_worker(client, racing, worker_parts(racing, ledger), interceptors=[hold]):
+        outcome = await handle.result()
+    assert hold.release.is_set()  # the agent's check did finish last
+    assert [d.approver for d in outcome.decisions] == ["alice@example.com"]
+    assert outcome.status is Status.SUCCEEDED
+    assert [(r.approver, r.code) for r in outcome.refused] == [
+        ("agent:bot", RefusalCode.AGENT_APPROVER)
+    ]
+    refused = [e for e in await ledger.events(handle.id) if e.kind == AuditKind.REFUSED]
+    assert [(e.actor, e.payload["code"]) for e in refused] == [("agent:bot", "agent_approver")]
+    # The run that took the new answer says so in its history, and replays.
+    history = await handle.fetch_history()
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert any(b"who-before-when" in data for data in patches), patches
+    replayed = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
 
 
 async def test_cel_condition_decides_which_rule_applies(gate: Gate) -> None:

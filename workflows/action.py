@@ -264,6 +264,12 @@ SHAPE_V10 = "shape-v10"
 # reapplied) took the same place, the ledger refused one of the two, and the run stayed in
 # evaluating. Runs started before keep their markers and replay as they did.
 SHAPE_V11 = "shape-v11"
+# Patch, asked for only where it changes the answer: a decision, amendment or review that
+# arrived while the action awaited it, and found it resolved by another once its decider was
+# looked up, is refused for who sent it when that alone refuses it (an agent, a party, someone
+# unknown), not as too late: the record says an agent tried, whichever check finished first.
+# Runs that refused such a message before replay as they did.
+WHO_BEFORE_WHEN = "who-before-when"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
 NEVER_TWICE = "a reset or re-run never executes twice"
@@ -786,8 +792,10 @@ class ActionWorkflow:
         if refusal is None or refusal.code is RefusalCode.UNKNOWN_PRINCIPAL:
             found = await self._resolve(request.reviewer, "reviewer")
             # Re-check after the lookup: another review may have landed meanwhile.
-            refusal = rules.review_refusal(
-                self.status(), request.reviewer, found.principal, request.digest
+            status = self.status()
+            refusal = self._after_lookup(
+                rules.review_refusal(status, request.reviewer, found.principal, request.digest),
+                rules.reviewer_identity_refusal(status, request.reviewer, found.principal),
             )
         if refusal is not None:
             attempt = self._refusal(request.reviewer, "review", refusal, channel=request.channel)
@@ -1302,6 +1310,16 @@ class ActionWorkflow:
             self._patches.shape_v11 = workflow.patched(SHAPE_V11)
         return self._patches.shape_v11
 
+    def _after_lookup(
+        self, refusal: DecisionRefused | None, identity: DecisionRefused | None
+    ) -> DecisionRefused | None:
+        """`rules.after_lookup` for runs with WHO_BEFORE_WHEN; the re-check's refusal before it."""
+        chosen = rules.after_lookup(refusal, identity)
+        # Asked only where it changes the answer, so no other run records its marker.
+        if chosen is refusal or not workflow.patched(WHO_BEFORE_WHEN):
+            return refusal
+        return chosen
+
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
         if patch in IN_SHAPE_V5 and self._shape_v5():
@@ -1559,8 +1577,10 @@ class ActionWorkflow:
                 found = PrincipalLookupResult(principal=self._idp_amender(request))
             # Re-check: a decision may have resolved the action while we looked up.
             status = self.status()
-            refusal = rules.amend_refusal(status, request) or rules.approver_refusal(
-                status, request.by, found.principal, owner_now=owner_now
+            refusal = self._after_lookup(
+                rules.amend_refusal(status, request)
+                or rules.approver_refusal(status, request.by, found.principal, owner_now=owner_now),
+                rules.identity_refusal(status, request.by, found.principal, owner_now=owner_now),
             )
         if refusal is not None:
             attempt = self._refusal(request.by, "amend", refusal, channel=request.channel)
@@ -1619,6 +1639,23 @@ class ActionWorkflow:
         status = self.status()
         return rules.decision_refusal(status, request) or rules.window_refusal(status, request)
 
+    def _changed_meanwhile(
+        self,
+        request: DecisionRequest,
+        approver: PrincipalLookupResult,
+        requester: PrincipalLookupResult,
+    ) -> DecisionRefused | None:
+        """The arrival checks again after a decision's checks ran: another may have landed."""
+        refusal = self._decision_checks(request)
+        if refusal is None:
+            return None
+        owner_now = requester.principal.owner if requester.principal else None
+        decider = approver.principal or self._idp_approver(request)
+        return self._after_lookup(
+            refusal,
+            rules.identity_refusal(self.status(), request.approver, decider, owner_now=owner_now),
+        )
+
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
         # Shape v7: read before any await, this is the time of the task the decision arrived
@@ -1657,7 +1694,9 @@ class ActionWorkflow:
                 f"and requester {requester}",
             )
             looked_up = (checked.approver, checked.requester)
-            refusal = self._verified(checked.verified) or self._decision_checks(request)
+            refusal = self._verified(checked.verified) or self._changed_meanwhile(
+                request, *looked_up
+            )
         else:
             refusal = await self._verify(
                 request.signature, expected, not_before=info.workflow_start_time
@@ -1679,8 +1718,14 @@ class ActionWorkflow:
                 found = PrincipalLookupResult(principal=self._idp_approver(request))
             # Re-check: another decision may have resolved the action while we looked up.
             status = self.status()
-            refusal = rules.decision_refusal(status, request) or rules.approver_refusal(
-                status, request.approver, found.principal, owner_now=owner_now
+            refusal = self._after_lookup(
+                rules.decision_refusal(status, request)
+                or rules.approver_refusal(
+                    status, request.approver, found.principal, owner_now=owner_now
+                ),
+                rules.identity_refusal(
+                    status, request.approver, found.principal, owner_now=owner_now
+                ),
             )
             if refusal is None and self._step_up_enforced():
                 refusal = rules.step_up_refusal(status, request)

@@ -121,6 +121,28 @@ def approver_refusal(
     `approver`: `approver_id` as the directory has it now (None: the directory has no such id).
     `owner_now`: see `parties`.
     """
+    if refusal := identity_refusal(status, approver_id, approver, owner_now=owner_now):
+        return refusal
+    assert approver is not None, "identity_refusal refuses principals nobody knows"
+    if not set(approver.groups) & set(status.eligible_groups):
+        return DecisionRefused(
+            code=RefusalCode.NOT_ELIGIBLE,
+            message=(
+                f"{approver.id} is not in a group that may decide at this stage "
+                f"({', '.join(status.eligible_groups)})"
+            ),
+        )
+    return None
+
+
+def identity_refusal(
+    status: ActionStatus,
+    approver_id: str,
+    approver: Principal | None,
+    *,
+    owner_now: str | None = None,
+) -> DecisionRefused | None:
+    """Who may never decide this action, at any stage: unknown, an agent, a party, its amender."""
     if approver is None:
         return DecisionRefused(
             code=RefusalCode.UNKNOWN_PRINCIPAL,
@@ -146,15 +168,21 @@ def approver_refusal(
                 "someone else must decide them"
             ),
         )
-    if not set(approver.groups) & set(status.eligible_groups):
-        return DecisionRefused(
-            code=RefusalCode.NOT_ELIGIBLE,
-            message=(
-                f"{approver.id} is not in a group that may decide at this stage "
-                f"({', '.join(status.eligible_groups)})"
-            ),
-        )
     return None
+
+
+def after_lookup(
+    refusal: DecisionRefused | None, identity: DecisionRefused | None
+) -> DecisionRefused | None:
+    """The refusal of a decision re-checked after its decider was looked up.
+
+    The action was pending when the decision arrived; if another decision ended that while
+    this one's decider was looked up, who decided still outranks when: an agent's attempt is
+    on record as an agent's, not as late.
+    """
+    if refusal is not None and refusal.code is RefusalCode.NOT_PENDING and identity is not None:
+        return identity
+    return refusal
 
 
 def step_up_refusal(status: ActionStatus, request: DecisionRequest) -> DecisionRefused | None:
@@ -355,6 +383,24 @@ def review_refusal(
                 "you were shown a different action"
             ),
         )
+    if refusal := reviewer_identity_refusal(status, reviewer_id, reviewer):
+        return refusal
+    assert reviewer is not None, "reviewer_identity_refusal refuses principals nobody knows"
+    if not set(reviewer.groups) & set(glass.reviewer_groups):
+        return DecisionRefused(
+            code=RefusalCode.NOT_ELIGIBLE,
+            message=(
+                f"{reviewer.id} is not in a group that may review it now "
+                f"({', '.join(glass.reviewer_groups)})"
+            ),
+        )
+    return None
+
+
+def reviewer_identity_refusal(
+    status: ActionStatus, reviewer_id: str, reviewer: Principal | None
+) -> DecisionRefused | None:
+    """Who may never review this break-glass action: nobody known, an agent, its breaker."""
     if reviewer is None:
         return DecisionRefused(
             code=RefusalCode.UNKNOWN_PRINCIPAL,
@@ -365,19 +411,11 @@ def review_refusal(
             code=RefusalCode.AGENT_APPROVER,
             message=f"{reviewer.id} is an agent; agents never review actions",
         )
-    found = parties(status)
-    if reviewer.id == glass.by or reviewer.id in found:
+    glass = status.break_glass
+    if (glass is not None and reviewer.id == glass.by) or reviewer.id in parties(status):
         return DecisionRefused(
             code=RefusalCode.SELF_REVIEW,
             message=f"{reviewer.id} broke glass on this action; nobody reviews their own",
-        )
-    if not set(reviewer.groups) & set(glass.reviewer_groups):
-        return DecisionRefused(
-            code=RefusalCode.NOT_ELIGIBLE,
-            message=(
-                f"{reviewer.id} is not in a group that may review it now "
-                f"({', '.join(glass.reviewer_groups)})"
-            ),
         )
     return None
 
