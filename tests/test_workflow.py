@@ -22,11 +22,6 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
-)
 
 from activities.admission import Admission
 from activities.audit import AuditActivities
@@ -47,6 +42,7 @@ from signoff.models import (
     action_digest,
 )
 from tests.conftest import Gate, running_worker, worker_parts
+from tests.holds import HoldOne
 from tests.signing import SIGNER
 from tests.test_replay import replayer
 from workers.settings import Settings
@@ -405,40 +401,6 @@ async def test_signal_decision_is_accepted_and_refusals_recorded(gate: Gate) -> 
     assert [r.code for r in outcome.refused] == [RefusalCode.AGENT_APPROVER]
 
 
-class HoldChecks(Interceptor):
-    """Holds one approver's decision check until the worker starts the next activity after it.
-
-    Temporal's own extension point, on a real worker: nothing of ours is replaced; one local
-    activity starts later, as it may when a directory is slow for one person.
-    """
-
-    def __init__(self, approver: str) -> None:
-        self.approver = approver
-        self.others_checked = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        """Wrap each activity call; only the held approver's decision check waits."""
-        hold = self
-
-        class Held(ActivityInboundInterceptor):
-            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-                kind = activity.info().activity_type
-                if kind != "check_decision":
-                    if hold.others_checked.is_set():
-                        hold.release.set()
-                    return await self.next.execute_activity(input)
-                if input.args[0].approver == hold.approver:
-                    await asyncio.wait_for(hold.release.wait(), 5)
-                    return await self.next.execute_activity(input)
-                try:
-                    return await self.next.execute_activity(input)
-                finally:
-                    hold.others_checked.set()
-
-        return Held(next)
-
-
 async def test_an_agents_approval_is_refused_as_an_agents_when_a_person_approves_first(
     client: Client, settings: Settings, ledger: Ledger
 ) -> None:
@@ -453,10 +415,10 @@ async def test_an_agents_approval_is_refused_as_an_agents_when_a_person_approves
     for approver in ("agent:bot", "alice@example.com"):
         request = DecisionRequest(approver=approver, decision="approve", digest=status.digest)
         await handle.signal(ActionWorkflow.decision, SIGNER.decision(request, handle.id))
-    hold = HoldChecks("agent:bot")
+    hold = HoldOne("check_decision", lambda check: check.approver == "agent:bot")
     async with build_worker(client, racing, worker_parts(racing, ledger), interceptors=[hold]):
         outcome = await handle.result()
-    assert hold.release.is_set()  # the agent's check did finish last
+    assert hold.released.is_set()  # the agent's check did finish last
     assert [d.approver for d in outcome.decisions] == ["alice@example.com"]
     assert outcome.status is Status.SUCCEEDED
     assert [(r.approver, r.code) for r in outcome.refused] == [
