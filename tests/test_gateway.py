@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +21,7 @@ from temporalio.client import Client
 
 from signoff.models import ActionStatus, action_digest
 from tests.gateway_fixtures import api, build_app, count_workflows, free_port, token
+from workers.dev.binaries import temporal_cli
 from workers.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -564,6 +568,57 @@ async def test_not_ready_and_503_when_temporal_is_unreachable(
     assert "Connection refused" in reason, reason
     assert status.status_code == 503, status.text
     assert error_of(status)["code"] == "temporal_unavailable"
+
+
+def draining_dev_server(port: int, drain_seconds: int) -> subprocess.Popen[bytes]:
+    """A dev server of its own whose frontend fails health checks for a while once stopped."""
+    return subprocess.Popen(
+        [
+            *[str(temporal_cli()), "server", "start-dev", "--headless", "--ip", "127.0.0.1"],
+            *["--port", str(port), "--http-port", str(free_port())],
+            *["--metrics-port", str(free_port()), "--log-level", "error"],
+            "--dynamic-config-value",
+            f'frontend.shutdownFailHealthCheckDuration="{drain_seconds}s"',
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def test_not_ready_while_temporals_frontend_drains(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Temporal frontend told to stop keeps serving but answers health checks "not serving"
+    # for `shutdownFailHealthCheckDuration`, so load balancers take it out first. A gateway in
+    # front of it must not call itself ready then.
+    port = free_port()
+    server = draining_dev_server(port, drain_seconds=30)
+    try:
+        client = None
+        for _ in range(200):
+            with contextlib.suppress(RuntimeError):
+                client = await Client.connect(f"127.0.0.1:{port}")
+                break
+            await asyncio.sleep(0.1)
+        assert client is not None, "the dev server never answered"
+        app = build_app(client, settings)
+        async with api(app) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            server.send_signal(signal.SIGTERM)
+            with caplog.at_level(logging.WARNING, logger="signoff.gateway"):
+                for _ in range(100):
+                    ready = await http.get("/readyz")
+                    if ready.status_code != 200:
+                        break
+                    await asyncio.sleep(0.1)
+        assert ready.status_code == 503
+        assert error_of(ready)["code"] == "temporal_unavailable"
+        reasons = [m for r in caplog.records if (m := r.getMessage()).startswith("not ready")]
+        assert reasons == ["not ready: Temporal answers but its workflow service is not serving"]
+    finally:
+        server.kill()
+        server.wait()
 
 
 async def test_openapi_documents_bearer_auth_and_the_error_model(app: FastAPI) -> None:
