@@ -42,7 +42,7 @@ from signoff.models import (
 from tests.cli import app as cli_app
 from tests.conftest import DATA, Gate, running_worker, worker_parts
 from tests.gateway_fixtures import api, build_app, count_workflows, free_port
-from tests.holds import HoldOne
+from tests.holds import HoldOne, admitted
 from tests.signing import SIGNER
 from tests.test_metrics import scrape_until, value
 from workers import telemetry
@@ -280,33 +280,47 @@ async def test_the_breaker_cannot_review_their_own_break_nor_can_an_agent(
         assert (await handle.result()).break_glass is not None
 
 
+# Which of carol's checks finishes after bob's review: her signature check (the review's state
+# is then checked after it, and found closed) or her directory lookup after that.
+REVIEW_CHECKS = {
+    "signature": (
+        "verify_signature",
+        lambda check: check.expected["reviewer"] == "carol@example.com",
+    ),
+    "lookup": ("resolve_principal", lambda lookup: lookup.id == "carol@example.com"),
+}
+
+
+@pytest.mark.parametrize("late_check", REVIEW_CHECKS)
 async def test_the_breakers_own_review_is_refused_as_hers_when_another_review_lands_first(
-    client: Client, settings: Settings, ledger: Ledger
+    client: Client, settings: Settings, ledger: Ledger, late_check: str
 ) -> None:
-    # Both reviews arrive while the review is open, in one workflow task; bob's lookup
-    # finishes first and closes it. carol's attempt to review her own break is still on record
-    # as that, not as "already reviewed".
+    # Both reviews arrive while the review is open, in one workflow task; bob's checks finish
+    # first and close it. carol's attempt to review her own break is still on record as that,
+    # not as "already reviewed".
     racing = settings.model_copy(update={"task_queue": settings.task_queue + "-review-race"})
     gate = Gate(client, racing)
     async with running_worker(client, racing, ledger):
         handle = await break_glass(gate, "carol@example.com")
         status = await gate.wait_for_review(handle)
     sends = [
-        asyncio.create_task(
-            handle.execute_update(
-                ActionWorkflow.review,
-                SIGNER.review(
-                    ReviewRequest(reviewer=who, digest=status.digest, reason="checked"), handle.id
-                ),
-            )
+        await admitted(
+            client,
+            handle,
+            "review",
+            SIGNER.review(
+                ReviewRequest(reviewer=who, digest=status.digest, reason="checked"), handle.id
+            ),
+            ActionStatus,
         )
         for who in ("carol@example.com", "bob@example.com")
     ]
-    hold = HoldOne("resolve_principal", lambda lookup: lookup.id == "carol@example.com")
+    activity_type, held = REVIEW_CHECKS[late_check]
+    hold = HoldOne(activity_type, held, after="resolve_principal")
     async with build_worker(client, racing, worker_parts(racing, ledger), interceptors=[hold]):
         own, other = await asyncio.gather(*sends, return_exceptions=True)
         outcome = await handle.result()
-    assert hold.released.is_set()  # carol's lookup did finish last
+    assert hold.released.is_set()  # carol's check did finish last
     assert isinstance(own, WorkflowUpdateFailedError), own
     assert refusal_of(own).code is RefusalCode.SELF_REVIEW
     assert isinstance(other, ActionStatus), other

@@ -34,6 +34,7 @@ from activities.verify import SignatureActivities
 from signoff.models import (
     ActionRequest,
     ActionStatus,
+    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -42,7 +43,7 @@ from signoff.models import (
     action_digest,
 )
 from tests.conftest import Gate, running_worker, worker_parts
-from tests.holds import HoldOne
+from tests.holds import HoldOne, admitted
 from tests.signing import SIGNER
 from tests.test_replay import replayer
 from workers.settings import Settings
@@ -436,6 +437,64 @@ async def test_an_agents_approval_is_refused_as_an_agents_when_a_person_approves
     assert any(b"who-before-when" in data for data in patches), patches
     replayed = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None
+
+
+# Which of dave's checks finishes after alice's approval: the signature check (the state is
+# then checked after it, and found decided) or the directory lookup after that.
+AMEND_CHECKS = {
+    "signature": ("verify_signature", lambda _: True),
+    "lookup": ("resolve_principal", lambda lookup: lookup.id == "dave@example.com"),
+}
+
+
+@pytest.mark.parametrize("late_check", AMEND_CHECKS)
+async def test_an_owners_amendment_is_refused_as_self_approval_when_a_person_approves_first(
+    client: Client, settings: Settings, ledger: Ledger, late_check: str
+) -> None:
+    # dave owns the requesting agent and is in dba: he may not amend its action (approve with
+    # changes). His amendment and alice's approval arrive in one workflow task; her check
+    # finishes first. His attempt is still on record as self-approval, not as "not pending".
+    racing = settings.model_copy(update={"task_queue": settings.task_queue + "-amend-race"})
+    gate = Gate(client, racing)
+    async with running_worker(client, racing, ledger):
+        handle = await gate.submit("one-db", {"rows": 1})
+        status = await gate.wait_for(handle, "pending_approval")
+    successor_id = f"act-{uuid.uuid4().hex}"
+    successor = status.request.model_copy(
+        update={
+            "params": {"rows": 2},
+            "amended_from": handle.id,
+            "amended_by": "dave@example.com",
+        }
+    )
+    amend = AmendRequest(
+        by="dave@example.com",
+        digest=status.digest,
+        successor_id=successor_id,
+        successor=SIGNER.request(successor, successor_id),
+    )
+    approve = DecisionRequest(
+        approver="alice@example.com", decision="approve", digest=status.digest
+    )
+    sends = [
+        await admitted(client, handle, "amend", SIGNER.amend(amend, handle.id), ActionStatus),
+        await admitted(client, handle, "decide", SIGNER.decision(approve, handle.id), ActionStatus),
+    ]
+    activity_type, held = AMEND_CHECKS[late_check]
+    hold = HoldOne(activity_type, held, after="check_decision")
+    async with build_worker(client, racing, worker_parts(racing, ledger), interceptors=[hold]):
+        amended, approved = await asyncio.gather(*sends, return_exceptions=True)
+        outcome = await handle.result()
+    assert hold.released.is_set()  # dave's check did finish last
+    assert isinstance(approved, ActionStatus), approved
+    assert isinstance(amended, WorkflowUpdateFailedError), amended
+    assert isinstance(amended.cause, ApplicationError)
+    assert amended.cause.details[0]["code"] == RefusalCode.SELF_APPROVAL
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.superseded_by is None
+    assert [(r.approver, r.kind, r.code) for r in outcome.refused] == [
+        ("dave@example.com", "amend", RefusalCode.SELF_APPROVAL)
+    ]
 
 
 async def test_cel_condition_decides_which_rule_applies(gate: Gate) -> None:

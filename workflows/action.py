@@ -268,7 +268,8 @@ SHAPE_V11 = "shape-v11"
 # arrived while the action awaited it, and found it resolved by another once its decider was
 # looked up, is refused for who sent it when that alone refuses it (an agent, a party, someone
 # unknown), not as too late: the record says an agent tried, whichever check finished first.
-# Runs that refused such a message before replay as they did.
+# An amendment or review found late right after its signature check has its sender looked up
+# all the same. Runs that refused such a message before replay as they did.
 WHO_BEFORE_WHEN = "who-before-when"
 # A status larger than this (huge params) stays out of the memo; the inbox queries that one.
 INBOX_MEMO_MAX_CHARS = 16_000
@@ -783,13 +784,18 @@ class ActionWorkflow:
     async def review(self, request: ReviewRequest) -> ActionStatus:
         """Review a break-glass action after the fact; refusals are recorded and fail the update."""
         found = PrincipalLookupResult()
+        on_arrival = rules.review_refusal(self.status(), request.reviewer, None, request.digest)
         refusal = await self._verify(
             request.signature,
             review_claims(request, workflow.info().workflow_id),
             not_before=workflow.info().workflow_start_time,
         ) or rules.review_refusal(self.status(), request.reviewer, None, request.digest)
         # Unknown principal is the only refusal a lookup can lift; anything else stands.
-        if refusal is None or refusal.code is RefusalCode.UNKNOWN_PRINCIPAL:
+        if (
+            refusal is None
+            or refusal.code is RefusalCode.UNKNOWN_PRINCIPAL
+            or self._late_since_arrival(refusal, on_arrival)
+        ):
             found = await self._resolve(request.reviewer, "reviewer")
             # Re-check after the lookup: another review may have landed meanwhile.
             status = self.status()
@@ -1310,6 +1316,21 @@ class ActionWorkflow:
             self._patches.shape_v11 = workflow.patched(SHAPE_V11)
         return self._patches.shape_v11
 
+    def _late_since_arrival(
+        self, refusal: DecisionRefused, on_arrival: DecisionRefused | None
+    ) -> bool:
+        """Refused as late after its signature check, though the action awaited it on arrival.
+
+        Its sender is then looked up all the same (WHO_BEFORE_WHEN), so a refusal of who sent
+        it can outrank that it came late (`_after_lookup`).
+        """
+        arrived_in_time = on_arrival is None or on_arrival.code is not RefusalCode.NOT_PENDING
+        return (
+            arrived_in_time
+            and refusal.code is RefusalCode.NOT_PENDING
+            and workflow.patched(WHO_BEFORE_WHEN)
+        )
+
     def _after_lookup(
         self, refusal: DecisionRefused | None, identity: DecisionRefused | None
     ) -> DecisionRefused | None:
@@ -1562,12 +1583,13 @@ class ActionWorkflow:
                 "this action's run predates amendments: approve or deny it", type=NOT_PENDING
             )
         info = workflow.info()
+        on_arrival = rules.not_pending(self.status())
         refusal = await self._verify(
             request.signature,
             amend_claims(request, info.workflow_id),
             not_before=info.workflow_start_time,
         ) or rules.amend_refusal(self.status(), request)
-        if refusal is None:
+        if refusal is None or self._late_since_arrival(refusal, on_arrival):
             found, requester_now = await asyncio.gather(
                 self._resolve(request.by, "amender"),
                 self._resolve(self.state.request.requester, "requester"),
