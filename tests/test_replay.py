@@ -105,11 +105,13 @@ def test_every_lifecycle_path_has_a_recorded_history() -> None:
     # admission (shape-v11);
     # v11_window_revoked: a window before it answers a revoke that came in during its last
     # notes (patch window-late-revokes);
+    # refused_by_who, amend_refused_by_who: refusals for who sent a message that another
+    # decision overtook while it was checked (patch who-before-when, only in such runs);
     # unprefixed: the current shape, with in-flight snapshots, which is what pending approvals
     # look like to a newly deployed worker.
     names = {p.stem for p in HISTORIES}
     assert names >= PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES
-    assert "v11_window_revoked" in names
+    assert {"v11_window_revoked", "refused_by_who", "amend_refused_by_who"} <= names
     assert {f"v10_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v9_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names
     assert {f"v8_{path}" for path in PATHS | IN_FLIGHT | {"rejected"} | NEW_SHAPES} <= names

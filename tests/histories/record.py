@@ -24,6 +24,7 @@ from activities.ledger.store import Ledger
 from signoff.executor import registry
 from signoff.models import (
     ActionRequest,
+    ActionStatus,
     AmendRequest,
     ApprovalWindow,
     BreakGlassClaim,
@@ -33,17 +34,21 @@ from signoff.models import (
     StepUp,
     WindowRevokeRequest,
 )
-from tests.conftest import DATA, Gate, running_worker
-from tests.page_fixtures import policy_with_step_up
+from tests.conftest import DATA, Gate, running_worker, worker_parts
 from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
+from tests.holds import HoldOne, admitted
+from tests.page_fixtures import policy_with_step_up
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_cli, temporal_test_server
 from workers.settings import Settings
+from workers.worker import build_worker
 from workflows import search_attributes as sa
 from workflows.action import ActionWorkflow
 from workflows.window import WindowWorkflow
 
 HERE = Path(__file__).parent
+# The requesting agent's owner in the test directory: never decides its actions.
+OWNER = "dave@example.com"
 
 
 async def record_all(client: Client, settings: Settings, ledger: Ledger) -> dict[str, str]:
@@ -206,6 +211,59 @@ async def record_issue17(
     return histories
 
 
+async def record_who_before_when(
+    client: Client, settings: Settings, ledger: Ledger
+) -> dict[str, str]:
+    """Refusals for who sent a message though another decision ended the wait while it was
+    checked (patch who-before-when): an agent's approval, and an owner's amendment found late
+    right after its signature check (then looked up all the same)."""
+    racing = settings.model_copy(update={"task_queue": "record-race"})
+    gate = Gate(client, racing)
+    async with running_worker(client, racing, ledger):
+        decided = await gate.submit("one-db")
+        amended = await gate.submit("one-db", {"rows": 1})
+        pending = {h.id: await gate.wait_for(h, "pending_approval") for h in (decided, amended)}
+    parts = worker_parts(racing, ledger)
+    # Each pair is sent while no worker runs, so it arrives in one workflow task, both while
+    # the action is pending; the held check then finishes last.
+    for approver in ("agent:bot", "alice@example.com"):
+        digest = pending[decided.id].digest
+        request = DecisionRequest(approver=approver, decision="approve", digest=digest)
+        await decided.signal(ActionWorkflow.decision, SIGNER.decision(request, decided.id))
+    agent_last = HoldOne("check_decision", lambda check: check.approver == "agent:bot")
+    async with build_worker(client, racing, parts, interceptors=[agent_last]):
+        await decided.result()
+
+    status = pending[amended.id]
+    successor_id = f"act-successor-{uuid.uuid4()}"
+    successor = status.request.model_copy(
+        update={"params": {"rows": 2}, "amended_from": amended.id, "amended_by": OWNER}
+    )
+    amend = AmendRequest(
+        by=OWNER,
+        digest=status.digest,
+        successor_id=successor_id,
+        successor=SIGNER.request(successor, successor_id),
+    )
+    approve = DecisionRequest(
+        approver="alice@example.com", decision="approve", digest=status.digest
+    )
+    sent = [
+        await admitted(client, amended, "amend", SIGNER.amend(amend, amended.id), ActionStatus),
+        await admitted(
+            client, amended, "decide", SIGNER.decision(approve, amended.id), ActionStatus
+        ),
+    ]
+    owner_last = HoldOne("verify_signature", lambda _: True, after="check_decision")
+    async with build_worker(client, racing, parts, interceptors=[owner_last]):
+        await asyncio.gather(*sent, return_exceptions=True)
+        await amended.result()
+    return {
+        "refused_by_who": (await decided.fetch_history()).to_json(),
+        "amend_refused_by_who": (await amended.fetch_history()).to_json(),
+    }
+
+
 async def _notified(ledger: Ledger, action_id: str, count: int) -> None:
     """Wait until `count` notifications are in the ledger: each recorded path then shows every
     notification delivered before the message that follows."""
@@ -310,6 +368,7 @@ async def main() -> None:
         try:
             recorded = await record_all(env.client, settings, ledger)
             recorded |= await record_issue17(env.client, skipping, settings, ledger)
+            recorded |= await record_who_before_when(env.client, settings, ledger)
             for name, text in recorded.items():
                 (HERE / f"{name}.json").write_text(text)
                 print("recorded", name)
