@@ -23,6 +23,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from signoff.models import ActionStatus, AmendRequest, DecisionRequest
+from tests.signing import SIGNER
+
 
 async def admitted(
     client: Client, handle: WorkflowHandle[Any, Any], update: str, arg: Any, result_type: type
@@ -56,6 +59,37 @@ async def admitted(
                 raise
         await asyncio.sleep(0.05)
     raise AssertionError(f"update {update} was never admitted")
+
+
+async def amendment_and_approval(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    status: ActionStatus,
+    amender: str,
+    approver: str,
+) -> list[asyncio.Task[Any]]:
+    """`amender` amends the pending action (its rows +1) and `approver` approves it, both
+    admitted while no worker runs; the tasks end with each update's answer."""
+    successor_id = f"act-{uuid.uuid4().hex}"
+    rows = status.request.params.get("rows", 0)
+    successor = status.request.model_copy(
+        update={
+            "params": {**status.request.params, "rows": rows + 1 if isinstance(rows, int) else 1},
+            "amended_from": handle.id,
+            "amended_by": amender,
+        }
+    )
+    amend = AmendRequest(
+        by=amender,
+        digest=status.digest,
+        successor_id=successor_id,
+        successor=SIGNER.request(successor, successor_id),
+    )
+    approve = DecisionRequest(approver=approver, decision="approve", digest=status.digest)
+    return [
+        await admitted(client, handle, "amend", SIGNER.amend(amend, handle.id), ActionStatus),
+        await admitted(client, handle, "decide", SIGNER.decision(approve, handle.id), ActionStatus),
+    ]
 
 
 class HoldOne(Interceptor):

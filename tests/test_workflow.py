@@ -34,7 +34,6 @@ from activities.verify import SignatureActivities
 from signoff.models import (
     ActionRequest,
     ActionStatus,
-    AmendRequest,
     CancelRequest,
     DecisionRequest,
     ExecutionReport,
@@ -43,7 +42,7 @@ from signoff.models import (
     action_digest,
 )
 from tests.conftest import Gate, running_worker, worker_parts
-from tests.holds import HoldOne, admitted
+from tests.holds import HoldOne, amendment_and_approval
 from tests.signing import SIGNER
 from tests.test_replay import replayer
 from workers.settings import Settings
@@ -459,27 +458,9 @@ async def test_an_owners_amendment_is_refused_as_self_approval_when_a_person_app
     async with running_worker(client, racing, ledger):
         handle = await gate.submit("one-db", {"rows": 1})
         status = await gate.wait_for(handle, "pending_approval")
-    successor_id = f"act-{uuid.uuid4().hex}"
-    successor = status.request.model_copy(
-        update={
-            "params": {"rows": 2},
-            "amended_from": handle.id,
-            "amended_by": "dave@example.com",
-        }
+    sends = await amendment_and_approval(
+        client, handle, status, "dave@example.com", "alice@example.com"
     )
-    amend = AmendRequest(
-        by="dave@example.com",
-        digest=status.digest,
-        successor_id=successor_id,
-        successor=SIGNER.request(successor, successor_id),
-    )
-    approve = DecisionRequest(
-        approver="alice@example.com", decision="approve", digest=status.digest
-    )
-    sends = [
-        await admitted(client, handle, "amend", SIGNER.amend(amend, handle.id), ActionStatus),
-        await admitted(client, handle, "decide", SIGNER.decision(approve, handle.id), ActionStatus),
-    ]
     activity_type, held = AMEND_CHECKS[late_check]
     hold = HoldOne(activity_type, held, after="check_decision")
     async with build_worker(client, racing, worker_parts(racing, ledger), interceptors=[hold]):

@@ -36,7 +36,7 @@ from signoff.models import (
 )
 from tests.conftest import DATA, Gate, running_worker, worker_parts
 from tests.grant_roles import DSN_ENV, GRANTABLE, grant_targets, granter_roles, new_grantee
-from tests.holds import HoldOne, admitted
+from tests.holds import HoldOne, amendment_and_approval
 from tests.page_fixtures import policy_with_step_up
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_cli, temporal_test_server
@@ -234,26 +234,9 @@ async def record_who_before_when(
     async with build_worker(client, racing, parts, interceptors=[agent_last]):
         await decided.result()
 
-    status = pending[amended.id]
-    successor_id = f"act-successor-{uuid.uuid4()}"
-    successor = status.request.model_copy(
-        update={"params": {"rows": 2}, "amended_from": amended.id, "amended_by": OWNER}
+    sent = await amendment_and_approval(
+        client, amended, pending[amended.id], OWNER, "alice@example.com"
     )
-    amend = AmendRequest(
-        by=OWNER,
-        digest=status.digest,
-        successor_id=successor_id,
-        successor=SIGNER.request(successor, successor_id),
-    )
-    approve = DecisionRequest(
-        approver="alice@example.com", decision="approve", digest=status.digest
-    )
-    sent = [
-        await admitted(client, amended, "amend", SIGNER.amend(amend, amended.id), ActionStatus),
-        await admitted(
-            client, amended, "decide", SIGNER.decision(approve, amended.id), ActionStatus
-        ),
-    ]
     owner_last = HoldOne("verify_signature", lambda _: True, after="check_decision")
     async with build_worker(client, racing, parts, interceptors=[owner_last]):
         await asyncio.gather(*sent, return_exceptions=True)
