@@ -7,13 +7,17 @@ with httpx as a browser would.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
 import re
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,30 +156,25 @@ def start_provider(*, issuer: str | None = None, web_redirect: str | None = None
             "the OpenID Provider harness is not installed: run "
             "`npm ci --prefix tests/oidc --no-audit --no-fund` (make test does)"
         )
-    command = [node, str(HARNESS / "provider.mjs"), "--port", "0"]
+    script = [str(HARNESS / "provider.mjs"), "--port", "0"]
     if issuer is not None:
-        command += ["--issuer", issuer]
+        script += ["--issuer", issuer]
     if web_redirect is not None:
-        command += ["--web-redirect", web_redirect]
-    # Node's own words go to a file, not a pipe nobody drains, so a failed start can say why.
-    with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=HARNESS
-        )
-        assert process.stdout is not None
-        # Bounded: a node that never starts must fail this test, not hang the suite.
-        started = time.monotonic()
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        line = process.stdout.readline() if ready else ""
-        if not line.startswith("listening "):
-            process.kill()
-            code = process.wait()
-            stderr.seek(0)
-            said = stderr.read()[-2000:]
-            raise AssertionError(
-                f"the OpenID Provider did not start: stdout {line!r} after "
-                f"{time.monotonic() - started:.1f} s, exit code {code}, stderr {said!r}"
-            )
+        script += ["--web-redirect", web_redirect]
+    # Rarely (twice in dozens of suite runs, on an idle machine) node has not printed its port
+    # 30 s after starting, where it takes half a second. A second start is allowed, once; what
+    # the first one was doing is reported either way.
+    failed: list[str] = []
+    for _ in range(2):
+        started = _start(node, script)
+        if not isinstance(started, str):
+            break
+        failed.append(started)
+    else:
+        raise AssertionError("the OpenID Provider did not start, twice: " + " || ".join(failed))
+    process, line = started
+    if failed:
+        warnings.warn(f"the OpenID Provider needed a second start: {failed[0]}", stacklevel=2)
     port = int(line.split()[1])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -192,6 +191,61 @@ def start_provider(*, issuer: str | None = None, web_redirect: str | None = None
             process.kill()
             raise AssertionError("the OpenID Provider's discovery never answered")
         time.sleep(0.1)
+
+
+# On SIGUSR2 node writes a diagnostic report (its JavaScript and native stacks).
+REPORT_FLAGS = ["--report-on-signal", "--report-signal=SIGUSR2", "--report-compact"]
+START_TIMEOUT = 30.0
+
+
+def _start(node: str, script: list[str]) -> tuple[subprocess.Popen[str], str] | str:
+    """One start of the provider: the process and its `listening` line, or why it failed."""
+    with tempfile.TemporaryDirectory() as reports, tempfile.TemporaryFile("w+") as stderr:
+        # Node's own words go to a file, not a pipe nobody drains, so a failed start says why.
+        process = subprocess.Popen(
+            [node, *REPORT_FLAGS, f"--report-directory={reports}", *script],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=HARNESS,
+        )
+        assert process.stdout is not None
+        # Bounded: a node that never starts must fail this test, not hang the suite.
+        began = time.monotonic()
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT)
+        line = process.stdout.readline() if ready else ""
+        if line.startswith("listening "):
+            return process, line
+        waited = time.monotonic() - began
+        stacks = _report(process, Path(reports))
+        process.kill()
+        code = process.wait()
+        stderr.seek(0)
+        said = stderr.read()[-2000:]
+        return (
+            f"stdout {line!r} after {waited:.1f} s, exit code {code}, stderr {said!r}, "
+            f"where it was: {stacks}"
+        )
+
+
+def _report(process: subprocess.Popen[str], reports: Path) -> str:
+    """The stacks in node's diagnostic report, asked for with SIGUSR2 (if it is still up)."""
+    if process.poll() is not None:
+        return "it had exited"
+    process.send_signal(signal.SIGUSR2)
+    for _ in range(50):
+        written = sorted(reports.glob("*.json"))
+        if written:
+            with contextlib.suppress(ValueError, OSError):
+                report = json.loads(written[0].read_text())
+                js = report.get("javascriptStack", {}).get("stack", [])
+                native = [f.get("symbol", "")[:120] for f in report.get("nativeStack", [])[:12]]
+                # An empty JavaScript stack with active handles: it was waiting on I/O.
+                handles = [h.get("type") for h in report.get("libuv", []) if h.get("is_active")]
+                where = {"javascript": js, "native": native, "active handles": handles}
+                return json.dumps(where)[:4000]
+        time.sleep(0.1)
+    return "no report within 5 s (node's main thread did not get to it)"
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,8 @@ class Stack:
     def wait_ready(self) -> None:
         """Wait for the ready banner; fail with the output if it does not come."""
         deadline = time.monotonic() + READY_TIMEOUT
-        while "signoff is up" not in self.text():
+        # The banner's last line: the banner is written at once, this checks it is whole.
+        while "Ctrl-C stops everything." not in self.text():
             if self.process.poll() is not None:
                 pytest.fail(f"signoff dev exited with {self.process.returncode}:\n{self.text()}")
             if time.monotonic() > deadline:

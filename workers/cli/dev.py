@@ -160,6 +160,12 @@ def copy_paste_commands(gateway: str, example_tokens: bool) -> list[tuple[str, s
 
 
 def _print_ready(config: DevConfig) -> None:
+    # One write: whoever reads the output as it grows sees all of the banner or none of it.
+    with console:
+        _print_banner(config)
+
+
+def _print_banner(config: DevConfig) -> None:
     console.print()
     console.print("[bold green]signoff is up.[/bold green]")
     console.print(f"  Temporal UI   {config.ui_url}")
