@@ -161,7 +161,7 @@ def start_provider(*, issuer: str | None = None, web_redirect: str | None = None
         script += ["--issuer", issuer]
     if web_redirect is not None:
         script += ["--web-redirect", web_redirect]
-    # Rarely (twice in dozens of suite runs, on an idle machine) node has not printed its port
+    # Rarely (twice in dozens of suite runs, once on an idle machine) node has not printed its port
     # 30 s after starting, where it takes half a second. A second start is allowed, once; what
     # the first one was doing is reported either way.
     failed: list[str] = []
