@@ -1341,6 +1341,21 @@ class ActionWorkflow:
             return refusal
         return chosen
 
+    def _decider_refusal(
+        self,
+        state: DecisionRefused | None,
+        status: ActionStatus,
+        decider_id: str,
+        decider: Principal | None,
+        owner_now: str | None,
+    ) -> DecisionRefused | None:
+        """A decision's or amendment's re-check once its decider is known: the action's state,
+        then who decides; who first when the state says it came late (`_after_lookup`)."""
+        return self._after_lookup(
+            state or rules.approver_refusal(status, decider_id, decider, owner_now=owner_now),
+            rules.identity_refusal(status, decider_id, decider, owner_now=owner_now),
+        )
+
     def _patched(self, patch: str) -> bool:
         """Whether this run has `patch`: implied by the one-marker shape, else its own marker."""
         if patch in IN_SHAPE_V5 and self._shape_v5():
@@ -1599,10 +1614,8 @@ class ActionWorkflow:
                 found = PrincipalLookupResult(principal=self._idp_amender(request))
             # Re-check: a decision may have resolved the action while we looked up.
             status = self.status()
-            refusal = self._after_lookup(
-                rules.amend_refusal(status, request)
-                or rules.approver_refusal(status, request.by, found.principal, owner_now=owner_now),
-                rules.identity_refusal(status, request.by, found.principal, owner_now=owner_now),
+            refusal = self._decider_refusal(
+                rules.amend_refusal(status, request), status, request.by, found.principal, owner_now
             )
         if refusal is not None:
             attempt = self._refusal(request.by, "amend", refusal, channel=request.channel)
@@ -1673,10 +1686,7 @@ class ActionWorkflow:
             return None
         owner_now = requester.principal.owner if requester.principal else None
         decider = approver.principal or self._idp_approver(request)
-        return self._after_lookup(
-            refusal,
-            rules.identity_refusal(self.status(), request.approver, decider, owner_now=owner_now),
-        )
+        return self._decider_refusal(refusal, self.status(), request.approver, decider, owner_now)
 
     async def _apply_decision(self, request: DecisionRequest) -> RefusedAttempt | None:
         """Authorise one decision in the workflow; refusal or acceptance lands in history."""
@@ -1740,14 +1750,12 @@ class ActionWorkflow:
                 found = PrincipalLookupResult(principal=self._idp_approver(request))
             # Re-check: another decision may have resolved the action while we looked up.
             status = self.status()
-            refusal = self._after_lookup(
-                rules.decision_refusal(status, request)
-                or rules.approver_refusal(
-                    status, request.approver, found.principal, owner_now=owner_now
-                ),
-                rules.identity_refusal(
-                    status, request.approver, found.principal, owner_now=owner_now
-                ),
+            refusal = self._decider_refusal(
+                rules.decision_refusal(status, request),
+                status,
+                request.approver,
+                found.principal,
+                owner_now,
             )
             if refusal is None and self._step_up_enforced():
                 refusal = rules.step_up_refusal(status, request)
