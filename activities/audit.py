@@ -80,9 +80,13 @@ class AuditActivities:
     async def record_and_claim(self, write_ahead: WriteAhead) -> ExecutionClaim:
         """Append the write-ahead batch, then claim the action's one execution for this run.
 
-        One local activity instead of two: the workflow saves a round trip through its worker
-        and keeps the order (the claim is asked for only once the rows are durable). A retry
-        after a failure between the two appends nothing twice and finds its own claim.
+        One local activity instead of two, and one statement: the claim commits with the rows
+        it follows, never before them. A retry appends nothing twice and finds its own claim.
         """
-        await self.record_audit_events(AuditBatch(events=write_ahead.events))
-        return await self.claim_execution_activity(write_ahead.claim)
+        claim = write_ahead.claim
+        try:
+            return await self.ledger.append_and_claim(write_ahead.events, claim)
+        except LedgerConflict as err:
+            raise ApplicationError(str(err), type=LEDGER_CONFLICT, non_retryable=True) from None
+        except CONNECTION_ERRORS as err:
+            raise unavailable(err) from err

@@ -85,7 +85,7 @@ class ExecutionActivities:
             activity.heartbeat()
 
     async def _claim(self, digest: str) -> int | None:
-        """Find this run's write-ahead row, then claim its execution in the ledger.
+        """Find this run's write-ahead row, then claim its execution: one statement.
 
         No row: refused (only signoff's workflow on this worker writes one, after the
         approval). Another run's claim refuses it for good. Answers where the row says its run
@@ -93,11 +93,12 @@ class ExecutionActivities:
         """
         if self.ledger is None:
             return None
-        rows = await self._ask_ledger("the write-ahead check", Ledger.write_ahead)
-        self._require_write_ahead(rows, digest)
-        claim = await self._ask_ledger(
-            "the execution claim", lambda ledger, a, r: ledger.claim_execution(a, r, digest)
+        rows, claim = await self._ask_ledger(
+            "the write-ahead check and the execution claim",
+            lambda ledger, a, r: ledger.start_execution(a, r, digest),
         )
+        self._require_write_ahead(rows, digest)
+        assert claim is not None, "claimed once the write-ahead row is found"
         assert claim.claimed_at is not None, "a stored claim has its time"
         if claim.run_id != activity.info().workflow_run_id:
             raise ApplicationError(

@@ -29,7 +29,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import psutil
@@ -258,18 +257,6 @@ def other_cpu(proxy: list[multiprocessing.Process], socket_dir: str) -> tuple[fl
     return proxy_cpu, pg_cpu
 
 
-def proxied(url: str, port: int) -> tuple[str, str]:
-    """(the URL through the proxy on `port`, the proxy's target) for a Postgres URL."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    host = (query.pop("host", [None])[0]) or parts.hostname or "127.0.0.1"
-    pg_port = parts.port or 5432
-    target = f"{host}/.s.PGSQL.{pg_port}" if host.startswith("/") else f"{host}:{pg_port}"
-    user = parts.username or "postgres"
-    netloc = f"{user}:{parts.password or ''}@127.0.0.1:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, doseq=True), "")), target
-
-
 async def measured_rtt(url: str) -> float:
     """p50 of `SELECT 1` round trips, ms."""
     conn = await asyncpg.connect(url)
@@ -315,7 +302,7 @@ async def run_b5(database_url: str, args: argparse.Namespace) -> list[Section]:
     url = await create_database(database_url)
     await (await Ledger.connect(url, migrate=True)).close()
     port = free_port()
-    far_url, target = proxied(url, port)
+    far_url, target = latency_proxy.proxied(url, port)
     socket_dir = target.rsplit("/", 1)[0]
     proxy = latency_proxy.start(f"127.0.0.1:{port}", target, args.b5_rtt_ms, 2)
     section = Section(

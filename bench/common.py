@@ -35,6 +35,8 @@ from rich.table import Table
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench import latency_proxy
+from workers.database import embedded_server, stop_embedded_server
 from workers.dev.binaries import temporal_cli
 from workers.dev.config import DevConfig
 from workers.dev.process import signal_group
@@ -227,6 +229,7 @@ class Stack:
     marks: Path
     client: Client
     bare: subprocess.Popen[bytes] | None = None
+    far: FarPostgres | None = None
 
     @property
     def config(self) -> DevConfig:
@@ -272,6 +275,33 @@ def stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary data dir (logs) after the run"
     )
+    parser.add_argument(
+        "--pg-rtt-ms",
+        type=float,
+        default=0.0,
+        help="put the ledger's Postgres this many ms of round trip away (bench.latency_proxy)",
+    )
+
+
+@dataclass
+class FarPostgres:
+    """A Postgres of the stack's own, reached through the latency proxy."""
+
+    server: Any
+    proxy: list[Any]
+    url: str
+
+    @classmethod
+    def start(cls, data_dir: Path, rtt_ms: float) -> FarPostgres:
+        """Start Postgres in `data_dir`/far and a proxy adding `rtt_ms` in front of it."""
+        server = embedded_server(data_dir / "far")
+        url, target = latency_proxy.proxied(str(server.get_uri()), port := free_port())
+        return cls(server, latency_proxy.start(f"127.0.0.1:{port}", target, rtt_ms, 2), url)
+
+    def stop(self) -> None:
+        """Stop the proxy, then Postgres."""
+        latency_proxy.stop(self.proxy)
+        stop_embedded_server(self.server)
 
 
 @contextlib.asynccontextmanager
@@ -286,8 +316,11 @@ async def running_stack(args: argparse.Namespace, *, bare: bool = False) -> Asyn
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
+    rtt = getattr(args, "pg_rtt_ms", 0.0)
+    far = FarPostgres.start(data_dir, rtt) if rtt > 0 else None
     config = DevConfig(
         data_dir=data_dir,
+        database_url=far.url if far else None,
         policy=bench_policy(data_dir),
         temporal_port=free_port(),
         ui_port=free_port(),
@@ -303,7 +336,7 @@ async def running_stack(args: argparse.Namespace, *, bare: bool = False) -> Asyn
         client = await Client.connect(
             config.temporal_address, data_converter=pydantic_data_converter
         )
-        stack = Stack(dev=dev, data_dir=data_dir, marks=marks, client=client)
+        stack = Stack(dev=dev, data_dir=data_dir, marks=marks, client=client, far=far)
         if bare:
             stack.bare = start_bare_worker(config.temporal_address, data_dir)
             await wait_polling(client, BARE_QUEUE)
@@ -312,6 +345,8 @@ async def running_stack(args: argparse.Namespace, *, bare: bool = False) -> Asyn
         if stack is not None and stack.bare is not None:
             stop_process(stack.bare)
         await dev.stop()
+        if far is not None:
+            far.stop()
         if not args.keep:
             import shutil
 
@@ -385,7 +420,7 @@ def process_groups(stack: Stack) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {
         name: [stack.pid(name)] for name in ("temporal", "worker", "gateway")
     }
-    pg = stack.dev._pg_server
+    pg = stack.dev._pg_server or (stack.far and stack.far.server)
     if pg is not None:
         with contextlib.suppress(Exception):
             postmaster = int(pg.get_pid())

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import socket
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -81,6 +82,18 @@ def listening_socket(address: str) -> socket.socket:
 def _child(address: str, target: str, delay: float) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     asyncio.run(serve(listening_socket(address), target, delay))
+
+
+def proxied(url: str, port: int) -> tuple[str, str]:
+    """(the URL through the proxy on `port`, the proxy's target) for a Postgres URL."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = (query.pop("host", [None])[0]) or parts.hostname or "127.0.0.1"
+    pg_port = parts.port or 5432
+    target = f"{host}/.s.PGSQL.{pg_port}" if host.startswith("/") else f"{host}:{pg_port}"
+    user = parts.username or "postgres"
+    netloc = f"{user}:{parts.password or ''}@127.0.0.1:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, doseq=True), "")), target
 
 
 def start(

@@ -26,6 +26,7 @@ from channels.notifier import Notifier
 from policies.loader import load_directory, load_policy
 from signoff.executor import registry
 from signoff.models import ActionRequest, ActionStatus, DecisionRequest, ReviewRequest
+from tests.pg import create_database
 from tests.signing import SIGNER
 from workers.dev.binaries import temporal_cli
 from workers.settings import Settings
@@ -69,6 +70,15 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> str:
+    """A fresh, migrated database of its own for one test."""
+    url = await create_database(postgres_url)
+    ledger = await Ledger.connect(url, migrate=True)
+    await ledger.close()
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import asyncpg
 from pgserver import PostgresServer
 from pgserver._commands import pg_ctl
 
+from activities.ledger.migrations import WORKER_ROLE
 from signoff.models import ActionRequest, Decision, RefusalCode, RefusedAttempt, Verdict
 from workflows.messages import AuditBatch, AuditEvent, AuditKind
 
@@ -36,6 +37,19 @@ async def create_database(admin_url: str) -> str:
     finally:
         await conn.close()
     return with_database(admin_url, name)
+
+
+async def worker_login(url: str, role: str) -> str:
+    """`url` as `role`, a login in the worker's role (created if it is not there yet)."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') "
+            f"THEN CREATE ROLE {role} LOGIN IN ROLE {WORKER_ROLE}; END IF; END $$"
+        )
+    finally:
+        await admin.close()
+    return with_database(url, user=role)
 
 
 def stop(server: PostgresServer) -> None:

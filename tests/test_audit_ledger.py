@@ -17,9 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.audit import LEDGER_CONFLICT, LEDGER_UNAVAILABLE, AuditActivities
 from activities.ledger.chain import GENESIS_HASH, event_content, row_hash
-from activities.ledger.migrations import MIGRATIONS, WORKER_ROLE
+from activities.ledger.migrations import MIGRATIONS
 from activities.ledger.store import Ledger
-from tests.pg import T0, action_batches, create_database, start, stop, with_database
+from tests.pg import T0, action_batches, create_database, start, stop, worker_login
 from workers.audit.verify import verify_chain
 from workflows.messages import AuditBatch, AuditKind, RecordedOutcome, outcome_events
 
@@ -27,15 +27,6 @@ from workflows.messages import AuditBatch, AuditKind, RecordedOutcome, outcome_e
 async def record(ledger: Ledger, batch: AuditBatch) -> None:
     """Write a batch as the workflow does, through the audit activity."""
     await AuditActivities(ledger).record_audit_events(batch)
-
-
-@pytest.fixture
-async def db(postgres_url: str) -> str:
-    """A fresh, migrated database of its own for one test."""
-    url = await create_database(postgres_url)
-    ledger = await Ledger.connect(url, migrate=True)
-    await ledger.close()
-    return url
 
 
 @pytest.fixture
@@ -155,15 +146,7 @@ async def test_concurrent_workers_with_retries_make_one_chain(db: str) -> None:
 
 
 async def test_worker_role_may_only_insert_and_select(db: str) -> None:
-    admin = await asyncpg.connect(db)
-    try:
-        await admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'test_worker') "
-            f"THEN CREATE ROLE test_worker LOGIN IN ROLE {WORKER_ROLE}; END IF; END $$"
-        )
-    finally:
-        await admin.close()
-    worker = await Ledger.connect(with_database(db, user="test_worker"))
+    worker = await Ledger.connect(await worker_login(db, "test_worker"))
     try:
         for batch in action_batches("act-role"):
             await record(worker, batch)

@@ -26,11 +26,11 @@ from activities.ledger.chain import (
     partition_of,
     row_hash,
 )
-from activities.ledger.migrations import MIGRATIONS, WORKER_ROLE
+from activities.ledger.migrations import MIGRATIONS
 from activities.ledger.store import Ledger, LedgerConflict
 from signoff.models import canonical_json
 from tests.cli import app
-from tests.pg import T0, action_batches, as_attacker, create_database, with_database
+from tests.pg import T0, action_batches, as_attacker, create_database, worker_login
 from workers.audit.report import records
 from workers.audit.verify import BreakReason, verify_chain, verify_ledger
 from workers.gateway.server import write_checkpoints
@@ -57,15 +57,6 @@ async def fill(ledger: Ledger, actions: int = 24, prefix: str = "act") -> None:
     for n in range(actions):
         for batch in action_batches(f"{prefix}-{n}", self_attempts=n % 2):
             await ledger.append(batch.events)
-
-
-@pytest.fixture
-async def db(postgres_url: str) -> str:
-    """A fresh, migrated database of its own."""
-    url = await create_database(postgres_url)
-    ledger = await Ledger.connect(url, migrate=True)
-    await ledger.close()
-    return url
 
 
 @pytest.fixture
@@ -232,16 +223,8 @@ async def test_racing_retries_on_many_workers_make_intact_chains(db: str) -> Non
 async def test_worker_role_appends_and_checkpoints_but_changes_nothing(
     db: str, tmp_path: Path
 ) -> None:
-    admin = await asyncpg.connect(db)
-    try:
-        await admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'part_worker') "
-            f"THEN CREATE ROLE part_worker LOGIN IN ROLE {WORKER_ROLE}; END IF; END $$"
-        )
-    finally:
-        await admin.close()
     signer, trusted, _, _ = keys(tmp_path)
-    worker = await Ledger.connect(with_database(db, user="part_worker"), partitions=PARTS)
+    worker = await Ledger.connect(await worker_login(db, "part_worker"), partitions=PARTS)
     try:
         await fill(worker, 4)
         await worker.checkpoint(signer)

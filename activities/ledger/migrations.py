@@ -317,6 +317,78 @@ REVOKE ALL ON FUNCTION execution_claim FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION execution_claim TO signoff_worker;
 """,
     ),
+    Migration(
+        6,
+        "claim_with_its_write",
+        """
+-- One round trip (and one commit) fewer at each step of an execution (issue 16).
+--
+-- The workflow's write-ahead rows and its execution claim in one statement: audit_append,
+-- then, for each item that asks for one and whose rows are all in (none refused, none left to
+-- compare), execution_claim. The claim commits with the rows it follows, never before them.
+-- audit_append stays as it was, for workers from before this migration.
+CREATE FUNCTION audit_append_claim(
+    p_item integer[], p_part integer[], p_checked boolean[],
+    p_action text[], p_run text[], p_seq integer[], p_kind text[], p_digest text[],
+    p_actor text[], p_channel text[], p_at timestamptz[], p_payload jsonb[],
+    p_identity text[], p_head text[], p_middle text[], p_tail text[],
+    p_claim_action text[], p_claim_run text[], p_claim_digest text[]
+) RETURNS TABLE (
+    item integer, written integer, unchecked integer[], conflict text,
+    holder text, held_digest text, held_at timestamptz
+) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM audit_append(
+        p_item, p_part, p_checked, p_action, p_run, p_seq, p_kind, p_digest, p_actor,
+        p_channel, p_at, p_payload, p_identity, p_head, p_middle, p_tail)
+    LOOP
+        item := r.item;
+        written := r.written;
+        unchecked := r.unchecked;
+        conflict := r.conflict;
+        holder := NULL;
+        held_digest := NULL;
+        held_at := NULL;
+        IF p_claim_action[r.item] IS NOT NULL AND r.conflict IS NULL
+                AND cardinality(r.unchecked) = 0 THEN
+            SELECT c.holder, c.held_digest, c.held_at INTO holder, held_digest, held_at
+            FROM execution_claim(p_claim_action[r.item], p_claim_run[r.item],
+                                 p_claim_digest[r.item]) AS c;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION audit_append_claim FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit_append_claim TO signoff_worker;
+
+-- The executor's two checks in one statement: the run's write-ahead rows (each one's digest
+-- and the first place it kept for the outcome's rows), then, only when a row for the digest
+-- is there, the execution claim. Rows of runs from before runs were recorded (run id '')
+-- count for any run, as they did when these were two statements.
+CREATE FUNCTION execution_start(p_action text, p_run text, p_digest text)
+RETURNS TABLE (
+    digests text[], kept jsonb[], holder text, held_digest text, held_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    SELECT coalesce(array_agg(e.digest ORDER BY e.id), '{}'),
+           coalesce(array_agg(e.payload -> 'outcome_seq' ORDER BY e.id), '{}')
+    INTO digests, kept
+    FROM audit_events e
+    WHERE e.action_id = p_action AND e.run_id IN (p_run, '') AND e.kind = 'execution_started';
+    IF p_digest = ANY (digests) THEN
+        SELECT c.holder, c.held_digest, c.held_at INTO holder, held_digest, held_at
+        FROM execution_claim(p_action, p_run, p_digest) AS c;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION execution_start FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION execution_start TO signoff_worker;
+""",
+    ),
 )
 
 

@@ -54,10 +54,11 @@ CHECKPOINT_LOCK = 0x5160_0FF2
 # What audit_append raises when a different event already sits at an event's place.
 CONFLICT_STATE = "SO001"
 APPEND = (
-    "SELECT item, written, unchecked, conflict FROM audit_append("
+    "SELECT item, written, unchecked, conflict, holder, held_digest, held_at"
+    " FROM audit_append_claim("
     "$1::int[], $2::int[], $3::bool[], $4::text[], $5::text[], $6::int[], $7::text[],"
     " $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::jsonb[], $13::text[],"
-    " $14::text[], $15::text[], $16::text[])"
+    " $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])"
 )
 # Callers whose events go in one statement at most; more wait for the next.
 MAX_ITEMS = 64
@@ -96,6 +97,17 @@ def read_row(record: asyncpg.Record) -> LedgerRow:
     return LedgerRow(**{**dict(record), "payload": json.loads(record["payload"])})
 
 
+def held(action_id: str, run_id: str, record: asyncpg.Record) -> ExecutionClaim:
+    """The claim `run_id` asked for, answered with the holder in `record` (`execution_claim`)."""
+    return ExecutionClaim(
+        action_id=action_id,
+        run_id=record["holder"] or "(unrecorded)",
+        digest=record["held_digest"],
+        claimed_at=record["held_at"],
+        granted=record["holder"] == run_id,
+    )
+
+
 def _plain(value: Any) -> bool:
     """Whether jsonb gives a value back exactly as it is: no floats (jsonb may rewrite those,
     1e20 comes back as 100000000000000000000), only string keys, only lists."""
@@ -109,10 +121,18 @@ def _plain(value: Any) -> bool:
 class _Item:
     """One caller's events on their way into a statement, and where its outcome goes."""
 
-    def __init__(self, contents: list[dict[str, Any]], done: asyncio.Future[int]) -> None:
+    def __init__(
+        self,
+        contents: list[dict[str, Any]],
+        done: asyncio.Future[int],
+        claim: ExecutionClaim | None = None,
+    ) -> None:
         self.contents = contents
         self.done = done
         self.checked = False
+        # The execution this caller claims once its events are in, and the answer.
+        self.claim = claim
+        self.claimed: ExecutionClaim | None = None
 
     def settle(self, *, written: int = 0, error: BaseException | None = None) -> None:
         """Give the caller its outcome (once)."""
@@ -145,6 +165,10 @@ def _arguments(batch: list[_Item]) -> list[list[Any]]:
         [t[0] for t in templates],
         [t[1] for t in templates],
         [t[2] for t in templates],
+        *(
+            [None if item.claim is None else getattr(item.claim, field) for item in batch]
+            for field in ("action_id", "run_id", "digest")
+        ),
     ]
 
 
@@ -356,13 +380,30 @@ class Ledger:
                 digest,
             )
         assert row is not None, "the claim was inserted or already there"
-        return ExecutionClaim(
-            action_id=action_id,
-            run_id=row["holder"] or "(unrecorded)",
-            digest=row["held_digest"],
-            claimed_at=row["held_at"],
-            granted=row["holder"] == run_id,
-        )
+        return held(action_id, run_id, row)
+
+    async def start_execution(
+        self, action_id: str, run_id: str, digest: str
+    ) -> tuple[dict[str, int | None], ExecutionClaim | None]:
+        """The run's write-ahead rows (as `write_ahead`), and the claim if one is for `digest`.
+
+        The executor's two checks in one statement (`execution_start`, migration 6): nothing is
+        claimed unless this run's write-ahead row for the digest is on record.
+        """
+        async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+            row = await conn.fetchrow(
+                "SELECT digests, kept::text[] AS kept, holder, held_digest, held_at"
+                " FROM execution_start($1, $2, $3)",
+                action_id,
+                run_id,
+                digest,
+            )
+        assert row is not None, "execution_start answers one row"
+        rows = {
+            d: None if k is None else kept_place(json.loads(k))
+            for d, k in zip(row["digests"], row["kept"], strict=True)
+        }
+        return rows, (held(action_id, run_id, row) if digest in rows else None)
 
     async def runs(self, action_id: str) -> list[RunSummary]:
         """Each run of an action the ledger holds, in the order they began."""
@@ -391,6 +432,27 @@ class Ledger:
         """
         if not events:
             return 0
+        return await asyncio.shield((await self._enqueue(events)).done)
+
+    async def append_and_claim(
+        self, events: Sequence[AuditEvent], claim: ExecutionClaim
+    ) -> ExecutionClaim:
+        """Append events as `append` does, then claim the execution in the same statement.
+
+        The claim commits with the rows it follows, in one round trip. Raises as `append`
+        does, and then claims nothing.
+        """
+        if not events:
+            return await self.claim_execution(claim.action_id, claim.run_id, claim.digest)
+        item = await self._enqueue(events, claim)
+        await asyncio.shield(item.done)
+        assert item.claimed is not None, "an item that asks for a claim is answered with one"
+        return item.claimed
+
+    async def _enqueue(
+        self, events: Sequence[AuditEvent], claim: ExecutionClaim | None = None
+    ) -> _Item:
+        """Queue one caller's events for the next statement; its future settles once written."""
         if all(_plain(e.payload) for e in events):
             payloads = [e.payload for e in events]
         else:
@@ -411,13 +473,13 @@ class Ledger:
             )
             for e, payload in zip(events, payloads, strict=True)
         ]
-        item = _Item(contents, asyncio.get_running_loop().create_future())
+        item = _Item(contents, asyncio.get_running_loop().create_future(), claim)
         self._pending.append(item)
         if self._flushing < self._max_flushers:
             self._flushing += 1
             self._tasks.add(task := asyncio.create_task(self._flush()))
             task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(item.done)
+        return item
 
     async def append_outcome(self, events: Sequence[AuditEvent]) -> RecordedOutcome | None:
         """Append an outcome's rows: None once they are in, else the outcome already there.
@@ -481,6 +543,9 @@ class Ledger:
                             item.checked = True
                             self._pending.insert(0, item)
                     else:
+                        if item.claim is not None:
+                            claim = item.claim
+                            item.claimed = held(claim.action_id, claim.run_id, row)
                         item.settle(written=int(row["written"]))
         except CONNECTION_ERRORS as err:
             for item in batch:
