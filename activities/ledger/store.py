@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,6 +108,14 @@ def held(action_id: str, run_id: str, record: asyncpg.Record) -> ExecutionClaim:
     )
 
 
+def write_ahead_places(rows: Iterable[tuple[str, str | None]]) -> dict[str, int | None]:
+    """Each write-ahead row's digest, with the first place it kept for the outcome, or None.
+
+    The place comes as jsonb's text (`payload -> 'outcome_seq'`), NULL when none was kept.
+    """
+    return {digest: None if kept is None else kept_place(json.loads(kept)) for digest, kept in rows}
+
+
 def _plain(value: Any) -> bool:
     """Whether jsonb gives a value back exactly as it is: no floats (jsonb may rewrite those,
     1e20 comes back as 100000000000000000000), only string keys, only lists."""
@@ -165,10 +173,9 @@ def _arguments(batch: list[_Item]) -> list[list[Any]]:
         [t[0] for t in templates],
         [t[1] for t in templates],
         [t[2] for t in templates],
-        *(
-            [None if item.claim is None else getattr(item.claim, field) for item in batch]
-            for field in ("action_id", "run_id", "digest")
-        ),
+        [item.claim and item.claim.action_id for item in batch],
+        [item.claim and item.claim.run_id for item in batch],
+        [item.claim and item.claim.digest for item in batch],
     ]
 
 
@@ -359,11 +366,7 @@ class Ledger:
                 action_id,
                 run_id,
             )
-        # jsonb comes back as text.
-        return {
-            r["digest"]: None if r["kept"] is None else kept_place(json.loads(r["kept"]))
-            for r in rows
-        }
+        return write_ahead_places((r["digest"], r["kept"]) for r in rows)
 
     async def claim_execution(self, action_id: str, run_id: str, digest: str) -> ExecutionClaim:
         """Claim the one execution of an action for `run_id`; return whoever holds it.
@@ -399,10 +402,7 @@ class Ledger:
                 digest,
             )
         assert row is not None, "execution_start answers one row"
-        rows = {
-            d: None if k is None else kept_place(json.loads(k))
-            for d, k in zip(row["digests"], row["kept"], strict=True)
-        }
+        rows = write_ahead_places(zip(row["digests"], row["kept"], strict=True))
         return rows, (held(action_id, run_id, row) if digest in rows else None)
 
     async def runs(self, action_id: str) -> list[RunSummary]:
